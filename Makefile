@@ -1,0 +1,28 @@
+# The two set-up commands of the README: `make release` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: release test lint clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+# Release the repository's own content; a throwaway key under .keys/ signs it
+# unless PIPELINE_SIGNING_KEY names a real one.
+release: $(BIN)/.installed
+	$(BIN)/inv release --demo-key
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check pipeline tasks.py tests
+	$(BIN)/ruff format --check pipeline tasks.py tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) dist .samples .pipeline-cache

@@ -1,0 +1,100 @@
+"""Layout of a content repository: which path belongs to which kind of content.
+
+| kind      | folder              | one item                                   |
+|-----------|---------------------|--------------------------------------------|
+| catalog   | `catalogs/`         | `catalogs/<id>/catalog.json` + `rows.csv`  |
+| migration | `migrations/`       | `migrations/NNNN_slug[.dialect].sql`       |
+| fix       | `packages/fixes/`   | `packages/fixes/<id>/fix.json` + `payload/`|
+| report    | `packages/reports/` | `packages/reports/<code>/report.json`      |
+| form      | `packages/forms/`   | `packages/forms/<code>/form.json`          |
+| treasury  | `packages/treasury/`| `packages/treasury/<id>/format.json`       |
+
+Every other file of an item's folder (payload, samples, query files) belongs
+to that item. Paths are POSIX strings relative to the repository root.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+
+class Kind(enum.StrEnum):
+    CATALOG = "catalog"
+    MIGRATION = "migration"
+    FIX = "fix"
+    REPORT = "report"
+    FORM = "form"
+    TREASURY = "treasury"
+
+
+KIND_FOLDERS: dict[Kind, str] = {
+    Kind.CATALOG: "catalogs",
+    Kind.MIGRATION: "migrations",
+    Kind.FIX: "packages/fixes",
+    Kind.REPORT: "packages/reports",
+    Kind.FORM: "packages/forms",
+    Kind.TREASURY: "packages/treasury",
+}
+
+DEFINITION_FILES: dict[Kind, str] = {
+    Kind.CATALOG: "catalog.json",
+    Kind.FIX: "fix.json",
+    Kind.REPORT: "report.json",
+    Kind.FORM: "form.json",
+    Kind.TREASURY: "format.json",
+}
+
+
+@dataclass(frozen=True)
+class ContentPath:
+    """A repository path classified as content: its kind and the item it belongs to."""
+
+    kind: Kind
+    item: str
+    path: str
+
+
+def classify(path: str) -> ContentPath | None:
+    """Return the kind and item of a repository path, or None when it is not content.
+
+    A migration's item is its file name. Files directly inside a kind's folder
+    of a folder-per-item kind (a README, say) are not content.
+    """
+    parts = PurePosixPath(path).parts
+    for kind, folder in KIND_FOLDERS.items():
+        prefix = PurePosixPath(folder).parts
+        if parts[: len(prefix)] != prefix:
+            continue
+        rest = parts[len(prefix) :]
+        if kind is Kind.MIGRATION:
+            if len(rest) == 1 and rest[0].endswith(".sql"):
+                return ContentPath(kind, rest[0], path)
+            return None
+        if len(rest) >= 2:
+            return ContentPath(kind, rest[0], path)
+        return None
+    return None
+
+
+def item_folder(root: Path, kind: Kind, item: str) -> Path:
+    """Return the folder of a folder-per-item kind's item."""
+    return root / KIND_FOLDERS[kind] / item
+
+
+def definition_path(root: Path, kind: Kind, item: str) -> Path:
+    """Return the path of an item's definition file."""
+    return item_folder(root, kind, item) / DEFINITION_FILES[kind]
+
+
+def list_items(root: Path, kind: Kind) -> list[str]:
+    """List the items of a folder-per-item kind in the work tree, sorted by id.
+
+    A folder counts as an item when it holds the kind's definition file.
+    """
+    folder = root / KIND_FOLDERS[kind]
+    if not folder.is_dir():
+        return []
+    name = DEFINITION_FILES[kind]
+    return sorted(p.name for p in folder.iterdir() if (p / name).is_file())

@@ -1,0 +1,1 @@
+"""Invoke tasks of the release pipeline."""
