@@ -1,1 +1,420 @@
-"""Invoke tasks of the release pipeline."""
+"""Invoke tasks of the release pipeline: a thin table of calls into `pipeline`.
+
+Each task's first docstring line is its `inv --list` text; its flags map one
+to one onto the arguments of the function it calls. Errors from `pipeline`
+become one line on standard error and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from invoke import Collection, Exit, Program, task
+from invoke.context import Context
+
+from pipeline import catalogs, signing
+from pipeline.collect import collect as collect_changes
+from pipeline.config import (
+    SIGNING_KEY_ENV,
+    SIGNING_PASSPHRASE_ENV,
+    SampleDatabase,
+    load_config,
+    signing_key_from_env,
+)
+from pipeline.console import StepPrinter
+from pipeline.errors import PipelineError, SignatureError, ValidationError
+from pipeline.findings import CheckCase, write_json_report, write_junit_report
+from pipeline.versions import Version
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEMO_KEY = Path(".keys/demo.key")
+DEMO_PUBLIC_KEY = Path(".keys/minisign.pub")
+
+REPO_HELP = "content repository to read (default: the current folder)"
+JSON_HELP = "write a machine-readable JSON report to this file"
+JUNIT_HELP = "write a JUnit XML report to this file"
+
+
+def _configure_logging() -> None:
+    level = os.environ.get("PIPELINE_LOG", "WARNING").upper()
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def guarded(positional: tuple[str, ...] = ()) -> Callable[[F], F]:
+    """Turn PipelineError into `error: ...` and exit code 1; show help for `TASK --help`.
+
+    Invoke hands `--help` to a task's first positional argument instead of
+    printing the task's help, so the guard prints it itself.
+    """
+
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def wrapper(context: Context, *args: Any, **kwargs: Any) -> Any:
+            values = list(args) + [kwargs.get(name) for name in positional]
+            if any(value in ("-h", "--help") for value in values):
+                name = function.__name__.replace("_", "-").removesuffix("-")
+                _print_help(_TASK_NAMES.get(name, name))
+                return None
+            _configure_logging()
+            try:
+                return function(context, *args, **kwargs)
+            except PipelineError as exc:
+                raise Exit(f"error: {exc}", code=1) from exc
+
+        return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
+
+    return decorate
+
+
+def _print_help(task_name: str) -> None:
+    Program(namespace=ns, name="inv", binary="inv").run(["inv", "--help", task_name], exit=False)
+
+
+def _findings_summary(cases: list[CheckCase], limit: int = 50) -> None:
+    shown = 0
+    for case in cases:
+        for finding in case.findings:
+            if shown < limit:
+                print(f"  {finding.severity}: {finding}")
+            shown += 1
+    if shown > limit:
+        print(f"  ... and {shown - limit} more")
+
+
+@task(help={"repo": REPO_HELP, "rev": "release commit (default: HEAD)", "json": JSON_HELP})
+@guarded()
+def collect(c: Context, repo: str = ".", rev: str = "HEAD", json: str | None = None) -> None:
+    """Collect the change set since the last release tag."""
+    changes = collect_changes(Path(repo), rev)
+    base = changes.base_tag or "no earlier release: everything is new"
+    print(f"commit {changes.commit[:12]}, base {base}")
+    for kind, items in changes.by_kind().items():
+        for change in items:
+            old = f" (from {change.old_path})" if change.old_path else ""
+            print(f"  {kind.value:<9} {change.change:<8} {change.path}{old}")
+    print(f"{len(changes.changes)} changed content files")
+    if json:
+        write_json_report(Path(json), changes.to_json())
+
+
+@task(help={"repo": REPO_HELP, "json": JSON_HELP, "junit": JUNIT_HELP})
+@guarded()
+def validate(c: Context, repo: str = ".", json: str | None = None, junit: str | None = None) -> None:
+    """Validate every catalog, migration, fix, report, form and treasury format."""
+    from pipeline.validate import validate as validate_content
+
+    result = validate_content(Path(repo))
+    _findings_summary(result.cases)
+    if json:
+        write_json_report(Path(json), result.to_json())
+    if junit:
+        write_junit_report(Path(junit), "validate", result.cases)
+    print(f"validated {len(result.cases)} items: {len(result.errors)} errors")
+    if not result.passed:
+        raise ValidationError(f"validation failed with {len(result.errors)} errors")
+
+
+@task(
+    help={
+        "id": "catalog id, the folder name under catalogs/",
+        "from_": "official source file to import",
+        "key": "key column (default: the description's key, or the first column)",
+        "delimiter": "field delimiter of the source file (default: ,)",
+        "encoding": "encoding of the source file: utf-8, cp1251 or kz1048 (default: utf-8)",
+        "repo": REPO_HELP,
+    }
+)
+@guarded()
+def catalog_import(
+    c: Context,
+    id: str,
+    from_: str,
+    key: str | None = None,
+    delimiter: str = ",",
+    encoding: str = "utf-8",
+    repo: str = ".",
+) -> None:
+    """Import an official source file as a catalog and print what changed."""
+    delta = catalogs.import_catalog(
+        Path(repo), id, Path(from_), key=key, delimiter=delimiter, encoding=encoding
+    )
+    print(
+        f"catalog {id}: {len(delta.added)} added, {len(delta.changed)} changed,"
+        f" {len(delta.removed)} removed"
+    )
+    for label, changes in (("added", delta.added), ("changed", delta.changed), ("removed", delta.removed)):
+        for change in changes[:3]:
+            row = change.new if change.new is not None else change.old
+            print(f"  {label}: {'/'.join(change.key)}: {row}")
+
+
+@task(
+    iterable=["database"],
+    help={
+        "repo": REPO_HELP,
+        "database": "sample database URL (sqlite:///PATH); repeat for several;"
+        " replaces the configured ones",
+        "json": JSON_HELP,
+        "junit": JUNIT_HELP,
+    },
+)
+@guarded()
+def dry_run(
+    c: Context,
+    repo: str = ".",
+    database: list[str] | None = None,
+    json: str | None = None,
+    junit: str | None = None,
+) -> None:
+    """Apply pending migrations to throwaway copies of the sample databases."""
+    from pipeline.dryrun import dry_run as run_dry_run
+
+    config = load_config(Path(repo).resolve())
+    samples = [SampleDatabase(url=url) for url in database or []] or None
+    result = run_dry_run(config, samples)
+    for r in result.results:
+        status = "passed" if r.passed else "FAILED"
+        print(f"{r.database} ({r.engine} {r.engine_version}): {status}, {len(r.applied)} migrations")
+        if r.error:
+            print(f"  error: {r.error}")
+        for finding in r.findings:
+            print(f"  {finding.severity}: {finding}")
+    if json:
+        write_json_report(Path(json), result.to_json())
+    if junit:
+        write_junit_report(Path(junit), "dry-run", result.cases())
+    if not result.passed:
+        raise PipelineError("dry-run failed")
+
+
+@task(
+    help={
+        "version": "release version YYYY.MM.N",
+        "repo": REPO_HELP,
+        "rev": "release commit (default: HEAD)",
+        "out": "output folder (default: dist)",
+        "dry_run_report": "JSON report of `inv dry-run` whose passed databases the manifest lists",
+    }
+)
+@guarded()
+def build(
+    c: Context,
+    version: str,
+    repo: str = ".",
+    rev: str = "HEAD",
+    out: str = "dist",
+    dry_run_report: str | None = None,
+) -> None:
+    """Build the bundle and its manifest (unsigned) from the release commit."""
+    import json as json_module
+    import tempfile
+
+    from pipeline.build import build_bundle
+    from pipeline.release import _snapshot_config
+    from pipeline.snapshot import export_commit
+
+    wanted = Version.parse(version)
+    root = Path(repo).resolve()
+    changes = collect_changes(root, rev, before=wanted)
+    entries: list[dict[str, Any]] = []
+    if dry_run_report:
+        report = json_module.loads(Path(dry_run_report).read_text(encoding="utf-8"))
+        entries = [
+            {"database": r["database"], "engine": r["engine"], "result": "passed" if r["passed"] else "failed"}
+            for r in report["results"]
+        ]
+    with tempfile.TemporaryDirectory() as work:
+        content = export_commit(root, changes.commit, Path(work) / "content")
+        config = _snapshot_config(root, content)
+        built = build_bundle(config, content, changes, wanted, Path(out), entries)
+    print(f"built {built.bundle} ({len(built.manifest['files'])} files) and {built.manifest_path}")
+
+
+keys = Collection("keys")
+
+
+@task(
+    help={
+        "secret_key": "secret key file to write (default: .keys/release.key)",
+        "public_key": "public key file to write (default: .keys/minisign.pub)",
+        "encrypt": f"encrypt the secret key with the passphrase in {SIGNING_PASSPHRASE_ENV}"
+        " (asked for on a terminal when unset)",
+    }
+)
+@guarded()
+def keys_generate(
+    c: Context,
+    secret_key: str = ".keys/release.key",
+    public_key: str = ".keys/minisign.pub",
+    encrypt: bool = False,
+) -> None:
+    """Generate an Ed25519 key pair in minisign's format."""
+    passphrase = _new_passphrase() if encrypt else None
+    public = signing.generate_keypair(Path(secret_key), Path(public_key), passphrase)
+    print(f"key id {public.key_id_hex}: secret key {secret_key}, public key {public_key}")
+
+
+keys.add_task(keys_generate, "generate")
+
+
+def _new_passphrase() -> str:
+    passphrase = os.environ.get(SIGNING_PASSPHRASE_ENV)
+    if passphrase:
+        return passphrase
+    if not sys.stdin.isatty():
+        raise SignatureError(
+            f"--encrypt needs a passphrase: set {SIGNING_PASSPHRASE_ENV} or run on a terminal"
+        )
+    first = getpass.getpass("passphrase: ")
+    if first != getpass.getpass("passphrase again: "):
+        raise SignatureError("the two passphrases differ; nothing was written")
+    return first
+
+
+def _load_signing_key(key: str | None, demo_key: bool = False) -> signing.SecretKey:
+    env_key, passphrase = signing_key_from_env()
+    path = Path(key) if key else env_key
+    if path is None:
+        if not demo_key:
+            raise SignatureError(
+                f"no signing key: pass --key FILE or set {SIGNING_KEY_ENV};"
+                " add --demo-key to sign with a throwaway key under .keys/"
+            )
+        return _demo_key()
+    try:
+        return signing.load_secret_key(path, passphrase)
+    except SignatureError as exc:
+        if passphrase is None and sys.stdin.isatty() and "passphrase" in str(exc):
+            return signing.load_secret_key(path, getpass.getpass(f"passphrase for {path}: "))
+        raise
+
+
+def _demo_key() -> signing.SecretKey:
+    if DEMO_KEY.exists():
+        secret = signing.load_secret_key(DEMO_KEY, None)
+        print(f"signing with the throwaway demo key {DEMO_KEY} (key id {secret.public.key_id_hex})")
+        return secret
+    public = signing.generate_keypair(DEMO_KEY, DEMO_PUBLIC_KEY, None)
+    print(
+        f"no signing key configured: generated the throwaway demo key {DEMO_KEY}"
+        f" (key id {public.key_id_hex}). Bundles signed with it are for trying the pipeline;"
+        f" set {SIGNING_KEY_ENV} to the real release key for a customer release."
+    )
+    return signing.load_secret_key(DEMO_KEY, None)
+
+
+@task(
+    positional=["file"],
+    help={
+        "file": "file to sign; the signature goes to FILE.minisig",
+        "key": f"secret key file (default: ${SIGNING_KEY_ENV})",
+        "comment": "trusted comment (default: product, file name and time)",
+    },
+)
+@guarded(positional=("file",))
+def sign(c: Context, file: str, key: str | None = None, comment: str | None = None) -> None:
+    """Sign a file with minisign's format so that `minisign -V` verifies it."""
+    from datetime import UTC, datetime
+
+    secret = _load_signing_key(key)
+    if comment is None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        comment = f"product={load_config(Path('.')).product} file={Path(file).name} time={now}"
+    signature = signing.sign_file(Path(file), secret, comment)
+    print(f"signed {file} with key {secret.public.key_id_hex}: {signature}")
+
+
+@task(
+    positional=["bundle"],
+    help={
+        "bundle": "bundle archive (.7z); its signature is BUNDLE.minisig",
+        "public_key": "minisign public key file that must have signed the bundle",
+        "manifest_signature": "manifest signature (default: manifest.json.minisig beside the bundle)",
+        "json": JSON_HELP,
+    },
+)
+@guarded(positional=("bundle",))
+def verify(
+    c: Context,
+    bundle: str,
+    public_key: str | None = None,
+    manifest_signature: str | None = None,
+    json: str | None = None,
+) -> None:
+    """Verify a bundle: signatures, manifest, archive safety and every file hash."""
+    from pipeline.verify import verify_bundle
+
+    if public_key is None:
+        raise SignatureError("verify needs --public-key FILE (the release's minisign.pub)")
+    keys_ = [signing.load_public_key(Path(public_key))]
+    signature = Path(manifest_signature) if manifest_signature else None
+    result = verify_bundle(Path(bundle), keys_, manifest_signature=signature)
+    print(f"{bundle}: verified version {result.version}, {result.files} files, key {result.key_id}")
+    if json:
+        write_json_report(
+            Path(json),
+            {"bundle": bundle, "verified": True, "version": result.version, "key_id": result.key_id,
+             "files": result.files, "trusted_comment": result.trusted_comment},
+        )
+
+
+@task(
+    iterable=["database"],
+    help={
+        "repo": REPO_HELP,
+        "version": "release version YYYY.MM.N (default: from the commit date and existing tags)",
+        "out": "output folder (default: dist)",
+        "rev": "release commit (default: HEAD)",
+        "key": f"secret key file (default: ${SIGNING_KEY_ENV})",
+        "demo_key": "without a configured key, sign with a throwaway key under .keys/",
+        "database": "sample database URL; repeat for several; replaces the configured ones",
+        "json": JSON_HELP,
+    },
+)
+@guarded()
+def release(
+    c: Context,
+    repo: str = ".",
+    version: str | None = None,
+    out: str = "dist",
+    rev: str = "HEAD",
+    key: str | None = None,
+    demo_key: bool = False,
+    database: list[str] | None = None,
+    json: str | None = None,
+) -> None:
+    """Collect, validate, dry-run, build, sign and verify a release."""
+    from pipeline.release import release as run_release
+
+    secret = _load_signing_key(key, demo_key)
+    wanted = Version.parse(version) if version else None
+    result = run_release(
+        Path(repo),
+        Path(out),
+        secret,
+        version=wanted,
+        rev=rev,
+        databases=database or [],
+        progress=StepPrinter(total=6),
+    )
+    print(f"released {result.version} from {result.changes.commit[:12]}"
+          f" (base {result.changes.base_tag or 'none'}), signed by key {result.verified.key_id}:")
+    for path in result.files:
+        print(f"  {path}")
+    if json:
+        write_json_report(Path(json), result.to_json())
+
+
+catalog = Collection("catalog")
+catalog.add_task(catalog_import, "import")
+
+ns = Collection(collect, validate, dry_run, build, sign, verify, release, catalog, keys)
+_TASK_NAMES = {"catalog-import": "catalog.import", "keys-generate": "keys.generate"}

@@ -1,0 +1,173 @@
+"""Release notes in Kazakh and Russian, written from the content metadata.
+
+The notes are Markdown, generated from the fix, catalog, report, form,
+treasury format and migration entries of a release, so they never disagree
+with the bundle. Each language gets its own file; both have the same
+sections in the same order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+LANGUAGES = ("kk", "ru")
+PRODUCT_TITLE = "Парус-КАЗ.Бюджет"
+
+_WORDS: dict[str, dict[str, str]] = {
+    "kk": {
+        "title": "{product} {version} жаңартуы",
+        "base": "Алдыңғы шығарылым: {base}.",
+        "first": "Алғашқы шығарылым.",
+        "commit": "Бастапқы коммит: `{commit}`.",
+        "fix": "Түзетулер",
+        "catalog": "Анықтамалықтар",
+        "report": "Есептер",
+        "form": "Құжат нысандары",
+        "treasury": "Қазынашылық форматтары",
+        "migration": "Дерекқор құрылымының өзгерістері",
+        "none": "Өзгерістер жоқ.",
+        "added": "қосылды",
+        "modified": "өзгертілді",
+        "renamed": "атауы өзгертілді",
+        "deleted": "жойылды",
+        "rows": "жол саны: {rows}",
+        "delta": "қосылған: {added}, өзгерген: {changed}, жойылған: {removed}",
+        "severity": "Маңыздылығы",
+        "critical": "өте маңызды",
+        "major": "маңызды",
+        "minor": "шамалы",
+        "component": "Құрамдас бөлік",
+        "tickets": "Өтінімдер",
+        "basis": "Негіздеме: {order}, {date}",
+        "effective": "Күшіне енетін күні: {date}",
+        "version": "нұсқасы {version}",
+        "schema": "Дерекқор құрылымының нұсқасы: {before} → {after}.",
+    },
+    "ru": {
+        "title": "Обновление {product} {version}",
+        "base": "Предыдущий выпуск: {base}.",
+        "first": "Первый выпуск.",
+        "commit": "Исходный коммит: `{commit}`.",
+        "fix": "Исправления",
+        "catalog": "Справочники",
+        "report": "Отчёты",
+        "form": "Формы документов",
+        "treasury": "Форматы Казначейства",
+        "migration": "Изменения структуры базы данных",
+        "none": "Изменений нет.",
+        "added": "добавлен",
+        "modified": "изменён",
+        "renamed": "переименован",
+        "deleted": "удалён",
+        "rows": "строк: {rows}",
+        "delta": "добавлено: {added}, изменено: {changed}, удалено: {removed}",
+        "severity": "Важность",
+        "critical": "критическая",
+        "major": "существенная",
+        "minor": "незначительная",
+        "component": "Компонент",
+        "tickets": "Заявки",
+        "basis": "Основание: {order}, {date}",
+        "effective": "Дата вступления в силу: {date}",
+        "version": "версия {version}",
+        "schema": "Версия структуры базы данных: {before} → {after}.",
+    },
+}
+
+SECTIONS = ("fix", "catalog", "report", "form", "treasury", "migration")
+
+
+@dataclass(frozen=True)
+class NoteEntry:
+    """One changed item: its id, change type and definition (None once deleted)."""
+
+    item: str
+    change: str
+    definition: dict[str, Any] | None = None
+    rows: int | None = None
+    delta: dict[str, int] | None = None
+
+
+@dataclass
+class NotesInput:
+    """Everything the release notes are written from."""
+
+    version: str
+    commit: str
+    base_tag: str | None
+    schema_before: str | None
+    schema_after: str | None
+    entries: dict[str, list[NoteEntry]] = field(default_factory=dict)
+
+
+def render_notes(notes: NotesInput, language: str) -> str:
+    """Return the Markdown release notes in `language` (`kk` or `ru`)."""
+    words = _WORDS[language]
+    lines = [
+        "# " + words["title"].format(product=PRODUCT_TITLE, version=notes.version),
+        "",
+        words["base"].format(base=notes.base_tag) if notes.base_tag else words["first"],
+        words["commit"].format(commit=notes.commit[:12]),
+    ]
+    if notes.schema_after and notes.schema_before != notes.schema_after:
+        before = notes.schema_before or "—"
+        lines.append(words["schema"].format(before=before, after=notes.schema_after))
+    for section in SECTIONS:
+        entries = notes.entries.get(section, [])
+        lines += ["", f"## {words[section]}", ""]
+        if not entries:
+            lines.append(words["none"])
+            continue
+        for entry in entries:
+            lines += _entry_lines(section, entry, language)
+    return "\n".join(lines) + "\n"
+
+
+def _text(definition: dict[str, Any] | None, field_name: str, language: str) -> str:
+    value = (definition or {}).get(field_name)
+    if isinstance(value, dict):
+        return str(value.get(language, "")).strip()
+    return ""
+
+
+def _entry_lines(section: str, entry: NoteEntry, language: str) -> list[str]:
+    words = _WORDS[language]
+    title = _text(entry.definition, "title", language)
+    change = words.get(entry.change, entry.change)
+    head = f"- **{entry.item}**"
+    if title:
+        head += f" — {title}"
+    head += f" ({change})"
+    lines = [head]
+    definition = entry.definition or {}
+    details: list[str] = []
+    if section == "fix" and definition:
+        description = _text(definition, "description", language)
+        if description:
+            details.append(description)
+        severity = definition.get("severity")
+        if severity:
+            details.append(f"{words['severity']}: {words.get(severity, severity)}")
+        if definition.get("component"):
+            details.append(f"{words['component']}: {definition['component']}")
+        if definition.get("tickets"):
+            details.append(f"{words['tickets']}: {', '.join(map(str, definition['tickets']))}")
+    elif section == "catalog":
+        if entry.rows is not None:
+            details.append(words["rows"].format(rows=entry.rows))
+        if entry.delta is not None:
+            details.append(words["delta"].format(**entry.delta))
+    elif section in ("report", "form") and definition:
+        basis = definition.get("legal_basis") or {}
+        if basis.get("order") or basis.get("date"):
+            details.append(words["basis"].format(order=basis.get("order", ""), date=basis.get("date", "")))
+        if definition.get("effective_date"):
+            details.append(words["effective"].format(date=definition["effective_date"]))
+    elif section == "treasury" and definition:
+        if definition.get("version"):
+            details.append(words["version"].format(version=definition["version"]))
+        if definition.get("effective_date"):
+            details.append(words["effective"].format(date=definition["effective_date"]))
+    lines += [f"  - {detail}" for detail in details]
+    return lines

@@ -1,0 +1,194 @@
+"""The release: collect, validate, dry-run, build, sign and verify, in that order.
+
+Every stage reads a snapshot of the release commit's tree. Outputs are made
+in a hidden folder inside `out` and moved into place only after the bundle
+verified, so a failed release leaves no partial bundle behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import git
+
+from pipeline import signing
+from pipeline.build import BuildResult, build_bundle
+from pipeline.collect import ChangeSet, collect
+from pipeline.config import Config, SampleDatabase, load_config
+from pipeline.dryrun import DryRunResult, dry_run
+from pipeline.errors import CollectError, ConfigError, MigrationError, ValidationError
+from pipeline.manifest import MANIFEST_NAME
+from pipeline.snapshot import export_commit
+from pipeline.validate import ValidationResult, validate
+from pipeline.verify import VerifyResult, verify_bundle
+from pipeline.versions import Version
+
+logger = logging.getLogger(__name__)
+
+PUBLIC_KEY_NAME = "minisign.pub"
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ReleaseResult:
+    """What a release produced and what each stage found."""
+
+    version: Version
+    changes: ChangeSet
+    validation: ValidationResult
+    dry_run: DryRunResult
+    build: BuildResult
+    verified: VerifyResult
+    files: list[Path]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": str(self.version),
+            "commit": self.changes.commit,
+            "base_tag": self.changes.base_tag,
+            "files": [str(p) for p in self.files],
+            "key_id": self.verified.key_id,
+            "changes": self.changes.to_json(),
+            "validation": self.validation.to_json(),
+            "dry_run": self.dry_run.to_json(),
+        }
+
+
+def trusted_comment(product: str, version: Version, when: datetime | None = None) -> str:
+    """Return the one-line trusted comment signed with every release file."""
+    moment = (when or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"product={product} version={version} time={moment}"
+
+
+def default_version(repo_path: Path, rev: str = "HEAD") -> Version:
+    """Choose the version of a release of `rev` when none is given.
+
+    A commit tagged `release/V` rebuilds V. Otherwise the version is the
+    commit's year and month, numbered after the tags of that month.
+    """
+    try:
+        repo = git.Repo(repo_path)
+        commit = repo.commit(rev)
+    except (git.GitError, ValueError) as exc:
+        raise CollectError(f"cannot read revision {rev!r} of {repo_path}: {exc}") from exc
+    month_versions = []
+    when = datetime.fromtimestamp(commit.committed_date, UTC)
+    for tag in repo.tags:
+        version = Version.from_tag(tag.name)
+        if version is None:
+            continue
+        if tag.commit == commit:
+            return version
+        if (version.year, version.month) == (when.year, when.month):
+            month_versions.append(version.number)
+    number = max(month_versions) + 1 if month_versions else 0
+    return Version(when.year, when.month, number)
+
+
+def release(
+    repo: Path,
+    out: Path,
+    secret_key: signing.SecretKey,
+    *,
+    version: Version | None = None,
+    rev: str = "HEAD",
+    databases: Sequence[str] = (),
+    progress: Progress | None = None,
+) -> ReleaseResult:
+    """Release the content repository `repo` at `rev` into the folder `out`.
+
+    Raises:
+        PipelineError: a stage failed; its subclass names the stage.
+    """
+    step = progress or (lambda _message: None)
+    repo = repo.resolve()
+    version = version or default_version(repo, rev)
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".release-", dir=out) as work_name:
+        work = Path(work_name)
+        step(f"collect: changes up to {rev} for {version}")
+        changes = collect(repo, rev, before=version)
+        content = export_commit(repo, changes.commit, work / "content")
+        config = _snapshot_config(repo, content)
+
+        step(f"validate: {content.name}")
+        validation = validate(content)
+        if not validation.passed:
+            errors = validation.errors
+            raise ValidationError(
+                f"validation failed with {len(errors)} errors; first: {errors[0]}", errors
+            )
+
+        step("dry-run: pending migrations on the sample databases")
+        samples = [SampleDatabase(url=url) for url in databases] or list(config.sample_databases)
+        if not samples:
+            raise ConfigError(
+                "no sample database to dry-run on: add sample_databases to [tool.pipeline]"
+                f" in {repo / 'pyproject.toml'} or pass --database sqlite:///PATH"
+            )
+        dry = dry_run(config, samples, bundle_version=str(version))
+        if not dry.passed:
+            raise MigrationError(_dry_run_failure(dry))
+
+        step(f"build: {config.product}-{version}.7z")
+        staged = work / "out"
+        built = build_bundle(config, content, changes, version, staged, _dry_run_entries(dry))
+
+        step(f"sign: key {secret_key.public.key_id_hex}")
+        comment = trusted_comment(config.product, version)
+        bundle_signature = signing.sign_file(built.bundle, secret_key, comment)
+        manifest_signature = signing.sign_file(built.manifest_path, secret_key, comment)
+        public_key = staged / PUBLIC_KEY_NAME
+        public_key.write_text(secret_key.public.to_minisign(), encoding="utf-8")
+
+        step("verify: signature, manifest and every file hash")
+        verified = verify_bundle(
+            built.bundle, [secret_key.public], manifest_signature=manifest_signature
+        )
+
+        files = []
+        # The bundle moves last: a folder with a bundle in it always has its signature.
+        for path in (public_key, built.manifest_path, manifest_signature, bundle_signature, built.bundle):
+            target = out / path.name
+            path.replace(target)
+            files.append(target)
+    logger.info("released %s into %s", version, out)
+    return ReleaseResult(version, changes, validation, dry, built, verified, files)
+
+
+def _snapshot_config(repo: Path, content: Path) -> Config:
+    """Read the settings committed with the content, with sample paths kept in the work tree.
+
+    Generated sample databases are caches of the work tree, so relative
+    `sqlite:///` paths stay relative to the repository, not to the snapshot.
+    """
+    config = load_config(content)
+    samples = tuple(
+        dataclasses.replace(sample, url=f"sqlite:///{sample.sqlite_path(repo)}")
+        if sample.engine == "sqlite"
+        else sample
+        for sample in config.sample_databases
+    )
+    return dataclasses.replace(config, sample_databases=samples)
+
+
+def _dry_run_entries(result: DryRunResult) -> list[dict[str, Any]]:
+    return [
+        {"database": r.database, "engine": r.engine, "result": "passed" if r.passed else "failed"}
+        for r in result.results
+    ]
+
+
+def _dry_run_failure(result: DryRunResult) -> str:
+    failed = [r for r in result.results if not r.passed]
+    first = failed[0]
+    reason = first.error or "; ".join(str(f) for f in first.findings[:3])
+    return f"dry-run failed on {len(failed)} of {len(result.results)} sample databases; {first.database}: {reason}"
+
