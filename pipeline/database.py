@@ -1,0 +1,532 @@
+"""Database connections by URL, the migration history table and the migration runner.
+
+The runner is the one code path that the dry-run and `apply` share. For each
+pending migration it:
+
+1. splits the file into statements and rejects `PRAGMA foreign_keys`, and
+   transaction control in a transactional migration;
+2. runs `BEGIN`, then the statements one by one (never `executescript`, which
+   commits by itself);
+3. runs the foreign key check, because SQLite reports orphans only on request;
+4. inserts the history row and runs `COMMIT`, or `ROLLBACK` on any failure.
+
+A migration marked `-- pipeline: no-transaction` runs statement by statement
+in autocommit mode instead, and its `MigrationRun` has `transactional=False`.
+
+Supported URLs: `sqlite:///relative/path` (taken from the repository root),
+`sqlite:////absolute/path` and `postgresql://user@host:port/database`.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from pipeline.config import SampleDatabase
+from pipeline.errors import ConfigError, MigrationError, ValidationError
+from pipeline.findings import Finding
+from pipeline.migrations import (
+    FOREIGN_KEYS_MESSAGE,
+    Migration,
+    Statement,
+    query_parameters,
+    replace_parameters,
+    sets_foreign_keys,
+    split_statements,
+)
+
+logger = logging.getLogger(__name__)
+
+HISTORY_TABLE = "pipeline_migrations"
+_HISTORY_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {HISTORY_TABLE} ("
+    " version TEXT PRIMARY KEY,"
+    " checksum TEXT NOT NULL,"
+    " applied_at TEXT NOT NULL,"
+    " duration_ms INTEGER NOT NULL,"
+    " bundle_version TEXT)"
+)
+_TRANSACTION_CONTROL = re.compile(
+    r"^(?:BEGIN|COMMIT|END|START\s+TRANSACTION|ROLLBACK(?!\s+(?:TRANSACTION\s+)?TO\b))\b",
+    re.IGNORECASE,
+)
+_QUERY_START = re.compile(r"^(?:SELECT|WITH)\b", re.IGNORECASE)
+
+Row = tuple[Any, ...]
+Parameters = Sequence[Any] | Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class MigrationRun:
+    """One migration the runner applied, with its wall-clock duration in seconds."""
+
+    version: str
+    path: str
+    seconds: float
+    transactional: bool
+
+
+@dataclass
+class RunResult:
+    """The migrations applied to one database and the integrity findings afterwards."""
+
+    applied: list[MigrationRun] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+class StatementError(MigrationError):
+    """A migration statement failed: the file, the statement's line and the database's message."""
+
+    def __init__(self, message: str, path: str, line: int, database_message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+        self.database_message = database_message
+
+
+class Database(abc.ABC):
+    """An open connection in autocommit mode; transactions are started explicitly."""
+
+    engine: str
+    placeholder: str
+    errors: tuple[type[Exception], ...]
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    @property
+    @abc.abstractmethod
+    def engine_version(self) -> str:
+        """The server or library version, such as `3.40.1`."""
+
+    @abc.abstractmethod
+    def execute(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        """Run one statement and return its rows (an empty list when it returns none)."""
+
+    @abc.abstractmethod
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement once per row of parameters."""
+
+    @abc.abstractmethod
+    def foreign_key_violations(self) -> list[str]:
+        """Describe every row whose foreign key has no parent row."""
+
+    @abc.abstractmethod
+    def integrity_problems(self) -> list[str]:
+        """Describe every problem of the engine's own integrity check."""
+
+    @abc.abstractmethod
+    def _explain(self, sql: str, names: Sequence[str]) -> None:
+        """Compile `sql` with every named parameter set to NULL, without fetching its rows."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection."""
+
+    def describe_error(self, error: Exception) -> str:
+        """Return the database's own text of an error."""
+        return str(error)
+
+    def explain_query(self, sql: str, parameters: Sequence[str] | None = None) -> None:
+        """Run EXPLAIN on a single SELECT with each `:name` parameter bound to NULL.
+
+        A query that uses a missing table or column fails here without reading rows.
+        `parameters` defaults to the placeholders found in the query.
+
+        Raises:
+            ValidationError: the query is not a single SELECT or does not compile.
+        """
+        try:
+            statements = split_statements(sql, self.engine)
+        except MigrationError as exc:
+            raise ValidationError(f"query cannot be parsed: {exc}") from exc
+        if len(statements) != 1 or not _QUERY_START.match(statements[0].sql):
+            raise ValidationError(
+                f"expected a single SELECT statement, found {len(statements)} statement(s)"
+                + (f" starting with {statements[0].sql.split(None, 1)[0]!r}" if statements else "")
+            )
+        names = list(parameters) if parameters is not None else query_parameters(sql, self.engine)
+        try:
+            self._explain(statements[0].sql, names)
+        except self.errors as exc:
+            raise ValidationError(
+                f"query does not compile against the {self.engine} schema:"
+                f" {self.describe_error(exc)}"
+            ) from exc
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class SQLiteDatabase(Database):
+    """A SQLite file opened with foreign keys on and no implicit transactions."""
+
+    engine = "sqlite"
+    placeholder = "?"
+    errors = (sqlite3.Error,)
+
+    def __init__(self, url: str, path: Path, *, create: bool, lock_timeout_ms: int) -> None:
+        super().__init__(url)
+        self.path = path
+        mode = "rwc" if create else "rw"
+        if not create and not path.is_file():
+            raise MigrationError(f"SQLite database {path} not found; check the URL {url!r}")
+        try:
+            self.connection = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode={mode}",
+                uri=True,
+                isolation_level=None,
+                timeout=lock_timeout_ms / 1000,
+            )
+        except sqlite3.Error as exc:
+            raise MigrationError(f"cannot open SQLite database {path}: {exc}") from exc
+        # Must run before any transaction: inside one, SQLite ignores it.
+        self.connection.execute("PRAGMA foreign_keys=ON")
+
+    @property
+    def engine_version(self) -> str:
+        return sqlite3.sqlite_version
+
+    def execute(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        return self.connection.execute(sql, parameters).fetchall()
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        self.connection.executemany(sql, rows)
+
+    def foreign_key_violations(self) -> list[str]:
+        violations = []
+        columns: dict[tuple[str, int], tuple[str, str]] = {}
+        for table, rowid, parent, key_id in self.execute("PRAGMA foreign_key_check"):
+            if (table, key_id) not in columns:
+                for row in self.execute(f'PRAGMA foreign_key_list("{table}")'):
+                    columns.setdefault((table, row[0]), (row[3], row[4] or "rowid"))
+            child_column, parent_column = columns.get((table, key_id), ("?", "?"))
+            violations.append(
+                f"table {table} rowid {rowid}: {child_column} has no matching row in"
+                f" parent table {parent}({parent_column})"
+            )
+        return violations
+
+    def integrity_problems(self) -> list[str]:
+        rows = [str(row[0]) for row in self.execute("PRAGMA integrity_check")]
+        return [] if rows == ["ok"] else rows
+
+    def _explain(self, sql: str, names: Sequence[str]) -> None:
+        self.connection.execute(f"EXPLAIN {sql}", dict.fromkeys(names)).fetchall()
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class PostgresDatabase(Database):
+    """A PostgreSQL connection through psycopg 3 in autocommit mode."""
+
+    engine = "postgresql"
+    placeholder = "%s"
+
+    def __init__(self, url: str, *, lock_timeout_ms: int, statement_timeout_ms: int) -> None:
+        super().__init__(url)
+        import psycopg
+
+        self.errors = (psycopg.Error,)
+        conninfo = re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+        try:
+            self.connection = psycopg.connect(conninfo, autocommit=True)
+        except psycopg.Error as exc:
+            raise MigrationError(f"cannot connect to {redact_url(url)}: {exc}") from exc
+        self.connection.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
+        self.connection.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
+
+    @property
+    def engine_version(self) -> str:
+        return str(self.execute("SHOW server_version")[0][0])
+
+    def execute(self, sql: str, parameters: Parameters = ()) -> list[Row]:
+        cursor = self.connection.execute(sql.encode("utf-8"), parameters or None)
+        return list(cursor.fetchall()) if cursor.description else []
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        with self.connection.cursor() as cursor:
+            cursor.executemany(sql.encode("utf-8"), rows)
+
+    def foreign_key_violations(self) -> list[str]:
+        # PostgreSQL checks immediate foreign keys per statement and deferred ones
+        # at COMMIT, where a violation fails the COMMIT itself.
+        return []
+
+    def integrity_problems(self) -> list[str]:
+        # NOTE: PostgreSQL has no counterpart of PRAGMA integrity_check without
+        # the amcheck extension, so nothing is checked here.
+        return []
+
+    def describe_error(self, error: Exception) -> str:
+        diag = getattr(error, "diag", None)
+        primary = getattr(diag, "message_primary", None)
+        return str(primary) if primary else str(error).strip()
+
+    def _explain(self, sql: str, names: Sequence[str]) -> None:
+        # Literal NULLs in place of parameters: a bound NULL parameter of unknown
+        # type can fail to compile where the query itself is fine.
+        literal = replace_parameters(sql, self.engine, "NULL").replace("%", "%%")
+        self.execute(f"EXPLAIN {literal}")
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def redact_url(url: str) -> str:
+    """Return `url` with any password replaced by `***`, for messages and logs."""
+    return re.sub(r"(://[^/:@]*:)[^@/]*@", r"\1***@", url)
+
+
+def display_name(url: str) -> str:
+    """Return a short name of a database URL: the file name or the database name."""
+    return redact_url(url).rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+def open_database(
+    url: str,
+    root: Path,
+    *,
+    create: bool = False,
+    lock_timeout_ms: int = 5000,
+    statement_timeout_ms: int = 600_000,
+) -> Database:
+    """Open a database by URL; a relative SQLite path is taken from `root`.
+
+    `create` allows a new SQLite file; otherwise a missing file is an error.
+    `lock_timeout_ms` is how long to wait for a lock, `statement_timeout_ms`
+    caps one PostgreSQL statement.
+
+    Raises:
+        ConfigError: the URL names an unsupported engine or is malformed.
+        MigrationError: the database cannot be opened.
+    """
+    engine = SampleDatabase(url).engine
+    if engine == "sqlite":
+        path = SampleDatabase(url).sqlite_path(root)
+        return SQLiteDatabase(url, path, create=create, lock_timeout_ms=lock_timeout_ms)
+    if engine in ("postgresql", "postgres"):
+        return PostgresDatabase(
+            url, lock_timeout_ms=lock_timeout_ms, statement_timeout_ms=statement_timeout_ms
+        )
+    raise ConfigError(
+        f"unsupported database URL {redact_url(url)!r}: expected sqlite:///PATH"
+        " or postgresql://USER@HOST:PORT/DATABASE"
+    )
+
+
+# -- history -----------------------------------------------------------------------------------
+
+
+def ensure_history(db: Database) -> None:
+    """Create the history table when it is missing."""
+    db.execute(_HISTORY_DDL)
+
+
+def applied_migrations(db: Database) -> dict[str, str]:
+    """Return the checksum of every applied migration by version."""
+    rows = db.execute(f"SELECT version, checksum FROM {HISTORY_TABLE} ORDER BY version")
+    return {str(version): str(checksum) for version, checksum in rows}
+
+
+def pending_migrations(db: Database, migrations: Sequence[Migration]) -> list[Migration]:
+    """Return the migrations whose version is not in the history table, in order.
+
+    Raises:
+        MigrationError: an applied migration's file changed since, or the database
+            has a version that no migration file provides.
+    """
+    applied = applied_migrations(db)
+    known = {m.version for m in migrations}
+    unknown = sorted(set(applied) - known)
+    if unknown:
+        raise MigrationError(
+            f"{display_name(db.url)} has migration(s) {', '.join(unknown)} applied that no file"
+            " in migrations/ provides; the database is newer than this content"
+        )
+    pending = []
+    for migration in migrations:
+        recorded = applied.get(migration.version)
+        if recorded is None:
+            pending.append(migration)
+        elif recorded != migration.checksum:
+            raise MigrationError(
+                f"migration {migration.name} was modified after it was applied:"
+                f" database has {recorded}, file has {migration.checksum};"
+                " restore the applied text and put the change in a new migration"
+            )
+    return pending
+
+
+# -- runner ------------------------------------------------------------------------------------
+
+
+def migration_statements(migration: Migration, dialect: str) -> list[Statement]:
+    """Split a migration and reject what the runner must not run.
+
+    Raises:
+        MigrationError: the file does not split, contains `PRAGMA foreign_keys`,
+            or controls its own transaction without the no-transaction mark.
+    """
+    try:
+        statements = split_statements(migration.text, dialect)
+    except MigrationError as exc:
+        raise MigrationError(f"{migration.path}: {exc}") from exc
+    for statement in statements:
+        if sets_foreign_keys(statement):
+            raise MigrationError(f"{migration.path}:{statement.line}: {FOREIGN_KEYS_MESSAGE}")
+        if migration.transactional and _TRANSACTION_CONTROL.match(statement.sql):
+            raise MigrationError(
+                f"{migration.path}:{statement.line}: transaction control"
+                f" ({statement.sql.split(None, 1)[0].upper()}) is not allowed, because the"
+                " runner wraps each migration in one transaction; remove it, or mark the"
+                " file '-- pipeline: no-transaction'"
+            )
+    return statements
+
+
+def _run_statement(db: Database, migration: Migration, statement: Statement) -> None:
+    try:
+        db.execute(statement.sql)
+    except db.errors as exc:
+        text = db.describe_error(exc)
+        raise StatementError(
+            f"{migration.path}:{statement.line}: statement failed on"
+            f" {display_name(db.url)}: {text}",
+            migration.path,
+            statement.line,
+            text,
+        ) from exc
+
+
+def _record(db: Database, migration: Migration, seconds: float, bundle: str | None) -> None:
+    marks = ", ".join([db.placeholder] * 5)
+    db.execute(
+        f"INSERT INTO {HISTORY_TABLE}"
+        f" (version, checksum, applied_at, duration_ms, bundle_version) VALUES ({marks})",
+        (
+            migration.version,
+            migration.checksum,
+            datetime.now(UTC).isoformat(timespec="seconds"),
+            round(seconds * 1000),
+            bundle,
+        ),
+    )
+
+
+def _check_foreign_keys(db: Database, migration: Migration) -> None:
+    violations = db.foreign_key_violations()
+    if violations:
+        shown = "; ".join(violations[:5])
+        more = f" (and {len(violations) - 5} more)" if len(violations) > 5 else ""
+        raise MigrationError(
+            f"{migration.path}: foreign key check failed after the migration: {shown}{more}"
+        )
+
+
+def apply_migration(
+    db: Database, migration: Migration, bundle_version: str | None = None
+) -> MigrationRun:
+    """Apply one migration and record it in the history table.
+
+    Raises:
+        StatementError: a statement failed; a transactional migration is rolled back.
+        MigrationError: the file is rejected or the foreign key check failed.
+    """
+    statements = migration_statements(migration, db.engine)
+    started = time.perf_counter()
+    if not migration.transactional:
+        logger.info("applying %s statement by statement without a transaction", migration.path)
+        for statement in statements:
+            _run_statement(db, migration, statement)
+        _check_foreign_keys(db, migration)
+        seconds = time.perf_counter() - started
+        _record(db, migration, seconds, bundle_version)
+        return MigrationRun(migration.version, migration.path, seconds, transactional=False)
+
+    logger.info("applying %s", migration.path)
+    db.execute("BEGIN")
+    try:
+        for statement in statements:
+            _run_statement(db, migration, statement)
+        _check_foreign_keys(db, migration)
+        seconds = time.perf_counter() - started
+        _record(db, migration, seconds, bundle_version)
+        try:
+            db.execute("COMMIT")
+        except db.errors as exc:
+            raise MigrationError(
+                f"{migration.path}: COMMIT failed on {display_name(db.url)}:"
+                f" {db.describe_error(exc)}"
+            ) from exc
+    except BaseException:
+        _rollback(db)
+        raise
+    return MigrationRun(migration.version, migration.path, seconds, transactional=True)
+
+
+def _rollback(db: Database) -> None:
+    try:
+        db.execute("ROLLBACK")
+    except db.errors as exc:
+        # A failed COMMIT has already ended the transaction on PostgreSQL.
+        logger.debug("ROLLBACK on %s: %s", display_name(db.url), exc)
+
+
+def check_integrity(db: Database) -> list[Finding]:
+    """Run the integrity and foreign key checks; return one finding per problem."""
+    name = display_name(db.url)
+    findings = [
+        Finding(rule="database.integrity", file=name, message=f"integrity check: {problem}")
+        for problem in db.integrity_problems()
+    ]
+    findings.extend(
+        Finding(rule="database.foreign-key", file=name, message=f"foreign key check: {problem}")
+        for problem in db.foreign_key_violations()
+    )
+    return findings
+
+
+def run_migrations(
+    db: Database,
+    migrations: Sequence[Migration],
+    bundle_version: str | None = None,
+    result: RunResult | None = None,
+) -> RunResult:
+    """Apply every pending migration in order, then run the integrity checks.
+
+    Stops at the first failing migration; the ones before it stay applied. A
+    caller that passes `result` finds those in `result.applied` even after an
+    exception.
+
+    Raises:
+        MigrationError: a migration was modified after it was applied, or failed.
+    """
+    ensure_history(db)
+    pending = pending_migrations(db, migrations)
+    logger.info(
+        "%s: %d of %d migration(s) pending", display_name(db.url), len(pending), len(migrations)
+    )
+    result = RunResult() if result is None else result
+    for migration in pending:
+        result.applied.append(apply_migration(db, migration, bundle_version))
+    result.findings.extend(check_integrity(db))
+    return result

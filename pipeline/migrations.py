@@ -1,0 +1,483 @@
+"""Migration files of a content repository: naming, reading and splitting into statements.
+
+A migration is a file directly in `migrations/`, named `NNNN_slug.sql` when its
+SQL is portable, or `NNNN_slug.sqlite.sql` plus `NNNN_slug.postgresql.sql` when
+each engine needs its own text. Versions are four digits, start at 0001 and
+have no gaps. A migration runs in one transaction unless its leading comment
+block contains the line `-- pipeline: no-transaction`.
+
+The checksum is taken over the normalized text (UTF-8 BOM removed, CRLF and CR
+turned into LF), so a checkout with other line endings does not look modified.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.content import KIND_FOLDERS, Kind
+from pipeline.errors import MigrationError
+from pipeline.findings import Finding, errors_only
+
+DIALECTS = ("sqlite", "postgresql")
+MIGRATIONS_FOLDER = KIND_FOLDERS[Kind.MIGRATION]
+NO_TRANSACTION_MARK = "-- pipeline: no-transaction"
+
+_NAME = re.compile(
+    r"^(?P<version>\d{4})_(?P<slug>[a-z0-9]+(?:_[a-z0-9]+)*)"
+    r"(?:\.(?P<dialect>sqlite|postgresql))?\.sql$"
+)
+_NAME_RULE = (
+    "expected NNNN_slug.sql, NNNN_slug.sqlite.sql or NNNN_slug.postgresql.sql"
+    " (a 4-digit version and a slug of lower-case letters, digits and underscores)"
+)
+_NO_TRANSACTION = re.compile(r"^--\s*pipeline:\s*no-transaction\s*$", re.IGNORECASE)
+_FOREIGN_KEYS_PRAGMA = re.compile(
+    r"^PRAGMA\s+(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?foreign_keys\b", re.IGNORECASE
+)
+FOREIGN_KEYS_MESSAGE = (
+    "PRAGMA foreign_keys is not allowed in a migration: it does nothing inside a"
+    " transaction and would silently turn foreign key checks off; remove it"
+)
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
+_PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One migration as it applies to one engine."""
+
+    version: str
+    slug: str
+    path: str
+    dialect: str | None
+    text: str
+    checksum: str
+    transactional: bool
+
+    @property
+    def name(self) -> str:
+        """The file name, such as `0002_kbk.sql`."""
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement of a migration, without its final semicolon; `line` is 1-based."""
+
+    sql: str
+    line: int
+
+
+@dataclass(frozen=True)
+class _MigrationFile:
+    version: str
+    slug: str
+    dialect: str | None
+    file: Path
+    path: str
+
+
+def normalize_text(data: bytes, path: str) -> str:
+    """Decode UTF-8 migration bytes, drop a BOM and turn CRLF and CR into LF.
+
+    Raises:
+        MigrationError: the bytes are not UTF-8; the message names the line.
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise MigrationError(
+            f"{path}:{line}: expected UTF-8, found byte 0x{data[exc.start]:02x};"
+            " save the file as UTF-8"
+        ) from exc
+    return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def checksum_text(text: str) -> str:
+    """Return the SHA-256 hex digest of normalized migration text."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def is_transactional(text: str) -> bool:
+    """Return False when the leading comment block contains `-- pipeline: no-transaction`."""
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("--"):
+            return True
+        if _NO_TRANSACTION.match(stripped):
+            return False
+    return True
+
+
+def sets_foreign_keys(statement: Statement) -> bool:
+    """Return True for a `PRAGMA foreign_keys` statement, which a migration must not contain."""
+    return _FOREIGN_KEYS_PRAGMA.match(statement.sql) is not None
+
+
+# -- splitting ---------------------------------------------------------------------------------
+
+
+class _Lines:
+    """Map text offsets to 1-based line numbers."""
+
+    def __init__(self, text: str) -> None:
+        self._starts = [0] + [i + 1 for i, char in enumerate(text) if char == "\n"]
+
+    def line(self, offset: int) -> int:
+        return bisect.bisect_right(self._starts, offset)
+
+
+def _segments(text: str, dialect: str) -> Iterator[tuple[str, int, int]]:
+    """Yield `(kind, start, end)` pieces of `text`: kind is `code`, `quoted` or `comment`.
+
+    Quoted pieces are string literals, quoted identifiers and PostgreSQL dollar
+    quotes. Raises MigrationError for an unterminated quote or comment.
+    """
+    lines = _Lines(text)
+    length = len(text)
+    position = 0
+    code_start = 0
+    while position < length:
+        char = text[position]
+        following = text[position : position + 2]
+        end: int | None = None
+        kind = "quoted"
+        what = ""
+        if following == "--":
+            kind = "comment"
+            newline = text.find("\n", position)
+            end = length if newline < 0 else newline
+        elif following == "/*":
+            kind = "comment"
+            end = _block_comment_end(text, position, dialect == "postgresql")
+            what = "block comment"
+        elif char in "'\"":
+            backslash = (
+                char == "'"
+                and dialect == "postgresql"
+                and position > 0
+                and text[position - 1] in "Ee"
+                and (
+                    position < 2 or not (text[position - 2].isalnum() or text[position - 2] == "_")
+                )
+            )
+            end = _quote_end(text, position, char, backslash)
+            what = "string literal" if char == "'" else "quoted identifier"
+        elif dialect == "sqlite" and char in "`[":
+            close = "`" if char == "`" else "]"
+            found = text.find(close, position + 1)
+            end = -1 if found < 0 else found + 1
+            what = "quoted identifier"
+        elif dialect == "postgresql" and char == "$":
+            previous = text[position - 1] if position else " "
+            match = _DOLLAR_TAG.match(text, position)
+            if match and not (previous.isalnum() or previous == "_"):
+                found = text.find(match.group(), match.end())
+                end = -1 if found < 0 else found + len(match.group())
+                what = f"dollar quote {match.group()}"
+        if end is None:
+            position += 1
+            continue
+        if end < 0:
+            raise MigrationError(f"unterminated {what} starting at line {lines.line(position)}")
+        if code_start < position:
+            yield "code", code_start, position
+        yield kind, position, end
+        position = end
+        code_start = end
+    if code_start < length:
+        yield "code", code_start, length
+
+
+def _block_comment_end(text: str, start: int, nested: bool) -> int:
+    depth = 0
+    position = start
+    while position < len(text):
+        pair = text[position : position + 2]
+        if pair == "/*" and (nested or depth == 0):
+            depth += 1
+            position += 2
+        elif pair == "*/":
+            depth -= 1
+            position += 2
+            if depth == 0:
+                return position
+        else:
+            position += 1
+    return -1
+
+
+def _quote_end(text: str, start: int, quote: str, backslash: bool) -> int:
+    position = start + 1
+    while position < len(text):
+        char = text[position]
+        if backslash and char == "\\":
+            position += 2
+            continue
+        if char == quote:
+            if text[position + 1 : position + 2] == quote:
+                position += 2
+                continue
+            return position + 1
+        position += 1
+    return -1
+
+
+def split_statements(text: str, dialect: str) -> list[Statement]:
+    """Split migration text into statements at semicolons outside quotes and comments.
+
+    SQLite trigger bodies (`BEGIN ... END;`) stay whole because a semicolon
+    ends a statement only where `sqlite3.complete_statement` agrees. PostgreSQL
+    dollar quotes (`$$` and `$tag$`), `E'...'` strings and nested block comments
+    are kept intact. Comments and blank space before a statement are dropped.
+
+    Raises:
+        MigrationError: an unknown dialect, an unterminated quote or comment, or a
+            SQLite statement (such as a trigger without `END;`) that never completes.
+    """
+    if dialect not in DIALECTS:
+        raise MigrationError(f"unknown dialect {dialect!r}: expected one of {', '.join(DIALECTS)}")
+    # NOTE: a PostgreSQL SQL-standard function body (`BEGIN ATOMIC ... END`) is not
+    # recognized and is split at its inner semicolons; write such bodies in $$ quotes.
+    lines = _Lines(text)
+    statements: list[Statement] = []
+    start: int | None = None
+    for kind, first, end in _segments(text, dialect):
+        if kind == "comment":
+            continue
+        if kind == "quoted":
+            start = first if start is None else start
+            continue
+        for position in range(first, end):
+            char = text[position]
+            if char == ";":
+                if start is None:
+                    continue
+                if dialect == "sqlite" and not sqlite3.complete_statement(
+                    text[start : position + 1]
+                ):
+                    continue
+                statements.append(Statement(text[start:position].strip(), lines.line(start)))
+                start = None
+            elif start is None and not char.isspace():
+                start = position
+    if start is not None:
+        rest = text[start:].strip()
+        if dialect == "sqlite" and not sqlite3.complete_statement(rest + ";"):
+            raise MigrationError(
+                f"statement starting at line {lines.line(start)} never ends"
+                " (a trigger body needs END;)"
+            )
+        statements.append(Statement(rest, lines.line(start)))
+    return statements
+
+
+def query_parameters(sql: str, dialect: str) -> list[str]:
+    """Return the distinct `:name` placeholders of a query, in order of first use.
+
+    Placeholders inside quotes and comments, and PostgreSQL `::type` casts, are
+    not parameters.
+    """
+    names: list[str] = []
+    for kind, first, end in _segments(sql, dialect):
+        if kind != "code":
+            continue
+        for match in _PARAMETER.finditer(sql, first, end):
+            if match.group(1) not in names:
+                names.append(match.group(1))
+    return names
+
+
+def replace_parameters(sql: str, dialect: str, replacement: str) -> str:
+    """Return `sql` with every `:name` placeholder outside quotes and comments replaced."""
+    pieces: list[str] = []
+    for kind, first, end in _segments(sql, dialect):
+        piece = sql[first:end]
+        pieces.append(_PARAMETER.sub(replacement, piece) if kind == "code" else piece)
+    return "".join(pieces)
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def _list_files(root: Path) -> tuple[list[_MigrationFile], list[Finding]]:
+    folder = root / MIGRATIONS_FOLDER
+    if not folder.is_dir():
+        return [], []
+    files: list[_MigrationFile] = []
+    findings: list[Finding] = []
+    for entry in sorted(folder.iterdir()):
+        if not entry.is_file() or not entry.name.lower().endswith(".sql"):
+            continue
+        path = f"{MIGRATIONS_FOLDER}/{entry.name}"
+        match = _NAME.match(entry.name)
+        if match is None:
+            findings.append(
+                Finding(
+                    rule="migration.name", file=path, message=f"{_NAME_RULE}, found {entry.name!r}"
+                )
+            )
+            continue
+        files.append(
+            _MigrationFile(match["version"], match["slug"], match["dialect"], entry, path)
+        )
+    return files, findings
+
+
+def _structure_findings(files: list[_MigrationFile]) -> list[Finding]:
+    """Check version numbers: one slug per version, dialect pairs complete, no gaps."""
+    findings: list[Finding] = []
+    by_version: dict[str, list[_MigrationFile]] = {}
+    for item in files:
+        by_version.setdefault(item.version, []).append(item)
+    for version, group in sorted(by_version.items()):
+        slugs = sorted({item.slug for item in group})
+        dialects = [item.dialect for item in group]
+        paths = ", ".join(item.path for item in group)
+        if len(slugs) > 1 or (None in dialects and len(group) > 1):
+            findings.append(
+                Finding(
+                    rule="migration.duplicate",
+                    file=group[0].path,
+                    message=f"version {version} is used by more than one migration ({paths});"
+                    " give each migration its own number",
+                )
+            )
+            continue
+        present = {d for d in dialects if d is not None}
+        if present and present != set(DIALECTS):
+            (missing,) = set(DIALECTS) - present
+            findings.append(
+                Finding(
+                    rule="migration.dialect",
+                    file=group[0].path,
+                    message=f"version {version} has a {next(iter(present))} file but no"
+                    f" {missing} file; add {MIGRATIONS_FOLDER}/{version}_{slugs[0]}.{missing}.sql"
+                    f" or merge both into {version}_{slugs[0]}.sql",
+                )
+            )
+    numbers = sorted(int(v) for v in by_version)
+    expected = 1
+    for number in numbers:
+        if number != expected:
+            first_missing = f"{expected:04d}"
+            last_missing = f"{number - 1:04d}"
+            span = first_missing if number - 1 == expected else f"{first_missing}-{last_missing}"
+            findings.append(
+                Finding(
+                    rule="migration.gap",
+                    file=by_version[f"{number:04d}"][0].path,
+                    message=f"version {span} is missing before {number:04d};"
+                    " versions must run from 0001 without gaps",
+                )
+            )
+        expected = number + 1
+    return findings
+
+
+def _read_file(item: _MigrationFile) -> str:
+    return normalize_text(item.file.read_bytes(), item.path)
+
+
+def _content_findings(item: _MigrationFile) -> list[Finding]:
+    """Check that a file is UTF-8, splits into statements and leaves foreign keys alone."""
+    try:
+        text = _read_file(item)
+    except MigrationError as exc:
+        return [Finding(rule="encoding", file=item.path, message=str(exc))]
+    findings: list[Finding] = []
+    for dialect in (item.dialect,) if item.dialect else DIALECTS:
+        try:
+            statements = split_statements(text, dialect)
+        except MigrationError as exc:
+            findings.append(
+                Finding(rule="migration.split", file=item.path, message=f"{dialect}: {exc}")
+            )
+            continue
+        if not statements:
+            findings.append(
+                Finding(
+                    rule="migration.empty",
+                    file=item.path,
+                    message="the migration contains no SQL statement",
+                    severity="warning",
+                )
+            )
+        for statement in statements:
+            if sets_foreign_keys(statement):
+                findings.append(
+                    Finding(
+                        rule="migration.pragma",
+                        file=item.path,
+                        line=statement.line,
+                        message=FOREIGN_KEYS_MESSAGE,
+                    )
+                )
+        if findings:
+            break
+    return findings
+
+
+def check_migrations(root: Path) -> list[Finding]:
+    """Check migration files: names, numbering, dialect pairs, encoding and splitting."""
+    files, findings = _list_files(root)
+    findings.extend(_structure_findings(files))
+    for item in files:
+        findings.extend(_content_findings(item))
+    return findings
+
+
+def load_migrations(root: Path, dialect: str) -> list[Migration]:
+    """Load the migrations that apply to `dialect`, ordered by version.
+
+    For each version the dialect's own file is taken when there is one, the
+    portable file otherwise.
+
+    Raises:
+        MigrationError: an unknown dialect, misnamed or misnumbered files, or a
+            file that is not UTF-8.
+    """
+    if dialect not in DIALECTS:
+        raise MigrationError(f"unknown dialect {dialect!r}: expected one of {', '.join(DIALECTS)}")
+    files, findings = _list_files(root)
+    problems = errors_only(findings + _structure_findings(files))
+    if problems:
+        raise MigrationError(
+            f"{root / MIGRATIONS_FOLDER}: invalid migration files: "
+            + "; ".join(str(f) for f in problems)
+        )
+    migrations: list[Migration] = []
+    chosen: dict[str, _MigrationFile] = {}
+    for item in files:
+        if item.dialect in (None, dialect):
+            chosen[item.version] = item
+    for version in sorted(chosen):
+        item = chosen[version]
+        text = _read_file(item)
+        migrations.append(
+            Migration(
+                version=item.version,
+                slug=item.slug,
+                path=item.path,
+                dialect=item.dialect,
+                text=text,
+                checksum=checksum_text(text),
+                transactional=is_transactional(text),
+            )
+        )
+    return migrations
+
+
+def schema_version(root: Path) -> str | None:
+    """Return the highest migration version in `root`, or None when there is none."""
+    files, _ = _list_files(root)
+    return max((item.version for item in files), default=None)

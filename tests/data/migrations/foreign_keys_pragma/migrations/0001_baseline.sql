@@ -1,0 +1,2 @@
+CREATE TABLE a (id INTEGER PRIMARY KEY);
+PRAGMA foreign_keys = OFF;

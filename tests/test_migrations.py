@@ -1,0 +1,386 @@
+"""Migration files, statement splitting and the runner against real SQLite files."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pipeline.database import (
+    HISTORY_TABLE,
+    Database,
+    StatementError,
+    open_database,
+    run_migrations,
+)
+from pipeline.errors import MigrationError, ValidationError
+from pipeline.migrations import (
+    check_migrations,
+    load_migrations,
+    query_parameters,
+    schema_version,
+    split_statements,
+)
+
+DATA = Path(__file__).parent / "data" / "migrations"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_migrations(root: Path, files: dict[str, str | bytes]) -> Path:
+    folder = root / "migrations"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        data = text if isinstance(text, bytes) else text.encode("utf-8")
+        (folder / name).write_bytes(data)
+    return root
+
+
+def open_sqlite(root: Path, name: str = "app.sqlite") -> Database:
+    return open_database(f"sqlite:///{name}", root, create=True)
+
+
+def dump(path: Path) -> str:
+    connection = sqlite3.connect(path)
+    try:
+        return "\n".join(connection.iterdump())
+    finally:
+        connection.close()
+
+
+BASELINE = """
+CREATE TABLE knp (code TEXT PRIMARY KEY, name_ru TEXT);
+CREATE TABLE payments (
+    id INTEGER PRIMARY KEY,
+    knp_code TEXT REFERENCES knp (code),
+    amount INTEGER NOT NULL
+);
+INSERT INTO knp VALUES ('010', 'Пенсионные взносы');
+"""
+
+
+# -- naming rules --------------------------------------------------------------------------------
+
+
+def test_check_reports_gap() -> None:
+    findings = check_migrations(DATA / "gap_after_0001")
+    assert [f.rule for f in findings] == ["migration.gap"]
+    assert findings[0].file == "migrations/0003_third.sql"
+    assert "version 0002 is missing before 0003" in findings[0].message
+
+
+def test_check_reports_duplicate_number() -> None:
+    findings = check_migrations(DATA / "duplicate_number")
+    assert [f.rule for f in findings] == ["migration.duplicate"]
+    assert "0002_first.sql" in findings[0].message
+    assert "0002_second.sql" in findings[0].message
+
+
+def test_check_reports_missing_dialect_file() -> None:
+    findings = check_migrations(DATA / "postgresql_file_missing")
+    assert [f.rule for f in findings] == ["migration.dialect"]
+    assert "no postgresql file" in findings[0].message
+    assert "0002_statements.postgresql.sql" in findings[0].message
+
+
+def test_check_reports_bad_name() -> None:
+    findings = check_migrations(DATA / "bad_name")
+    assert [f.rule for f in findings] == ["migration.name"]
+    assert findings[0].file == "migrations/2_Add-Column.sql"
+    assert "expected NNNN_slug.sql" in findings[0].message
+
+
+def test_check_reports_non_utf8_line() -> None:
+    findings = check_migrations(DATA / "not_utf8")
+    assert [f.rule for f in findings] == ["encoding"]
+    assert "0001_cp1251_comment.sql:2" in findings[0].message
+    assert "0xc1" in findings[0].message
+
+
+def test_check_reports_unterminated_string() -> None:
+    findings = check_migrations(DATA / "unterminated_string")
+    assert {f.rule for f in findings} == {"migration.split"}
+    assert "unterminated string literal starting at line 1" in findings[0].message
+
+
+def test_check_reports_foreign_keys_pragma() -> None:
+    findings = check_migrations(DATA / "foreign_keys_pragma")
+    assert [f.rule for f in findings] == ["migration.pragma"]
+    assert findings[0].line == 2
+
+
+def test_load_rejects_misnumbered_files() -> None:
+    with pytest.raises(MigrationError) as caught:
+        load_migrations(DATA / "gap_after_0001", "sqlite")
+    assert "0003_third.sql" in str(caught.value)
+
+
+def test_demo_migrations_pass_checks() -> None:
+    assert check_migrations(REPO_ROOT) == []
+    assert schema_version(REPO_ROOT) == "0003"
+
+
+def test_load_picks_dialect_file(tmp_path: Path) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": "CREATE TABLE a (id INTEGER);",
+            "0002_x.sqlite.sql": "CREATE TABLE s (id INTEGER);",
+            "0002_x.postgresql.sql": "CREATE TABLE p (id BIGINT);",
+        },
+    )
+    sqlite = load_migrations(tmp_path, "sqlite")
+    postgresql = load_migrations(tmp_path, "postgresql")
+    assert [m.path for m in sqlite] == ["migrations/0001_base.sql", "migrations/0002_x.sqlite.sql"]
+    assert postgresql[1].path == "migrations/0002_x.postgresql.sql"
+    assert postgresql[1].dialect == "postgresql"
+    assert sqlite[0].dialect is None
+
+
+def test_crlf_and_bom_keep_checksum(tmp_path: Path) -> None:
+    text = "-- KNP codes\nCREATE TABLE knp (code TEXT);\n"
+    write_migrations(tmp_path / "lf", {"0001_knp.sql": text})
+    crlf = b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8")
+    write_migrations(tmp_path / "crlf", {"0001_knp.sql": crlf})
+    (lf_migration,) = load_migrations(tmp_path / "lf", "sqlite")
+    (crlf_migration,) = load_migrations(tmp_path / "crlf", "sqlite")
+    assert crlf_migration.text == text
+    assert crlf_migration.checksum == lf_migration.checksum
+    assert lf_migration.checksum == hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def test_no_transaction_header(tmp_path: Path) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": "-- Builds the index outside a transaction.\n"
+            "-- pipeline: no-transaction\nCREATE TABLE a (id INTEGER);\n",
+            "0002_late.sql": "CREATE TABLE b (id INTEGER);\n-- pipeline: no-transaction\n",
+        },
+    )
+    first, second = load_migrations(tmp_path, "sqlite")
+    assert first.transactional is False
+    assert second.transactional is True
+
+
+# -- splitting -----------------------------------------------------------------------------------
+
+
+def test_split_sqlite_trigger_strings_comments() -> None:
+    text = (
+        "-- leading comment; with a semicolon\n"
+        "CREATE TABLE a (x TEXT); /* block; comment */\n"
+        "INSERT INTO a VALUES ('one; two', 'it''s');\n"
+        "CREATE TRIGGER a_copy AFTER INSERT ON a BEGIN\n"
+        "    INSERT INTO b VALUES (NEW.x);\n"
+        "    UPDATE c SET n = n + 1;\n"
+        "END;\n"
+        'SELECT "odd;name", [br;acket], `back;tick` FROM a'
+    )
+    statements = split_statements(text, "sqlite")
+    assert [s.line for s in statements] == [2, 3, 4, 8]
+    assert statements[0].sql == "CREATE TABLE a (x TEXT)"
+    assert statements[1].sql == "INSERT INTO a VALUES ('one; two', 'it''s')"
+    assert statements[2].sql.startswith("CREATE TRIGGER a_copy")
+    assert statements[2].sql.endswith("UPDATE c SET n = n + 1;\nEND")
+    assert statements[3].sql.startswith('SELECT "odd;name"')
+
+
+def test_split_postgresql_dollar_quotes() -> None:
+    text = (
+        "CREATE FUNCTION touch() RETURNS trigger AS $$\n"
+        "BEGIN NEW.updated := now(); RETURN NEW; END;\n"
+        "$$ LANGUAGE plpgsql;\n"
+        "DO $body$ BEGIN PERFORM 1; RAISE NOTICE '$$;'; END $body$;\n"
+        "SELECT E'back\\'slash;', $1::text, amount::bigint FROM t;\n"
+        "/* outer /* nested; */ still comment; */ SELECT 2;"
+    )
+    statements = split_statements(text, "postgresql")
+    assert [s.line for s in statements] == [1, 4, 5, 6]
+    assert statements[0].sql.endswith("$$ LANGUAGE plpgsql")
+    assert statements[1].sql.endswith("END $body$")
+    assert statements[2].sql == "SELECT E'back\\'slash;', $1::text, amount::bigint FROM t"
+    assert statements[3].sql == "SELECT 2"
+
+
+def test_split_unterminated_dollar_quote() -> None:
+    with pytest.raises(MigrationError) as caught:
+        split_statements("SELECT 1;\nSELECT $tag$ never closed;", "postgresql")
+    assert "unterminated dollar quote $tag$ starting at line 2" in str(caught.value)
+
+
+def test_split_trigger_without_end() -> None:
+    with pytest.raises(MigrationError) as caught:
+        split_statements(
+            "CREATE TABLE a (x);\nCREATE TRIGGER t AFTER INSERT ON a BEGIN SELECT 1;", "sqlite"
+        )
+    assert "statement starting at line 2 never ends" in str(caught.value)
+
+
+def test_query_parameters_skip_casts_and_strings() -> None:
+    sql = "SELECT ':not_me', x::date FROM t WHERE a = :from AND b < :to AND c = :from -- :no"
+    assert query_parameters(sql, "postgresql") == ["from", "to"]
+
+
+# -- runner --------------------------------------------------------------------------------------
+
+
+def test_runner_applies_and_records(tmp_path: Path) -> None:
+    write_migrations(tmp_path, {"0001_base.sql": BASELINE})
+    migrations = load_migrations(tmp_path, "sqlite")
+    with open_sqlite(tmp_path) as db:
+        result = run_migrations(db, migrations, bundle_version="2026.12.0")
+        again = run_migrations(db, migrations)
+        history = db.execute(f"SELECT version, checksum, bundle_version FROM {HISTORY_TABLE}")
+    assert [run.version for run in result.applied] == ["0001"]
+    assert result.applied[0].transactional is True
+    assert result.findings == []
+    assert again.applied == []
+    assert history == [("0001", migrations[0].checksum, "2026.12.0")]
+
+
+def test_runner_rejects_edited_migration(tmp_path: Path) -> None:
+    write_migrations(tmp_path, {"0001_base.sql": BASELINE})
+    with open_sqlite(tmp_path) as db:
+        applied = load_migrations(tmp_path, "sqlite")
+        run_migrations(db, applied)
+        write_migrations(tmp_path, {"0001_base.sql": BASELINE + "\nCREATE TABLE extra (x);\n"})
+        edited = load_migrations(tmp_path, "sqlite")
+        with pytest.raises(MigrationError) as caught:
+            run_migrations(db, edited)
+    message = str(caught.value)
+    assert "migration 0001_base.sql was modified after it was applied" in message
+    assert f"database has {applied[0].checksum}" in message
+    assert f"file has {edited[0].checksum}" in message
+
+
+def test_failed_statement_rolls_back(tmp_path: Path) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": BASELINE,
+            "0002_broken.sql": "-- Adds a column, then inserts into a table that is missing.\n"
+            "ALTER TABLE payments ADD COLUMN kbk_code TEXT;\n"
+            "INSERT INTO missing_table VALUES (1);\n",
+        },
+    )
+    migrations = load_migrations(tmp_path, "sqlite")
+    with open_sqlite(tmp_path) as db:
+        run_migrations(db, migrations[:1])
+    before = dump(tmp_path / "app.sqlite")
+    with open_sqlite(tmp_path) as db, pytest.raises(StatementError) as caught:
+        run_migrations(db, migrations)
+    assert dump(tmp_path / "app.sqlite") == before
+    assert caught.value.path == "migrations/0002_broken.sql"
+    assert caught.value.line == 3
+    assert "migrations/0002_broken.sql:3" in str(caught.value)
+    assert "no such table: missing_table" in str(caught.value)
+
+
+def test_foreign_keys_pragma_rejected(tmp_path: Path) -> None:
+    write_migrations(
+        tmp_path,
+        {"0001_base.sql": BASELINE, "0002_off.sql": "PRAGMA foreign_keys = OFF;\n"},
+    )
+    migrations = load_migrations(tmp_path, "sqlite")
+    with open_sqlite(tmp_path) as db, pytest.raises(MigrationError) as caught:
+        run_migrations(db, migrations)
+    assert "migrations/0002_off.sql:1: PRAGMA foreign_keys is not allowed" in str(caught.value)
+
+
+def test_immediate_orphan_fails_statement(tmp_path: Path) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": BASELINE,
+            "0002_orphan.sql": "INSERT INTO payments VALUES (1, '010', 500);\nDELETE FROM knp;\n",
+        },
+    )
+    migrations = load_migrations(tmp_path, "sqlite")
+    with open_sqlite(tmp_path) as db:
+        run_migrations(db, migrations[:1])
+    before = dump(tmp_path / "app.sqlite")
+    with open_sqlite(tmp_path) as db, pytest.raises(StatementError) as caught:
+        run_migrations(db, migrations)
+    assert dump(tmp_path / "app.sqlite") == before
+    assert caught.value.line == 2
+    assert "migrations/0002_orphan.sql:2" in str(caught.value)
+    assert "FOREIGN KEY constraint failed" in str(caught.value)
+
+
+def test_deferred_orphan_fails_foreign_key_check(tmp_path: Path) -> None:
+    # A deferred foreign key lets the orphan through the statements, so only
+    # the check before COMMIT catches it, naming table, rowid and parent table.
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": "CREATE TABLE knp (code TEXT PRIMARY KEY);\n"
+            "CREATE TABLE payments (id INTEGER PRIMARY KEY, knp_code TEXT"
+            " REFERENCES knp (code) DEFERRABLE INITIALLY DEFERRED);\n",
+            "0002_orphan.sql": "INSERT INTO payments VALUES (7, '999');\n",
+        },
+    )
+    migrations = load_migrations(tmp_path, "sqlite")
+    with open_sqlite(tmp_path) as db:
+        run_migrations(db, migrations[:1])
+    with open_sqlite(tmp_path) as db, pytest.raises(MigrationError) as caught:
+        run_migrations(db, migrations)
+    message = str(caught.value)
+    assert "migrations/0002_orphan.sql: foreign key check failed" in message
+    assert "table payments rowid 7" in message
+    assert "parent table knp(code)" in message
+    with open_sqlite(tmp_path) as db:
+        assert db.execute("SELECT count(*) FROM payments") == [(0,)]
+        assert db.execute(f"SELECT version FROM {HISTORY_TABLE}") == [("0001",)]
+
+
+def test_transaction_control_rejected(tmp_path: Path) -> None:
+    write_migrations(tmp_path, {"0001_base.sql": "BEGIN;\nCREATE TABLE a (x);\nCOMMIT;\n"})
+    migrations = load_migrations(tmp_path, "sqlite")
+    with open_sqlite(tmp_path) as db, pytest.raises(MigrationError) as caught:
+        run_migrations(db, migrations)
+    assert "migrations/0001_base.sql:1: transaction control (BEGIN)" in str(caught.value)
+
+
+def test_non_transactional_migration(tmp_path: Path) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": BASELINE,
+            "0002_vacuum.sql": "-- pipeline: no-transaction\nVACUUM;\n",
+        },
+    )
+    migrations = load_migrations(tmp_path, "sqlite")
+    with open_sqlite(tmp_path) as db:
+        result = run_migrations(db, migrations)
+    assert [run.transactional for run in result.applied] == [True, False]
+
+
+def test_explain_query_names_missing_column(tmp_path: Path) -> None:
+    write_migrations(tmp_path, {"0001_base.sql": BASELINE})
+    with open_sqlite(tmp_path) as db:
+        run_migrations(db, load_migrations(tmp_path, "sqlite"))
+        db.explain_query("SELECT amount FROM payments WHERE knp_code = :knp AND amount > :min")
+        with pytest.raises(ValidationError) as missing:
+            db.explain_query("SELECT kbk_code FROM payments WHERE amount > :min")
+        with pytest.raises(ValidationError) as not_select:
+            db.explain_query("DELETE FROM payments")
+    assert "no such column: kbk_code" in str(missing.value)
+    assert "expected a single SELECT statement" in str(not_select.value)
+
+
+def test_missing_sqlite_file_is_error(tmp_path: Path) -> None:
+    with pytest.raises(MigrationError) as caught:
+        open_database("sqlite:///absent.sqlite", tmp_path)
+    assert f"SQLite database {tmp_path / 'absent.sqlite'} not found" in str(caught.value)
+
+
+def test_demo_migrations_apply(tmp_path: Path) -> None:
+    migrations = load_migrations(REPO_ROOT, "sqlite")
+    with open_sqlite(tmp_path) as db:
+        result = run_migrations(db, migrations)
+        columns = [row[1] for row in db.execute("PRAGMA table_info(payment_documents)")]
+    assert [run.version for run in result.applied] == ["0001", "0002", "0003"]
+    assert "kbk_code" in columns
+    assert result.findings == []
