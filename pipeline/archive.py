@@ -386,8 +386,8 @@ def _check_sizes(archive: Path, entries: list[Entry], max_total: int, max_ratio:
     largest_name = largest.name if largest else "(none)"
     if total > max_total:
         raise VerificationError(
-            f"{archive}: entries claim {total} bytes unpacked, more than the {max_total}"
-            f" expected; the largest is {largest_name}"
+            f"{archive}: entries claim {total} bytes unpacked, but at most {max_total} are"
+            f" expected. The largest entry is {largest_name}"
         )
     packed = archive.stat().st_size
     ratio = total / max(packed, 1)
