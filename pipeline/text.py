@@ -1,0 +1,301 @@
+"""Checks of the Kazakh (`kk`) and Russian (`ru`) texts of a definition.
+
+Each check returns findings that name the file, the JSON path of the text and
+the offending word or character:
+
+1. both texts present and non-empty after stripping whitespace;
+2. `kk` identical to `ru` (a warning, and only when the text has letters);
+3. control characters and invisible formatting characters (line feeds are allowed);
+4. a word that mixes Latin and Cyrillic letters, such as a Latin `i` typed
+   for the Kazakh `і`, or a Latin `o`, `c`, `a`, `e`, `p`, `x` inside a Cyrillic word;
+5. mojibake: KZ-1048 bytes read as CP1251 ("Ќазаќстан" for "Қазақстан"), and
+   UTF-8 bytes read as CP1251 ("РџР»Р°С‚РµР¶"), CP1252 or Latin-1 ("ÐŸÐ»Ð°Ñ‚");
+6. unbalanced «» quotes.
+
+The checks run on every title and caption of every definition on each CI run,
+so each one starts with a precompiled regular expression that rejects clean
+text in one scan, and only suspicious words get the slower per-word work.
+"""
+
+# This module names Cyrillic letters that look like Latin ones on purpose.
+# ruff: noqa: RUF001, RUF002, RUF003
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from pipeline.findings import Finding
+
+Language = Literal["kk", "ru"]
+LANGUAGES: tuple[Language, ...] = ("kk", "ru")
+
+RUSSIAN_LETTERS = "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"
+KAZAKH_ONLY_LETTERS = "әғқңөұүһі"
+KAZAKH_LETTERS = RUSSIAN_LETTERS + KAZAKH_ONLY_LETTERS
+_ALPHABET = frozenset(KAZAKH_LETTERS + KAZAKH_LETTERS.upper())
+
+_LETTER = re.compile(r"[^\W\d_]")
+_WORD = re.compile(r"[^\W\d_]+")
+_LATIN = re.compile(r"[A-Za-z]")
+_CYRILLIC = re.compile(r"[\u0400-\u04ff]")
+
+# C0 and C1 controls except the line feed, then the soft hyphen, zero-width
+# characters, line and paragraph separators, bidirectional controls, word
+# joiners and the byte order mark. All of them are invisible in a title.
+_CONTROL = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+)
+
+# Latin letters that look like Cyrillic ones, and the reverse map.
+_LATIN_TO_CYRILLIC = dict(zip("aceopxyiACEHKMOPTXBI", "асеорхуіАСЕНКМОРТХВІ", strict=True))
+_CYRILLIC_TO_LATIN = {c: latin for latin, c in _LATIN_TO_CYRILLIC.items()}
+
+# Characters that the KZ-1048 bytes of the Kazakh letters become when read as
+# CP1251 (Қ is byte 0x8D, which CP1251 shows as Ќ). І and і share a byte in both
+# code pages, so they are left out. None of these characters is a Kazakh or
+# Russian letter.
+_KZ1048_AS_CP1251 = "".join(
+    letter.encode("kz1048").decode("cp1251")
+    for letter in (KAZAKH_ONLY_LETTERS + KAZAKH_ONLY_LETTERS.upper())
+    .replace("і", "")
+    .replace("І", "")
+)
+_KZ1048_MARKER = re.compile(f"[{_KZ1048_AS_CP1251}]")
+
+# A two-byte UTF-8 Cyrillic letter starts with byte 0xD0 or 0xD1 and goes on
+# with a byte in 0x80-0xBF. Read as CP1251 that is Р or С followed by a
+# character of that range, and read as CP1252 (or Latin-1) it is Ð or Ñ
+# followed by one. Kazakh letters start with 0xD2 or 0xD3 (Ò, Ó) as well.
+_CP1251_HIGH = bytes(range(0x80, 0xC0)).decode("cp1251", errors="ignore")
+_UTF8_AS_CP1251 = re.compile(f"[РС][{re.escape(_CP1251_HIGH)}]")
+_LATIN1_HIGH = bytes(range(0x80, 0xC0)).decode("cp1252", errors="ignore") + "".join(
+    map(chr, range(0x80, 0xC0))
+)
+_UTF8_AS_LATIN1 = re.compile(f"[ÐÑÒÓ][{re.escape(_LATIN1_HIGH)}]")
+_TOKEN = re.compile(r"\S+")
+
+_CODEC_NAMES = {"kz1048": "KZ-1048", "utf-8": "UTF-8"}
+
+
+def check_bilingual(value: object, file: str, json_path: str) -> list[Finding]:
+    """Check a `{kk, ru}` object found at `json_path`; see `check_pair`."""
+    if not isinstance(value, Mapping):
+        return [
+            Finding(
+                rule="text.missing",
+                file=file,
+                json_path=json_path,
+                message=f"expected an object with kk and ru texts, found {type(value).__name__}",
+            )
+        ]
+    return check_pair(value.get("kk"), value.get("ru"), file, f"{json_path}.kk", f"{json_path}.ru")
+
+
+def check_pair(kk: object, ru: object, file: str, kk_path: str, ru_path: str) -> list[Finding]:
+    """Check a Kazakh text and its Russian counterpart, each at its own JSON path.
+
+    A missing text is None. Each text is checked alone (`check_text`), then the
+    two are compared.
+    """
+    findings: list[Finding] = []
+    texts: dict[Language, tuple[object, str]] = {"kk": (kk, kk_path), "ru": (ru, ru_path)}
+    for language, (text, path) in texts.items():
+        findings.extend(_check_present(text, language, file, path))
+        if isinstance(text, str) and text.strip():
+            findings.extend(check_text(text, language, file, path))
+    if isinstance(kk, str) and isinstance(ru, str):
+        same = kk.strip()
+        if same and same == ru.strip() and _LETTER.search(same):
+            findings.append(
+                Finding(
+                    rule="text.identical",
+                    file=file,
+                    json_path=kk_path,
+                    severity="warning",
+                    message=f"kk text is identical to the ru text at {ru_path}: {same!r};"
+                    " expected a Kazakh translation",
+                )
+            )
+    return findings
+
+
+def _check_present(text: object, language: Language, file: str, path: str) -> list[Finding]:
+    if text is None:
+        message = f"{language} text is missing; expected a non-empty string"
+    elif not isinstance(text, str):
+        message = f"{language} text: expected a string, found {type(text).__name__}"
+    elif not text.strip():
+        message = f"{language} text is empty; expected a non-empty string, found {text!r}"
+    else:
+        return []
+    return [Finding(rule="text.missing", file=file, json_path=path, message=message)]
+
+
+def check_text(text: str, language: Language, file: str, json_path: str) -> list[Finding]:
+    """Check one text in `language` for control characters, mixed scripts, mojibake and quotes."""
+    findings: list[Finding] = []
+    findings.extend(_check_control(text, file, json_path))
+    mojibake = _check_mojibake(text, file, json_path)
+    if mojibake:
+        # Stray quotes and mixed scripts in mojibake are artefacts of the
+        # wrong decoding and go away with the repair.
+        return findings + mojibake
+    findings.extend(_check_mixed_scripts(text, language, file, json_path))
+    findings.extend(_check_quotes(text, file, json_path))
+    return findings
+
+
+def _check_control(text: str, file: str, json_path: str) -> list[Finding]:
+    match = _CONTROL.search(text)
+    if match is None:
+        return []
+    found = sorted({f"U+{ord(m.group()):04X}" for m in _CONTROL.finditer(text)})
+    return [
+        Finding(
+            rule="text.control",
+            file=file,
+            json_path=json_path,
+            message=f"control or invisible character {', '.join(found)} at offset {match.start()}"
+            f" in {_excerpt(text, match.start())!r}; expected printable text only",
+        )
+    ]
+
+
+def _check_mixed_scripts(
+    text: str, language: Language, file: str, json_path: str
+) -> list[Finding]:
+    if not (_LATIN.search(text) and _CYRILLIC.search(text)):
+        return []
+    findings = []
+    for match in _WORD.finditer(text):
+        word = match.group()
+        if not (_LATIN.search(word) and _CYRILLIC.search(word)):
+            continue
+        findings.append(
+            Finding(
+                rule="text.mixed-script",
+                file=file,
+                json_path=json_path,
+                message=_describe_mixed_word(word, language),
+            )
+        )
+    return findings
+
+
+def _describe_mixed_word(word: str, language: Language) -> str:
+    latin = [c for c in word if "a" <= c.lower() <= "z"]
+    cyrillic = len(word) - len(latin)
+    if cyrillic >= len(latin):
+        letters = ", ".join(dict.fromkeys(latin))
+        repaired = "".join(_LATIN_TO_CYRILLIC.get(c, c) for c in word)
+        if language == "kk" and set(latin) <= {"i", "I"}:
+            problem = f"Latin i in the Kazakh word {word!r}, where Kazakh uses і (U+0456)"
+        else:
+            problem = f"Latin letter {letters} in the Cyrillic word {word!r}"
+    else:
+        letters = ", ".join(dict.fromkeys(c for c in word if _CYRILLIC.match(c)))
+        repaired = "".join(_CYRILLIC_TO_LATIN.get(c, c) for c in word)
+        problem = f"Cyrillic letter {letters} in the Latin word {word!r}"
+    if _LATIN.search(repaired) and _CYRILLIC.search(repaired):
+        return f"{problem}; retype the word in one script"
+    return f"{problem}; expected {repaired!r}"
+
+
+def _check_mojibake(text: str, file: str, json_path: str) -> list[Finding]:
+    # Words by the misreading that explains them: (written as, shown as, codec shown as).
+    groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
+    if _KZ1048_MARKER.search(text):
+        for word in _suspicious_tokens(text, _KZ1048_MARKER):
+            repaired = _recode(word, "cp1251", "kz1048")
+            if repaired is not None:
+                groups.setdefault(("kz1048", "CP1251", "cp1251"), []).append((word, repaired))
+    if _UTF8_AS_CP1251.search(text):
+        for word in _suspicious_tokens(text, _UTF8_AS_CP1251):
+            repaired = _recode(word, "cp1251", "utf-8")
+            if repaired is not None:
+                groups.setdefault(("utf-8", "CP1251", "cp1251"), []).append((word, repaired))
+    if _UTF8_AS_LATIN1.search(text):
+        for word in _suspicious_tokens(text, _UTF8_AS_LATIN1):
+            # CP1252 leaves five bytes undefined, and a reader that fell back to
+            # Latin-1 shows them as C1 controls.
+            for shown_as, codec in (("CP1252", "cp1252"), ("Latin-1", "latin-1")):
+                repaired = _recode(word, codec, "utf-8")
+                if repaired is not None:
+                    groups.setdefault(("utf-8", shown_as, codec), []).append((word, repaired))
+                    break
+    if not groups:
+        return []
+    expected = text
+    for pairs in groups.values():
+        for word, repaired in pairs:
+            expected = expected.replace(word, repaired)
+    findings = []
+    for (written_as, shown_as, codec), pairs in groups.items():
+        words = ", ".join(repr(word) for word, _ in pairs)
+        findings.append(
+            Finding(
+                rule="text.mojibake",
+                file=file,
+                json_path=json_path,
+                message=f"mojibake: {words} is {_CODEC_NAMES[written_as]} text read as"
+                f" {shown_as}; expected {expected!r}; repair each word with"
+                f" s.encode('{codec}').decode('{written_as}')",
+            )
+        )
+    return findings
+
+
+def _suspicious_tokens(text: str, marker: re.Pattern[str]) -> list[str]:
+    return [t for t in _TOKEN.findall(text) if marker.search(t)]
+
+
+def _recode(word: str, shown_as: str, written_as: str) -> str | None:
+    """Return `word` decoded as it was written, or None when that is not plausible kk/ru text."""
+    try:
+        repaired = word.encode(shown_as).decode(written_as)
+    except UnicodeError:
+        return None
+    if repaired == word:
+        return None
+    letters = [c for c in repaired if _CYRILLIC.match(c)]
+    if not letters or not all(c in _ALPHABET for c in letters):
+        return None
+    return repaired
+
+
+def _check_quotes(text: str, file: str, json_path: str) -> list[Finding]:
+    if "«" not in text and "»" not in text:
+        return []
+    depth = 0
+    for index, char in enumerate(text):
+        if char == "«":
+            depth += 1
+        elif char == "»":
+            depth -= 1
+            if depth < 0:
+                return [_unbalanced(file, json_path, text, index, "» without an opening «")]
+    if depth > 0:
+        index = text.rindex("«")
+        return [_unbalanced(file, json_path, text, index, f"{depth} « without a closing »")]
+    return []
+
+
+def _unbalanced(file: str, json_path: str, text: str, index: int, problem: str) -> Finding:
+    return Finding(
+        rule="text.quotes",
+        file=file,
+        json_path=json_path,
+        message=f"unbalanced quotes: {problem} at offset {index} in {_excerpt(text, index)!r}",
+    )
+
+
+def _excerpt(text: str, index: int, width: int = 20) -> str:
+    start = max(0, index - width)
+    return text[start : index + width]
+
+
+def repair_kz1048_mojibake(text: str) -> str:
+    """Return `text` with KZ-1048 bytes that were read as CP1251 decoded properly."""
+    return text.encode("cp1251").decode("kz1048")

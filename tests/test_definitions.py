@@ -1,0 +1,529 @@
+"""Schemas and checks of fix, report, form and treasury format definitions.
+
+Every folder under tests/data/definitions/ is one item named for its defect.
+A test copies it into a content repository made in tmp_path, under the folder
+of the kind its definition file belongs to.
+"""
+
+# Kazakh and Russian words here contain letters that look like Latin ones.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.content import DEFINITION_FILES, KIND_FOLDERS, Kind, list_items
+from pipeline.definitions import (
+    check_definition,
+    child_path,
+    install_path_problem,
+    load_definition,
+)
+from pipeline.errors import ConfigError, ValidationError
+from pipeline.findings import Finding
+from pipeline.schema import check_schema, load_schema, validate_document
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data" / "definitions"
+SCHEMA_NAMES = ("fix", "report", "form", "treasury")
+
+
+def install_item(root: Path, defect: str) -> Kind:
+    """Copy the broken item `defect` into the content repository `root`; return its kind."""
+    source = DATA / defect
+    kind = next(k for k, name in DEFINITION_FILES.items() if (source / name).is_file())
+    shutil.copytree(source, root / KIND_FOLDERS[kind] / defect)
+    return kind
+
+
+def check_defect(tmp_path: Path, defect: str) -> list[Finding]:
+    kind = install_item(tmp_path, defect)
+    return check_definition(tmp_path, kind, defect)
+
+
+def only(findings: list[Finding], rule: str) -> Finding:
+    matching = [f for f in findings if f.rule == rule]
+    assert len(matching) == 1, [str(f) for f in findings]
+    return matching[0]
+
+
+# Each broken item: its defect, the rule and JSON path of the expected
+# finding, and words its message must contain.
+DEFECTS: list[tuple[str, str, str | None, list[str]]] = [
+    ("missing-kk-title", "schema", "$.title", ["'kk' is a required property"]),
+    ("empty-ru-description", "text.missing", "$.description.ru", ["ru text is empty"]),
+    (
+        "code-mismatch",
+        "definition.id-mismatch",
+        "$.code",
+        ["expected 'code-mismatch'", "found 'knp-payments-monthly'"],
+    ),
+    (
+        "unsafe-install-path",
+        "fix.unsafe-install-path",
+        "$.files[0].install",
+        ["'../../Windows/System32/платёжное_поручение.xml'", "'..' part"],
+    ),
+    (
+        "absolute-install-path",
+        "fix.unsafe-install-path",
+        "$.files[0].install",
+        ["'C:/Parus/Reports/платёжное_поручение.xml'", "absolute"],
+    ),
+    (
+        "unlisted-payload",
+        "fix.unlisted-payload",
+        "$.files",
+        ["'payload/templates/старый_шаблон.xml' is not listed"],
+    ),
+    (
+        "missing-payload",
+        "fix.payload-missing",
+        "$.files[0].source",
+        ["'payload/templates/payment_order.xml' not found"],
+    ),
+    (
+        "duplicate-install-path",
+        "fix.duplicate-install-path",
+        "$.files[1].install",
+        ["'CONFIG/КАЗНАЧЕЙСТВО/STATEMENT_IMPORT.INI'", "already used by $.files[0]"],
+    ),
+    ("bad-severity", "schema", "$.severity", ["found 'blocker'", "'critical'"]),
+    ("unknown-property", "schema", "$", ["'titel' was unexpected"]),
+    (
+        "latin-i-in-kazakh",
+        "text.mixed-script",
+        "$.title.kk",
+        ["Latin i in the Kazakh word 'түзетiлдi'", "expected 'түзетілді'"],
+    ),
+    (
+        "query-undeclared-parameter",
+        "query.undeclared-parameter",
+        "$.query",
+        [":org_id is not a declared parameter", "'organization_id'"],
+    ),
+    (
+        "query-unused-parameter",
+        "query.unused-parameter",
+        "$.parameters[1].name",
+        ["'copies' is declared", "no :copies"],
+    ),
+    ("query-not-select", "query.not-select", "$.query", ["expected a SELECT, found DELETE"]),
+    (
+        "query-write-in-cte",
+        "query.not-select",
+        "$.query",
+        ["expected a read-only SELECT, found DELETE inside the query"],
+    ),
+    (
+        "query-two-statements",
+        "query.statements",
+        "$.query",
+        ["expected one SQL statement, found 2"],
+    ),
+    (
+        "query-syntax-error",
+        "query.syntax",
+        "$.query",
+        ["query is not valid SQL", "query line 1, column 8", "'SELEC p.'"],
+    ),
+    (
+        "layout-column-not-in-query",
+        "query.layout-column",
+        "$.layout.columns[2].name",
+        ["'documents' is not an output of the query", "'document_count'"],
+    ),
+    (
+        "missing-caption",
+        "layout.missing-caption",
+        "$.layout.columns[7].name",
+        ["column 'kbe' has no caption"],
+    ),
+    (
+        "bad-effective-date",
+        "schema",
+        "$.effective_date",
+        ["expected a valid date, found '2026-02-30'"],
+    ),
+    (
+        "mojibake-title",
+        "text.mojibake",
+        "$.title.kk",
+        [
+            "'Ќазынашылыќтыѕ', 'форматындаєы', 'їзінді-кґшірмесін' is KZ-1048 text read",
+            "expected 'Қазынашылықтың MT940 форматындағы үзінді-көшірмесін импорттау'",
+            "s.encode('cp1251').decode('kz1048')",
+        ],
+    ),
+    (
+        "missing-sample",
+        "treasury.sample-missing",
+        "$.samples[0].file",
+        ["'samples/statement-2026-11-30.sta' not found"],
+    ),
+    (
+        "sample-wrong-encoding",
+        "treasury.sample-encoding",
+        "$.samples[0].file",
+        ["not valid utf-8", "byte 0x8d at offset 150"],
+    ),
+    ("bad-version", "schema", "$.version", ["found '1.1'"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("defect", "rule", "json_path", "words"), DEFECTS, ids=[d[0] for d in DEFECTS]
+)
+def test_broken_definition(
+    tmp_path: Path, defect: str, rule: str, json_path: str | None, words: list[str]
+) -> None:
+    kind = install_item(tmp_path, defect)
+    findings = check_definition(tmp_path, kind, defect)
+    finding = only(findings, rule)
+    assert finding.severity == "error"
+    assert finding.file == f"{KIND_FOLDERS[kind]}/{defect}/{DEFINITION_FILES[kind]}"
+    assert finding.json_path == json_path
+    for word in words:
+        assert word in finding.message
+
+
+def test_every_defect_folder_is_tested() -> None:
+    folders = {p.name for p in DATA.iterdir() if p.is_dir()}
+    tested = {d[0] for d in DEFECTS} | {
+        "trailing-comma",
+        "expected-invalid-json",
+        "expected-unknown-field",
+    }
+    assert folders == tested
+
+
+def test_trailing_comma_names_line(tmp_path: Path) -> None:
+    findings = check_defect(tmp_path, "trailing-comma")
+    assert len(findings) == 1
+    assert findings[0].rule == "json"
+    assert findings[0].file == "packages/reports/trailing-comma/report.json"
+    # The comma ends line 5; the parser stops at the closing brace on line 6.
+    assert findings[0].line == 6
+    assert "invalid JSON" in findings[0].message
+
+
+def test_expected_records_invalid_json(tmp_path: Path) -> None:
+    findings = check_defect(tmp_path, "expected-invalid-json")
+    finding = only(findings, "json")
+    assert finding.file == (
+        "packages/treasury/expected-invalid-json/samples/statement-2026-12-01.expected.json"
+    )
+    assert finding.line == 6
+
+
+def test_expected_records_unknown_field(tmp_path: Path) -> None:
+    findings = check_defect(tmp_path, "expected-unknown-field")
+    finding = only(findings, "treasury.expected-field")
+    assert finding.file.endswith("samples/statement-2026-12-01.expected.json")
+    assert finding.json_path == "$[0].beneficiary_code"
+    assert "'beneficiary_code' is not a canonical field" in finding.message
+    assert "'kbe'" in finding.message
+
+
+def test_missing_kk_title_reported_once(tmp_path: Path) -> None:
+    findings = check_defect(tmp_path, "missing-kk-title")
+    assert [f.rule for f in findings] == ["schema"]
+
+
+def test_missing_payload_also_unlisted(tmp_path: Path) -> None:
+    findings = check_defect(tmp_path, "missing-payload")
+    unlisted = only(findings, "fix.unlisted-payload")
+    assert "'payload/templates/платёжное_поручение.xml'" in unlisted.message
+
+
+def test_unlisted_sample_warns(tmp_path: Path) -> None:
+    findings = check_defect(tmp_path, "missing-sample")
+    warning = only(findings, "treasury.unlisted-sample")
+    assert warning.severity == "warning"
+    assert "'samples/statement-2026-12-01.sta'" in warning.message
+
+
+def test_payload_symlink_rejected(tmp_path: Path) -> None:
+    kind = install_item(tmp_path, "unlisted-payload")
+    payload = tmp_path / KIND_FOLDERS[kind] / "unlisted-payload" / "payload" / "templates"
+    target = payload / "платёжное_поручение.xml"
+    outside = tmp_path / "outside.xml"
+    target.replace(outside)
+    target.symlink_to(outside)
+    findings = check_definition(tmp_path, kind, "unlisted-payload")
+    finding = only(findings, "fix.payload-symlink")
+    assert finding.json_path == "$.files[0].source"
+    assert "symbolic link" in finding.message
+
+
+def test_missing_definition_file(tmp_path: Path) -> None:
+    (tmp_path / "packages/reports/empty").mkdir(parents=True)
+    findings = check_definition(tmp_path, Kind.REPORT, "empty")
+    assert [f.rule for f in findings] == ["definition.missing"]
+    assert findings[0].file == "packages/reports/empty/report.json"
+
+
+def test_definition_not_utf8(tmp_path: Path) -> None:
+    folder = tmp_path / "packages/forms/cp1251-form"
+    folder.mkdir(parents=True)
+    (folder / "form.json").write_bytes('{"code": "Платёж"}'.encode("cp1251"))
+    findings = check_definition(tmp_path, Kind.FORM, "cp1251-form")
+    assert [f.rule for f in findings] == ["encoding"]
+    assert "expected UTF-8, found byte 0xcf" in findings[0].message
+
+
+def test_definition_null(tmp_path: Path) -> None:
+    folder = tmp_path / "packages/treasury/null-format"
+    folder.mkdir(parents=True)
+    (folder / "format.json").write_text("null\n", encoding="utf-8")
+    with pytest.raises(ValidationError) as raised:
+        load_definition(tmp_path, Kind.TREASURY, "null-format")
+    assert "expected object, found NoneType" in str(raised.value)
+
+
+def test_catalog_kind_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected a definition kind"):
+        check_definition(tmp_path, Kind.CATALOG, "kato")
+
+
+@pytest.mark.parametrize("item", ["", "..", "a/b", "a\\b"])
+def test_item_must_be_folder_name(tmp_path: Path, item: str) -> None:
+    with pytest.raises(ConfigError, match="expected a folder name under packages/fixes/"):
+        check_definition(tmp_path, Kind.FIX, item)
+
+
+def test_load_definition_raises_with_findings(tmp_path: Path) -> None:
+    kind = install_item(tmp_path, "query-undeclared-parameter")
+    with pytest.raises(ValidationError) as raised:
+        load_definition(tmp_path, kind, "query-undeclared-parameter")
+    message = str(raised.value)
+    assert message.startswith("packages/reports/query-undeclared-parameter/report.json:")
+    assert "2 error(s)" in message
+    rules = {f.rule for f in raised.value.findings if isinstance(f, Finding)}
+    assert rules == {"query.undeclared-parameter", "query.unused-parameter"}
+
+
+def test_load_definition_returns_document(tmp_path: Path) -> None:
+    kind = install_item(tmp_path, "bad-effective-date")
+    folder = tmp_path / KIND_FOLDERS[kind] / "bad-effective-date"
+    document = json.loads((folder / "report.json").read_text(encoding="utf-8"))
+    document["effective_date"] = "2026-02-28"
+    (folder / "report.json").write_text(json.dumps(document, ensure_ascii=False), "utf-8")
+    loaded = load_definition(tmp_path, kind, "bad-effective-date")
+    assert loaded["effective_date"] == "2026-02-28"
+
+
+# Demo content of this repository
+
+
+def demo_items() -> list[tuple[Kind, str]]:
+    kinds = (Kind.FIX, Kind.REPORT, Kind.FORM, Kind.TREASURY)
+    return [(kind, item) for kind in kinds for item in list_items(REPO_ROOT, kind)]
+
+
+def test_demo_content_has_every_kind() -> None:
+    assert len(list_items(REPO_ROOT, Kind.FIX)) == 3
+    assert len(list_items(REPO_ROOT, Kind.REPORT)) == 1
+    assert len(list_items(REPO_ROOT, Kind.FORM)) == 1
+    assert len(list_items(REPO_ROOT, Kind.TREASURY)) == 1
+
+
+@pytest.mark.parametrize(("kind", "item"), demo_items(), ids=lambda v: str(v))
+def test_demo_definition_passes(kind: Kind, item: str) -> None:
+    findings = check_definition(REPO_ROOT, kind, item)
+    assert findings == []
+
+
+def test_demo_fix_has_cyrillic_file_name() -> None:
+    names = [p.name for p in (REPO_ROOT / "packages/fixes").rglob("payload/**/*") if p.is_file()]
+    assert any(re.search("[а-яё]", name) for name in names)
+
+
+def migrated_sample(tmp_path: Path) -> sqlite3.Connection:
+    """Apply the repository's SQLite migrations in order to a new database file."""
+    folder = REPO_ROOT / "migrations"
+    scripts = sorted(p for p in folder.glob("*.sql") if not p.name.endswith(".postgresql.sql"))
+    if not scripts:
+        pytest.skip("migrations/ holds no SQLite migrations")
+    connection = sqlite3.connect(tmp_path / "sample.sqlite")
+    for script in scripts:
+        connection.executescript(script.read_text(encoding="utf-8"))
+    connection.executescript(
+        """
+        INSERT INTO knp (code, name_ru, name_kk) VALUES ('311', 'Заработная плата', 'Жалақы');
+        INSERT INTO organizations (id, bin, name_ru, name_kk)
+            VALUES (1, '990140000123', 'ГУ «Отдел финансов»', '«Қаржы бөлімі» ММ');
+        INSERT INTO accounts (id, organization_id, iban, currency)
+            VALUES (1, 1, 'KZ86125KZT5004100100', 'KZT');
+        INSERT INTO payment_documents
+            (id, account_id, doc_number, doc_date, amount, knp_code, kbe, purpose)
+        VALUES
+            (1, 1, 'PP-1482', '2026-11-28', 4500000, '311', '19', 'Жалақы'),
+            (2, 1, 'PP-1483', '2026-11-29', 1250, '311', '19', 'Жалақы'),
+            (3, 1, 'PP-1490', '2026-12-01', 99, '311', '19', 'Келесі ай');
+        """
+    )
+    return connection
+
+
+def sample_arguments(document: dict[str, Any]) -> dict[str, object]:
+    values = {"integer": 1, "date": "2026-11-01", "decimal": 0, "string": "", "boolean": 0}
+    arguments: dict[str, object] = {p["name"]: values[p["type"]] for p in document["parameters"]}
+    if "date_to" in arguments:
+        arguments["date_to"] = "2026-11-30"
+    return arguments
+
+
+def test_demo_report_runs_on_sqlite(tmp_path: Path) -> None:
+    connection = migrated_sample(tmp_path)
+    document = load_definition(REPO_ROOT, Kind.REPORT, "knp-payments-monthly")
+    cursor = connection.execute(document["query"], sample_arguments(document))
+    columns = [d[0] for d in cursor.description]
+    assert columns == [c["name"] for c in document["layout"]["columns"]]
+    assert cursor.fetchall() == [("311", "Заработная плата", 2, 4501250)]
+
+
+def test_demo_form_runs_on_sqlite(tmp_path: Path) -> None:
+    connection = migrated_sample(tmp_path)
+    document = load_definition(REPO_ROOT, Kind.FORM, "payment-order")
+    cursor = connection.execute(document["query"], sample_arguments(document))
+    columns = [d[0] for d in cursor.description]
+    assert columns == [c["name"] for c in document["layout"]["columns"]]
+    row = cursor.fetchone()
+    assert row[0] == "PP-1482"
+    assert row[2] == "ГУ «Отдел финансов»"
+
+
+def test_demo_treasury_sample_matches_expected() -> None:
+    folder = REPO_ROOT / "packages/treasury/mt940-statement-import"
+    document = load_definition(REPO_ROOT, Kind.TREASURY, "mt940-statement-import")
+    sample = document["samples"][0]
+    text = (folder / sample["file"]).read_bytes().decode(document["encoding"])
+    records = json.loads((folder / sample["expected"]).read_text(encoding="utf-8"))
+    for record in records:
+        assert f"/NAZN/{record['purpose']}" in text
+        assert f"{record['doc_number']}//" in text
+    assert "Қараша" in text
+
+
+# Schemas
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_schema_loads(name: str) -> None:
+    schema = load_schema(name)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["additionalProperties"] is False
+    assert "text" in schema["$defs"]
+
+
+def test_misspelled_keyword_rejected() -> None:
+    schema = json.loads((REPO_ROOT / "pipeline/schemas/fix.schema.json").read_text("utf-8"))
+    schema["properties"]["component"]["maxLenght"] = 40
+    with pytest.raises(ConfigError, match=r"\$\.properties\.component\.maxLenght"):
+        check_schema(schema, "fix.schema.json")
+
+
+def test_form_period_optional() -> None:
+    document = load_definition(REPO_ROOT, Kind.FORM, "payment-order")
+    assert "period" not in document
+    report = load_definition(REPO_ROOT, Kind.REPORT, "knp-payments-monthly")
+    del report["period"]
+    findings = validate_document(report, "report", "report.json")
+    assert [f.message for f in findings] == ["'period' is a required property"]
+
+
+@pytest.mark.parametrize(
+    ("order", "valid"), [(540, True), ("41-НҚ", True), (0, False), ("", False), (5.5, False)]
+)
+def test_legal_basis_order(order: object, valid: bool) -> None:
+    report = load_definition(REPO_ROOT, Kind.REPORT, "knp-payments-monthly")
+    report["legal_basis"]["order"] = order
+    findings = validate_document(report, "report", "report.json")
+    assert (findings == []) is valid
+    if not valid:
+        assert findings[0].json_path == "$.legal_basis.order"
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (["title", "en"], "Title"),
+        (["layout", "columns", 0, "colour"], "red"),
+        (["parameters", 0, "default"], 1),
+        (["legal_basis", "place"], "Астана"),
+    ],
+)
+def test_report_rejects_unknown_properties(path: list[Any], value: object) -> None:
+    report = load_definition(REPO_ROOT, Kind.REPORT, "knp-payments-monthly")
+    node: Any = report
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    findings = validate_document(report, "report", "report.json")
+    assert len(findings) == 1
+    assert f"'{path[-1]}' was unexpected" in findings[0].message
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("direction", "both"),
+        ("document", "invoice"),
+        ("syntax", "xml"),
+        ("encoding", "cp866"),
+        ("effective_date", "2026-13-01"),
+    ],
+)
+def test_treasury_rejects_bad_values(field: str, value: str) -> None:
+    document = load_definition(REPO_ROOT, Kind.TREASURY, "mt940-statement-import")
+    document[field] = value
+    findings = validate_document(document, "treasury", "format.json")
+    assert [f.json_path for f in findings] == [f"$.{field}"]
+    assert repr(value) in findings[0].message
+
+
+# Install paths
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"),
+    [
+        ("Reports/Templates/платёжное_поручение.xml", None),
+        ("", "empty"),
+        ("/etc/passwd", "absolute"),
+        ("C:/Parus/x.ini", "absolute"),
+        ("c:x.ini", "absolute"),
+        ("Config\\x.ini", "backslash"),
+        ("Config/../x.ini", "'..' part"),
+        ("./x.ini", "'.' part"),
+        ("Config//x.ini", "'empty' part"),
+        ("Config/", "'empty' part"),
+        ("Config/x?.ini", "'?'"),
+        ("Config/NUL.txt", "Windows device name"),
+        ("Config/com1", "Windows device name"),
+        ("Config/x.ini.", "ends with a dot or space"),
+        ("Config /x.ini", "ends with a dot or space"),
+    ],
+)
+def test_install_path_problem(path: str, problem: str | None) -> None:
+    found = install_path_problem(path)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found
+
+
+def test_child_path_matches_jsonschema() -> None:
+    assert child_path("$", "mapping") == "$.mapping"
+    assert child_path("$.mapping", ":61:/amount") == "$.mapping[':61:/amount']"
+    assert child_path("$.files", 2) == "$.files[2]"
+    assert child_path("$", "it's") == "$['it\\'s']"
