@@ -29,7 +29,7 @@ from pipeline.config import (
     signing_key_from_env,
 )
 from pipeline.console import StepPrinter
-from pipeline.errors import PipelineError, SignatureError, ValidationError
+from pipeline.errors import ConfigError, PipelineError, SignatureError, ValidationError
 from pipeline.findings import CheckCase, write_json_report, write_junit_report
 from pipeline.versions import Version
 
@@ -135,14 +135,16 @@ def validate(c: Context, repo: str = ".", json: str | None = None, junit: str | 
 @guarded()
 def catalog_import(
     c: Context,
-    id: str,
-    from_: str,
+    id: str | None = None,
+    from_: str | None = None,
     key: str | None = None,
     delimiter: str = ",",
     encoding: str = "utf-8",
     repo: str = ".",
 ) -> None:
     """Import an official source file as a catalog and print what changed."""
+    if not id or not from_:
+        raise ConfigError("catalog.import needs --id ID and --from FILE")
     delta = catalogs.import_catalog(
         Path(repo), id, Path(from_), key=key, delimiter=delimiter, encoding=encoding
     )
@@ -207,13 +209,15 @@ def dry_run(
 @guarded()
 def build(
     c: Context,
-    version: str,
+    version: str | None = None,
     repo: str = ".",
     rev: str = "HEAD",
     out: str = "dist",
     dry_run_report: str | None = None,
 ) -> None:
     """Build the bundle and its manifest (unsigned) from the release commit."""
+    if not version:
+        raise ConfigError("build needs --version YYYY.MM.N")
     import json as json_module
     import tempfile
 
@@ -223,7 +227,7 @@ def build(
 
     wanted = Version.parse(version)
     root = Path(repo).resolve()
-    changes = collect_changes(root, rev, before=wanted)
+    changes = collect_changes(root, rev)
     entries: list[dict[str, Any]] = []
     if dry_run_report:
         report = json_module.loads(Path(dry_run_report).read_text(encoding="utf-8"))

@@ -42,7 +42,7 @@ from pipeline.database import (
     run_migrations,
 )
 from pipeline.errors import ConfigError, MigrationError, ValidationError
-from pipeline.findings import Finding, errors_only
+from pipeline.findings import CheckCase, Finding, errors_only
 from pipeline.migrations import load_migrations
 from pipeline.samples import generate_sample
 
@@ -78,6 +78,22 @@ class DryRunResult:
     def to_json(self) -> dict[str, Any]:
         """Return the result as plain JSON data."""
         return {"passed": self.passed, "results": [asdict(result) for result in self.results]}
+
+    def cases(self) -> list[CheckCase]:
+        """Return one JUnit check case per sample database."""
+        cases = []
+        for result in self.results:
+            findings = list(result.findings)
+            if result.error and not errors_only(findings):
+                findings.append(Finding(rule="dry-run", file=result.database, message=result.error))
+            case = CheckCase(
+                name=result.database,
+                classname=f"dry-run.{result.engine}",
+                findings=findings,
+                seconds=sum(run.seconds for run in result.applied),
+            )
+            cases.append(case)
+        return cases
 
 
 @dataclass(frozen=True)

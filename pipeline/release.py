@@ -114,7 +114,7 @@ def release(
     with tempfile.TemporaryDirectory(prefix=".release-", dir=out) as work_name:
         work = Path(work_name)
         step(f"collect: changes up to {rev} for {version}")
-        changes = collect(repo, rev, before=version)
+        changes = collect(repo, rev)
         content = export_commit(repo, changes.commit, work / "content")
         config = _snapshot_config(repo, content)
 

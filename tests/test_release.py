@@ -16,7 +16,7 @@ from pipeline.errors import BundleError, MigrationError, ValidationError
 from pipeline.release import release
 from pipeline.verify import verify_bundle
 from pipeline.versions import Version
-from tests.conftest import REPO_ROOT, git, require_shared_data, require_tool
+from conftest import REPO_ROOT, git, require_shared_data, require_tool
 
 CLI = str(Path(sys.executable).parent / "parus-release")
 DEMO_FOLDERS = ("catalogs", "migrations", "packages")
@@ -31,7 +31,9 @@ sample_databases = [{ url = "sqlite:///.samples/small.sqlite", generate = "small
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CI": "true"}
     env.pop("PIPELINE_SIGNING_KEY", None)
-    return subprocess.run([CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    return subprocess.run(
+        [CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
 
 
 @pytest.fixture
@@ -57,7 +59,9 @@ def bundle_path(out: Path, version: str) -> Path:
     return out / f"parus-kaz-budget-{version}.7z"
 
 
-def test_release_writes_signed_outputs(demo_repo: Path, secret_key: signing.SecretKey, tmp_path: Path) -> None:
+def test_release_writes_signed_outputs(
+    demo_repo: Path, secret_key: signing.SecretKey, tmp_path: Path
+) -> None:
     out = tmp_path / "dist"
     result = release(demo_repo, out, secret_key, version=Version.parse("2026.12.0"))
 
@@ -97,16 +101,22 @@ def test_release_outputs_pass_real_tools(
     for target in (bundle, out / "manifest.json"):
         checked = subprocess.run(
             [minisign, "-V", "-p", str(out / "minisign.pub"), "-m", str(target)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert checked.returncode == 0, checked.stderr
         assert "version=2026.12.0" in checked.stdout
-    tested = subprocess.run([seven_zip, "t", str(bundle)], capture_output=True, text=True, check=False)
+    tested = subprocess.run(
+        [seven_zip, "t", str(bundle)], capture_output=True, text=True, check=False
+    )
     assert tested.returncode == 0, tested.stdout
     assert "Everything is Ok" in tested.stdout
 
 
-def test_release_is_reproducible(demo_repo: Path, secret_key: signing.SecretKey, tmp_path: Path) -> None:
+def test_release_is_reproducible(
+    demo_repo: Path, secret_key: signing.SecretKey, tmp_path: Path
+) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
     release(demo_repo, first, secret_key, version=Version.parse("2026.12.0"))
     release(demo_repo, second, secret_key, version=Version.parse("2026.12.0"))
@@ -141,7 +151,9 @@ def test_release_second_version_ships_changes_only(
     fix = next((demo_repo / "packages/fixes").iterdir())
     definition = json.loads((fix / "fix.json").read_text(encoding="utf-8"))
     definition["tickets"] = [*definition.get("tickets", []), "PKB-9999"]
-    (fix / "fix.json").write_text(json.dumps(definition, ensure_ascii=False, indent=2), encoding="utf-8")
+    (fix / "fix.json").write_text(
+        json.dumps(definition, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
     git(demo_repo, "commit", "-q", "-am", "Add a ticket to a fix")
 
     out = tmp_path / "second"
@@ -149,7 +161,9 @@ def test_release_second_version_ships_changes_only(
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["source"]["base_tag"] == "release/2026.12.0"
     assert list(manifest["changes"]) == ["fix"]
-    assert [c["path"] for c in manifest["changes"]["fix"]] == [f"packages/fixes/{fix.name}/fix.json"]
+    assert [c["path"] for c in manifest["changes"]["fix"]] == [
+        f"packages/fixes/{fix.name}/fix.json"
+    ]
     shipped = {f["path"].split("/")[0] for f in manifest["files"]}
     assert shipped == {"fixes", "migrations", "notes"}
 
@@ -162,7 +176,9 @@ def test_release_refuses_version_not_newer(
     git(demo_repo, "add", "README.md")
     git(demo_repo, "commit", "-q", "-m", "Add a readme")
     out = tmp_path / "dist"
-    with pytest.raises(BundleError, match=r"2026\.11\.3 is not newer than the base release release/2026\.12\.0"):
+    with pytest.raises(
+        BundleError, match=r"2026\.11\.3 is not newer than the base release release/2026\.12\.0"
+    ):
         release(demo_repo, out, secret_key, version=Version.parse("2026.11.3"))
 
 
@@ -207,9 +223,20 @@ def test_release_ignores_uncommitted_edits(
 def test_cli_lists_every_task() -> None:
     listed = run_cli("--list", cwd=REPO_ROOT)
     assert listed.returncode == 0, listed.stderr
-    for name in ("collect", "validate", "catalog.import", "dry-run", "build", "keys.generate",
-                 "sign", "verify", "release"):
-        line = next((line for line in listed.stdout.splitlines() if line.split()[:1] == [name]), "")
+    for name in (
+        "collect",
+        "validate",
+        "catalog.import",
+        "dry-run",
+        "build",
+        "keys.generate",
+        "sign",
+        "verify",
+        "release",
+    ):
+        line = next(
+            (line for line in listed.stdout.splitlines() if line.split()[:1] == [name]), ""
+        )
         assert len(line.split()) > 1, f"{name} has no description in --list"
 
 
@@ -222,7 +249,9 @@ def test_cli_task_help_explains_flags(name: str) -> None:
 
 
 def test_cli_release_without_key_says_how(demo_repo: Path, tmp_path: Path) -> None:
-    failed = run_cli("release", "--repo", str(demo_repo), "--out", str(tmp_path / "o"), cwd=tmp_path)
+    failed = run_cli(
+        "release", "--repo", str(demo_repo), "--out", str(tmp_path / "o"), cwd=tmp_path
+    )
     assert failed.returncode == 1
     assert "no signing key" in failed.stderr
     assert "PIPELINE_SIGNING_KEY" in failed.stderr
@@ -230,19 +259,35 @@ def test_cli_release_without_key_says_how(demo_repo: Path, tmp_path: Path) -> No
 
 def test_cli_release_with_demo_key(demo_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "dist"
-    done = run_cli("release", "--demo-key", "--repo", str(demo_repo), "--out", str(out),
-                   "--version", "2026.12.0", cwd=tmp_path)
+    done = run_cli(
+        "release",
+        "--demo-key",
+        "--repo",
+        str(demo_repo),
+        "--out",
+        str(out),
+        "--version",
+        "2026.12.0",
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "throwaway demo key" in done.stdout
     assert (tmp_path / ".keys/demo.key").exists()
-    checked = run_cli("verify", str(bundle_path(out, "2026.12.0")), "--public-key",
-                      str(out / "minisign.pub"), cwd=tmp_path)
+    checked = run_cli(
+        "verify",
+        str(bundle_path(out, "2026.12.0")),
+        "--public-key",
+        str(out / "minisign.pub"),
+        cwd=tmp_path,
+    )
     assert checked.returncode == 0, checked.stderr
     assert "verified version 2026.12.0" in checked.stdout
 
 
 @pytest.mark.realdata
-def test_kato_release_and_refresh(git_repo: Path, secret_key: signing.SecretKey, tmp_path: Path) -> None:
+def test_kato_release_and_refresh(
+    git_repo: Path, secret_key: signing.SecretKey, tmp_path: Path
+) -> None:
     source = require_shared_data("catalogs/kato_2022_ru.csv")
     minisign = require_tool("minisign")
     seven_zip = require_tool("7zz")
@@ -257,14 +302,28 @@ def test_kato_release_and_refresh(git_repo: Path, secret_key: signing.SecretKey,
         encoding="utf-8",
     )
     (repo / ".gitignore").write_text(".samples/\n", encoding="utf-8")
-    imported = run_cli("catalog.import", "--repo", str(repo), "--id", "kato", "--from", str(source),
-                       "--key", "id", "--delimiter", ";", cwd=repo)
+    imported = run_cli(
+        "catalog.import",
+        "--repo",
+        str(repo),
+        "--id",
+        "kato",
+        "--from",
+        str(source),
+        "--key",
+        "id",
+        "--delimiter",
+        ";",
+        cwd=repo,
+    )
     assert imported.returncode == 0, imported.stderr
     assert "16264 added" in imported.stdout
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "Import the KATO classifier")
 
-    collected = run_cli("collect", "--repo", str(repo), "--json", str(tmp_path / "c.json"), cwd=repo)
+    collected = run_cli(
+        "collect", "--repo", str(repo), "--json", str(tmp_path / "c.json"), cwd=repo
+    )
     assert collected.returncode == 0, collected.stderr
     assert "catalogs/kato/rows.csv" in collected.stdout
     validated = run_cli("validate", "--repo", str(repo), cwd=repo)
@@ -276,10 +335,16 @@ def test_kato_release_and_refresh(git_repo: Path, secret_key: signing.SecretKey,
     assert [(c["id"], c["rows"]) for c in manifest["catalogs"]] == [("kato", 16264)]
     bundle = bundle_path(out, "2026.12.0")
     for target in (bundle, out / "manifest.json"):
-        checked = subprocess.run([minisign, "-V", "-p", str(out / "minisign.pub"), "-m", str(target)],
-                                 capture_output=True, text=True, check=False)
+        checked = subprocess.run(
+            [minisign, "-V", "-p", str(out / "minisign.pub"), "-m", str(target)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert checked.returncode == 0, checked.stderr
-    tested = subprocess.run([seven_zip, "t", str(bundle)], capture_output=True, text=True, check=False)
+    tested = subprocess.run(
+        [seven_zip, "t", str(bundle)], capture_output=True, text=True, check=False
+    )
     assert tested.returncode == 0, tested.stdout
     assert verify_bundle(bundle, [secret_key.public]).version == "2026.12.0"
     git(repo, "tag", "release/2026.12.0")
@@ -294,8 +359,20 @@ def test_kato_release_and_refresh(git_repo: Path, secret_key: signing.SecretKey,
     refreshed = [";".join(fields) if row == renamed else row for row in rows if row != removed]
     new_source = tmp_path / "kato_refreshed.csv"
     new_source.write_text("\n".join([header, *refreshed]) + "\n", encoding="utf-8")
-    imported = run_cli("catalog.import", "--repo", str(repo), "--id", "kato", "--from", str(new_source),
-                       "--key", "id", "--delimiter", ";", cwd=repo)
+    imported = run_cli(
+        "catalog.import",
+        "--repo",
+        str(repo),
+        "--id",
+        "kato",
+        "--from",
+        str(new_source),
+        "--key",
+        "id",
+        "--delimiter",
+        ";",
+        cwd=repo,
+    )
     assert imported.returncode == 0, imported.stderr
     assert "0 added, 1 changed, 1 removed" in imported.stdout
     git(repo, "commit", "-q", "-am", "Refresh KATO: one settlement renamed, one removed")
