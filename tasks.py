@@ -16,7 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from invoke import Collection, Exit, Program, task
+from invoke.collection import Collection
+from invoke.exceptions import Exit
+from invoke.program import Program
+from invoke.tasks import task
 from invoke.context import Context
 
 from pipeline import catalogs, signing

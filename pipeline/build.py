@@ -136,7 +136,7 @@ def build_bundle(
         atomic_write_bytes(manifest_path, data)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("built %s: %d files", bundle.name, len(manifest["files"]))
+    logger.info("built %s", bundle.name)
     return BuildResult(bundle=bundle, manifest_path=manifest_path, manifest=manifest)
 
 

@@ -8,6 +8,8 @@ into a one-line message and an exit code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class PipelineError(Exception):
     """Base class of every error the pipeline raises on purpose."""
@@ -24,7 +26,7 @@ class CollectError(PipelineError):
 class ValidationError(PipelineError):
     """Content failed validation; `findings` lists every problem found."""
 
-    def __init__(self, message: str, findings: list[object] | None = None) -> None:
+    def __init__(self, message: str, findings: Sequence[object] | None = None) -> None:
         super().__init__(message)
         self.findings = list(findings or [])
 

@@ -118,7 +118,12 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"expected {error.validator_value}, found {type(error.instance).__name__}"
     if error.validator in ("pattern", "enum", "const"):
         return f"expected {error.validator} {error.validator_value!r}, found {error.instance!r}"
-    return error.message
+    if error.validator == "required":
+        required: Any = error.validator_value
+        present: Any = error.instance
+        missing = [name for name in required if name not in present]
+        return f"missing required field {', '.join(map(repr, missing))}"
+    return str(error.message)
 
 
 def load_json(path: Path, file: str) -> tuple[Any, list[Finding]]:

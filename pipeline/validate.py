@@ -55,13 +55,11 @@ def validate(root: Path) -> ValidationResult:
     """Validate every item of the content tree at `root`; return all findings, never raise on them."""
     result = ValidationResult()
     for catalog_id in list_items(root, Kind.CATALOG):
-        result.cases.append(_run(Kind.CATALOG, catalog_id, lambda c=catalog_id: catalogs.check_catalog(root, c)))
-    result.cases.append(_run(Kind.MIGRATION, "migrations", lambda: migrations.check_migrations(root)))
+        result.cases.append(_run(Kind.CATALOG, catalog_id, catalogs.check_catalog, root, catalog_id))
+    result.cases.append(_run(Kind.MIGRATION, "migrations", migrations.check_migrations, root))
     for kind in (Kind.FIX, Kind.REPORT, Kind.FORM, Kind.TREASURY):
         for item in list_items(root, kind):
-            result.cases.append(
-                _run(kind, item, lambda k=kind, i=item: definitions.check_definition(root, k, i))
-            )
+            result.cases.append(_run(kind, item, definitions.check_definition, root, kind, item))
     logger.info(
         "validated %d items: %d errors, %d warnings",
         len(result.cases),
@@ -71,9 +69,9 @@ def validate(root: Path) -> ValidationResult:
     return result
 
 
-def _run(kind: Kind, name: str, check: Callable[[], list[Finding]]) -> CheckCase:
+def _run(kind: Kind, name: str, check: Callable[..., list[Finding]], *args: Any) -> CheckCase:
     started = time.perf_counter()
-    findings = check()
+    findings = check(*args)
     case = CheckCase(name=name, classname=f"validate.{kind.value}", findings=findings)
     case.seconds = time.perf_counter() - started
     logger.debug("%s %s: %d findings", kind.value, name, len(findings))

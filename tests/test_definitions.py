@@ -57,7 +57,7 @@ def only(findings: list[Finding], rule: str) -> Finding:
 # Each broken item: its defect, the rule and JSON path of the expected
 # finding, and words its message must contain.
 DEFECTS: list[tuple[str, str, str | None, list[str]]] = [
-    ("missing-kk-title", "schema", "$.title", ["'kk' is a required property"]),
+    ("missing-kk-title", "schema", "$.title", ["missing required field 'kk'"]),
     ("empty-ru-description", "text.missing", "$.description.ru", ["ru text is empty"]),
     (
         "code-mismatch",
@@ -437,7 +437,7 @@ def test_form_period_optional() -> None:
     report = load_definition(REPO_ROOT, Kind.REPORT, "knp-payments-monthly")
     del report["period"]
     findings = validate_document(report, "report", "report.json")
-    assert [f.message for f in findings] == ["'period' is a required property"]
+    assert [f.message for f in findings] == ["missing required field 'period'"]
 
 
 @pytest.mark.parametrize(
