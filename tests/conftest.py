@@ -13,7 +13,16 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 
 # Debian package that provides each external tool the tests call.
-TOOL_PACKAGES = {"7zz": "7zip", "minisign": "minisign", "chromium": "chromium", "openssl": "openssl"}
+TOOL_PACKAGES = {
+    "7zz": "7zip",
+    "minisign": "minisign",
+    "chromium": "chromium",
+    "openssl": "openssl",
+    "ssh-keygen": "openssh-client",
+    "sqlite3": "sqlite3",
+    "psql": "postgresql-client",
+    "pg_dump": "postgresql-client",
+}
 
 
 def under_ci() -> bool:
@@ -129,22 +138,47 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     if os.geteuid() == 0:
         shutil.chown(data, "postgres")
     subprocess.run(
-        _as_server_user([str(binaries / "initdb"), "-D", str(data), "-U", "postgres",
-                         "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]),
-        check=True, capture_output=True,
+        _as_server_user(
+            [
+                str(binaries / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
     )
     options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1"
     subprocess.run(
-        _as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-o", options, "-w", "start",
-                         "-l", str(data / "server.log")]),
-        check=True, capture_output=True,
+        _as_server_user(
+            [
+                str(binaries / "pg_ctl"),
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-w",
+                "start",
+                "-l",
+                str(data / "server.log"),
+            ]
+        ),
+        check=True,
+        capture_output=True,
     )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run(
             _as_server_user([str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]),
-            check=False, capture_output=True,
+            check=False,
+            capture_output=True,
         )
 
 
