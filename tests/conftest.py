@@ -116,7 +116,7 @@ def postgres_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[n
     """URL of a PostgreSQL server's maintenance database.
 
     The server on 127.0.0.1:5432 (or the URL in PIPELINE_TEST_POSTGRES) when it
-    answers; otherwise a throwaway server started from local PostgreSQL
+    accepts connections; otherwise a throwaway server started from local PostgreSQL
     binaries on a free loopback port and stopped after the session.
     """
     url = os.environ.get(POSTGRES_URL_ENV, DEFAULT_POSTGRES_URL)
