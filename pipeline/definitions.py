@@ -14,7 +14,10 @@
    of the query with a caption in both languages;
 7. a treasury format's sample files exist and decode in the format's encoding,
    and each expected file is a JSON array of records that use canonical field
-   names of the mapping.
+   names of the mapping; then every sample parses to its expected records (an
+   export also renders them back to the sample), and a changed definition
+   comes with changed samples (`pipeline.treasury.conformance`);
+8. a report or form has a kk and a ru caption for the same columns.
 
 Findings name the repository-relative file, the JSON path, what was expected
 and what was found.
@@ -36,6 +39,8 @@ from pipeline.errors import ConfigError, ValidationError
 from pipeline.findings import Finding, errors_only
 from pipeline.schema import load_json, validate_document
 from pipeline.text import check_pair
+from pipeline.treasury.conformance import check_conformance
+from pipeline.treasury.records import CANONICAL_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +130,8 @@ def _check(root: Path, kind: Kind, item: str) -> tuple[dict[str, Any] | None, li
         findings.extend(_check_payload(document, folder, file))
     elif kind is Kind.TREASURY:
         findings.extend(_check_samples(document, folder, file))
+        if not errors_only(findings):
+            findings.extend(check_conformance(document, folder, file))
     else:
         findings.extend(_check_query(document, file))
         findings.extend(_check_captions(document, file))
@@ -389,6 +396,7 @@ def _check_query(document: dict[str, Any], file: str) -> list[Finding]:
         return [_finding("query.not-select", file, "$.query", f"expected a SELECT, found {kind}")]
     findings = _check_read_only(statement, file)
     findings.extend(_check_placeholders(statement, document.get("parameters"), file))
+    findings.extend(_check_preview(document, file))
     findings.extend(_check_layout_outputs(statement, document, file))
     return findings
 
@@ -479,6 +487,25 @@ def _check_placeholders(statement: exp.Expression, parameters: object, file: str
     return findings
 
 
+def _check_preview(document: dict[str, Any], file: str) -> list[Finding]:
+    preview = document.get("preview")
+    values = preview.get("parameters") if isinstance(preview, dict) else None
+    if not isinstance(values, dict):
+        return []
+    declared = {p.get("name") for _, p in _objects(document.get("parameters"))}
+    return [
+        _finding(
+            "preview.unknown-parameter",
+            file,
+            child_path("$.preview.parameters", name),
+            f"preview value for {name!r}, which is not a declared parameter;"
+            f" expected one of {sorted(n for n in declared if isinstance(n, str))}",
+        )
+        for name in values
+        if name not in declared
+    ]
+
+
 def _check_layout_outputs(
     statement: exp.Select | exp.SetOperation, document: dict[str, Any], file: str
 ) -> list[Finding]:
@@ -514,6 +541,18 @@ def _check_captions(document: dict[str, Any], file: str) -> list[Finding]:
         return []
     captioned = set(kk) | set(ru)
     findings = []
+    for language, present, other in (("kk", kk, ru), ("ru", ru, kk)):
+        for name in sorted(set(other) - set(present)):
+            other_language = "ru" if language == "kk" else "kk"
+            findings.append(
+                _finding(
+                    "layout.caption-languages",
+                    file,
+                    f"$.captions.{language}",
+                    f"column {name!r} has a {other_language} caption but no {language} caption;"
+                    " expected the same columns in both languages",
+                )
+            )
     names: dict[str, int] = {}
     for index, column in _objects(layout.get("columns")):
         name = column.get("name")
@@ -556,6 +595,17 @@ def _check_samples(document: dict[str, Any], folder: Path, file: str) -> list[Fi
     mapping = document.get("mapping")
     canonical = set(mapping.values()) if isinstance(mapping, dict) else None
     findings: list[Finding] = []
+    for source_name, name in mapping.items() if isinstance(mapping, dict) else []:
+        if isinstance(name, str) and name not in CANONICAL_FIELDS:
+            findings.append(
+                _finding(
+                    "treasury.unknown-field",
+                    file,
+                    child_path("$.mapping", source_name),
+                    f"{name!r} is not a field of the canonical records; expected one of"
+                    f" {sorted(CANONICAL_FIELDS)}",
+                )
+            )
     listed: set[str] = set()
     for index, sample in _objects(document.get("samples")):
         where = f"$.samples[{index}]"

@@ -1,13 +1,17 @@
 """Release notes in Kazakh and Russian, written from the content metadata.
 
-The notes are Markdown, generated from the fix, catalog, report, form,
-treasury format and migration entries of a release, so they never disagree
-with the bundle. Each language gets its own file; both have the same
-sections in the same order.
+The notes are Markdown (`render_notes`) and HTML (`render_notes_html`),
+generated from the fix, catalog, report, form, treasury format and migration
+entries of a release, so they never disagree with the bundle. Each language
+gets its own file; both have the same sections in the same order.
 """
+
+# The product title and the notes' words are Cyrillic on purpose.
+# ruff: noqa: RUF001
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,14 +136,19 @@ def _text(definition: dict[str, Any] | None, field_name: str, language: str) -> 
 
 
 def _entry_lines(section: str, entry: NoteEntry, language: str) -> list[str]:
-    words = _WORDS[language]
-    title = _text(entry.definition, "title", language)
-    change = words.get(entry.change, entry.change)
+    title, change, details = _entry_content(section, entry, language)
     head = f"- **{entry.item}**"
     if title:
         head += f" — {title}"
     head += f" ({change})"
-    lines = [head]
+    return [head] + [f"  - {detail}" for detail in details]
+
+
+def _entry_content(section: str, entry: NoteEntry, language: str) -> tuple[str, str, list[str]]:
+    """Return the title, the change word and the detail lines of one entry."""
+    words = _WORDS[language]
+    title = _text(entry.definition, "title", language)
+    change = words.get(entry.change, entry.change)
     definition = entry.definition or {}
     details: list[str] = []
     if section == "fix" and definition:
@@ -161,7 +170,9 @@ def _entry_lines(section: str, entry: NoteEntry, language: str) -> list[str]:
     elif section in ("report", "form") and definition:
         basis = definition.get("legal_basis") or {}
         if basis.get("order") or basis.get("date"):
-            details.append(words["basis"].format(order=basis.get("order", ""), date=basis.get("date", "")))
+            details.append(
+                words["basis"].format(order=basis.get("order", ""), date=basis.get("date", ""))
+            )
         if definition.get("effective_date"):
             details.append(words["effective"].format(date=definition["effective_date"]))
     elif section == "treasury" and definition:
@@ -169,5 +180,57 @@ def _entry_lines(section: str, entry: NoteEntry, language: str) -> list[str]:
             details.append(words["version"].format(version=definition["version"]))
         if definition.get("effective_date"):
             details.append(words["effective"].format(date=definition["effective_date"]))
-    lines += [f"  - {detail}" for detail in details]
-    return lines
+    return title, change, details
+
+
+def render_notes_html(notes: NotesInput, language: str) -> str:
+    """Return the release notes in `language` as a self-contained UTF-8 HTML page.
+
+    The page has the same sections and entries as the Markdown notes, so a
+    portal can show it as it is.
+    """
+    words = _WORDS[language]
+    title = words["title"].format(product=PRODUCT_TITLE, version=notes.version)
+    base = words["base"].format(base=notes.base_tag) if notes.base_tag else words["first"]
+    commit = words["commit"].format(commit=notes.commit[:12]).replace("`", "")
+    parts = [
+        "<!DOCTYPE html>",
+        f'<html lang="{language}">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title>",
+        "</head>",
+        "<body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{html.escape(base)}</p>",
+        f"<p>{html.escape(commit)}</p>",
+    ]
+    if notes.schema_after and notes.schema_before != notes.schema_after:
+        before = notes.schema_before or "—"
+        schema = words["schema"].format(before=before, after=notes.schema_after)
+        parts.append(f"<p>{html.escape(schema)}</p>")
+    for section in SECTIONS:
+        entries = notes.entries.get(section, [])
+        parts.append(f'<section id="{section}">')
+        parts.append(f"<h2>{html.escape(words[section])}</h2>")
+        if not entries:
+            parts.append(f"<p>{html.escape(words['none'])}</p>")
+        else:
+            parts.append("<ul>")
+            parts += [_entry_html(section, entry, language) for entry in entries]
+            parts.append("</ul>")
+        parts.append("</section>")
+    parts += ["</body>", "</html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _entry_html(section: str, entry: NoteEntry, language: str) -> str:
+    title, change, details = _entry_content(section, entry, language)
+    text = f"<strong>{html.escape(entry.item)}</strong>"
+    if title:
+        text += f" — {html.escape(title)}"
+    text += f" ({html.escape(change)})"
+    if details:
+        items = "".join(f"<li>{html.escape(detail)}</li>" for detail in details)
+        text += f"<ul>{items}</ul>"
+    return f"<li>{text}</li>"

@@ -10,7 +10,11 @@ the offending word or character:
    for the Kazakh `і`, or a Latin `o`, `c`, `a`, `e`, `p`, `x` inside a Cyrillic word;
 5. mojibake: KZ-1048 bytes read as CP1251 ("Ќазаќстан" for "Қазақстан"), and
    UTF-8 bytes read as CP1251 ("РџР»Р°С‚РµР¶"), CP1252 or Latin-1 ("ÐŸÐ»Ð°Ñ‚");
-6. unbalanced «» quotes.
+6. unbalanced «» quotes;
+7. a kk text and its ru text with different `{name}` placeholders.
+
+`check_catalog_texts` runs the same checks on a catalog's titles and on the
+values of its kk and ru columns (`name_kk` beside `name_ru`, or beside `name`).
 
 The checks run on every title and caption of every definition on each CI run,
 so each one starts with a precompiled regular expression that rejects clean
@@ -22,10 +26,15 @@ text in one scan, and only suspicious words get the slower per-word work.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Literal
 
+from pipeline.catalog_model import load_description
+from pipeline.catalogs import read_rows
+from pipeline.errors import CatalogError, ValidationError
 from pipeline.findings import Finding
 
 Language = Literal["kk", "ru"]
@@ -75,6 +84,7 @@ _LATIN1_HIGH = bytes(range(0x80, 0xC0)).decode("cp1252", errors="ignore") + "".j
 )
 _UTF8_AS_LATIN1 = re.compile(f"[ÐÑÒÓ][{re.escape(_LATIN1_HIGH)}]")
 _TOKEN = re.compile(r"\S+")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 _CODEC_NAMES = {"kz1048": "KZ-1048", "utf-8": "UTF-8"}
 
@@ -106,6 +116,7 @@ def check_pair(kk: object, ru: object, file: str, kk_path: str, ru_path: str) ->
         if isinstance(text, str) and text.strip():
             findings.extend(check_text(text, language, file, path))
     if isinstance(kk, str) and isinstance(ru, str):
+        findings.extend(_check_placeholders(kk, ru, file, kk_path, ru_path))
         same = kk.strip()
         if same and same == ru.strip() and _LETTER.search(same):
             findings.append(
@@ -119,6 +130,29 @@ def check_pair(kk: object, ru: object, file: str, kk_path: str, ru_path: str) ->
                 )
             )
     return findings
+
+
+def _check_placeholders(kk: str, ru: str, file: str, kk_path: str, ru_path: str) -> list[Finding]:
+    kk_names = set(_PLACEHOLDER.findall(kk))
+    ru_names = set(_PLACEHOLDER.findall(ru))
+    if kk_names == ru_names:
+        return []
+    missing = sorted(ru_names - kk_names)
+    extra = sorted(kk_names - ru_names)
+    parts = []
+    if missing:
+        parts.append(f"lacks {', '.join('{' + n + '}' for n in missing)}")
+    if extra:
+        parts.append(f"has {', '.join('{' + n + '}' for n in extra)} that the ru text lacks")
+    return [
+        Finding(
+            rule="text.placeholders",
+            file=file,
+            json_path=kk_path,
+            message=f"kk text {' and '.join(parts)}; expected the same placeholders as the"
+            f" ru text at {ru_path}",
+        )
+    ]
 
 
 def _check_present(text: object, language: Language, file: str, path: str) -> list[Finding]:
@@ -247,6 +281,11 @@ def _check_mojibake(text: str, file: str, json_path: str) -> list[Finding]:
     return findings
 
 
+def find_mojibake(text: str, file: str, json_path: str) -> list[Finding]:
+    """Return a `text.mojibake` finding per misreading found in `text`, with the repair."""
+    return _check_mojibake(text, file, json_path)
+
+
 def _suspicious_tokens(text: str, marker: re.Pattern[str]) -> list[str]:
     return [t for t in _TOKEN.findall(text) if marker.search(t)]
 
@@ -299,3 +338,68 @@ def _excerpt(text: str, index: int, width: int = 20) -> str:
 def repair_kz1048_mojibake(text: str) -> str:
     """Return `text` with KZ-1048 bytes that were read as CP1251 decoded properly."""
     return text.encode("cp1251").decode("kz1048")
+
+
+def check_catalog_texts(root: Path, catalog_id: str) -> list[Finding]:
+    """Check a catalog's kk and ru titles and the values of its kk and ru columns.
+
+    A column `X_kk` pairs with `X_ru`, or with `X` when there is no `X_ru`
+    (the Russian name is then the plain column). Row findings carry the line of
+    `rows.csv` and name the column.
+    """
+    description_file = f"catalogs/{catalog_id}/catalog.json"
+    try:
+        description = load_description(root, catalog_id)
+    except (CatalogError, ValidationError):
+        # check_catalog reports an unreadable description.
+        return []
+    findings = check_pair(
+        description.title.kk, description.title.ru, description_file, "$.title.kk", "$.title.ru"
+    )
+    findings += check_pair(
+        description.description.kk,
+        description.description.ru,
+        description_file,
+        "$.description.kk",
+        "$.description.ru",
+    )
+    names = description.column_names
+    for index, column in enumerate(description.columns):
+        findings += check_pair(
+            column.title.kk,
+            column.title.ru,
+            description_file,
+            f"$.columns[{index}].title.kk",
+            f"$.columns[{index}].title.ru",
+        )
+    pairs = []
+    for name in names:
+        if not name.endswith("_kk"):
+            continue
+        base = name.removesuffix("_kk")
+        partner = base + "_ru" if base + "_ru" in names else base
+        if partner in names:
+            pairs.append((name, partner))
+    if not pairs:
+        return findings
+    rows_file = f"catalogs/{catalog_id}/rows.csv"
+    try:
+        # Line 1 is the header, so the first row is on line 2.
+        # NOTE: a quoted value with a line break shifts the lines of later rows.
+        for line, row in enumerate(read_rows(root, catalog_id), start=2):
+            for kk_name, ru_name in pairs:
+                for finding in check_pair(
+                    row.get(kk_name) or None, row.get(ru_name) or None, rows_file, kk_name, ru_name
+                ):
+                    findings.append(
+                        dataclasses.replace(
+                            finding,
+                            line=line,
+                            json_path=None,
+                            message=f"column {finding.json_path}: {finding.message}",
+                        )
+                    )
+    except CatalogError:
+        # check_catalog reports an unreadable rows file.
+        return findings
+    return findings

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline import catalogs, definitions, migrations
+from pipeline import catalogs, definitions, migrations, text
 from pipeline.content import Kind, list_items
 from pipeline.findings import CheckCase, Finding, errors_only
 
@@ -55,7 +55,7 @@ def validate(root: Path) -> ValidationResult:
     """Validate every item of the content tree at `root`; return all findings, never raise on them."""
     result = ValidationResult()
     for catalog_id in list_items(root, Kind.CATALOG):
-        result.cases.append(_run(Kind.CATALOG, catalog_id, catalogs.check_catalog, root, catalog_id))
+        result.cases.append(_run(Kind.CATALOG, catalog_id, _check_catalog, root, catalog_id))
     result.cases.append(_run(Kind.MIGRATION, "migrations", migrations.check_migrations, root))
     for kind in (Kind.FIX, Kind.REPORT, Kind.FORM, Kind.TREASURY):
         for item in list_items(root, kind):
@@ -67,6 +67,10 @@ def validate(root: Path) -> ValidationResult:
         len(result.findings) - len(result.errors),
     )
     return result
+
+
+def _check_catalog(root: Path, catalog_id: str) -> list[Finding]:
+    return catalogs.check_catalog(root, catalog_id) + text.check_catalog_texts(root, catalog_id)
 
 
 def _run(kind: Kind, name: str, check: Callable[..., list[Finding]], *args: Any) -> CheckCase:

@@ -1,0 +1,262 @@
+"""HTML previews of report and form definitions, in Kazakh and in Russian, for reviewers.
+
+`render_preview` runs a definition's query on a sample database with the
+definition's preview parameters and writes one self-contained HTML page per
+language: the title, the legal basis, the parameter values and the result
+table with the language's column captions. Amounts of a `money` column are
+stored in tiyn and shown in tenge with two decimals.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+
+from pipeline.collect import collect
+from pipeline.config import load_config
+from pipeline.content import Kind, definition_path, list_items
+from pipeline.database import Database, display_name, open_database
+from pipeline.definitions import load_definition
+from pipeline.errors import ConfigError, ValidationError
+from pipeline.fsutil import atomic_write_text
+from pipeline.migrations import replace_parameters
+from pipeline.samples import generate_sample
+from pipeline.text import LANGUAGES
+
+logger = logging.getLogger(__name__)
+
+# Rows shown per preview; a reviewer checks layout and captions, not totals.
+MAX_ROWS = 200
+
+_WORDS = {
+    "kk": {
+        "basis": "Негіздеме",
+        "order": "№{order} бұйрық, {date}",
+        "effective": "Күшіне енетін күні",
+        "parameters": "Параметрлер",
+        "rows": "Жолдар: {shown} (барлығы {total})",
+        "empty": "Деректер жоқ.",
+        "source": "Алдын ала қарау: {database} үлгі дерекқоры",
+    },
+    "ru": {
+        "basis": "Основание",
+        "order": "приказ № {order} от {date}",
+        "effective": "Дата вступления в силу",
+        "parameters": "Параметры",
+        "rows": "Строк: {shown} (всего {total})",
+        "empty": "Нет данных.",
+        "source": "Предварительный просмотр: образец базы данных {database}",
+    },
+}
+_DEFAULTS: dict[str, Any] = {"integer": 1, "decimal": 0, "string": "", "boolean": False}
+
+
+def render_preview(
+    root: Path, kind: Kind, code: str, database_url: str, out_dir: Path
+) -> dict[str, Path]:
+    """Write `<out_dir>/<kind>-<code>.<language>.html` per language; return them by language.
+
+    Raises:
+        ConfigError: `kind` is not a report or a form.
+        ValidationError: the definition fails its checks, or its query fails on the
+            sample database.
+        MigrationError: the sample database cannot be opened.
+    """
+    if kind not in (Kind.REPORT, Kind.FORM):
+        raise ConfigError(f"expected a report or a form, found {kind}")
+    definition = load_definition(root, kind, code)
+    parameters = preview_parameters(definition)
+    with open_database(database_url, root) as db:
+        names, rows = _run_query(db, definition, parameters, f"{kind}/{code}")
+        database = display_name(database_url)
+    pages: dict[str, Path] = {}
+    for language in LANGUAGES:
+        page = render_page(definition, language, parameters, names, rows, database)
+        path = out_dir / f"{kind.value}-{code}.{language}.html"
+        atomic_write_text(path, page)
+        pages[language] = path
+    logger.info("previewed %s %s on %s: %d row(s)", kind, code, database, len(rows))
+    return pages
+
+
+def preview_changed(
+    root: Path,
+    out_dir: Path,
+    *,
+    rev: str = "HEAD",
+    database_url: str | None = None,
+    every: bool = False,
+) -> dict[str, dict[str, Path]]:
+    """Preview each report and form changed since the last release (or every one).
+
+    Without `database_url` the first configured sample database is used, and a
+    missing SQLite sample with a `generate` size is generated first. Returns the
+    pages by `kind/code` and language; a deleted item has no preview.
+
+    Raises:
+        ConfigError: no sample database is configured or given.
+        CollectError: the change set cannot be collected.
+        ValidationError: a definition fails its checks or its query fails.
+    """
+    items: list[tuple[Kind, str]] = []
+    for kind in (Kind.REPORT, Kind.FORM):
+        if every:
+            codes = list_items(root, kind)
+        else:
+            changed = collect(root, rev).items(kind)
+            codes = [code for code in changed if definition_path(root, kind, code).is_file()]
+        items += [(kind, code) for code in codes]
+    if not items:
+        logger.info("no changed report or form to preview")
+        return {}
+    url = database_url or _configured_sample(root)
+    return {
+        f"{kind.value}/{code}": render_preview(root, kind, code, url, out_dir)
+        for kind, code in items
+    }
+
+
+def _configured_sample(root: Path) -> str:
+    samples = load_config(root).sample_databases
+    if not samples:
+        raise ConfigError(
+            "no sample database configured; give --database URL or add one to"
+            " [tool.pipeline] sample_databases"
+        )
+    sample = samples[0]
+    if sample.engine == "sqlite" and sample.generate:
+        path = sample.sqlite_path(root)
+        if not path.is_file():
+            generate_sample(root, path, sample.generate)
+    return sample.url
+
+
+def preview_parameters(definition: dict[str, Any]) -> dict[str, Any]:
+    """Return the parameter values of a preview: the definition's own, else one per type.
+
+    A date parameter without a value takes the definition's effective date.
+    """
+    given = definition.get("preview", {}).get("parameters", {})
+    values: dict[str, Any] = {}
+    for parameter in definition.get("parameters", []):
+        name = parameter["name"]
+        if name in given:
+            values[name] = given[name]
+        elif parameter["type"] == "date":
+            values[name] = definition["effective_date"]
+        else:
+            values[name] = _DEFAULTS[parameter["type"]]
+    return values
+
+
+def _run_query(
+    db: Database, definition: dict[str, Any], parameters: dict[str, Any], name: str
+) -> tuple[list[str], list[Any]]:
+    query = definition["query"]
+    statement = sqlglot.parse_one(query)
+    names = list(statement.named_selects) if isinstance(statement, exp.Query) else []
+    if db.engine == "postgresql":
+        # `replace_parameters` substitutes with re.sub, so `\1` is the parameter's name.
+        sql = replace_parameters(query.replace("%", "%%"), db.engine, r"%(\1)s")
+    else:
+        sql = query
+    try:
+        rows = db.execute(sql, parameters)
+    except db.errors as exc:
+        raise ValidationError(
+            f"{name}: the query failed on the sample database {display_name(db.url)}:"
+            f" {db.describe_error(exc)}; run `inv dry-run` for the schema checks"
+        ) from exc
+    return names, rows
+
+
+def render_page(
+    definition: dict[str, Any],
+    language: str,
+    parameters: dict[str, Any],
+    names: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    database: str,
+) -> str:
+    """Return the HTML page of one language."""
+    words = _WORDS[language]
+    title = definition["title"][language]
+    basis = definition["legal_basis"]
+    issuer = basis["issuer"][language]
+    order = words["order"].format(order=basis["order"], date=_date(basis["date"]))
+    captions = definition["captions"][language]
+    effective = _date(definition["effective_date"])
+    formats = {c["name"]: c.get("format", "text") for c in definition["layout"]["columns"]}
+    columns = [c["name"] for c in definition["layout"]["columns"]]
+    positions = {name: index for index, name in enumerate(names)}
+    parts = [
+        "<!DOCTYPE html>",
+        f'<html lang="{language}">',
+        "<head>",
+        '<meta charset="utf-8">',
+        f"<title>{_e(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+        "th,td{border:1px solid #999;padding:.25em .5em}td.number{text-align:right}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{_e(title)}</h1>",
+        f'<p class="basis">{_e(words["basis"])}: {_e(issuer)}, {_e(order)}</p>',
+        f'<p class="effective">{_e(words["effective"])}: {_e(effective)}</p>',
+        f"<h2>{_e(words['parameters'])}</h2>",
+        '<table class="parameters">',
+    ]
+    for parameter in definition.get("parameters", []):
+        value = parameters.get(parameter["name"])
+        shown = _date(value) if parameter["type"] == "date" else str(value)
+        parts.append(f"<tr><th>{_e(parameter['title'][language])}</th><td>{_e(shown)}</td></tr>")
+    parts += ["</table>", '<table class="data">', "<thead><tr>"]
+    parts += [f'<th data-column="{_e(c)}">{_e(captions.get(c, c))}</th>' for c in columns]
+    parts += ["</tr></thead>", "<tbody>"]
+    for row in rows[:MAX_ROWS]:
+        cells = []
+        for column in columns:
+            value = row[positions[column]] if column in positions else None
+            kind = formats[column]
+            css = ' class="number"' if kind in ("integer", "decimal", "money") else ""
+            cells.append(f"<td{css}>{_e(format_cell(value, kind))}</td>")
+        parts.append("<tr>" + "".join(cells) + "</tr>")
+    parts.append("</tbody></table>")
+    if not rows:
+        parts.append(f'<p class="empty">{_e(words["empty"])}</p>')
+    count = words["rows"].format(shown=min(len(rows), MAX_ROWS), total=len(rows))
+    parts.append(f'<p class="rows">{_e(count)}</p>')
+    parts.append(f'<p class="source">{_e(words["source"].format(database=database))}</p>')
+    parts += ["</body>", "</html>"]
+    return "\n".join(parts) + "\n"
+
+
+def format_cell(value: object, kind: str) -> str:
+    """Return a cell's text: money in tenge with two decimals, dates as DD.MM.YYYY."""
+    if value is None:
+        return ""
+    if kind == "money" and isinstance(value, int | float) and not isinstance(value, bool):
+        tenge = f"{int(value) / 100:,.2f}"
+        return tenge.replace(",", "\u00a0").replace(".", ",")
+    if kind == "date":
+        return _date(value)
+    return str(value)
+
+
+def _date(value: object) -> str:
+    if isinstance(value, datetime.date):
+        return value.strftime("%d.%m.%Y")
+    try:
+        return datetime.date.fromisoformat(str(value)).strftime("%d.%m.%Y")
+    except ValueError:
+        return str(value)
+
+
+def _e(text: object) -> str:
+    return html.escape(str(text), quote=True)

@@ -1,0 +1,200 @@
+"""Parse treasury files into canonical records and render canonical records as exports.
+
+Parsing runs in three steps: decode the bytes in the definition's encoding,
+parse the syntax into source fields, then map each source field to its
+canonical field and convert it to the canonical type (`records.py`). A
+definition declared CP1251 that turns out to hold KZ-1048 text ("Ќазаќстан"
+for "Қазақстан") is rejected with the repaired text.
+
+Rendering runs the same steps backwards, and a character the encoding lacks
+is an error naming the character, the record and the field.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeline.text import find_mojibake
+from pipeline.treasury import codec, mt940, onec, tabular
+from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
+from pipeline.treasury.records import (
+    CANONICAL_FIELDS,
+    ValueFormatError,
+    format_amount,
+    format_date,
+    parse_amount,
+    parse_date,
+)
+from pipeline.treasury.source import SourceRecord, Value
+
+logger = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+
+
+def parse_file(fmt: TreasuryFormat, path: Path, name: str | None = None) -> list[Record]:
+    """Parse a file with a treasury format; `name` is the file name used in messages."""
+    return parse_bytes(fmt, path.read_bytes(), name or str(path))
+
+
+def parse_bytes(fmt: TreasuryFormat, data: bytes, file: str) -> list[Record]:
+    """Parse the bytes of a treasury file into canonical records.
+
+    Raises:
+        TreasuryFormatError: the file does not follow the format; the message names
+            the line and the field.
+    """
+    text = codec.decode(data, fmt.encoding, file)
+    if fmt.syntax in ("mt940", "mt942"):
+        source = mt940.parse(text, fmt, file)
+    elif fmt.syntax == "1c_exchange":
+        source = onec.parse(text, fmt, file)
+    else:
+        source = tabular.parse(text, fmt, file)
+    records = [_to_canonical(record, fmt, file) for record in source]
+    logger.info("parsed %s with %s: %d record(s)", file, fmt.id, len(records))
+    return records
+
+
+def _date_format(fmt: TreasuryFormat) -> str:
+    if fmt.syntax in ("mt940", "mt942"):
+        return "%Y-%m-%d"
+    if fmt.syntax == "1c_exchange":
+        return onec.DATE_FORMAT
+    return fmt.date_format
+
+
+def _separators(fmt: TreasuryFormat) -> str:
+    if fmt.syntax in ("mt940", "mt942"):
+        return ",." if fmt.accepts("decimal_point") else ","
+    if fmt.syntax == "1c_exchange":
+        return onec.separators(fmt)
+    extra = "," if fmt.accepts("decimal_comma") else ""
+    return fmt.decimal_separator + extra
+
+
+def _to_canonical(source: SourceRecord, fmt: TreasuryFormat, file: str) -> Record:
+    record: Record = {}
+    for source_name, canonical in fmt.mapping.items():
+        value = source.get(source_name)
+        if value is None:
+            continue
+        try:
+            record[canonical] = _convert(value, CANONICAL_FIELDS.get(canonical, "text"), fmt)
+        except ValueFormatError as exc:
+            raise TreasuryFormatError(
+                f"field {source_name}: {exc}", file=file, line=value.line, field=source_name
+            ) from None
+        if isinstance(record[canonical], str) and fmt.encoding == "cp1251":
+            _reject_mojibake(record[canonical], source_name, value, file)
+    return record
+
+
+def _convert(value: Value, field_type: str, fmt: TreasuryFormat) -> str | int:
+    raw = value.value
+    if isinstance(raw, int):
+        return raw if field_type in ("money", "signed_money") else str(raw)
+    if field_type == "money":
+        return parse_amount(raw, _separators(fmt))
+    if field_type == "signed_money":
+        amount = parse_amount(raw.removeprefix("-"), _separators(fmt))
+        return -amount if raw.startswith("-") else amount
+    if field_type == "date":
+        return parse_date(raw, _date_format(fmt))
+    return raw.strip()
+
+
+def _reject_mojibake(text: str, source_name: str, value: Value, file: str) -> None:
+    findings = find_mojibake(text, file, source_name)
+    kz1048 = [f for f in findings if "KZ-1048 text read as CP1251" in f.message]
+    if kz1048:
+        raise TreasuryFormatError(
+            f"field {source_name}: {kz1048[0].message}; the file is probably KZ-1048,"
+            " so parse it with a KZ-1048 definition",
+            file=file,
+            line=value.line,
+            field=source_name,
+        )
+
+
+def render_records(fmt: TreasuryFormat, records: Sequence[Record], file: str) -> bytes:
+    """Render canonical records as an export file in the format's syntax and encoding.
+
+    Raises:
+        TreasuryFormatError: the format is not an export of a renderable syntax, a
+            record has a field the mapping lacks or a value of the wrong type, or a
+            character cannot be encoded; the message names the record and the field.
+    """
+    if fmt.direction != "export" or fmt.syntax in ("mt940", "mt942"):
+        raise TreasuryFormatError(
+            f"format {fmt.id} is a {fmt.syntax} {fmt.direction} format; expected an export"
+            " format in 1c_exchange, fixed_width or delimited syntax",
+            file=file,
+        )
+    reverse: dict[str, str] = {}
+    for source_name, canonical in fmt.mapping.items():
+        reverse.setdefault(canonical, source_name)
+    rows = [
+        _to_source(record, index, reverse, fmt, file) for index, record in enumerate(records, 1)
+    ]
+    if fmt.syntax == "1c_exchange":
+        order = list(fmt.mapping)
+        documents = [sorted(row.items(), key=lambda item: order.index(item[0])) for row in rows]
+        text = onec.render(documents, fmt)
+    else:
+        text = tabular.render(rows, fmt, file)
+    for index, row in enumerate(rows, 1):
+        for name, value in row.items():
+            codec.encode_value(value, fmt.encoding, file, index, f"{reverse_name(name, fmt)}")
+    data = codec.encode_value(text, fmt.encoding, file, 0, "")
+    logger.info("rendered %d record(s) with %s", len(records), fmt.id)
+    return data
+
+
+def reverse_name(source_name: str, fmt: TreasuryFormat) -> str:
+    """Return `canonical (source)` for messages about a rendered field."""
+    return f"{fmt.mapping[source_name]} ({source_name})"
+
+
+def _to_source(
+    record: object, index: int, reverse: dict[str, str], fmt: TreasuryFormat, file: str
+) -> dict[str, str]:
+    if not isinstance(record, dict):
+        raise TreasuryFormatError(
+            f"record {index}: expected a JSON object, found {type(record).__name__}", file=file
+        )
+    row: dict[str, str] = {}
+    for canonical, value in record.items():
+        source_name = reverse.get(canonical)
+        if source_name is None:
+            raise TreasuryFormatError(
+                f"record {index}, field {canonical}: the format {fmt.id} maps no source field"
+                f" to it; expected one of {sorted(reverse)}",
+                file=file,
+                field=canonical,
+            )
+        try:
+            row[source_name] = _format_value(value, CANONICAL_FIELDS.get(canonical, "text"), fmt)
+        except ValueFormatError as exc:
+            raise TreasuryFormatError(
+                f"record {index}, field {canonical}: {exc}", file=file, field=canonical
+            ) from None
+    return row
+
+
+def _format_value(value: object, field_type: str, fmt: TreasuryFormat) -> str:
+    separator = "." if fmt.syntax == "1c_exchange" else fmt.decimal_separator
+    if field_type in ("money", "signed_money"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueFormatError(f"expected an integer amount in minor units, found {value!r}")
+        if field_type == "signed_money" and value < 0:
+            return "-" + format_amount(-value, separator)
+        return format_amount(value, separator)
+    if not isinstance(value, str):
+        raise ValueFormatError(f"expected a string, found {value!r}")
+    if field_type == "date":
+        return format_date(value, _date_format(fmt))
+    return value

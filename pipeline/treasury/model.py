@@ -1,0 +1,126 @@
+"""A treasury format definition (`packages/treasury/<id>/format.json`) as a typed object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.content import Kind, item_folder
+from pipeline.errors import PipelineError
+
+Deviation = Literal[
+    "missing_final_newline",
+    "message_wrappers",
+    "header_lines",
+    "missing_statement_reference",
+    "decimal_point",
+    "decimal_comma",
+    "section_name_case",
+]
+
+
+class TreasuryFormatError(PipelineError):
+    """A treasury file does not follow its format, or records cannot be written in it.
+
+    `line` is the 1-based line of the file (None when the problem is not on one
+    line), `field` the source field or canonical field concerned.
+    """
+
+    def __init__(
+        self, message: str, *, file: str, line: int | None = None, field: str | None = None
+    ) -> None:
+        where = file if line is None else f"{file}:{line}"
+        super().__init__(f"{where}: {message}")
+        self.file = file
+        self.line = line
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a fixed-width or delimited file."""
+
+    name: str
+    start: int | None = None
+    width: int | None = None
+    align: Literal["left", "right"] = "left"
+    pad: str = " "
+
+
+@dataclass(frozen=True)
+class TreasuryFormat:
+    """The parts of a treasury format definition that parsing and rendering use."""
+
+    id: str
+    direction: Literal["import", "export"]
+    document: str
+    syntax: Literal["mt940", "mt942", "1c_exchange", "fixed_width", "delimited"]
+    encoding: str
+    version: str
+    mapping: dict[str, str]
+    deviations: frozenset[str] = frozenset()
+    versions: tuple[str, ...] = ()
+    encoding_labels: tuple[str, ...] = ()
+    columns: tuple[Column, ...] = ()
+    delimiter: str = ";"
+    header: bool = False
+    date_format: str = "%d.%m.%Y"
+    decimal_separator: str = "."
+    line_ending: str = "\r\n"
+    samples: tuple[tuple[str, str], ...] = ()
+    folder: Path | None = None
+
+    def accepts(self, deviation: Deviation) -> bool:
+        """Return whether the definition accepts a deviation from the strict syntax."""
+        return deviation in self.deviations
+
+
+def format_from_document(document: dict[str, Any], folder: Path | None = None) -> TreasuryFormat:
+    """Build a TreasuryFormat from a definition that already passed its JSON Schema."""
+    accepts = document.get("accepts", {})
+    layout = document.get("layout", {})
+    columns = tuple(
+        Column(
+            name=c["name"],
+            start=c.get("start"),
+            width=c.get("width"),
+            align=c.get("align", "left"),
+            pad=c.get("pad", " "),
+        )
+        for c in layout.get("columns", [])
+    )
+    return TreasuryFormat(
+        id=document["id"],
+        direction=document["direction"],
+        document=document["document"],
+        syntax=document["syntax"],
+        encoding=document["encoding"],
+        version=document["version"],
+        mapping=dict(document["mapping"]),
+        deviations=frozenset(accepts.get("deviations", [])),
+        versions=tuple(accepts.get("versions", [])),
+        encoding_labels=tuple(accepts.get("encoding_labels", [])),
+        columns=columns,
+        delimiter=layout.get("delimiter", ";"),
+        header=layout.get("header", False),
+        date_format=layout.get("date_format", "%d.%m.%Y"),
+        decimal_separator=layout.get("decimal_separator", "."),
+        line_ending={"crlf": "\r\n", "lf": "\n"}[layout.get("line_ending", "crlf")],
+        samples=tuple((s["file"], s["expected"]) for s in document.get("samples", [])),
+        folder=folder,
+    )
+
+
+def load_format(root: Path, format_id: str) -> TreasuryFormat:
+    """Load and check `packages/treasury/<format_id>/format.json`.
+
+    Raises:
+        ValidationError: the definition fails its checks.
+        ConfigError: `format_id` is not a folder name.
+    """
+    # Imported here because the definition checks run the samples through this package.
+    from pipeline.definitions import load_definition
+
+    document = load_definition(root, Kind.TREASURY, format_id)
+    return format_from_document(document, item_folder(root, Kind.TREASURY, format_id))

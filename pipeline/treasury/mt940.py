@@ -1,0 +1,302 @@
+"""SWIFT MT940 (customer statement) and MT942 (interim report) files.
+
+A file contains one or more messages; a message ends with a line `-`. Each field
+starts with a tag such as `:20:` at the start of a line, and lines that start
+without a tag continue the field above. `:20:` starts a statement, `:61:` a
+transaction, and the `:86:` right after a `:61:` belongs to that transaction.
+
+Source field names, as the format mapping uses them:
+
+- a statement tag: `:20:`, `:21:`, `:25:`, `:28C:`, `:28:`, `:13D:`;
+- a balance tag (`:60F:`, `:60M:`, `:62F:`, `:62M:`, `:64:`, `:65:`) is the
+  signed amount; `:60F:/mark`, `/date`, `/currency`, `/amount` are its parts;
+- `:61:/value_date`, `/entry_date`, `/mark`, `/funds_code`, `/amount`, `/type`,
+  `/reference`, `/bank_reference`, `/details` and `/currency` (of the
+  statement's opening balance, or `:34F:` in MT942);
+- `:86:` is the whole information text; `:86:/KNP/` is the value after the
+  code `/KNP/` up to the next `/CODE/`.
+
+Deviations a definition may accept (strict parsing rejects each one):
+`missing_final_newline`, `message_wrappers` (SOH and ETX bytes around a
+message), `header_lines` (text before the first tag and after `-`, such as a
+bank's envelope), `missing_statement_reference` (a message without `:20:`
+continues the statement before it), `decimal_point` (45000.00 for 45000,00).
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from dataclasses import dataclass, field
+
+from pipeline.treasury.codec import find_control
+from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
+from pipeline.treasury.records import ValueFormatError, parse_amount
+from pipeline.treasury.source import SourceRecord, Value, split_lines
+
+_TAG = re.compile(r"^:(?P<tag>\d{2}[A-Z]?):(?P<rest>.*)$")
+_TRAILER = re.compile(r"^-(?P<rest>.*)$")
+_BALANCE = re.compile(
+    r"^(?P<mark>[DC])(?P<date>\d{6})(?P<currency>[A-Z]{3})(?P<amount>\d[\d,.]*)$"
+)
+_STATEMENT_LINE = re.compile(
+    r"^(?P<value_date>\d{6})(?P<entry_date>\d{4})?(?P<mark>R?[DC])(?P<funds_code>[A-Z])?"
+    r"(?P<amount>\d[\d,.]{0,14})(?P<type>[A-Z][A-Z0-9 ]{3})"
+    r"(?P<reference>(?:(?!//).){0,16})(?://(?P<bank_reference>.{0,23}))?$"
+)
+_SUBFIELD = re.compile(r"/([A-Z]{2,4})/")
+_BALANCE_TAGS = frozenset(["60F", "60M", "62F", "62M", "64", "65"])
+_WRAPPERS = "\x01\x03"
+
+
+@dataclass
+class _Field:
+    tag: str
+    line: int
+    lines: list[str]
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass
+class _Statement:
+    values: SourceRecord = field(default_factory=dict)
+    transactions: list[SourceRecord] = field(default_factory=list)
+
+
+def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
+    """Parse decoded MT940 or MT942 text into one source record per transaction.
+
+    Raises:
+        TreasuryFormatError: the text breaks the syntax in a way the definition does
+            not accept; the message names the line and the field.
+    """
+    lines = split_lines(text)
+    if text and not text.endswith("\n") and not fmt.accepts("missing_final_newline"):
+        raise TreasuryFormatError(
+            "the file does not end with a line break; expected the last line to end with"
+            " CR LF or LF",
+            file=file,
+            line=len(lines),
+        )
+    messages = _split_messages(lines, fmt, file)
+    statements: list[_Statement] = []
+    for message in messages:
+        _read_message(message, statements, fmt, file)
+    records: list[SourceRecord] = []
+    for statement in statements:
+        _set_currency(statement)
+        for transaction in statement.transactions:
+            records.append({**statement.values, **transaction})
+    return records
+
+
+def _split_messages(lines: list[str], fmt: TreasuryFormat, file: str) -> list[list[_Field]]:
+    messages: list[list[_Field]] = []
+    current: list[_Field] = []
+    for number, raw in enumerate(lines, start=1):
+        line = raw
+        if fmt.accepts("message_wrappers"):
+            line = line.strip(_WRAPPERS)
+        control = find_control(line)
+        if control is not None:
+            own_tag = _TAG.match(line)
+            tag = None
+            if own_tag:
+                tag = own_tag["tag"]
+            elif current:
+                tag = current[-1].tag
+            where = f" in field :{tag}:" if tag else ""
+            raise TreasuryFormatError(
+                f"control byte U+{ord(control.group()):04X} at column {control.start() + 1}"
+                f"{where}; expected text only",
+                file=file,
+                line=number,
+                field=f":{tag}:" if tag else None,
+            )
+        if not line.strip():
+            continue
+        tag_match = _TAG.match(line)
+        if tag_match:
+            current.append(_Field(tag_match["tag"], number, [tag_match["rest"]]))
+            continue
+        trailer = _TRAILER.match(line)
+        if trailer and (not trailer["rest"] or fmt.accepts("header_lines")):
+            messages.append(current)
+            current = []
+            continue
+        if current:
+            current[-1].lines.append(line)
+            continue
+        if not fmt.accepts("header_lines"):
+            raise TreasuryFormatError(
+                f"expected a field tag such as :20: at the start of the message, found {line!r}",
+                file=file,
+                line=number,
+            )
+    if current:
+        messages.append(current)
+    return [m for m in messages if m]
+
+
+def _read_message(
+    message: list[_Field], statements: list[_Statement], fmt: TreasuryFormat, file: str
+) -> None:
+    if message[0].tag != "20":
+        if not fmt.accepts("missing_statement_reference"):
+            raise TreasuryFormatError(
+                f"missing field :20: (transaction reference); expected the message to start"
+                f" with :20:, found :{message[0].tag}:",
+                file=file,
+                line=message[0].line,
+                field=":20:",
+            )
+        if not statements:
+            statements.append(_Statement())
+    statement = statements[-1] if statements else _Statement()
+    last_tag = ""
+    for item in message:
+        if item.tag == "20":
+            statement = _Statement()
+            statements.append(statement)
+        if item.tag == "61":
+            statement.transactions.append(_statement_line(item, statement, fmt, file))
+        elif item.tag == "86" and last_tag == "61":
+            statement.transactions[-1].update(_information(item))
+        elif item.tag in _BALANCE_TAGS:
+            statement.values.update(_balance(item, fmt, file))
+        elif item.tag == "34F":
+            statement.values[":34F:"] = Value(item.text, item.line)
+            statement.values.setdefault(":34F:/currency", Value(item.text[:3], item.line))
+        elif item.tag != "86":
+            statement.values[f":{item.tag}:"] = Value(item.text, item.line)
+        last_tag = item.tag
+
+
+def _set_currency(statement: _Statement) -> None:
+    currency = statement.values.get(":60F:/currency") or statement.values.get(":60M:/currency")
+    currency = currency or statement.values.get(":34F:/currency")
+    if currency is None:
+        return
+    for transaction in statement.transactions:
+        transaction.setdefault(":61:/currency", currency)
+
+
+def _amount(text: str, fmt: TreasuryFormat, file: str, line: int, name: str) -> int:
+    if "," not in text and "." not in text:
+        raise TreasuryFormatError(
+            f"field {name}: expected an amount with a decimal comma, such as 45000,00,"
+            f" found {text!r}",
+            file=file,
+            line=line,
+            field=name,
+        )
+    separators = ",." if fmt.accepts("decimal_point") else ","
+    try:
+        return parse_amount(text, separators)
+    except ValueFormatError as exc:
+        raise TreasuryFormatError(
+            f"field {name}: {exc}", file=file, line=line, field=name
+        ) from None
+
+
+def _date(text: str, file: str, line: int, name: str) -> str:
+    try:
+        return datetime.datetime.strptime(text, "%y%m%d").date().isoformat()
+    except ValueError:
+        raise TreasuryFormatError(
+            f"field {name}: expected a date YYMMDD, found {text!r}",
+            file=file,
+            line=line,
+            field=name,
+        ) from None
+
+
+def _balance(item: _Field, fmt: TreasuryFormat, file: str) -> SourceRecord:
+    name = f":{item.tag}:"
+    match = _BALANCE.match(item.text)
+    if match is None:
+        raise TreasuryFormatError(
+            f"field {name}: expected a balance such as C261130KZT1250000,00, found {item.text!r}",
+            file=file,
+            line=item.line,
+            field=name,
+        )
+    amount = _amount(match["amount"], fmt, file, item.line, f"{name}/amount")
+    return {
+        name: Value(-amount if match["mark"] == "D" else amount, item.line),
+        f"{name}/mark": Value(match["mark"], item.line),
+        f"{name}/date": Value(_date(match["date"], file, item.line, f"{name}/date"), item.line),
+        f"{name}/currency": Value(match["currency"], item.line),
+        f"{name}/amount": Value(amount, item.line),
+    }
+
+
+def _statement_line(
+    item: _Field, statement: _Statement, fmt: TreasuryFormat, file: str
+) -> SourceRecord:
+    first, *details = item.lines
+    match = _STATEMENT_LINE.match(first)
+    if match is None:
+        raise TreasuryFormatError(
+            "field :61: (statement line): expected value date YYMMDD, optional entry date"
+            " MMDD, mark D, C, RD or RC, amount, transaction type and reference, such as"
+            f" 2612011201D45000,00NTRFPP-1482, found {first!r}",
+            file=file,
+            line=item.line,
+            field=":61:",
+        )
+    line = item.line
+    value_date = _date(match["value_date"], file, line, ":61:/value_date")
+    record = {
+        ":61:/value_date": Value(value_date, line),
+        ":61:/mark": Value(match["mark"], line),
+        ":61:/amount": Value(_amount(match["amount"], fmt, file, line, ":61:/amount"), line),
+        ":61:/type": Value(match["type"], line),
+        ":61:/reference": Value(match["reference"], line),
+    }
+    if match["entry_date"]:
+        entry = _entry_date(value_date, match["entry_date"], file, line)
+        record[":61:/entry_date"] = Value(entry, line)
+    if match["funds_code"]:
+        record[":61:/funds_code"] = Value(match["funds_code"], line)
+    if match["bank_reference"] is not None:
+        record[":61:/bank_reference"] = Value(match["bank_reference"], line)
+    if details:
+        record[":61:/details"] = Value("\n".join(details), line + 1)
+    return record
+
+
+def _entry_date(value_date: str, month_day: str, file: str, line: int) -> str:
+    value = datetime.date.fromisoformat(value_date)
+    year = value.year
+    month = int(month_day[:2])
+    # The entry date has no year: take the value date's, moved across New Year
+    # when the two dates fall on either side of it.
+    if month - value.month > 6:
+        year -= 1
+    elif value.month - month > 6:
+        year += 1
+    try:
+        return datetime.date(year, month, int(month_day[2:])).isoformat()
+    except ValueError:
+        raise TreasuryFormatError(
+            f"field :61:/entry_date: expected a date MMDD, found {month_day!r}",
+            file=file,
+            line=line,
+            field=":61:/entry_date",
+        ) from None
+
+
+def _information(item: _Field) -> SourceRecord:
+    record = {":86:": Value(item.text, item.line)}
+    # Lines wrap at a fixed width, often inside a word, so subfields are read
+    # from the lines joined without a separator.
+    joined = "".join(item.lines)
+    parts = _SUBFIELD.split(joined)
+    for index in range(1, len(parts) - 1, 2):
+        code, value = parts[index], parts[index + 1]
+        record.setdefault(f":86:/{code}/", Value(value, item.line))
+    return record

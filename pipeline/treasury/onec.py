@@ -1,0 +1,191 @@
+"""1CClientBankExchange files, in the Russian variant and the Kazakh variant.
+
+The file starts with the line `1CClientBankExchange`, then `KEY=VALUE` header
+lines, account sections (`СекцияРасчСчет` ... `КонецРасчСчет`), document
+sections (`СекцияДокумент=KIND` ... `КонецДокумента`) and the line
+`КонецФайла`. The Kazakh variant names its keys for Kazakhstan's banking
+details (ПлательщикИИК, ПлательщикБИН_ИИН, ПлательщикКБЕ, СуммаПриход, ...);
+the syntax is the same.
+
+A record is one document section. A mapping key is looked up in the document,
+then in the first account section, then in the header, so `РасчСчет` or
+`ДатаНачала` can be mapped as well. The key `СекцияДокумент` is the document
+kind. An empty value (`Код=`) counts as absent.
+
+The definition lists the accepted `ВерсияФормата` values and `Кодировка`
+labels. Deviations it may accept: `section_name_case` (section markers in
+another letter case), `decimal_comma` (108159,12 for 108159.12),
+`missing_final_newline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pipeline.treasury.codec import find_control
+from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
+from pipeline.treasury.source import SourceRecord, Value, split_lines
+
+FIRST_LINE = "1CClientBankExchange"
+DATE_FORMAT = "%d.%m.%Y"
+DOCUMENT_KEY = "СекцияДокумент"
+_ACCOUNT_START = "СекцияРасчСчет"
+_ACCOUNT_END = "КонецРасчСчет"
+_DOCUMENT_END = "КонецДокумента"
+_FILE_END = "КонецФайла"
+
+
+def separators(fmt: TreasuryFormat) -> str:
+    """Return the decimal separators that amounts of this format may use."""
+    return ".," if fmt.accepts("decimal_comma") else "."
+
+
+def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
+    """Parse decoded 1CClientBankExchange text into one source record per document.
+
+    Raises:
+        TreasuryFormatError: the text breaks the syntax, or its version or encoding
+            label is not one the definition accepts; the message names the line and key.
+    """
+    lines = split_lines(text)
+    if text and not text.endswith("\n") and not fmt.accepts("missing_final_newline"):
+        raise TreasuryFormatError(
+            "the file does not end with a line break; expected CR LF after КонецФайла",
+            file=file,
+            line=len(lines),
+        )
+    if not lines or _marker(lines[0], fmt) != _key(FIRST_LINE, fmt):
+        found = lines[0] if lines else ""
+        raise TreasuryFormatError(
+            f"expected the first line {FIRST_LINE!r}, found {found!r}", file=file, line=1
+        )
+    header: SourceRecord = {}
+    accounts: list[SourceRecord] = []
+    documents: list[SourceRecord] = []
+    section: SourceRecord | None = None
+    ended = False
+    for number, line in enumerate(lines[1:], start=2):
+        _check_line(line, number, file)
+        if not line.strip():
+            continue
+        if ended:
+            raise TreasuryFormatError(
+                f"expected nothing after {_FILE_END}, found {line!r}", file=file, line=number
+            )
+        key, _, value = line.partition("=")
+        marker = _marker(key, fmt)
+        _check_case(key.strip(), fmt, file, number)
+        if marker == _key(_FILE_END, fmt):
+            if section is not None:
+                raise _unclosed(section, file, number)
+            ended = True
+        elif marker == _key(_ACCOUNT_START, fmt):
+            section = {}
+            accounts.append(section)
+        elif marker == _key(DOCUMENT_KEY, fmt):
+            section = {DOCUMENT_KEY: Value(value.strip(), number)}
+            documents.append(section)
+        elif marker in (_key(_ACCOUNT_END, fmt), _key(_DOCUMENT_END, fmt)):
+            section = None
+        elif "=" not in line:
+            raise TreasuryFormatError(
+                f"expected KEY=VALUE or a section marker, found {line!r}", file=file, line=number
+            )
+        elif value.strip():
+            (header if section is None else section)[key.strip()] = Value(value.strip(), number)
+    if not ended:
+        raise TreasuryFormatError(
+            f"missing the last line {_FILE_END!r}; the file may be cut short",
+            file=file,
+            line=len(lines),
+        )
+    _check_header(header, fmt, file)
+    account = accounts[0] if accounts else {}
+    return [{**header, **account, **document} for document in documents]
+
+
+def _marker(text: str, fmt: TreasuryFormat) -> str:
+    text = text.strip()
+    return text.casefold() if fmt.accepts("section_name_case") else text
+
+
+def _key(marker: str, fmt: TreasuryFormat) -> str:
+    return marker.casefold() if fmt.accepts("section_name_case") else marker
+
+
+def _check_case(key: str, fmt: TreasuryFormat, file: str, line: int) -> None:
+    markers = (_ACCOUNT_START, _ACCOUNT_END, DOCUMENT_KEY, _DOCUMENT_END, _FILE_END)
+    if fmt.accepts("section_name_case") or key in markers:
+        return
+    for marker in markers:
+        if key.casefold() == marker.casefold():
+            raise TreasuryFormatError(
+                f"section marker {key!r} differs from {marker!r} in letter case; the"
+                " definition accepts the exact case only (add section_name_case to its"
+                " accepted deviations if the bank sends it so)",
+                file=file,
+                line=line,
+                field=marker,
+            )
+
+
+def _check_line(line: str, number: int, file: str) -> None:
+    control = find_control(line)
+    if control is not None:
+        key = line.partition("=")[0]
+        raise TreasuryFormatError(
+            f"key {key}: control byte U+{ord(control.group()):04X} at column"
+            f" {control.start() + 1}; expected text only",
+            file=file,
+            line=number,
+            field=key,
+        )
+
+
+def _unclosed(section: Mapping[str, Value], file: str, line: int) -> TreasuryFormatError:
+    kind = "document" if DOCUMENT_KEY in section else "account"
+    end = _DOCUMENT_END if DOCUMENT_KEY in section else _ACCOUNT_END
+    return TreasuryFormatError(
+        f"the {kind} section is not closed; expected {end!r} before {_FILE_END!r}",
+        file=file,
+        line=line,
+    )
+
+
+def _check_header(header: SourceRecord, fmt: TreasuryFormat, file: str) -> None:
+    _check_allowed(header, "ВерсияФормата", fmt.versions or (fmt.version,), file)
+    _check_allowed(header, "Кодировка", fmt.encoding_labels, file)
+
+
+def _check_allowed(header: SourceRecord, key: str, allowed: Sequence[str], file: str) -> None:
+    value = header.get(key)
+    if value is None:
+        raise TreasuryFormatError(
+            f"missing header key {key}; expected one of {list(allowed)}", file=file, field=key
+        )
+    if value.value not in allowed:
+        raise TreasuryFormatError(
+            f"key {key}: expected one of {list(allowed)}, found {value.value!r};"
+            " add the value to the definition's accepts if this bank's files are otherwise"
+            " the same",
+            file=file,
+            line=value.line,
+            field=key,
+        )
+
+
+def render(documents: Sequence[Sequence[tuple[str, str]]], fmt: TreasuryFormat) -> str:
+    """Return 1CClientBankExchange text with one document section per record.
+
+    Each document is a sequence of (key, value) pairs in file order; the key
+    `СекцияДокумент` gives the section's document kind.
+    """
+    label = fmt.encoding_labels[0] if fmt.encoding_labels else "Windows"
+    lines = [FIRST_LINE, f"ВерсияФормата={fmt.version}", f"Кодировка={label}"]
+    for document in documents:
+        values = dict(document)
+        lines.append(f"{DOCUMENT_KEY}={values.get(DOCUMENT_KEY, '')}")
+        lines += [f"{key}={value}" for key, value in document if key != DOCUMENT_KEY]
+        lines.append(_DOCUMENT_END)
+    lines.append(_FILE_END)
+    return fmt.line_ending.join(lines) + fmt.line_ending

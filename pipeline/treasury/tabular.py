@@ -1,0 +1,134 @@
+"""Fixed-width and delimited files: one record per line, one column per source field.
+
+A fixed-width column has a 1-based `start` and a `width`; its value is
+stripped of the column's pad character. A delimited file separates columns
+with the definition's delimiter and may start with a header line of the column
+names. Values that contain the delimiter or a quote are quoted as CSV does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+
+from pipeline.treasury.codec import find_control
+from pipeline.treasury.model import Column, TreasuryFormat, TreasuryFormatError
+from pipeline.treasury.source import SourceRecord, Value, split_lines
+
+
+def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
+    """Parse decoded fixed-width or delimited text into one source record per line.
+
+    Raises:
+        TreasuryFormatError: a line is short, has the wrong number of columns, or
+            holds a control character; the message names the line and the column.
+    """
+    lines = split_lines(text)
+    if text and not text.endswith("\n") and not fmt.accepts("missing_final_newline"):
+        raise TreasuryFormatError(
+            "the file does not end with a line break", file=file, line=len(lines)
+        )
+    for number, line in enumerate(lines, start=1):
+        control = find_control(line)
+        if control is not None:
+            raise TreasuryFormatError(
+                f"control byte U+{ord(control.group()):04X} at column {control.start() + 1};"
+                " expected text only",
+                file=file,
+                line=number,
+            )
+    if fmt.syntax == "fixed_width":
+        return [_fixed(line, n, fmt.columns, file) for n, line in enumerate(lines, 1) if line]
+    return _delimited(lines, fmt, file)
+
+
+def _fixed(line: str, number: int, columns: Sequence[Column], file: str) -> SourceRecord:
+    record: SourceRecord = {}
+    for column in columns:
+        start = (column.start or 1) - 1
+        end = start + (column.width or 0)
+        if len(line) < end:
+            raise TreasuryFormatError(
+                f"column {column.name}: expected the line to reach column {end},"
+                f" found {len(line)} characters",
+                file=file,
+                line=number,
+                field=column.name,
+            )
+        value = line[start:end].strip(column.pad).strip()
+        if value:
+            record[column.name] = Value(value, number)
+    return record
+
+
+def _delimited(lines: list[str], fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
+    names = [c.name for c in fmt.columns]
+    rows = list(csv.reader(lines, delimiter=fmt.delimiter))
+    records: list[SourceRecord] = []
+    for number, row in enumerate(rows, start=1):
+        if not row:
+            continue
+        if number == 1 and fmt.header:
+            if row != names:
+                raise TreasuryFormatError(
+                    f"expected the header line {fmt.delimiter.join(names)!r},"
+                    f" found {fmt.delimiter.join(row)!r}",
+                    file=file,
+                    line=1,
+                )
+            continue
+        if len(row) != len(names):
+            raise TreasuryFormatError(
+                f"expected {len(names)} columns separated by {fmt.delimiter!r}, found {len(row)}",
+                file=file,
+                line=number,
+            )
+        records.append(
+            {
+                name: Value(value.strip(), number)
+                for name, value in zip(names, row, strict=True)
+                if value.strip()
+            }
+        )
+    return records
+
+
+def render(rows: Sequence[dict[str, str]], fmt: TreasuryFormat, file: str) -> str:
+    """Return fixed-width or delimited text with one line per row of source values.
+
+    Raises:
+        TreasuryFormatError: a value is wider than its fixed-width column; the message
+            names the record (1-based) and the column.
+    """
+    if fmt.syntax == "fixed_width":
+        lines = [_fixed_line(row, index, fmt.columns, file) for index, row in enumerate(rows, 1)]
+        return "".join(line + fmt.line_ending for line in lines)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=fmt.delimiter, lineterminator=fmt.line_ending)
+    names = [c.name for c in fmt.columns]
+    if fmt.header:
+        writer.writerow(names)
+    for row in rows:
+        writer.writerow([row.get(name, "") for name in names])
+    return buffer.getvalue()
+
+
+def _fixed_line(row: dict[str, str], index: int, columns: Sequence[Column], file: str) -> str:
+    line = ""
+    for column in sorted(columns, key=lambda c: c.start or 1):
+        width = column.width or 0
+        value = row.get(column.name, "")
+        if len(value) > width:
+            raise TreasuryFormatError(
+                f"record {index}, field {column.name}: value {value!r} has {len(value)}"
+                f" characters, the column is {width} wide",
+                file=file,
+                field=column.name,
+            )
+        line = line.ljust((column.start or 1) - 1)
+        if column.align == "right":
+            line += value.rjust(width, column.pad)
+        else:
+            line += value.ljust(width, column.pad)
+    return line

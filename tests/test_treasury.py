@@ -1,0 +1,516 @@
+"""Treasury formats: parsing, rendering, encodings and the conformance of samples."""
+
+# Kazakh and Russian words here contain letters that look like Latin ones.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline.content import Kind, list_items
+from pipeline.definitions import check_definition
+from pipeline.errors import ValidationError
+from pipeline.findings import Finding, errors_only
+from pipeline.schema import validate_document
+from pipeline.treasury import (
+    TreasuryFormat,
+    TreasuryFormatError,
+    load_format,
+    parse_bytes,
+    parse_file,
+    record_conformance,
+    render_file,
+    render_records,
+)
+from pipeline.treasury.model import format_from_document
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data" / "treasury"
+FORMATS = REPO_ROOT / "packages" / "treasury"
+
+
+def demo_document(format_id: str) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((FORMATS / format_id / "format.json").read_text())
+    return document
+
+
+def variant(format_id: str, **changes: Any) -> TreasuryFormat:
+    """Return a demo format with some definition fields replaced, checked against the schema."""
+    document = {**demo_document(format_id), **changes}
+    assert validate_document(document, "treasury", "format.json") == []
+    return format_from_document(document)
+
+
+def strict_mt940() -> TreasuryFormat:
+    return variant("mt940-statement-import", accepts={"deviations": []})
+
+
+def error_of(fmt: TreasuryFormat, name: str) -> TreasuryFormatError:
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, (DATA / name).read_bytes(), name)
+    return caught.value
+
+
+def copy_format(tmp_path: Path, format_id: str) -> Path:
+    root = tmp_path / "content"
+    shutil.copytree(FORMATS / format_id, root / "packages" / "treasury" / format_id)
+    return root
+
+
+def rules(findings: list[Finding]) -> list[str]:
+    return [f.rule for f in findings]
+
+
+# -- demo content ------------------------------------------------------------------------------
+
+
+def test_demo_formats_pass_validation() -> None:
+    ids = list_items(REPO_ROOT, Kind.TREASURY)
+    assert ids == [
+        "1c-kk-statement-import",
+        "1c-ru-statement-import",
+        "mt940-statement-import",
+        "payment-order-export",
+    ]
+    for format_id in ids:
+        assert check_definition(REPO_ROOT, Kind.TREASURY, format_id) == [], format_id
+
+
+def test_mt940_sample_records() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-statement-import")
+    records = parse_file(fmt, FORMATS / fmt.id / "samples" / "statement-2026-12-01.sta")
+    assert len(records) == 2
+    first = records[0]
+    assert first["amount"] == 4_500_000
+    assert first["debit_credit"] == "D"
+    assert first["currency"] == "KZT"
+    assert first["doc_date"] == "2026-12-01"
+    assert first["opening_balance"] == 125_000_000
+    assert first["knp_code"] == "311"
+    assert first["purpose"] == "Қараша айы үшін жалақы төлеу"
+
+
+def test_kazakh_1c_sample_keys() -> None:
+    fmt = load_format(REPO_ROOT, "1c-kk-statement-import")
+    records = parse_file(fmt, FORMATS / fmt.id / "samples" / "statement-2026-12-01.txt")
+    payment, receipt = records
+    assert payment["payer_iban"] == "KZ86125KZT5004100100"
+    assert payment["payer_bin"] == "940140000385"
+    assert payment["payer_kbe"] == "12"
+    assert payment["payer_bank_bic"] == "KKMFKZ2A"
+    assert payment["debit_amount"] == 4_500_000
+    assert payment["operation_date"] == "2026-12-01"
+    assert payment["knp_code"] == "311"
+    assert payment["payee_name"] == "Сәрсенбаев Қайрат Өмірұлы"
+    assert receipt["credit_amount"] == 15_000_000
+    assert "debit_amount" not in receipt
+    # РасчСчет comes from the account section, not the document.
+    assert receipt["iban"] == "KZ86125KZT5004100100"
+
+
+def test_export_renders_sample_bytes(tmp_path: Path) -> None:
+    fmt = load_format(REPO_ROOT, "payment-order-export")
+    samples = FORMATS / fmt.id / "samples"
+    out = tmp_path / "orders.txt"
+    count = render_file(fmt, samples / "payment-orders-2026-12-04.expected.json", out)
+    assert count == 2
+    assert out.read_bytes() == (samples / "payment-orders-2026-12-04.txt").read_bytes()
+    text = out.read_bytes().decode("kz1048")
+    assert text.startswith("НОМЕР;ДАТА;СУММА;")
+    assert '"Желтоқсан айы үшін жылу энергиясына төлем; шот № 1187"' in text
+    assert "\r\n" in text
+
+
+# -- malformed MT940 ---------------------------------------------------------------------------
+
+
+def test_missing_20_rejected_by_strict_format() -> None:
+    error = error_of(strict_mt940(), "missing-20.sta")
+    assert error.line == 1
+    assert error.field == ":20:"
+    assert "missing field :20:" in str(error)
+    assert "found :25:" in str(error)
+
+
+def test_missing_20_accepted_when_declared() -> None:
+    fmt = variant(
+        "mt940-statement-import", accepts={"deviations": ["missing_statement_reference"]}
+    )
+    records = parse_bytes(fmt, (DATA / "missing-20.sta").read_bytes(), "missing-20.sta")
+    assert len(records) == 1
+    assert "statement_reference" not in records[0]
+    assert records[0]["amount"] == 25_000
+
+
+def test_amount_with_dot_rejected_by_strict_format() -> None:
+    error = error_of(strict_mt940(), "amount-with-dot.sta")
+    assert error.line == 5
+    assert error.field == ":61:/amount"
+    assert "expected the decimal separator ','" in str(error)
+    assert "'250.00'" in str(error)
+
+
+def test_amount_with_dot_accepted_when_declared() -> None:
+    fmt = variant("mt940-statement-import", accepts={"deviations": ["decimal_point"]})
+    records = parse_bytes(fmt, (DATA / "amount-with-dot.sta").read_bytes(), "dot.sta")
+    assert records[0]["amount"] == 25_000
+
+
+def test_missing_final_newline_rejected_by_strict_format() -> None:
+    error = error_of(strict_mt940(), "missing-final-newline.sta")
+    assert error.line == 8
+    assert "does not end with a line break" in str(error)
+
+
+def test_missing_final_newline_accepted_by_demo_format() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-statement-import")
+    data = (DATA / "missing-final-newline.sta").read_bytes()
+    assert len(parse_bytes(fmt, data, "missing-final-newline.sta")) == 1
+
+
+def test_binary_byte_rejected_with_line_and_field() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-statement-import")
+    error = error_of(fmt, "binary-byte-in-86.sta")
+    assert error.line == 6
+    assert error.field == ":86:"
+    assert "control byte U+0000" in str(error)
+    assert "binary-byte-in-86.sta:6" in str(error)
+
+
+def test_message_wrappers_need_declaration() -> None:
+    error = error_of(strict_mt940(), "soh-etx-wrapped.sta")
+    assert error.line == 1
+    assert "U+0001" in str(error)
+    fmt = load_format(REPO_ROOT, "mt940-statement-import")
+    records = parse_bytes(fmt, (DATA / "soh-etx-wrapped.sta").read_bytes(), "wrapped.sta")
+    assert [r["doc_number"] for r in records] == ["PP-1"]
+
+
+def test_garbled_statement_line_names_field() -> None:
+    error = error_of(strict_mt940(), "statement-line-garbled.sta")
+    assert error.line == 5
+    assert error.field == ":61:"
+    assert "'26120D250,00'" in str(error)
+
+
+# -- 1C exchange -------------------------------------------------------------------------------
+
+
+def kk_1c(**accepts: Any) -> TreasuryFormat:
+    base = demo_document("1c-kk-statement-import")["accepts"]
+    return variant("1c-kk-statement-import", accepts={**base, **accepts})
+
+
+def test_1c_section_case_rejected_when_not_declared() -> None:
+    error = error_of(kk_1c(deviations=[]), "1c-kk-upper-case-sections.txt")
+    assert error.line == 4
+    assert error.field == "СекцияДокумент"
+    assert "'СЕКЦИЯДОКУМЕНТ' differs from 'СекцияДокумент' in letter case" in str(error)
+
+
+def test_1c_section_case_accepted_when_declared() -> None:
+    data = (DATA / "1c-kk-upper-case-sections.txt").read_bytes()
+    records = parse_bytes(kk_1c(), data, "upper.txt")
+    assert records == [
+        {
+            "document_kind": "Төлем тапсырмасы",
+            "doc_number": "7",
+            "doc_date": "2026-12-01",
+            "debit_amount": 10_000,
+            "payee_name": "Қазақстан Халық Банкі",
+        }
+    ]
+
+
+def test_1c_unknown_version_rejected() -> None:
+    error = error_of(kk_1c(), "1c-kk-version-3.txt")
+    assert error.line == 2
+    assert error.field == "ВерсияФормата"
+    assert "expected one of ['1.01', '2.00'], found '3.00'" in str(error)
+
+
+def test_1c_encoding_label_must_be_listed() -> None:
+    error = error_of(kk_1c(encoding_labels=["Windows"]), "1c-kk-good.txt")
+    assert error.line == 3
+    assert error.field == "Кодировка"
+    assert "found 'KZ-1048'" in str(error)
+
+
+def test_1c_missing_end_of_file() -> None:
+    error = error_of(kk_1c(), "1c-kk-without-end-of-file.txt")
+    assert "missing the last line 'КонецФайла'" in str(error)
+
+
+def test_1c_decimal_comma_needs_declaration() -> None:
+    error = error_of(kk_1c(deviations=[]), "1c-kk-decimal-comma.txt")
+    assert error.line == 7
+    assert error.field == "СуммаРасход"
+    assert "found ','" in str(error)
+    data = (DATA / "1c-kk-decimal-comma.txt").read_bytes()
+    assert parse_bytes(kk_1c(), data, "comma.txt")[0]["debit_amount"] == 10_000
+
+
+def test_invalid_utf8_byte_names_line() -> None:
+    fmt = variant(
+        "1c-kk-statement-import",
+        encoding="utf-8",
+        accepts={"versions": ["2.00"], "encoding_labels": ["UTF-8"]},
+    )
+    error = error_of(fmt, "1c-utf8-invalid-byte.txt")
+    assert error.line == 5
+    assert "byte 0xff" in str(error)
+    assert "not valid UTF-8" in str(error)
+
+
+# -- encodings ---------------------------------------------------------------------------------
+
+KAZAKH_LETTERS = "ӘәҒғҚқҢңӨөҰұҮүҺһІі"
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "kz1048"])
+def test_kazakh_letters_survive_export_and_import(encoding: str) -> None:
+    fmt = variant("payment-order-export", encoding=encoding)
+    record = {"doc_number": "1", "amount": 100, "purpose": f"Барлық әріптер: {KAZAKH_LETTERS}"}
+    data = render_records(fmt, [record], "records.json")
+    assert parse_bytes(fmt, data, "orders.txt") == [record]
+
+
+def test_cp1251_export_names_kazakh_letter() -> None:
+    fmt = variant("payment-order-export", encoding="cp1251")
+    records = [
+        {"doc_number": "1", "purpose": "Оплата"},
+        {"doc_number": "2", "payee_name": "ТОО «Алтын»", "purpose": "Жылу үшін төлем"},
+    ]
+    with pytest.raises(TreasuryFormatError) as caught:
+        render_records(fmt, records, "records.json")
+    message = str(caught.value)
+    assert "record 2" in message
+    assert "purpose (НАЗНАЧЕНИЕ)" in message
+    assert "character 'ү' (U+04AF)" in message
+    assert "cannot be written in CP1251" in message
+
+
+def test_cp1251_export_keeps_kazakh_i() -> None:
+    # CP1251 has І and і, the one pair of Kazakh letters it can write.
+    fmt = variant("payment-order-export", encoding="cp1251")
+    data = render_records(fmt, [{"doc_number": "1", "purpose": "Білім"}], "records.json")
+    assert "Білім".encode("cp1251") in data
+
+
+def test_kz1048_read_as_cp1251_reported_with_repair() -> None:
+    fmt = variant(
+        "1c-kk-statement-import",
+        encoding="cp1251",
+        accepts={"versions": ["1.01"], "encoding_labels": ["Windows"]},
+    )
+    error = error_of(fmt, "1c-kk-in-kz1048-read-as-cp1251.txt")
+    message = str(error)
+    assert error.line == 8
+    assert error.field == "Получатель"
+    assert "'Ќазаќстан'" in message
+    assert "KZ-1048 text read as CP1251" in message
+    assert "'Қазақстан Халық Банкі'" in message
+    assert "parse it with a KZ-1048 definition" in message
+
+
+# -- fixed width -------------------------------------------------------------------------------
+
+FIXED_LAYOUT = {
+    "line_ending": "lf",
+    "date_format": "%Y%m%d",
+    "columns": [
+        {"name": "NUM", "start": 1, "width": 6, "align": "right", "pad": "0"},
+        {"name": "DATE", "start": 7, "width": 8},
+        {"name": "SUM", "start": 15, "width": 12, "align": "right"},
+        {"name": "TEXT", "start": 27, "width": 20},
+    ],
+}
+FIXED_MAPPING = {"NUM": "doc_number", "DATE": "doc_date", "SUM": "amount", "TEXT": "purpose"}
+
+
+def fixed_format() -> TreasuryFormat:
+    return variant(
+        "payment-order-export", syntax="fixed_width", layout=FIXED_LAYOUT, mapping=FIXED_MAPPING
+    )
+
+
+def test_fixed_width_round_trip() -> None:
+    fmt = fixed_format()
+    record = {"doc_number": "42", "doc_date": "2026-12-04", "amount": 123_456, "purpose": "Қазына"}
+    data = render_records(fmt, [record], "records.json")
+    assert data.decode("kz1048") == "00004220261204     1234.56Қазына              \n"
+    assert parse_bytes(fmt, data, "orders.txt") == [record]
+
+
+def test_fixed_width_value_too_wide() -> None:
+    with pytest.raises(TreasuryFormatError) as caught:
+        render_records(fixed_format(), [{"doc_number": "1234567"}], "records.json")
+    assert "record 1, field NUM" in str(caught.value)
+    assert "has 7 characters, the column is 6 wide" in str(caught.value)
+
+
+def test_fixed_width_short_line() -> None:
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fixed_format(), b"000042202612\n", "short.txt")
+    assert caught.value.line == 1
+    assert caught.value.field == "DATE"
+
+
+def test_render_rejects_unmapped_field() -> None:
+    fmt = load_format(REPO_ROOT, "payment-order-export")
+    with pytest.raises(TreasuryFormatError) as caught:
+        render_records(fmt, [{"doc_number": "1", "iban": "KZ00"}], "records.json")
+    assert "record 1, field iban" in str(caught.value)
+    assert "maps no source field to it" in str(caught.value)
+
+
+def test_render_rejects_import_format() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-statement-import")
+    with pytest.raises(TreasuryFormatError, match="expected an export format"):
+        render_records(fmt, [], "records.json")
+
+
+# -- conformance of samples --------------------------------------------------------------------
+
+
+def rewrite(path: Path, change: Any) -> None:
+    document = json.loads(path.read_text(encoding="utf-8"))
+    change(document)
+    path.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def test_changed_definition_without_changed_samples(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "mt940-statement-import")
+    folder = root / "packages/treasury/mt940-statement-import"
+    # Parsing the value date as the entry date changes what the format does.
+    rewrite(folder / "format.json", lambda d: d["mapping"].pop(":61:/entry_date"))
+    for expected in (folder / "samples").glob("*.json"):
+        rewrite(expected, lambda records: [r.pop("entry_date") for r in records])
+    findings = check_definition(root, Kind.TREASURY, "mt940-statement-import")
+    assert rules(findings) == ["treasury.conformance-stale"]
+    record_conformance(root, "mt940-statement-import")
+    assert check_definition(root, Kind.TREASURY, "mt940-statement-import") == []
+
+    rewrite(folder / "format.json", lambda d: d["accepts"]["deviations"].append("decimal_point"))
+    findings = check_definition(root, Kind.TREASURY, "mt940-statement-import")
+    assert rules(findings) == ["treasury.samples-not-updated"]
+    assert findings[0].file == "packages/treasury/mt940-statement-import/format.json"
+    assert "no sample changed" in findings[0].message
+    with pytest.raises(ValidationError, match="samples-not-updated|no sample changed"):
+        record_conformance(root, "mt940-statement-import")
+
+
+def test_title_change_needs_no_new_samples(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "mt940-statement-import")
+    folder = root / "packages/treasury/mt940-statement-import"
+    rewrite(folder / "format.json", lambda d: d["title"].update(ru="Импорт выписки MT940"))
+    assert check_definition(root, Kind.TREASURY, "mt940-statement-import") == []
+
+
+def test_sample_difference_names_record_and_field(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "mt940-statement-import")
+    expected = root / "packages/treasury/mt940-statement-import/samples"
+    rewrite(expected / "statement-2026-12-01.expected.json", lambda r: r[1].update(kbe="17"))
+    findings = errors_only(check_definition(root, Kind.TREASURY, "mt940-statement-import"))
+    mismatch = [f for f in findings if f.rule == "treasury.sample-mismatch"]
+    assert len(mismatch) == 1
+    assert mismatch[0].json_path == "$[1].kbe"
+    assert "record 1, field kbe: expected '17', the sample parses to '11'" in mismatch[0].message
+    assert mismatch[0].file.endswith("samples/statement-2026-12-01.expected.json")
+
+
+def test_sample_that_fails_to_parse(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "mt940-statement-import")
+    sample = root / "packages/treasury/mt940-statement-import/samples/statement-2026-12-01.sta"
+    sample.write_bytes(sample.read_bytes().replace(b"45000,00", b"45000.00"))
+    findings = errors_only(check_definition(root, Kind.TREASURY, "mt940-statement-import"))
+    assert rules(findings)[0] == "treasury.sample-parse"
+    assert findings[0].line == 5
+    assert ":61:/amount" in findings[0].message
+
+
+def test_export_sample_difference_names_line(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "payment-order-export")
+    sample = root / "packages/treasury/payment-order-export/samples/payment-orders-2026-12-04.txt"
+    sample.write_bytes(sample.read_bytes().replace(b"18450.00", b"18450.10"))
+    findings = errors_only(check_definition(root, Kind.TREASURY, "payment-order-export"))
+    render = [f for f in findings if f.rule == "treasury.sample-render"]
+    assert len(render) == 1
+    assert render[0].line == 2
+    assert "18450.10" in render[0].message
+    mismatch = [f for f in findings if f.rule == "treasury.sample-mismatch"]
+    assert mismatch[0].json_path == "$[0].amount"
+
+
+def test_missing_conformance_record(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "1c-ru-statement-import")
+    (root / "packages/treasury/1c-ru-statement-import/conformance.json").unlink()
+    findings = check_definition(root, Kind.TREASURY, "1c-ru-statement-import")
+    assert rules(findings) == ["treasury.conformance-missing"]
+    assert "inv treasury.record --format 1c-ru-statement-import" in findings[0].message
+
+
+def test_unknown_canonical_field(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "1c-ru-statement-import")
+    folder = root / "packages/treasury/1c-ru-statement-import"
+    rewrite(folder / "format.json", lambda d: d["mapping"].update({"Код": "payment_code"}))
+    findings = check_definition(root, Kind.TREASURY, "1c-ru-statement-import")
+    unknown = [f for f in findings if f.rule == "treasury.unknown-field"]
+    assert unknown[0].json_path == "$.mapping['Код']"
+    assert "'payment_code' is not a field of the canonical records" in unknown[0].message
+
+
+def test_mt940_export_rejected_by_schema() -> None:
+    document = {**demo_document("mt940-statement-import"), "direction": "export"}
+    findings = validate_document(document, "treasury", "format.json")
+    assert findings
+    assert any(f.json_path == "$.syntax" for f in findings)
+
+
+# -- tasks -------------------------------------------------------------------------------------
+
+
+def run_inv(*arguments: str) -> subprocess.CompletedProcess[str]:
+    inv = Path(sys.executable).with_name("inv")
+    return subprocess.run(
+        [str(inv), "--search-root", str(REPO_ROOT), *arguments],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO_ROOT,
+    )
+
+
+def test_parse_task_writes_records(tmp_path: Path) -> None:
+    out = tmp_path / "records.json"
+    sample = FORMATS / "1c-kk-statement-import" / "samples" / "statement-2026-12-01.txt"
+    result = run_inv(
+        "treasury.parse", "--format", "1c-kk-statement-import", str(sample), "--json", str(out)
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 record(s)" in result.stdout
+    records = json.loads(out.read_text(encoding="utf-8"))
+    assert records[0]["payee_name"] == "Сәрсенбаев Қайрат Өмірұлы"
+
+
+def test_render_task_reports_cp1251_error(tmp_path: Path) -> None:
+    records = tmp_path / "records.json"
+    records.write_text('[{"doc_number": "1", "purpose": "Қазына"}]', encoding="utf-8")
+    result = run_inv(
+        "treasury.render",
+        "--format",
+        "1c-ru-statement-import",
+        str(records),
+        "--out",
+        str(tmp_path / "out.txt"),
+    )
+    assert result.returncode == 1
+    assert "expected an export format" in result.stderr
+    assert not (tmp_path / "out.txt").exists()
