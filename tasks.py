@@ -420,8 +420,146 @@ def release(
         write_json_report(Path(json), result.to_json())
 
 
+PORTAL_TRUSTED_KEYS_HELP = (
+    "trusted-keys.json, or a minisign public key file, that verifies bundles and the feed"
+)
+
+
+@task(
+    positional=["bundle"],
+    help={
+        "bundle": "bundle archive (.7z) from `inv release`; its signatures lie beside it",
+        "portal": "portal folder to add the bundle to (created when missing)",
+        "key": f"secret key file that signs the feed (default: ${SIGNING_KEY_ENV})",
+        "trusted_keys": PORTAL_TRUSTED_KEYS_HELP,
+        "channel": "release channel: stable or testing (default: stable)",
+        "expiry_days": "days until the feed expires (default: 45)",
+        "json": JSON_HELP,
+    },
+)
+@guarded(positional=("bundle",))
+def publish_bundle(
+    c: Context,
+    bundle: str,
+    portal: str | None = None,
+    key: str | None = None,
+    trusted_keys: str | None = None,
+    channel: str = "stable",
+    expiry_days: int = 45,
+    json: str | None = None,
+) -> None:
+    """Verify a bundle and add it to the update portal with a re-signed feed."""
+    from pipeline.portal import publish
+    from pipeline.portal_feed import load_trust
+
+    if not portal or not trusted_keys:
+        raise ConfigError("publish needs --portal DIR and --trusted-keys FILE")
+    trusted = load_trust(Path(trusted_keys))
+    result = publish(
+        Path(bundle),
+        Path(portal),
+        _load_signing_key(key),
+        trusted,
+        channel=channel,
+        expiry_days=int(expiry_days),
+    )
+    if result.changed:
+        print(
+            f"published {result.version} on {result.channel} to {portal}:"
+            f" feed version {result.feed_version}"
+        )
+    else:
+        print(f"{result.version} is already published on {result.channel}; nothing changed")
+    if json:
+        write_json_report(
+            Path(json),
+            {
+                "version": result.version,
+                "channel": result.channel,
+                "feed_version": result.feed_version,
+                "changed": result.changed,
+            },
+        )
+
+
+@task(
+    positional=["media"],
+    help={
+        "media": "new folder to write the offline media to",
+        "from_": "installed version the media updates from (default: an empty database)",
+        "portal": "portal folder that holds the releases",
+        "trusted_keys": PORTAL_TRUSTED_KEYS_HELP + "; copied onto the media",
+        "channel": "release channel: stable or testing (default: stable)",
+    },
+)
+@guarded(positional=("media",))
+def publish_offline_media(
+    c: Context,
+    media: str,
+    from_: str | None = None,
+    portal: str | None = None,
+    trusted_keys: str | None = None,
+    channel: str = "stable",
+) -> None:
+    """Write a folder that updates a database from a version without network."""
+    from pipeline.portal import write_offline_media
+    from pipeline.portal_feed import load_trust
+
+    if not portal or not trusted_keys:
+        raise ConfigError("publish.offline-media needs --portal DIR and --trusted-keys FILE")
+    if from_ is not None:
+        Version.parse(from_)
+    keys_file = Path(trusted_keys)
+    chain = write_offline_media(
+        Path(portal), Path(media), from_, keys_file, load_trust(keys_file), channel=channel
+    )
+    print(f"wrote {media}: {len(chain)} releases, {', '.join(r.version for r in chain)}")
+
+
+@task(
+    help={
+        "portal": "portal folder whose feed to re-sign",
+        "key": f"secret key file that signs the feed (default: ${SIGNING_KEY_ENV})",
+        "trusted_keys": PORTAL_TRUSTED_KEYS_HELP,
+        "expiry_days": "days until the feed expires (default: 45)",
+    },
+)
+@guarded()
+def publish_refresh(
+    c: Context,
+    portal: str | None = None,
+    key: str | None = None,
+    trusted_keys: str | None = None,
+    expiry_days: int = 45,
+) -> None:
+    """Re-sign the portal's feed with a higher feed version and a new expiry."""
+    from pipeline.portal import refresh_feed
+    from pipeline.portal_feed import load_trust
+
+    if not portal or not trusted_keys:
+        raise ConfigError("publish.refresh needs --portal DIR and --trusted-keys FILE")
+    feed = refresh_feed(
+        Path(portal),
+        _load_signing_key(key),
+        load_trust(Path(trusted_keys)),
+        expiry_days=int(expiry_days),
+    )
+    print(
+        f"re-signed {portal}/feed.json: feed version {feed.feed_version}, expires {feed.expires}"
+    )
+
+
+publish = Collection("publish")
+publish.add_task(publish_bundle, "bundle", default=True)
+publish.add_task(publish_offline_media, "offline-media")
+publish.add_task(publish_refresh, "refresh")
+
+
 catalog = Collection("catalog")
 catalog.add_task(catalog_import, "import")
 
 ns = Collection(collect, validate, dry_run, build, sign, verify, release, catalog, keys)
 _TASK_NAMES = {"catalog-import": "catalog.import", "keys-generate": "keys.generate"}
+ns.add_collection(publish)
+_TASK_NAMES["publish-bundle"] = "publish"
+_TASK_NAMES["publish-offline-media"] = "publish.offline-media"
