@@ -555,10 +555,348 @@ publish.add_task(publish_offline_media, "offline-media")
 publish.add_task(publish_refresh, "refresh")
 
 
+TRUSTED_KEYS_HELP = "trusted-keys.json, or a bare minisign.pub, whose keys may sign the bundle"
+DATABASE_HELP = "database URL: sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+BACKUP_DIR_HELP = (
+    "folder for backups and the apply journal (default: backups/ beside a SQLite file)"
+)
+
+
+def _trusted_keys(path: str | None) -> list[Any]:
+    from pipeline.trust import load_trusted_keys, trusted_keys_from_public_key
+
+    if not path:
+        raise SignatureError("--trusted-keys FILE is required (trusted-keys.json or minisign.pub)")
+    file = Path(path)
+    if file.is_file() and file.read_bytes().startswith(b"untrusted comment:"):
+        return list(trusted_keys_from_public_key(file))
+    return list(load_trusted_keys(file))
+
+
+@task(
+    positional=["bundle"],
+    help={
+        "bundle": "bundle archive (.7z); its signature is BUNDLE.minisig",
+        "database": DATABASE_HELP,
+        "trusted_keys": TRUSTED_KEYS_HELP,
+        "install_dir": "installation folder that receives the fix payload files (default: none)",
+        "dry_run": "run every step, then roll back",
+        "allow_downgrade": "apply a bundle older than the installed release",
+        "lock_timeout": "seconds to wait for another apply on the same database (default: 30)",
+        "backup_dir": BACKUP_DIR_HELP,
+        "repo": "folder that relative sqlite:/// paths start from (default: .)",
+        "json": JSON_HELP,
+    },
+)
+@guarded(positional=("bundle",))
+def apply(
+    c: Context,
+    bundle: str,
+    database: str | None = None,
+    trusted_keys: str | None = None,
+    install_dir: str | None = None,
+    dry_run: bool = False,
+    allow_downgrade: bool = False,
+    lock_timeout: float = 30.0,
+    backup_dir: str | None = None,
+    repo: str = ".",
+    json: str | None = None,
+) -> None:
+    """Verify a bundle, back up the database and apply the bundle in one transaction."""
+    from pipeline.apply import apply_bundle
+
+    if not database:
+        raise ConfigError("apply needs --database URL")
+    result = apply_bundle(
+        Path(bundle),
+        database,
+        _trusted_keys(trusted_keys),
+        root=Path(repo),
+        install_dir=Path(install_dir) if install_dir else None,
+        dry_run=dry_run,
+        allow_downgrade=allow_downgrade,
+        lock_timeout=float(lock_timeout),
+        backup_dir=Path(backup_dir) if backup_dir else None,
+    )
+    if result.status == "already-applied":
+        print(f"{result.bundle_version} is already installed; nothing to do")
+    else:
+        print(
+            f"{result.status} {result.bundle_version} (from {result.from_version or 'none'}):"
+            f" {len(result.migrations)} migrations, {len(result.catalogs)} catalogs,"
+            f" {len(result.payload)} payload files in {result.seconds:.2f} s"
+        )
+        print(f"  backup {result.backup} (sha256 {result.backup_sha256})")
+        for catalog_id, counts in result.catalogs.items():
+            print(
+                f"  catalog {catalog_id}: {counts['added']} added, {counts['changed']} changed,"
+                f" {counts['removed']} removed"
+            )
+    if json:
+        write_json_report(Path(json), result.to_json())
+
+
+@task(help={"database": DATABASE_HELP, "backup_dir": BACKUP_DIR_HELP, "repo": REPO_HELP})
+@guarded()
+def db_recover(
+    c: Context, database: str | None = None, backup_dir: str | None = None, repo: str = "."
+) -> None:
+    """Finish or undo an interrupted apply from its journal and backup."""
+    from pipeline.apply import recover
+
+    if not database:
+        raise ConfigError("db.recover needs --database URL")
+    result = recover(database, Path(repo), backup_dir=Path(backup_dir) if backup_dir else None)
+    messages = {
+        "nothing": "no interrupted apply recorded; nothing to do",
+        "finished": f"finished the committed apply of {result.bundle_version}",
+        "undone": f"undid the interrupted apply of {result.bundle_version}",
+        "restored": f"restored the database from the backup taken before {result.bundle_version}",
+    }
+    print(messages[result.action])
+
+
+@task(
+    help={
+        "database": DATABASE_HELP,
+        "out": "backup file to write",
+        "verify": "restore the backup into a scratch database and compare table by table",
+        "repo": REPO_HELP,
+        "json": JSON_HELP,
+    }
+)
+@guarded()
+def db_backup(
+    c: Context,
+    database: str | None = None,
+    out: str | None = None,
+    verify: bool = False,
+    repo: str = ".",
+    json: str | None = None,
+) -> None:
+    """Back up a database (SQLite backup API or pg_dump) and print its SHA-256."""
+    from pipeline.db_backup import backup_database, verify_backup
+
+    if not database or not out:
+        raise ConfigError("db.backup needs --database URL and --out FILE")
+    backup = backup_database(database, Path(repo), Path(out))
+    print(f"backed up to {backup.path} (sha256 {backup.sha256}) in {backup.seconds:.2f} s")
+    report: dict[str, Any] = {"backup": str(backup.path), "sha256": backup.sha256}
+    if verify:
+        comparison = verify_backup(backup.path, database, Path(repo))
+        report["tables"] = {t: vars(s) for t, s in comparison.tables.items()}
+        report["differences"] = comparison.differences
+        if not comparison.equal:
+            raise PipelineError(
+                f"backup {backup.path} differs from {database} after a scratch restore: "
+                + "; ".join(comparison.differences[:5])
+            )
+        print(f"verified: {len(comparison.tables)} tables match a scratch restore")
+    if json:
+        write_json_report(Path(json), report)
+
+
+@task(help={"backup": "backup file to restore", "database": DATABASE_HELP, "repo": REPO_HELP})
+@guarded()
+def db_restore(
+    c: Context, backup: str | None = None, database: str | None = None, repo: str = "."
+) -> None:
+    """Replace a database with a backup, verified table by table against a scratch restore."""
+    from pipeline.db_backup import restore_database
+
+    if not backup or not database:
+        raise ConfigError("db.restore needs --backup FILE and --database URL")
+    comparison = restore_database(Path(backup), database, Path(repo))
+    print(f"restored {database} from {backup}: {len(comparison.tables)} tables verified")
+
+
+@task(help={"database": DATABASE_HELP, "repo": REPO_HELP, "json": JSON_HELP, "junit": JUNIT_HELP})
+@guarded()
+def db_check(
+    c: Context,
+    database: str | None = None,
+    repo: str = ".",
+    json: str | None = None,
+    junit: str | None = None,
+) -> None:
+    """Check integrity, orphan rows per foreign key and duplicate catalog keys."""
+    from pipeline.dbtools import check_database
+
+    if not database:
+        raise ConfigError("db.check needs --database URL")
+    report = check_database(database, Path(repo))
+    _findings_summary([report.case()])
+    if json:
+        write_json_report(Path(json), report.to_json())
+    if junit:
+        write_junit_report(Path(junit), "db-check", [report.case()])
+    print(f"{report.database}: {'passed' if report.passed else 'FAILED'}")
+    if not report.passed:
+        raise PipelineError(f"{report.database} has {len(report.findings())} problem(s)")
+
+
+@task(
+    iterable=["policy"],
+    help={
+        "database": DATABASE_HELP,
+        "out": "SQL script to write (default: repair.sql)",
+        "policy": "TABLE=delete, TABLE=null or TABLE=relink:VALUE; repeat per table",
+        "default_policy": "policy of tables without --policy (default: delete)",
+        "apply": "back up the database, then run the script",
+        "backup_dir": "folder for the backup taken before --apply (default: the script's folder)",
+        "repo": REPO_HELP,
+    },
+)
+@guarded()
+def db_repair(
+    c: Context,
+    database: str | None = None,
+    out: str = "repair.sql",
+    policy: list[str] | None = None,
+    default_policy: str = "delete",
+    apply: bool = False,
+    backup_dir: str | None = None,
+    repo: str = ".",
+) -> None:
+    """Write a reviewable SQL script that removes orphan rows; run it with --apply."""
+    from pipeline.dbtools import repair_database
+
+    if not database:
+        raise ConfigError("db.repair needs --database URL")
+    policies = {}
+    for entry in policy or []:
+        table, separator, value = entry.partition("=")
+        if not separator:
+            raise ConfigError(f"--policy {entry!r}: expected TABLE=POLICY")
+        policies[table] = value
+    result = repair_database(
+        database,
+        Path(out),
+        root=Path(repo),
+        policies=policies,
+        default_policy=default_policy,
+        apply=apply,
+        backup_dir=Path(backup_dir) if backup_dir else None,
+    )
+    print(f"wrote {result.script}: {result.statements} statement(s)")
+    if result.applied and result.backup and result.remaining is not None:
+        print(f"applied after backing up to {result.backup.path}")
+        print(f"check afterwards: {'passed' if result.remaining.passed else 'FAILED'}")
+
+
+@task(help={"database": DATABASE_HELP, "repo": REPO_HELP, "json": JSON_HELP})
+@guarded()
+def db_reindex(
+    c: Context, database: str | None = None, repo: str = ".", json: str | None = None
+) -> None:
+    """Rebuild indexes and refresh statistics; print the sizes before and after."""
+    from pipeline.dbtools import reindex_database
+
+    if not database:
+        raise ConfigError("db.reindex needs --database URL")
+    result = reindex_database(database, Path(repo))
+    print(
+        f"{result.database}: {result.size_before} -> {result.size_after} bytes"
+        + (
+            f", indexes {result.index_size_before} -> {result.index_size_after} bytes"
+            if result.index_size_before is not None
+            else ""
+        )
+    )
+    if json:
+        write_json_report(Path(json), vars(result))
+
+
+@task(
+    help={
+        "from_": "source database URL",
+        "to": "target database URL; an empty database or a new SQLite file",
+        "repo": "content repository whose migrations create the target schema (default: .)",
+        "json": JSON_HELP,
+    }
+)
+@guarded()
+def db_transfer(
+    c: Context,
+    from_: str | None = None,
+    to: str | None = None,
+    repo: str = ".",
+    json: str | None = None,
+) -> None:
+    """Copy a database between SQLite and PostgreSQL or servers, verified by checksums."""
+    from pipeline.dbtools import transfer_database
+
+    if not from_ or not to:
+        raise ConfigError("db.transfer needs --from URL and --to URL")
+    result = transfer_database(from_, to, root=Path("."), repo=Path(repo))
+    print(
+        f"transferred {result.source} to {result.target}: {len(result.tables)} tables,"
+        f" {result.rows} rows, checksums match"
+    )
+    if json:
+        write_json_report(
+            Path(json),
+            {
+                "source": result.source,
+                "target": result.target,
+                "tables": {t: vars(s) for t, s in result.tables.items()},
+            },
+        )
+
+
+@task(
+    positional=["bundle"],
+    iterable=["database"],
+    help={
+        "bundle": "bundle archive (.7z); its signature is BUNDLE.minisig",
+        "database": "test database URL; repeat for several. Each is copied, never changed",
+        "trusted_keys": TRUSTED_KEYS_HELP,
+        "out": "folder for qa.html, qa.json and qa.junit.xml (default: qa)",
+        "repo": "folder that relative sqlite:/// paths start from (default: .)",
+    },
+)
+@guarded(positional=("bundle",))
+def qa(
+    c: Context,
+    bundle: str,
+    database: list[str] | None = None,
+    trusted_keys: str | None = None,
+    out: str = "qa",
+    repo: str = ".",
+) -> None:
+    """Apply a bundle to a copy of each test database and write an HTML QA report."""
+    from pipeline.qa import qa_bundle
+
+    if not database:
+        raise ConfigError("qa needs at least one --database URL")
+    keys_ = _trusted_keys(trusted_keys)
+    result = qa_bundle(Path(bundle), database, keys_, Path(out), root=Path(repo))
+    for db in result.databases:
+        print(f"{db.database} ({db.engine}): {db.status}{'' if db.passed else ', FAILED'}")
+        if db.error:
+            print(f"  error: {db.error}")
+    print(f"wrote {result.html}, {result.json} and {result.junit}")
+    if not result.passed:
+        raise PipelineError(f"QA of {bundle} failed")
+
+
+db = Collection("db")
+db.add_task(db_recover, "recover")
+db.add_task(db_backup, "backup")
+db.add_task(db_restore, "restore")
+db.add_task(db_check, "check")
+db.add_task(db_repair, "repair")
+db.add_task(db_reindex, "reindex")
+db.add_task(db_transfer, "transfer")
+
+
 catalog = Collection("catalog")
 catalog.add_task(catalog_import, "import")
 
 ns = Collection(collect, validate, dry_run, build, sign, verify, release, catalog, keys)
+ns.add_task(apply)
+ns.add_task(qa)
+ns.add_collection(db)
 _TASK_NAMES = {"catalog-import": "catalog.import", "keys-generate": "keys.generate"}
 ns.add_collection(publish)
 _TASK_NAMES["publish-bundle"] = "publish"

@@ -443,9 +443,16 @@ def _check_foreign_keys(db: Database, migration: Migration) -> None:
 
 
 def apply_migration(
-    db: Database, migration: Migration, bundle_version: str | None = None
+    db: Database,
+    migration: Migration,
+    bundle_version: str | None = None,
+    *,
+    savepoint: bool = False,
 ) -> MigrationRun:
     """Apply one migration and record it in the history table.
+
+    With `savepoint`, a transactional migration runs inside the caller's open
+    transaction as a SAVEPOINT, so the caller decides when it commits.
 
     Raises:
         StatementError: a statement failed; a transactional migration is rolled back.
@@ -463,6 +470,8 @@ def apply_migration(
         return MigrationRun(migration.version, migration.path, seconds, transactional=False)
 
     logger.info("applying %s", migration.path)
+    if savepoint:
+        return _apply_in_savepoint(db, migration, statements, started, bundle_version)
     db.execute("BEGIN")
     try:
         for statement in statements:
@@ -480,6 +489,28 @@ def apply_migration(
     except BaseException:
         _rollback(db)
         raise
+    return MigrationRun(migration.version, migration.path, seconds, transactional=True)
+
+
+def _apply_in_savepoint(
+    db: Database,
+    migration: Migration,
+    statements: Sequence[Statement],
+    started: float,
+    bundle_version: str | None,
+) -> MigrationRun:
+    db.execute("SAVEPOINT pipeline_migration")
+    try:
+        for statement in statements:
+            _run_statement(db, migration, statement)
+        _check_foreign_keys(db, migration)
+        seconds = time.perf_counter() - started
+        _record(db, migration, seconds, bundle_version)
+    except BaseException:
+        db.execute("ROLLBACK TO SAVEPOINT pipeline_migration")
+        db.execute("RELEASE SAVEPOINT pipeline_migration")
+        raise
+    db.execute("RELEASE SAVEPOINT pipeline_migration")
     return MigrationRun(migration.version, migration.path, seconds, transactional=True)
 
 

@@ -49,3 +49,11 @@ class SignatureError(PipelineError):
 
 class VerificationError(PipelineError):
     """A bundle failed one of the verification checks."""
+
+
+class ApplyError(PipelineError):
+    """Applying a bundle failed or was rejected; the message states the database's state."""
+
+
+class DatabaseToolError(PipelineError):
+    """A database tool (backup, restore, check, repair, reindex, transfer) failed."""

@@ -1,0 +1,413 @@
+"""Tables that `apply` manages in a customer database: catalogs, definitions, update history.
+
+| table                  | contents                                                        |
+|------------------------|-----------------------------------------------------------------|
+| `catalog_<id>`         | one table per catalog: the declared columns as TEXT, the        |
+|                        | catalog's key as primary key; values exactly as in rows.csv     |
+| `pipeline_catalogs`    | per catalog: key and columns (JSON), row count, SHA-256 of its  |
+|                        | rows in canonical CSV, the bundle version that loaded it        |
+| `pipeline_definitions` | `(kind, item, version, document)`: report, form, treasury and   |
+|                        | fix definitions as JSON text; `version` is the definition's own |
+|                        | `version` field, else the bundle version                        |
+| `pipeline_updates`     | one row per applied bundle                                      |
+
+Every function here runs inside the caller's transaction and never commits.
+
+A catalog's canonical CSV is what `catalogs.import_catalog` writes: a header,
+rows sorted by key, comma-separated, minimal quoting, LF line ends. Its
+SHA-256 equals that of a rows.csv written by the import, so the hash that a
+manifest records for a catalog can be checked against the database.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import operator
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.catalog_delta import CatalogDelta, Row, RowChange, diff_rows
+from pipeline.catalog_model import CatalogDescription
+from pipeline.catalogs import load_description, read_rows
+from pipeline.database import Database
+from pipeline.db_schema import list_tables, quote, table_columns
+from pipeline.errors import ApplyError, CatalogError
+from pipeline.versions import Version
+
+logger = logging.getLogger(__name__)
+
+UPDATES_TABLE = "pipeline_updates"
+DEFINITIONS_TABLE = "pipeline_definitions"
+CATALOGS_TABLE = "pipeline_catalogs"
+CATALOG_TABLE_PREFIX = "catalog_"
+MANAGED_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {UPDATES_TABLE} ("
+    " version TEXT NOT NULL, applied_at TEXT NOT NULL, from_version TEXT,"
+    " bundle_sha256 TEXT NOT NULL, backup_path TEXT, backup_sha256 TEXT,"
+    " status TEXT NOT NULL, PRIMARY KEY (version, applied_at))",
+    f"CREATE TABLE IF NOT EXISTS {DEFINITIONS_TABLE} ("
+    " kind TEXT NOT NULL, item TEXT NOT NULL, version TEXT NOT NULL,"
+    " document TEXT NOT NULL, PRIMARY KEY (kind, item))",
+    f"CREATE TABLE IF NOT EXISTS {CATALOGS_TABLE} ("
+    " id TEXT PRIMARY KEY, key_columns TEXT NOT NULL, columns TEXT NOT NULL,"
+    " row_count INTEGER NOT NULL, sha256 TEXT NOT NULL, version TEXT NOT NULL)",
+)
+
+
+def ensure_tables(db: Database) -> None:
+    """Create the managed tables that are missing."""
+    for statement in MANAGED_DDL:
+        db.execute(statement)
+
+
+# -- update history ----------------------------------------------------------------------------
+
+
+def installed_version(db: Database) -> str | None:
+    """Return the version of the most recently applied bundle, or None for a fresh database."""
+    if UPDATES_TABLE not in list_tables(db):
+        return None
+    rows = db.execute(
+        f"SELECT version FROM {UPDATES_TABLE} WHERE status = 'applied'"
+        " ORDER BY applied_at DESC LIMIT 1"
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def record_update(
+    db: Database,
+    version: str,
+    from_version: str | None,
+    bundle_sha256: str,
+    backup_path: str | None,
+    backup_sha256: str | None,
+) -> str:
+    """Insert the history row of an applied bundle and return its `applied_at`."""
+    applied_at = datetime.now(UTC).isoformat(timespec="microseconds")
+    marks = ", ".join([db.placeholder] * 7)
+    db.execute(
+        f"INSERT INTO {UPDATES_TABLE} (version, applied_at, from_version, bundle_sha256,"
+        f" backup_path, backup_sha256, status) VALUES ({marks})",
+        (version, applied_at, from_version, bundle_sha256, backup_path, backup_sha256, "applied"),
+    )
+    return applied_at
+
+
+def check_applicable(
+    installed: str | None, manifest: Mapping[str, Any], allow_downgrade: bool
+) -> None:
+    """Reject a bundle that does not apply to a database at version `installed`.
+
+    A bundle built on a base release ships only what changed since that base,
+    so it applies only to a database at exactly the base version. A bundle
+    without a base ships everything and applies to any older database.
+
+    Raises:
+        ApplyError: the bundle is older than the database (unless
+            `allow_downgrade`) or was built on another base release.
+    """
+    version = Version.parse(manifest["version"])
+    base_tag = manifest["source"]["base_tag"]
+    base = Version.from_tag(base_tag) if base_tag else None
+    if installed is not None and Version.parse(installed) > version and not allow_downgrade:
+        raise ApplyError(
+            f"bundle {version} is older than the installed version {installed};"
+            " pass --allow-downgrade to apply it anyway"
+        )
+    if base is None:
+        return
+    if installed is None:
+        raise ApplyError(
+            f"bundle {version} updates release {base}, but the database has no release"
+            f" installed; apply the full release bundle first"
+        )
+    if Version.parse(installed) != base:
+        raise ApplyError(
+            f"bundle {version} updates release {base}, but the database is at {installed};"
+            f" apply the bundles between {installed} and {version} in order"
+        )
+
+
+# -- definitions -------------------------------------------------------------------------------
+
+
+def store_definition(db: Database, kind: str, item: str, version: str, document: str) -> None:
+    """Insert or replace one definition."""
+    p = db.placeholder
+    db.execute(
+        f"INSERT INTO {DEFINITIONS_TABLE} (kind, item, version, document)"
+        f" VALUES ({p}, {p}, {p}, {p}) ON CONFLICT (kind, item) DO UPDATE"
+        " SET version = excluded.version, document = excluded.document",
+        (kind, item, version, document),
+    )
+
+
+def delete_definition(db: Database, kind: str, item: str) -> int:
+    """Delete one definition; return how many rows went (0 or 1)."""
+    p = db.placeholder
+    before = db.execute(
+        f"SELECT COUNT(*) FROM {DEFINITIONS_TABLE} WHERE kind = {p} AND item = {p}", (kind, item)
+    )[0][0]
+    db.execute(f"DELETE FROM {DEFINITIONS_TABLE} WHERE kind = {p} AND item = {p}", (kind, item))
+    return int(before)
+
+
+def load_definitions(db: Database, kind: str) -> dict[str, dict[str, Any]]:
+    """Return the stored definitions of one kind by item."""
+    rows = db.execute(
+        f"SELECT item, document FROM {DEFINITIONS_TABLE} WHERE kind = {db.placeholder}", (kind,)
+    )
+    return {str(item): json.loads(str(document)) for item, document in rows}
+
+
+# -- catalogs ----------------------------------------------------------------------------------
+
+
+def catalog_table(catalog_id: str) -> str:
+    return CATALOG_TABLE_PREFIX + catalog_id
+
+
+def canonical_digest(columns: Sequence[str], key: Sequence[str], rows: Iterable[Row]) -> str:
+    """Return the SHA-256 of rows written as canonical CSV (see the module docstring)."""
+    positions = [list(columns).index(name) for name in key]
+    body = sorted(
+        ([row[name] for name in columns] for row in rows), key=operator.itemgetter(*positions)
+    )
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(body)
+    return hashlib.sha256(out.getvalue().encode("utf-8")).hexdigest()
+
+
+def read_catalog(db: Database, catalog_id: str, columns: Sequence[str]) -> list[Row]:
+    """Return the rows of a catalog table as dicts of text."""
+    selected = ", ".join(quote(name) for name in columns)
+    rows = db.execute(f"SELECT {selected} FROM {quote(catalog_table(catalog_id))}")
+    return [
+        dict(zip(columns, ("" if v is None else str(v) for v in row), strict=True)) for row in rows
+    ]
+
+
+def _prepare_table(db: Database, description: CatalogDescription) -> list[Row]:
+    """Create or reshape the catalog's table, and return the rows it contains now.
+
+    A table whose columns or key differ from the description is dropped and
+    created again, so the load that follows replaces it completely.
+    """
+    table = catalog_table(description.id)
+    columns = list(description.column_names)
+    if table in list_tables(db):
+        existing = [name for name, _ in table_columns(db, table)]
+        stored = db.execute(
+            f"SELECT key_columns FROM {CATALOGS_TABLE} WHERE id = {db.placeholder}",
+            (description.id,),
+        )
+        same_key = bool(stored) and json.loads(str(stored[0][0])) == list(description.key)
+        if existing == columns and same_key:
+            return read_catalog(db, description.id, columns)
+        logger.info("catalog %s: columns or key changed, the table is created again", table)
+        db.execute(f"DROP TABLE {quote(table)}")
+    definitions = ", ".join(f"{quote(name)} TEXT NOT NULL" for name in columns)
+    key = ", ".join(quote(name) for name in description.key)
+    db.execute(f"CREATE TABLE {quote(table)} ({definitions}, PRIMARY KEY ({key}))")
+    return []
+
+
+def _apply_delta(db: Database, description: CatalogDescription, delta: CatalogDelta) -> None:
+    table = quote(catalog_table(description.id))
+    columns = list(description.column_names)
+    p = db.placeholder
+    where = " AND ".join(f"{quote(name)} = {p}" for name in description.key)
+    if delta.removed:
+        db.executemany(f"DELETE FROM {table} WHERE {where}", [c.key for c in delta.removed])
+    upserts = [c.new for c in delta.added + delta.changed if c.new is not None]
+    if upserts:
+        names = ", ".join(quote(name) for name in columns)
+        marks = ", ".join([p] * len(columns))
+        others = [name for name in columns if name not in description.key]
+        update = ", ".join(f"{quote(n)} = excluded.{quote(n)}" for n in others)
+        conflict = ", ".join(quote(name) for name in description.key)
+        action = f"DO UPDATE SET {update}" if update else "DO NOTHING"
+        db.executemany(
+            f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT ({conflict}) {action}",
+            [[row[name] for name in columns] for row in upserts],
+        )
+
+
+def read_delta_file(path: Path, description: CatalogDescription) -> dict[str, Any]:
+    """Read and check a catalog delta file against the catalog's description.
+
+    The file is JSON (`delta.json`)::
+
+        {"format": 1, "catalog": "kato", "key": [...], "columns": [...],
+         "base": {"rows": N, "sha256": H}, "result": {"rows": N, "sha256": H},
+         "added": [row...], "changed": [row...], "removed": [[key values]...]}
+
+    A row maps every column to its text value; `base` and `result` hold the
+    canonical digests before and after.
+
+    Raises:
+        ApplyError: the file is missing or not JSON, its key or columns differ
+            from the description, or a row or key has the wrong shape.
+    """
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApplyError(f"{path}: cannot read the catalog delta: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ApplyError(f"{path}: expected a JSON object, found {type(document).__name__}")
+    columns = list(description.column_names)
+    for field, expected in (("columns", columns), ("key", list(description.key))):
+        if document.get(field) != expected:
+            raise ApplyError(
+                f"{path} $.{field}: expected {expected} as in catalog.json,"
+                f" found {document.get(field)!r}"
+            )
+    for name in ("added", "changed"):
+        for index, row in enumerate(document.get(name, [])):
+            if not isinstance(row, dict) or any(not isinstance(row.get(c), str) for c in columns):
+                raise ApplyError(
+                    f"{path} $.{name}[{index}]: expected an object with the text columns"
+                    f" {', '.join(columns)}, found {row!r}"
+                )
+    for index, key in enumerate(document.get("removed", [])):
+        if not isinstance(key, list) or len(key) != len(description.key):
+            raise ApplyError(
+                f"{path} $.removed[{index}]: expected a list of the key values"
+                f" ({', '.join(description.key)}), found {key!r}"
+            )
+    result: dict[str, Any] = document
+    return result
+
+
+def _delta_from_file(
+    path: Path, description: CatalogDescription, current: list[Row]
+) -> tuple[CatalogDelta, str | None]:
+    """Check a shipped delta against the current rows; return it and its result digest."""
+    document = read_delta_file(path, description)
+    columns = list(description.column_names)
+    base = document.get("base", {}).get("sha256")
+    if base is not None and canonical_digest(columns, description.key, current) != base:
+        raise ApplyError(
+            f"catalog {description.id}: the database's rows do not have the SHA-256 {base}"
+            " that the delta starts from; apply the base release first or use a full bundle"
+        )
+    by_key = {tuple(row[k] for k in description.key): row for row in current}
+    result = CatalogDelta(catalog_id=description.id, key=description.key)
+    problem = "the database is not at the delta's base"
+    for row in document.get("added", []):
+        key = tuple(row[k] for k in description.key)
+        if key in by_key:
+            raise ApplyError(
+                f"catalog {description.id}: the delta adds key {'/'.join(key)}, which the"
+                f" database already has; {problem}"
+            )
+        result.added.append(RowChange(key, None, {c: row[c] for c in columns}))
+    for row in document.get("changed", []):
+        key = tuple(row[k] for k in description.key)
+        if key not in by_key:
+            raise ApplyError(
+                f"catalog {description.id}: the delta changes key {'/'.join(key)}, which the"
+                f" database does not have; {problem}"
+            )
+        result.changed.append(RowChange(key, by_key[key], {c: row[c] for c in columns}))
+    for values in document.get("removed", []):
+        key = tuple(str(v) for v in values)
+        if key not in by_key:
+            raise ApplyError(
+                f"catalog {description.id}: the delta removes key {'/'.join(key)}, which the"
+                f" database does not have; {problem}"
+            )
+        result.removed.append(RowChange(key, by_key[key], None))
+    after = document.get("result", {}).get("sha256")
+    return result, after
+
+
+def load_catalog(
+    db: Database, extracted: Path, entry: Mapping[str, Any], bundle_version: str
+) -> dict[str, int]:
+    """Load one catalog of a bundle into its table; return rows added, changed, removed, total.
+
+    `entry` is the manifest's `catalogs[]` entry. Mode `full` (the default)
+    compares rows.csv with the table and writes only the difference; mode
+    `delta` checks that the table has the delta's base digest and applies the
+    shipped `delta.json`. Either way the table's canonical digest must then
+    equal the expected one: that of rows.csv for a full catalog, the entry's
+    `sha256` (or the delta's result digest) for a delta.
+
+    Raises:
+        ApplyError: the catalog cannot be read, the delta does not fit the
+            table, or the digest after loading differs.
+    """
+    catalog_id = entry["id"]
+    mode = entry.get("mode", "full")
+    try:
+        description = load_description(extracted, catalog_id)
+        current = _prepare_table(db, description)
+        columns = list(description.column_names)
+        if mode == "full":
+            new_rows = list(read_rows(extracted, catalog_id))
+            delta = diff_rows(current, new_rows, description.key, catalog_id=catalog_id)
+            expected = canonical_digest(columns, description.key, new_rows)
+        elif mode == "delta":
+            delta, result_digest = _delta_from_file(
+                extracted / entry["path"], description, current
+            )
+            expected = str(entry.get("sha256") or result_digest)
+        else:
+            raise ApplyError(
+                f"catalog {catalog_id}: unknown mode {mode!r}; expected full or delta"
+            )
+    except CatalogError as exc:
+        raise ApplyError(f"catalog {catalog_id}: {exc}") from exc
+    _apply_delta(db, description, delta)
+    after = read_catalog(db, catalog_id, columns)
+    digest = canonical_digest(columns, description.key, after)
+    if digest != expected:
+        raise ApplyError(
+            f"catalog {catalog_id}: after the {mode} load the rows have SHA-256 {digest},"
+            f" expected {expected}; the bundle's catalog does not match the database"
+        )
+    _record_catalog(db, description, len(after), digest, bundle_version)
+    logger.info("catalog %s (%s): %s", catalog_id, mode, delta.summary())
+    return {
+        "added": len(delta.added),
+        "changed": len(delta.changed),
+        "removed": len(delta.removed),
+        "rows": len(after),
+    }
+
+
+def _record_catalog(
+    db: Database, description: CatalogDescription, rows: int, digest: str, version: str
+) -> None:
+    p = db.placeholder
+    db.execute(
+        f"INSERT INTO {CATALOGS_TABLE} (id, key_columns, columns, row_count, sha256, version)"
+        f" VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT (id) DO UPDATE SET"
+        " key_columns = excluded.key_columns, columns = excluded.columns,"
+        " row_count = excluded.row_count, sha256 = excluded.sha256, version = excluded.version",
+        (
+            description.id,
+            json.dumps(list(description.key)),
+            json.dumps(list(description.column_names)),
+            rows,
+            digest,
+            version,
+        ),
+    )
+
+
+def catalog_keys(db: Database) -> dict[str, list[str]]:
+    """Return the key columns of every catalog the pipeline loaded, by catalog id."""
+    if CATALOGS_TABLE not in list_tables(db):
+        return {}
+    rows = db.execute(f"SELECT id, key_columns FROM {CATALOGS_TABLE}")
+    return {str(i): list(json.loads(str(k))) for i, k in rows}

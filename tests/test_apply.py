@@ -1,0 +1,753 @@
+"""Applying bundles: real releases of temporary git repositories on real SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT, git, require_tool
+
+from pipeline import signing
+from pipeline.apply import (
+    PAUSE_ENV,
+    apply_bundle,
+    database_lock,
+    installed_version,
+    journal_path,
+    recover,
+)
+from pipeline.apply_store import load_catalog
+from pipeline.catalog_model import load_description
+from pipeline.database import open_database, run_migrations
+from pipeline.errors import ApplyError, VerificationError
+from pipeline.migrations import load_migrations
+from pipeline.release import release
+from pipeline.samples import generate_sample
+from pipeline.trust import TrustedKey, trusted_keys_from_public_key
+from pipeline.versions import Version
+
+CLI = str(Path(sys.executable).parent / "parus-release")
+DEMO_FOLDERS = ("catalogs", "migrations", "packages")
+PIPELINE_TABLE = """\
+[tool.pipeline]
+product = "parus-kaz-budget"
+sample_databases = [{ url = "sqlite:///.samples/small.sqlite", generate = "small" }]
+"""
+# A KNP code that no sample or catalog has; a test inserts it to make a migration fail.
+RESERVED_KNP = "999"
+RESERVED_KNP_MIGRATION = (
+    "INSERT INTO knp (code, name_ru, name_kk) VALUES ('999', 'Резерв', 'Резерв');\n"
+)
+NO_TRANSACTION_MIGRATION = (
+    "-- pipeline: no-transaction\nCREATE TABLE audit_log (id INTEGER PRIMARY KEY, note TEXT);\n"
+)
+OLD_PAYLOAD = "Reports/Templates/платёжное_поручение.xml"
+
+
+@dataclass(frozen=True)
+class Bundles:
+    """Signed bundles of two release lines and the key that signed them."""
+
+    first: Path
+    second: Path
+    no_transaction: Path
+    public: signing.PublicKey
+    public_file: Path
+    repo: Path
+
+
+def _content_repo(path: Path) -> Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "core.autocrlf", "false")
+    for folder in DEMO_FOLDERS:
+        shutil.copytree(REPO_ROOT / folder, path / folder)
+    (path / "pyproject.toml").write_text(PIPELINE_TABLE, encoding="utf-8")
+    (path / ".gitignore").write_text(".samples/\n", encoding="utf-8")
+    return path
+
+
+def _commit(repo: Path, message: str, date: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message, "--date", date)
+
+
+def _change_knp(repo: Path) -> None:
+    """Add 912's neighbour 914, rename 311 and remove 019."""
+    path = repo / "catalogs/knp/rows.csv"
+    rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    rows = [row for row in rows if row["code"] != "019"]
+    for row in rows:
+        if row["code"] == "311":
+            row["name_ru"] = "Выплата заработной платы работникам"
+    rows.append({"code": "914", "name_kk": "Өсімпұл", "name_ru": "Пеня"})
+    rows.sort(key=lambda row: row["code"])
+    out = io.StringIO()
+    writer = csv.DictWriter(out, ["code", "name_kk", "name_ru"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    path.write_text(out.getvalue(), encoding="utf-8")
+
+
+def build_bundles(base: Path) -> Bundles:
+    """Release the demo content twice, and a variant with a no-transaction migration once."""
+    signing.generate_keypair(base / "release.key", base / "minisign.pub")
+    secret = signing.load_secret_key(base / "release.key")
+
+    repo = _content_repo(base / "content")
+    _commit(repo, "Add the demo content", "2026-12-01T09:00:00Z")
+    first = release(repo, base / "first", secret, version=Version.parse("2026.12.0"))
+    git(repo, "tag", "release/2026.12.0")
+    _change_knp(repo)
+    (repo / "migrations/0004_reserved_knp.sql").write_text(
+        RESERVED_KNP_MIGRATION, encoding="utf-8"
+    )
+    _commit(repo, "Change KNP and reserve a code", "2026-12-05T09:00:00Z")
+    second = release(repo, base / "second", secret, version=Version.parse("2026.12.1"))
+
+    other = _content_repo(base / "other")
+    (other / "migrations/0004_audit_log.sql").write_text(NO_TRANSACTION_MIGRATION, "utf-8")
+    (other / "migrations/0005_reserved_knp.sql").write_text(RESERVED_KNP_MIGRATION, "utf-8")
+    _commit(other, "Add the demo content with an audit log", "2026-12-01T09:00:00Z")
+    no_transaction = release(other, base / "other-out", secret, version=Version.parse("2026.12.0"))
+    return Bundles(
+        first=base / "first" / first.build.bundle.name,
+        second=base / "second" / second.build.bundle.name,
+        no_transaction=base / "other-out" / no_transaction.build.bundle.name,
+        public=secret.public,
+        public_file=base / "minisign.pub",
+        repo=repo,
+    )
+
+
+@pytest.fixture(scope="session")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> Bundles:
+    return build_bundles(tmp_path_factory.mktemp("apply-bundles"))
+
+
+@pytest.fixture
+def sample(bundles: Bundles, tmp_path: Path) -> Path:
+    """A small SQLite sample database at schema version 0001, as customers had it."""
+    return generate_sample(bundles.repo, tmp_path / "customer.sqlite", "small")
+
+
+def url_of(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def reserve_knp(path: Path) -> None:
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO knp (code, name_ru, name_kk) VALUES (?, 'x', 'x')", (RESERVED_KNP,)
+        )
+    connection.close()
+
+
+def query(path: Path, sql: str) -> list[tuple[object, ...]]:
+    connection = sqlite3.connect(path)
+    try:
+        return connection.execute(sql).fetchall()
+    finally:
+        connection.close()
+
+
+# -- SQLite ------------------------------------------------------------------------------------
+
+
+def test_apply_full_bundle(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
+    install = tmp_path / "install"
+    result = apply_bundle(bundles.first, url_of(sample), [bundles.public], install_dir=install)
+
+    assert result.status == "applied"
+    assert result.bundle_version == "2026.12.0"
+    assert result.from_version is None
+    assert [run.version for run in result.migrations] == ["0002", "0003"]
+    knp_rows = len(query(sample, "SELECT code FROM catalog_knp"))
+    assert result.catalogs["knp"] == {"added": 7, "changed": 0, "removed": 0, "rows": 7}
+    assert knp_rows == 7
+    assert query(sample, "SELECT code FROM catalog_knp WHERE code = '010'") == [("010",)]
+    assert result.backup is not None and result.backup.is_file()
+    assert result.backup_sha256 == sha256(result.backup)
+    assert installed_version(url_of(sample)) == "2026.12.0"
+
+
+def test_apply_records_history_and_definitions(
+    bundles: Bundles, sample: Path, tmp_path: Path
+) -> None:
+    result = apply_bundle(
+        bundles.first, url_of(sample), [bundles.public], install_dir=tmp_path / "install"
+    )
+    history = query(
+        sample,
+        "SELECT version, from_version, bundle_sha256, backup_path, backup_sha256, status"
+        " FROM pipeline_updates",
+    )
+    assert history == [
+        (
+            "2026.12.0",
+            None,
+            sha256(bundles.first),
+            str(result.backup),
+            result.backup_sha256,
+            "applied",
+        )
+    ]
+    kinds = dict(query(sample, "SELECT kind, COUNT(*) FROM pipeline_definitions GROUP BY kind"))
+    assert kinds["report"] == 1
+    assert kinds["form"] == 1
+    assert kinds["fix"] == 3
+    assert kinds.get("treasury", 0) >= 1
+    (document,) = query(
+        sample, "SELECT document FROM pipeline_definitions WHERE item = 'knp-payments-monthly'"
+    )[0]
+    assert json.loads(str(document))["code"] == "knp-payments-monthly"
+    versions = [row[0] for row in query(sample, "SELECT version FROM pipeline_migrations")]
+    assert versions == ["0001", "0002", "0003"]
+
+
+def test_apply_installs_payload(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
+    install = tmp_path / "install"
+    (install / OLD_PAYLOAD).parent.mkdir(parents=True)
+    (install / OLD_PAYLOAD).write_text("old template", encoding="utf-8")
+
+    result = apply_bundle(bundles.first, url_of(sample), [bundles.public], install_dir=install)
+
+    assert OLD_PAYLOAD in result.payload
+    shipped = REPO_ROOT / "packages/fixes/payment-order-total-rounding/payload/templates"
+    assert (install / OLD_PAYLOAD).read_bytes() == (
+        shipped / "платёжное_поручение.xml"
+    ).read_bytes()
+    assert (install / "Config/Казначейство/encodings.ini").is_file()
+    assert not journal_path(url_of(sample), Path(".")).exists()
+
+
+def test_apply_twice_is_noop(bundles: Bundles, sample: Path) -> None:
+    apply_bundle(bundles.first, url_of(sample), [bundles.public])
+    before = sha256(sample)
+
+    again = apply_bundle(bundles.first, url_of(sample), [bundles.public])
+
+    assert again.status == "already-applied"
+    assert again.backup is None
+    assert sha256(sample) == before
+
+
+def test_apply_update_bundle(bundles: Bundles, sample: Path) -> None:
+    apply_bundle(bundles.first, url_of(sample), [bundles.public])
+
+    result = apply_bundle(bundles.second, url_of(sample), [bundles.public])
+
+    assert result.from_version == "2026.12.0"
+    assert [run.version for run in result.migrations] == ["0004"]
+    assert result.catalogs["knp"] == {"added": 1, "changed": 1, "removed": 1, "rows": 7}
+    assert "kato" not in result.catalogs
+    rows = dict(query(sample, "SELECT code, name_ru FROM catalog_knp"))
+    assert rows["311"] == "Выплата заработной платы работникам"
+    assert "019" not in rows
+    assert rows["914"] == "Пеня"
+    assert installed_version(url_of(sample)) == "2026.12.1"
+
+
+def test_update_rejected_without_base(bundles: Bundles, sample: Path) -> None:
+    before = sha256(sample)
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.second, url_of(sample), [bundles.public])
+    assert "updates release 2026.12.0" in str(error.value)
+    assert "no release installed" in str(error.value)
+    assert sha256(sample) == before
+
+
+def test_downgrade_needs_flag(bundles: Bundles, sample: Path) -> None:
+    apply_bundle(bundles.first, url_of(sample), [bundles.public])
+    apply_bundle(bundles.second, url_of(sample), [bundles.public])
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.first, url_of(sample), [bundles.public])
+    assert "older than the installed version 2026.12.1" in str(error.value)
+    assert "--allow-downgrade" in str(error.value)
+
+    result = apply_bundle(bundles.first, url_of(sample), [bundles.public], allow_downgrade=True)
+    assert result.status == "applied"
+    assert result.catalogs["knp"] == {"added": 1, "changed": 1, "removed": 1, "rows": 7}
+    assert installed_version(url_of(sample)) == "2026.12.0"
+    versions = [row[0] for row in query(sample, "SELECT version FROM pipeline_migrations")]
+    assert versions[-1] == "0004"
+
+
+def test_failed_migration_leaves_same_bytes(
+    bundles: Bundles, sample: Path, tmp_path: Path
+) -> None:
+    apply_bundle(bundles.first, url_of(sample), [bundles.public])
+    reserve_knp(sample)
+    install = tmp_path / "install"
+    (install / OLD_PAYLOAD).parent.mkdir(parents=True)
+    (install / OLD_PAYLOAD).write_text("old template", encoding="utf-8")
+    before = sha256(sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.second, url_of(sample), [bundles.public], install_dir=install)
+
+    message = str(error.value)
+    assert "migrations/0004_reserved_knp.sql:1" in message
+    assert "the database is as before" in message
+    assert sha256(sample) == before
+    assert installed_version(url_of(sample)) == "2026.12.0"
+    assert not journal_path(url_of(sample), Path(".")).exists()
+
+
+def test_no_transaction_failure_restores_backup(
+    bundles: Bundles, sample: Path, tmp_path: Path
+) -> None:
+    reserve_knp(sample)
+    install = tmp_path / "install"
+    (install / OLD_PAYLOAD).parent.mkdir(parents=True)
+    (install / OLD_PAYLOAD).write_text("old template", encoding="utf-8")
+    before = sha256(sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.no_transaction, url_of(sample), [bundles.public], install_dir=install)
+
+    assert "0005_reserved_knp.sql" in str(error.value)
+    assert sha256(sample) == before
+    assert query(sample, "SELECT name FROM sqlite_master WHERE name = 'audit_log'") == []
+    assert (install / OLD_PAYLOAD).read_text(encoding="utf-8") == "old template"
+
+
+def test_dry_run_changes_nothing(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
+    install = tmp_path / "install"
+    before = sha256(sample)
+
+    result = apply_bundle(
+        bundles.first, url_of(sample), [bundles.public], dry_run=True, install_dir=install
+    )
+
+    assert result.status == "dry-run"
+    assert [run.version for run in result.migrations] == ["0002", "0003"]
+    assert result.catalogs["kato"]["added"] == 34
+    assert sha256(sample) == before
+    assert not (install / OLD_PAYLOAD).exists()
+    assert installed_version(url_of(sample)) is None
+
+
+def test_dry_run_of_no_transaction_bundle(bundles: Bundles, sample: Path) -> None:
+    before = sha256(sample)
+    result = apply_bundle(bundles.no_transaction, url_of(sample), [bundles.public], dry_run=True)
+    assert result.status == "dry-run"
+    assert [run.transactional for run in result.migrations] == [True, True, False, True]
+    assert sha256(sample) == before
+
+
+def test_lock_timeout(bundles: Bundles, sample: Path) -> None:
+    before = sha256(sample)
+    with (
+        database_lock(url_of(sample), Path("."), timeout=1.0),
+        pytest.raises(ApplyError) as error,
+    ):
+        apply_bundle(bundles.first, url_of(sample), [bundles.public], lock_timeout=0.2)
+    assert "another apply holds the lock of customer.sqlite" in str(error.value)
+    assert "--lock-timeout" in str(error.value)
+    assert sha256(sample) == before
+
+
+def test_wrong_key_rejected(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
+    signing.generate_keypair(tmp_path / "other.key", tmp_path / "other.pub")
+    other = signing.load_public_key(tmp_path / "other.pub")
+    with pytest.raises(VerificationError) as error:
+        apply_bundle(bundles.first, url_of(sample), [other])
+    assert "check 1 (archive signature)" in str(error.value)
+    assert installed_version(url_of(sample)) is None
+
+
+def test_revoked_trusted_key_rejected(bundles: Bundles, sample: Path) -> None:
+    (key,) = trusted_keys_from_public_key(bundles.public_file)
+    revoked = TrustedKey(public=key.public, valid_from=key.valid_from, revoked=True)
+    with pytest.raises(Exception) as error:
+        apply_bundle(bundles.first, url_of(sample), [revoked])
+    assert "is revoked" in str(error.value)
+    assert installed_version(url_of(sample)) is None
+
+
+def test_existing_journal_blocks_apply(bundles: Bundles, sample: Path) -> None:
+    journal = journal_path(url_of(sample), Path("."))
+    journal.parent.mkdir(parents=True, exist_ok=True)
+    journal.write_text("{}", encoding="utf-8")
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.first, url_of(sample), [bundles.public])
+    assert "half-done apply" in str(error.value)
+    assert "inv db.recover" in str(error.value)
+
+
+# -- catalog deltas ----------------------------------------------------------------------------
+
+
+def _delta_folder(tmp_path: Path, document: dict[str, object]) -> Path:
+    folder = tmp_path / "bundle"
+    shutil.copytree(REPO_ROOT / "catalogs/knp", folder / "catalogs/knp")
+    (folder / "catalogs/knp/rows.csv").unlink()
+    (folder / "catalogs/knp/delta.json").write_text(json.dumps(document), encoding="utf-8")
+    return folder
+
+
+def _knp_database(tmp_path: Path) -> Path:
+    path = tmp_path / "knp.sqlite"
+    source = tmp_path / "full"
+    shutil.copytree(REPO_ROOT / "catalogs/knp", source / "catalogs/knp")
+    with open_database(url_of(path), Path("."), create=True) as db:
+        from pipeline.apply_store import ensure_tables
+
+        ensure_tables(db)
+        load_catalog(db, source, {"id": "knp", "mode": "full"}, "2026.12.0")
+    return path
+
+
+def _rows_hash(rows: list[dict[str, str]]) -> str:
+    from pipeline.apply_store import canonical_digest
+
+    return canonical_digest(["code", "name_kk", "name_ru"], ["code"], rows)
+
+
+def test_catalog_delta_applies(tmp_path: Path) -> None:
+    path = _knp_database(tmp_path)
+    base = [
+        dict(zip(("code", "name_kk", "name_ru"), row, strict=True))
+        for row in query(path, "SELECT code, name_kk, name_ru FROM catalog_knp")
+    ]
+    added = {"code": "914", "name_kk": "Өсімпұл", "name_ru": "Пеня"}
+    result = [row for row in base if row["code"] != "019"] + [added]
+    document = {
+        "format": 1,
+        "catalog": "knp",
+        "key": ["code"],
+        "columns": ["code", "name_kk", "name_ru"],
+        "base": {"rows": len(base), "sha256": _rows_hash(base)},
+        "result": {"rows": len(result), "sha256": _rows_hash(result)},
+        "added": [added],
+        "changed": [],
+        "removed": [["019"]],
+    }
+    folder = _delta_folder(tmp_path, document)
+    entry = {"id": "knp", "mode": "delta", "path": "catalogs/knp/delta.json"}
+
+    with open_database(url_of(path), Path(".")) as db:
+        counts = load_catalog(db, folder, entry, "2026.12.1")
+
+    assert counts == {"added": 1, "changed": 0, "removed": 1, "rows": len(result)}
+    codes = [row[0] for row in query(path, "SELECT code FROM catalog_knp ORDER BY code")]
+    assert "914" in codes
+    assert "019" not in codes
+
+
+def test_catalog_delta_wrong_base(tmp_path: Path) -> None:
+    path = _knp_database(tmp_path)
+    document = {
+        "format": 1,
+        "catalog": "knp",
+        "key": ["code"],
+        "columns": ["code", "name_kk", "name_ru"],
+        "base": {"rows": 1, "sha256": "0" * 64},
+        "result": {"rows": 1, "sha256": "1" * 64},
+        "added": [],
+        "changed": [],
+        "removed": [],
+    }
+    folder = _delta_folder(tmp_path, document)
+    entry = {"id": "knp", "mode": "delta", "path": "catalogs/knp/delta.json"}
+    with open_database(url_of(path), Path(".")) as db, pytest.raises(ApplyError) as error:
+        load_catalog(db, folder, entry, "2026.12.1")
+    assert "do not have the SHA-256 " + "0" * 64 in str(error.value)
+
+
+def test_catalog_delta_result_mismatch(tmp_path: Path) -> None:
+    path = _knp_database(tmp_path)
+    document = {
+        "format": 1,
+        "catalog": "knp",
+        "key": ["code"],
+        "columns": ["code", "name_kk", "name_ru"],
+        "added": [],
+        "changed": [{"code": "010", "name_kk": "жаңа", "name_ru": "новое"}],
+        "removed": [],
+        "result": {"rows": 7, "sha256": "2" * 64},
+    }
+    folder = _delta_folder(tmp_path, document)
+    entry = {"id": "knp", "mode": "delta", "path": "catalogs/knp/delta.json"}
+    with open_database(url_of(path), Path(".")) as db, pytest.raises(ApplyError) as error:
+        load_catalog(db, folder, entry, "2026.12.1")
+    assert "expected " + "2" * 64 in str(error.value)
+
+
+def test_catalog_delta_missing_key(tmp_path: Path) -> None:
+    path = _knp_database(tmp_path)
+    document = {
+        "key": ["code"],
+        "columns": ["code", "name_kk", "name_ru"],
+        "removed": [["555"]],
+    }
+    folder = _delta_folder(tmp_path, document)
+    entry = {"id": "knp", "mode": "delta", "path": "catalogs/knp/delta.json"}
+    with open_database(url_of(path), Path(".")) as db, pytest.raises(ApplyError) as error:
+        load_catalog(db, folder, entry, "2026.12.1")
+    assert "removes key 555, which the database does not have" in str(error.value)
+
+
+def test_catalog_description_is_kept(tmp_path: Path) -> None:
+    path = _knp_database(tmp_path)
+    description = load_description(REPO_ROOT, "knp")
+    stored = query(path, "SELECT key_columns, columns, row_count FROM pipeline_catalogs")
+    assert stored == [('["code"]', json.dumps(list(description.column_names)), 7)]
+
+
+# -- interruption ------------------------------------------------------------------------------
+
+
+def run_paused(point: str, *args: str) -> int:
+    """Run `parus-release apply` until it stops at `point`, then SIGKILL it; return its pid."""
+    env = {**os.environ, PAUSE_ENV: point, "CI": "true"}
+    process = subprocess.Popen(
+        [CLI, "apply", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    _, status = os.waitpid(process.pid, os.WUNTRACED)
+    if not os.WIFSTOPPED(status):
+        _, err = process.communicate()
+        raise AssertionError(f"apply never reached {point}: {err.decode()[-2000:]}")
+    process.send_signal(signal.SIGKILL)
+    os.waitpid(process.pid, 0)
+    process.returncode = -signal.SIGKILL
+    process.communicate()
+    return process.pid
+
+
+def sqlite_state(path: Path) -> str:
+    """Open the database (which rolls back a hot journal) and return the file's SHA-256."""
+    query(path, "SELECT COUNT(*) FROM sqlite_master")
+    return sha256(path)
+
+
+@pytest.mark.parametrize("point", ["backup", "migration", "catalog", "definitions", "payload"])
+def test_kill_before_commit_is_undone(
+    bundles: Bundles, sample: Path, tmp_path: Path, point: str
+) -> None:
+    install = tmp_path / "install"
+    (install / OLD_PAYLOAD).parent.mkdir(parents=True)
+    (install / OLD_PAYLOAD).write_text("old template", encoding="utf-8")
+    before = sha256(sample)
+    keys_file = str(bundles.public_file)
+
+    run_paused(
+        point,
+        str(bundles.first),
+        "--database",
+        url_of(sample),
+        "--trusted-keys",
+        keys_file,
+        "--install-dir",
+        str(install),
+    )
+
+    assert sqlite_state(sample) == before
+    assert journal_path(url_of(sample), Path(".")).exists()
+    result = recover(url_of(sample))
+    assert result.action == "undone"
+    assert result.bundle_version == "2026.12.0"
+    assert sha256(sample) == before
+    assert (install / OLD_PAYLOAD).read_text(encoding="utf-8") == "old template"
+    assert not (install / "Config/Казначейство/encodings.ini").exists()
+    assert not journal_path(url_of(sample), Path(".")).exists()
+    assert apply_bundle(bundles.first, url_of(sample), [bundles.public]).status == "applied"
+
+
+def test_kill_after_commit_is_finished(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
+    install = tmp_path / "install"
+    run_paused(
+        "commit",
+        str(bundles.first),
+        "--database",
+        url_of(sample),
+        "--trusted-keys",
+        str(bundles.public_file),
+        "--install-dir",
+        str(install),
+    )
+    assert installed_version(url_of(sample)) == "2026.12.0"
+
+    result = recover(url_of(sample))
+
+    assert result.action == "finished"
+    assert (install / OLD_PAYLOAD).is_file()
+    assert not journal_path(url_of(sample), Path(".")).exists()
+    assert installed_version(url_of(sample)) == "2026.12.0"
+
+
+def test_kill_after_no_transaction_step_is_restored(bundles: Bundles, sample: Path) -> None:
+    before = sha256(sample)
+    run_paused(
+        "no-transaction",
+        str(bundles.no_transaction),
+        "--database",
+        url_of(sample),
+        "--trusted-keys",
+        str(bundles.public_file),
+    )
+    assert query(sample, "SELECT name FROM sqlite_master WHERE name = 'audit_log'") != []
+
+    result = recover(url_of(sample))
+
+    assert result.action == "restored"
+    assert sha256(sample) == before
+    assert recover(url_of(sample)).action == "nothing"
+
+
+def test_cli_apply_and_recover(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
+    report = tmp_path / "apply.json"
+    applied = subprocess.run(
+        [
+            CLI,
+            "apply",
+            str(bundles.first),
+            "--database",
+            url_of(sample),
+            "--trusted-keys",
+            str(bundles.public_file),
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "CI": "true"},
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert "applied 2026.12.0 (from none)" in applied.stdout
+    assert json.loads(report.read_text(encoding="utf-8"))["status"] == "applied"
+    again = subprocess.run(
+        [
+            CLI,
+            "apply",
+            str(bundles.first),
+            "--database",
+            url_of(sample),
+            "--trusted-keys",
+            str(bundles.public_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "2026.12.0 is already installed; nothing to do" in again.stdout
+    recovered = subprocess.run(
+        [CLI, "db.recover", "--database", url_of(sample)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert recovered.returncode == 0, recovered.stderr
+    assert "nothing to do" in recovered.stdout
+
+
+# -- PostgreSQL --------------------------------------------------------------------------------
+
+
+def postgres_sample(url: str, repo: Path) -> None:
+    """Migrate a PostgreSQL database to schema 0001 and add a few rows."""
+    with open_database(url, Path(".")) as db:
+        run_migrations(db, load_migrations(repo, "postgresql")[:1])
+        db.execute("INSERT INTO knp (code, name_ru, name_kk) VALUES ('010', 'a', 'b')")
+        db.execute("INSERT INTO organizations (id, bin, name_ru) VALUES (1, '000000000001', 'x')")
+
+
+def pg_dump(url: str) -> str:
+    """Return the plain dump of a database without the random key of its \\restrict lines."""
+    tool = require_tool("pg_dump")
+    result = subprocess.run([tool, url], capture_output=True, text=True, check=True)
+    lines = result.stdout.splitlines()
+    return "\n".join(line for line in lines if not line.startswith(("\\restrict", "\\unrestrict")))
+
+
+@pytest.fixture
+def pg_sample(postgres_database: str, bundles: Bundles) -> Iterator[str]:
+    postgres_sample(postgres_database, bundles.repo)
+    yield postgres_database
+
+
+@pytest.mark.postgres
+def test_postgres_apply_and_noop(bundles: Bundles, pg_sample: str, tmp_path: Path) -> None:
+    result = apply_bundle(bundles.first, pg_sample, [bundles.public], backup_dir=tmp_path)
+    assert result.status == "applied"
+    assert result.backup is not None and result.backup.suffix == ".dump"
+    assert result.catalogs["kato"]["rows"] == 34
+    assert installed_version(pg_sample) == "2026.12.0"
+    dump = pg_dump(pg_sample)
+
+    again = apply_bundle(bundles.first, pg_sample, [bundles.public], backup_dir=tmp_path)
+
+    assert again.status == "already-applied"
+    assert pg_dump(pg_sample) == dump
+    second = apply_bundle(bundles.second, pg_sample, [bundles.public], backup_dir=tmp_path)
+    assert second.catalogs["knp"] == {"added": 1, "changed": 1, "removed": 1, "rows": 7}
+
+
+@pytest.mark.postgres
+def test_postgres_failure_same_dump(bundles: Bundles, pg_sample: str, tmp_path: Path) -> None:
+    apply_bundle(bundles.first, pg_sample, [bundles.public], backup_dir=tmp_path)
+    with open_database(pg_sample, Path(".")) as db:
+        db.execute(f"INSERT INTO knp (code, name_ru, name_kk) VALUES ('{RESERVED_KNP}', 'x', 'x')")
+    before = pg_dump(pg_sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.second, pg_sample, [bundles.public], backup_dir=tmp_path)
+
+    assert "0004_reserved_knp.sql" in str(error.value)
+    assert pg_dump(pg_sample) == before
+
+
+@pytest.mark.postgres
+def test_postgres_no_transaction_restored(
+    bundles: Bundles, pg_sample: str, tmp_path: Path
+) -> None:
+    with open_database(pg_sample, Path(".")) as db:
+        db.execute(f"INSERT INTO knp (code, name_ru, name_kk) VALUES ('{RESERVED_KNP}', 'x', 'x')")
+    before = pg_dump(pg_sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.no_transaction, pg_sample, [bundles.public], backup_dir=tmp_path)
+
+    assert "0005_reserved_knp.sql" in str(error.value)
+    assert pg_dump(pg_sample) == before
+
+
+@pytest.mark.postgres
+def test_postgres_kill_mid_catalog(bundles: Bundles, pg_sample: str, tmp_path: Path) -> None:
+    before = pg_dump(pg_sample)
+    run_paused(
+        "catalog",
+        str(bundles.first),
+        "--database",
+        pg_sample,
+        "--trusted-keys",
+        str(bundles.public_file),
+        "--backup-dir",
+        str(tmp_path),
+    )
+
+    result = recover(pg_sample, backup_dir=tmp_path)
+
+    assert result.action == "undone"
+    assert pg_dump(pg_sample) == before
+    assert installed_version(pg_sample) is None
