@@ -36,7 +36,7 @@ from pipeline.content import DEFINITION_FILES, KIND_FOLDERS, Kind, list_items
 from pipeline.errors import BundleError
 from pipeline.fsutil import atomic_write_bytes
 from pipeline.manifest import MANIFEST_FORMAT, MANIFEST_NAME, file_entry, manifest_bytes
-from pipeline.notes import LANGUAGES, NoteEntry, NotesInput, render_notes
+from pipeline.notes import LANGUAGES, NoteEntry, NotesInput, render_notes, render_notes_html
 from pipeline.schema import load_json
 from pipeline.versions import Version
 
@@ -97,6 +97,10 @@ def build_bundle(
         for language in LANGUAGES:
             atomic_write_bytes(
                 staging / "notes" / f"{language}.md", render_notes(notes, language).encode()
+            )
+            atomic_write_bytes(
+                staging / "notes" / f"{language}.html",
+                render_notes_html(notes, language).encode(),
             )
         compression = archive.Compression()
         manifest = {

@@ -186,6 +186,8 @@ def render_page(
     database: str,
 ) -> str:
     """Return the HTML page of one language."""
+    # NOTE: captions and titles follow `language`, but data values are what the
+    # query selects, so a query of `name_ru` shows Russian names on the kk page.
     words = _WORDS[language]
     title = definition["title"][language]
     basis = definition["legal_basis"]

@@ -5,10 +5,22 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from pipeline.findings import Finding
-from pipeline.text import check_bilingual, check_pair, check_text, repair_kz1048_mojibake
+from pipeline.findings import Finding, errors_only
+from pipeline.text import (
+    check_bilingual,
+    check_catalog_texts,
+    check_pair,
+    check_text,
+    repair_kz1048_mojibake,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 FILE = "packages/fixes/example/fix.json"
 
@@ -202,3 +214,102 @@ def test_check_bilingual_not_an_object() -> None:
     findings = check_bilingual("Заголовок", FILE, "$.title")
     assert rules(findings) == ["text.missing"]
     assert "found str" in findings[0].message
+
+
+def test_placeholders_must_match() -> None:
+    findings = pair("{period} кезеңіне есеп", "Отчёт за {period}, {organization}")
+    assert rules(findings) == ["text.placeholders"]
+    assert findings[0].json_path == "$.title.kk"
+    assert "lacks {organization}" in findings[0].message
+    assert "$.title.ru" in findings[0].message
+
+
+def test_extra_kk_placeholder() -> None:
+    findings = pair("{date} күнгі {period} есебі", "Отчёт за {period}")
+    assert rules(findings) == ["text.placeholders"]
+    assert "has {date} that the ru text lacks" in findings[0].message
+
+
+def test_same_placeholders_pass() -> None:
+    assert pair("{period} кезеңіне есеп", "Отчёт за {period}") == []
+
+
+# -- catalogs ----------------------------------------------------------------------------------
+
+CATALOG_DESCRIPTION = {
+    "id": "knp",
+    "title": {"kk": "Төлем мақсатының кодтары", "ru": "Коды назначения платежа"},
+    "description": {
+        "kk": "Төлем мақсатының кодтары анықтамалығы",
+        "ru": "Справочник кодов назначения платежа",
+    },
+    "key": ["code"],
+    "columns": [
+        {
+            "name": "code",
+            "type": "text",
+            "title": {"kk": "Коды", "ru": "Код"},
+            "required": True,
+            "pattern": "^[0-9]{3}$",
+        },
+        {"name": "name_kk", "type": "text", "title": {"kk": "Атауы (kk)", "ru": "Название (kk)"}},
+        {"name": "name_ru", "type": "text", "title": {"kk": "Атауы (ru)", "ru": "Название (ru)"}},
+    ],
+    "source": {
+        "name": "Национальный Банк Республики Казахстан",
+        "document": "Правила применения кодов назначения платежей",
+        "date": "2026-11-01",
+    },
+    "effective_date": "2026-12-01",
+}
+
+
+def write_catalog(root: Path, description: dict[str, Any], rows: str) -> None:
+    folder = root / "catalogs" / "knp"
+    folder.mkdir(parents=True)
+    text = json.dumps(description, ensure_ascii=False, indent=2)
+    (folder / "catalog.json").write_text(text, encoding="utf-8")
+    (folder / "rows.csv").write_text(rows, encoding="utf-8")
+
+
+def test_catalog_title_linted(tmp_path: Path) -> None:
+    description = json.loads(json.dumps(CATALOG_DESCRIPTION))
+    description["title"]["kk"] = "Тoлем кодтары"  # Latin o
+    write_catalog(tmp_path, description, "code,name_kk,name_ru\n010,Зейнетақы,Пенсия\n")
+    findings = check_catalog_texts(tmp_path, "knp")
+    assert rules(findings) == ["text.mixed-script"]
+    assert findings[0].file == "catalogs/knp/catalog.json"
+    assert findings[0].json_path == "$.title.kk"
+    assert "'Тoлем'" in findings[0].message
+
+
+def test_catalog_rows_linted(tmp_path: Path) -> None:
+    rows = (
+        "code,name_kk,name_ru\n"
+        "010,Мiндетті жарналар,Обязательные взносы\n"
+        "012,,Социальные отчисления\n"
+        "017,Ќазаќстан,Казахстан\n"
+    )
+    write_catalog(tmp_path, CATALOG_DESCRIPTION, rows)
+    findings = check_catalog_texts(tmp_path, "knp")
+    assert rules(findings) == ["text.mixed-script", "text.missing", "text.mojibake"]
+    assert [f.line for f in findings] == [2, 3, 4]
+    assert all(f.file == "catalogs/knp/rows.csv" for f in findings)
+    assert findings[0].message.startswith("column name_kk: Latin i in the Kazakh word 'Мiндетті'")
+    assert findings[1].message.startswith("column name_kk: kk text is missing")
+    assert "'Қазақстан'" in findings[2].message
+
+
+def test_catalog_kk_column_beside_plain_name(tmp_path: Path) -> None:
+    description = json.loads(json.dumps(CATALOG_DESCRIPTION))
+    description["columns"][2]["name"] = "name"
+    write_catalog(tmp_path, description, "code,name_kk,name\n010,Пенсия «взносы,Пенсия\n")
+    findings = check_catalog_texts(tmp_path, "knp")
+    assert rules(findings) == ["text.quotes"]
+    assert findings[0].line == 2
+
+
+def test_demo_catalogs_have_no_text_errors() -> None:
+    for catalog_id in ("kato", "kbe", "knp"):
+        findings = check_catalog_texts(REPO_ROOT, catalog_id)
+        assert errors_only(findings) == [], catalog_id

@@ -1,7 +1,7 @@
 """Treasury formats: parsing, rendering, encodings and the conformance of samples."""
 
 # Kazakh and Russian words here contain letters that look like Latin ones.
-# ruff: noqa: RUF001
+# ruff: noqa: RUF001, RUF003
 
 from __future__ import annotations
 
@@ -403,7 +403,7 @@ def test_changed_definition_without_changed_samples(tmp_path: Path) -> None:
     assert rules(findings) == ["treasury.samples-not-updated"]
     assert findings[0].file == "packages/treasury/mt940-statement-import/format.json"
     assert "no sample changed" in findings[0].message
-    with pytest.raises(ValidationError, match="samples-not-updated|no sample changed"):
+    with pytest.raises(ValidationError, match=r"no sample changed"):
         record_conformance(root, "mt940-statement-import")
 
 

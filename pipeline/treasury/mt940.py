@@ -203,6 +203,7 @@ def _amount(text: str, fmt: TreasuryFormat, file: str, line: int, name: str) -> 
 
 
 def _date(text: str, file: str, line: int, name: str) -> str:
+    # NOTE: `%y` reads 00-68 as 20xx and 69-99 as 19xx, as Python's strptime does.
     try:
         return datetime.datetime.strptime(text, "%y%m%d").date().isoformat()
     except ValueError:

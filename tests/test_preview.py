@@ -1,0 +1,135 @@
+"""HTML previews of reports and forms on a generated sample database."""
+
+# Kazakh and Russian words here contain letters that look like Latin ones.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from browser import dump_dom, screenshot
+from conftest import git
+
+from pipeline.content import Kind
+from pipeline.errors import ConfigError, ValidationError
+from pipeline.preview import format_cell, preview_changed, preview_parameters, render_preview
+from pipeline.samples import generate_sample
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REPORT = "knp-payments-monthly"
+FORM = "payment-order"
+
+
+@pytest.fixture(scope="module")
+def sample_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("sample") / "small.sqlite"
+    generate_sample(REPO_ROOT, path, "small")
+    return f"sqlite:///{path}"
+
+
+def test_report_preview_in_both_languages(sample_url: str, tmp_path: Path) -> None:
+    pages = render_preview(REPO_ROOT, Kind.REPORT, REPORT, sample_url, tmp_path)
+    assert sorted(pages) == ["kk", "ru"]
+    assert pages["kk"] == tmp_path / f"report-{REPORT}.kk.html"
+    kk = pages["kk"].read_text(encoding="utf-8")
+    ru = pages["ru"].read_text(encoding="utf-8")
+    assert '<html lang="kk">' in kk
+    assert '<html lang="ru">' in ru
+    assert '<th data-column="knp_code">ТМК коды</th>' in kk
+    assert '<th data-column="knp_code">Код КНП</th>' in ru
+    assert "№540 бұйрық, 04.12.2014" in kk
+    assert "приказ № 540 от 04.12.2014" in ru
+    assert kk.count("<tr><td>") == ru.count("<tr><td>")
+    assert kk.count("<tr><td>") > 0
+
+
+def test_report_preview_in_browser(sample_url: str, tmp_path: Path) -> None:
+    pages = render_preview(REPO_ROOT, Kind.REPORT, REPORT, sample_url, tmp_path)
+    dom = dump_dom(pages["kk"])
+    assert "Төлем мақсатының кодтары (ТМК) бойынша төлемдер туралы ай сайынғы есеп" in dom
+    assert "Сомасы, теңге" in dom
+    assert "Жолдар:" in dom
+    png = screenshot(pages["ru"], tmp_path / "ru.png")
+    assert png.stat().st_size > 0
+
+
+def test_form_preview_shows_document(sample_url: str, tmp_path: Path) -> None:
+    pages = render_preview(REPO_ROOT, Kind.FORM, FORM, sample_url, tmp_path)
+    ru = pages["ru"].read_text(encoding="utf-8")
+    assert "<title>Печатная форма платёжного поручения</title>" in ru
+    assert ru.count("<tr><td>") == 1
+    assert "Строк: 1 (всего 1)" in ru
+
+
+def test_fix_cannot_be_previewed(sample_url: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="expected a report or a form"):
+        render_preview(REPO_ROOT, Kind.FIX, "payment-order-total-rounding", sample_url, tmp_path)
+
+
+def test_query_failure_names_item(sample_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "content"
+    shutil.copytree(REPO_ROOT / "packages/reports" / REPORT, root / "packages/reports" / REPORT)
+    path = root / "packages/reports" / REPORT / "report.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["query"] = document["query"].replace("FROM payment_documents", "FROM payment_docs")
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ValidationError) as caught:
+        render_preview(root, Kind.REPORT, REPORT, sample_url, tmp_path / "out")
+    assert f"report/{REPORT}: the query failed on the sample database" in str(caught.value)
+    assert "payment_docs" in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_preview_parameters_defaults() -> None:
+    definition = {
+        "effective_date": "2026-12-01",
+        "parameters": [
+            {"name": "organization_id", "type": "integer"},
+            {"name": "date_from", "type": "date"},
+            {"name": "flag", "type": "boolean"},
+        ],
+        "preview": {"parameters": {"organization_id": 7}},
+    }
+    assert preview_parameters(definition) == {
+        "organization_id": 7,
+        "date_from": "2026-12-01",
+        "flag": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "kind", "text"),
+    [
+        (123456789, "money", "1\u00a0234\u00a0567,89"),
+        (5, "money", "0,05"),
+        ("2026-12-04", "date", "04.12.2026"),
+        (None, "text", ""),
+        (42, "integer", "42"),
+    ],
+)
+def test_format_cell(value: object, kind: str, text: str) -> None:
+    assert format_cell(value, kind) == text
+
+
+def test_only_changed_items_previewed(git_repo: Path, sample_url: str, tmp_path: Path) -> None:
+    for kind, code in (("reports", REPORT), ("forms", FORM)):
+        shutil.copytree(REPO_ROOT / "packages" / kind / code, git_repo / "packages" / kind / code)
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "Add a report and a form")
+    git(git_repo, "tag", "release/2026.11.0")
+    path = git_repo / "packages/reports" / REPORT / "report.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["title"]["ru"] = "Ежемесячный отчёт по кодам назначения платежа"
+    path.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
+    git(git_repo, "commit", "-q", "-am", "Retitle the report")
+
+    pages = preview_changed(git_repo, tmp_path / "preview", database_url=sample_url)
+    assert list(pages) == [f"report/{REPORT}"]
+    ru = pages[f"report/{REPORT}"]["ru"].read_text(encoding="utf-8")
+    assert "Ежемесячный отчёт по кодам назначения платежа" in ru
+
+    every = preview_changed(git_repo, tmp_path / "all", database_url=sample_url, every=True)
+    assert sorted(every) == [f"form/{FORM}", f"report/{REPORT}"]
