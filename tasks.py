@@ -890,101 +890,74 @@ db.add_task(db_reindex, "reindex")
 db.add_task(db_transfer, "transfer")
 
 
-FORMAT_HELP = "treasury format id, the folder name under packages/treasury/"
-
-
-@task(
-    positional=["file"],
-    help={
-        "file": "treasury file to parse",
-        "format_": FORMAT_HELP,
-        "json": "write the canonical records to this JSON file",
-        "repo": REPO_HELP,
-    },
-)
-@guarded(positional=("file",))
-def treasury_parse(
-    c: Context, file: str, format_: str | None = None, json: str | None = None, repo: str = "."
-) -> None:
-    """Parse a statement file with a treasury format into canonical records."""
-    from pipeline.treasury import load_format, parse_file
-
-    if not format_:
-        raise ConfigError("treasury.parse needs --format ID")
-    records = parse_file(load_format(Path(repo), format_), Path(file))
-    print(f"{file}: {len(records)} record(s) with {format_}")
-    if json:
-        write_json_report(Path(json), records)
-
-
-@task(
-    positional=["records"],
-    help={
-        "records": "JSON file with an array of canonical records",
-        "format_": FORMAT_HELP,
-        "out": "export file to write",
-        "repo": REPO_HELP,
-    },
-)
-@guarded(positional=("records",))
-def treasury_render(
-    c: Context, records: str, format_: str | None = None, out: str | None = None, repo: str = "."
-) -> None:
-    """Write canonical records as an export file in a treasury format."""
-    from pipeline.treasury import load_format, render_file
-
-    if not format_ or not out:
-        raise ConfigError("treasury.render needs --format ID and --out FILE")
-    count = render_file(load_format(Path(repo), format_), Path(records), Path(out))
-    print(f"{out}: {count} record(s) in {format_}")
-
-
-@task(help={"format_": FORMAT_HELP, "repo": REPO_HELP})
-@guarded()
-def treasury_record(c: Context, format_: str | None = None, repo: str = ".") -> None:
-    """Check a treasury format's samples and record their hashes in conformance.json."""
-    from pipeline.treasury import record_conformance
-
-    if not format_:
-        raise ConfigError("treasury.record needs --format ID")
-    print(f"recorded {record_conformance(Path(repo), format_)}")
-
-
 @task(
     help={
-        "repo": REPO_HELP,
-        "rev": "release commit whose changed reports and forms are previewed (default: HEAD)",
-        "database": "sample database URL (default: the first configured sample database)",
-        "out": "folder for the HTML pages (default: preview)",
-        "all": "preview every report and form, changed or not",
-        "json": "write the pages by item and language to this JSON file",
+        "portal": "portal URL (http:// or https://) or folder, such as offline media",
+        "database": "database URL to update: sqlite:///PATH or postgresql://...",
+        "trusted_keys": PORTAL_TRUSTED_KEYS_HELP,
+        "channel": "release channel: stable or testing (default: stable)",
+        "check": "print the releases that would be applied and change nothing",
+        "work_dir": "folder for the client state and downloads (default: .parus-update)",
+        "root": "folder that relative sqlite:/// paths start from (default: .)",
+        "install_dir": "installation folder that receives the fix payload files (default: none)",
+        "timeout": "seconds to wait for each network request (default: 30)",
+        "retries": "retries of a failed request before the update stops (default: 5)",
+        "json": JSON_HELP,
     }
 )
 @guarded()
-def report_preview(
+def update(
     c: Context,
-    repo: str = ".",
-    rev: str = "HEAD",
+    portal: str | None = None,
     database: str | None = None,
-    out: str = "preview",
-    all: bool = False,
+    trusted_keys: str | None = None,
+    channel: str = "stable",
+    check: bool = False,
+    work_dir: str = ".parus-update",
+    root: str = ".",
+    install_dir: str | None = None,
+    timeout: float = 30.0,
+    retries: int = 5,
     json: str | None = None,
 ) -> None:
-    """Render changed reports and forms in kk and ru to HTML with sample data."""
-    from pipeline.preview import preview_changed
+    """Update a database to the newest release on a channel from a portal or offline media."""
+    from pipeline.portal_feed import load_trust
+    from pipeline.update import update as run_update
 
-    pages = preview_changed(Path(repo), Path(out), rev=rev, database_url=database, every=all)
-    for item, by_language in pages.items():
-        print(f"  {item}: {', '.join(str(path) for path in by_language.values())}")
-    print(f"previewed {len(pages)} report(s) and form(s) into {out}")
+    if not portal or not database or not trusted_keys:
+        raise ConfigError(
+            "update needs --portal URL_OR_DIR, --database URL and --trusted-keys FILE"
+        )
+    result = run_update(
+        portal,
+        database,
+        load_trust(Path(trusted_keys)),
+        channel=channel,
+        check_only=check,
+        work_dir=Path(work_dir),
+        root=Path(root),
+        install_dir=Path(install_dir) if install_dir else None,
+        timeout=float(timeout),
+        retries=int(retries),
+    )
+    plan = result.plan
+    print(
+        f"feed version {plan.feed_version} (expires {plan.expires}),"
+        f" installed {plan.installed or 'nothing'}, channel {plan.channel}"
+    )
+    versions = ", ".join(release.version for release in plan.chain)
+    if not plan.chain:
+        print("up to date: no newer release on this channel")
+    elif check:
+        print(f"would apply {len(plan.chain)} releases: {versions}")
+        for release in plan.chain:
+            print(
+                f"  {release.version} ({release.channel}, {release.size} bytes, {release.sha256})"
+            )
+    else:
+        print(f"applied {len(result.applied)} releases: {', '.join(result.applied)}")
     if json:
-        write_json_report(Path(json), pages)
-
-
-treasury = Collection("treasury")
-treasury.add_task(treasury_parse, "parse")
-treasury.add_task(treasury_render, "render")
-treasury.add_task(treasury_record, "record")
+        write_json_report(Path(json), result.to_json())
 
 
 catalog = Collection("catalog")
@@ -996,17 +969,6 @@ ns.add_task(qa)
 ns.add_collection(db)
 _TASK_NAMES = {"catalog-import": "catalog.import", "keys-generate": "keys.generate"}
 ns.add_collection(publish)
+ns.add_task(update)
 _TASK_NAMES["publish-bundle"] = "publish"
 _TASK_NAMES["publish-offline-media"] = "publish.offline-media"
-ns.add_collection(treasury)
-report = Collection("report")
-report.add_task(report_preview, "preview")
-ns.add_collection(report)
-_TASK_NAMES.update(
-    {
-        "treasury-parse": "treasury.parse",
-        "treasury-render": "treasury.render",
-        "treasury-record": "treasury.record",
-        "report-preview": "report.preview",
-    }
-)
