@@ -890,6 +890,103 @@ db.add_task(db_reindex, "reindex")
 db.add_task(db_transfer, "transfer")
 
 
+FORMAT_HELP = "treasury format id, the folder name under packages/treasury/"
+
+
+@task(
+    positional=["file"],
+    help={
+        "file": "treasury file to parse",
+        "format_": FORMAT_HELP,
+        "json": "write the canonical records to this JSON file",
+        "repo": REPO_HELP,
+    },
+)
+@guarded(positional=("file",))
+def treasury_parse(
+    c: Context, file: str, format_: str | None = None, json: str | None = None, repo: str = "."
+) -> None:
+    """Parse a statement file with a treasury format into canonical records."""
+    from pipeline.treasury import load_format, parse_file
+
+    if not format_:
+        raise ConfigError("treasury.parse needs --format ID")
+    records = parse_file(load_format(Path(repo), format_), Path(file))
+    print(f"{file}: {len(records)} record(s) with {format_}")
+    if json:
+        write_json_report(Path(json), records)
+
+
+@task(
+    positional=["records"],
+    help={
+        "records": "JSON file with an array of canonical records",
+        "format_": FORMAT_HELP,
+        "out": "export file to write",
+        "repo": REPO_HELP,
+    },
+)
+@guarded(positional=("records",))
+def treasury_render(
+    c: Context, records: str, format_: str | None = None, out: str | None = None, repo: str = "."
+) -> None:
+    """Write canonical records as an export file in a treasury format."""
+    from pipeline.treasury import load_format, render_file
+
+    if not format_ or not out:
+        raise ConfigError("treasury.render needs --format ID and --out FILE")
+    count = render_file(load_format(Path(repo), format_), Path(records), Path(out))
+    print(f"{out}: {count} record(s) in {format_}")
+
+
+@task(help={"format_": FORMAT_HELP, "repo": REPO_HELP})
+@guarded()
+def treasury_record(c: Context, format_: str | None = None, repo: str = ".") -> None:
+    """Check a treasury format's samples and record their hashes in conformance.json."""
+    from pipeline.treasury import record_conformance
+
+    if not format_:
+        raise ConfigError("treasury.record needs --format ID")
+    print(f"recorded {record_conformance(Path(repo), format_)}")
+
+
+@task(
+    help={
+        "repo": REPO_HELP,
+        "rev": "release commit whose changed reports and forms are previewed (default: HEAD)",
+        "database": "sample database URL (default: the first configured sample database)",
+        "out": "folder for the HTML pages (default: preview)",
+        "all": "preview every report and form, changed or not",
+        "json": "write the pages by item and language to this JSON file",
+    }
+)
+@guarded()
+def report_preview(
+    c: Context,
+    repo: str = ".",
+    rev: str = "HEAD",
+    database: str | None = None,
+    out: str = "preview",
+    all: bool = False,
+    json: str | None = None,
+) -> None:
+    """Render changed reports and forms in kk and ru to HTML with sample data."""
+    from pipeline.preview import preview_changed
+
+    pages = preview_changed(Path(repo), Path(out), rev=rev, database_url=database, every=all)
+    for item, by_language in pages.items():
+        print(f"  {item}: {', '.join(str(path) for path in by_language.values())}")
+    print(f"previewed {len(pages)} report(s) and form(s) into {out}")
+    if json:
+        write_json_report(Path(json), pages)
+
+
+treasury = Collection("treasury")
+treasury.add_task(treasury_parse, "parse")
+treasury.add_task(treasury_render, "render")
+treasury.add_task(treasury_record, "record")
+
+
 @task(
     help={
         "portal": "portal URL (http:// or https://) or folder, such as offline media",
@@ -972,3 +1069,15 @@ ns.add_collection(publish)
 ns.add_task(update)
 _TASK_NAMES["publish-bundle"] = "publish"
 _TASK_NAMES["publish-offline-media"] = "publish.offline-media"
+ns.add_collection(treasury)
+report = Collection("report")
+report.add_task(report_preview, "preview")
+ns.add_collection(report)
+_TASK_NAMES.update(
+    {
+        "treasury-parse": "treasury.parse",
+        "treasury-render": "treasury.render",
+        "treasury-record": "treasury.record",
+        "report-preview": "report.preview",
+    }
+)
