@@ -452,11 +452,15 @@ def _run_steps(
     result: ApplyResult,
 ) -> None:
     with _open(context) as db:
+        sequences = _sequence_values(db)
         try:
             _run_transaction(context, db, journal, journal_file, pending, result)
         except BaseException:
             _rollback_quietly(db)
+            _reset_sequences(db, sequences)
             raise
+        if context.dry_run:
+            _reset_sequences(db, sequences)
     if context.dry_run:
         _undo(context, journal, journal_file)
         return
@@ -464,6 +468,32 @@ def _run_steps(
     journal.write(journal_file)
     pause_point("commit")
     _finish(journal, journal_file)
+
+
+def _sequence_values(db: Database) -> dict[str, tuple[int, bool]]:
+    """Return `(last_value, is_called)` of every PostgreSQL sequence; SQLite has none."""
+    if db.engine != "postgresql":
+        return {}
+    names = db.execute(
+        "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename) FROM pg_sequences"
+    )
+    values = {}
+    for (name,) in names:
+        last_value, is_called = db.execute(f"SELECT last_value, is_called FROM {name}")[0]
+        values[str(name)] = (int(last_value), bool(is_called))
+    return values
+
+
+def _reset_sequences(db: Database, before: dict[str, tuple[int, bool]]) -> None:
+    """Set sequences back after a rollback, because PostgreSQL never rolls back `nextval`."""
+    try:
+        for name, (last_value, is_called) in before.items():
+            current = db.execute(f"SELECT last_value, is_called FROM {name}")[0]
+            if (int(current[0]), bool(current[1])) != (last_value, is_called):
+                db.execute("SELECT setval(%s, %s, %s)", (name, last_value, is_called))
+                logger.debug("sequence %s set back to %d", name, last_value)
+    except db.errors as exc:
+        logger.warning("cannot set the sequences of %s back: %s", display_name(db.url), exc)
 
 
 def _rollback_quietly(db: Database) -> None:

@@ -9,7 +9,9 @@ For every test database `qa_bundle`:
    schema after;
 3. runs `check_database` on the copy: integrity, orphans, duplicate keys;
 4. previews every report and form the bundle ships: kk and ru titles and
-   captions, and the first rows of its query run on the copy;
+   captions, and the first rows of its query, run on the copy with the
+   preview parameters of `pipeline.preview`. The kk and ru pages of
+   `pipeline.preview` go under `previews/`, linked from the report;
 5. drops the copy.
 
 It writes `qa.html`, `qa.json` and `qa.junit.xml` into the output folder.
@@ -36,6 +38,7 @@ from pipeline.findings import CheckCase, Finding, write_json_report, write_junit
 from pipeline.fsutil import atomic_write_text
 from pipeline.keys import PublicKey
 from pipeline.migrations import replace_parameters
+from pipeline.preview import preview_parameters, render_page
 from pipeline.trust import TrustedKey
 
 logger = logging.getLogger(__name__)
@@ -57,6 +60,7 @@ class ReportPreview:
     columns: list[str] = field(default_factory=list)
     rows: list[list[Any]] = field(default_factory=list)
     error: str | None = None
+    pages: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -119,18 +123,9 @@ class QAResult:
         return cases
 
 
-def _parameter_value(parameter: dict[str, Any]) -> object:
-    """Return a value that selects as many rows as possible, by parameter type and name."""
-    name = str(parameter.get("name", ""))
-    kind = parameter.get("type")
-    if kind == "date":
-        return "1900-01-01" if ("from" in name or "start" in name) else "9999-12-31"
-    if kind == "integer":
-        return 1
-    return ""
-
-
-def _preview(db: Database, kind: str, code: str, document: dict[str, Any]) -> ReportPreview:
+def _preview(
+    db: Database, kind: str, code: str, document: dict[str, Any], pages: Path
+) -> ReportPreview:
     preview = ReportPreview(
         kind=kind,
         code=code,
@@ -140,9 +135,7 @@ def _preview(db: Database, kind: str, code: str, document: dict[str, Any]) -> Re
     sql = document.get("query")
     if not isinstance(sql, str) or not sql.strip():
         return preview
-    values = {str(p["name"]): _parameter_value(p) for p in document.get("parameters", [])}
-    # NOTE: integer parameters get 1 (the first organization of a sample
-    # database); a query whose rows need other values previews no rows.
+    values = preview_parameters(document)
     if db.engine == "postgresql":
         sql = replace_parameters(sql.replace("%", "%%"), db.engine, r"%(\1)s")
     try:
@@ -153,7 +146,31 @@ def _preview(db: Database, kind: str, code: str, document: dict[str, Any]) -> Re
     layout = document.get("layout", {}).get("columns", [])
     preview.columns = [str(c.get("name")) for c in layout] or list(preview.captions.get("ru", {}))
     preview.rows = [[_cell(v) for v in row] for row in rows[:PREVIEW_ROWS]]
+    preview.pages = _write_pages(code, document, values, preview.columns, rows, db, pages)
     return preview
+
+
+def _write_pages(
+    code: str,
+    document: dict[str, Any],
+    values: dict[str, Any],
+    columns: list[str],
+    rows: list[Any],
+    db: Database,
+    folder: Path,
+) -> dict[str, str]:
+    """Write the kk and ru preview pages of `pipeline.preview`; return their paths by language."""
+    pages: dict[str, str] = {}
+    for language in ("kk", "ru"):
+        try:
+            page = render_page(document, language, values, columns, rows, display_name(db.url))
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("no %s preview page of %s: %s", language, code, exc)
+            continue
+        path = folder / f"{code}.{language}.html"
+        atomic_write_text(path, page)
+        pages[language] = path.as_posix()
+    return pages
 
 
 def _cell(value: object) -> Any:
@@ -163,7 +180,7 @@ def _cell(value: object) -> Any:
 
 
 def _qa_database(
-    bundle: Path, url: str, keys: Sequence[PublicKey | TrustedKey], root: Path
+    bundle: Path, url: str, keys: Sequence[PublicKey | TrustedKey], root: Path, out: Path
 ) -> DatabaseQA:
     started = time.perf_counter()
     with database_copy(url, root) as copy, tempfile.TemporaryDirectory() as work:
@@ -195,7 +212,13 @@ def _qa_database(
             for kind in ("report", "form"):
                 stored = load_definitions(db, kind)
                 for code in applied.definitions.get(kind, []):
-                    result.previews.append(_preview(db, kind, code, stored[code]))
+                    folder = out / "previews" / display_name(url) / kind
+                    preview = _preview(db, kind, code, stored[code], folder)
+                    preview.pages = {
+                        lang: Path(page).relative_to(out).as_posix()
+                        for lang, page in preview.pages.items()
+                    }
+                    result.previews.append(preview)
     return result
 
 
@@ -218,7 +241,7 @@ def qa_bundle(
     results = []
     for url in databases:
         logger.info("QA of %s on %s", bundle.name, display_name(url))
-        results.append(_qa_database(bundle, url, keys, root))
+        results.append(_qa_database(bundle, url, keys, root, out))
     result = QAResult(
         bundle=bundle.name,
         databases=results,
@@ -286,6 +309,12 @@ def _preview_html(preview: ReportPreview) -> str:
     for lang in ("kk", "ru"):
         if lang in preview.title:
             parts.append(f'<p lang="{lang}">{lang}: {_e(preview.title[lang])}</p>')
+    links = [
+        f'<a class="preview-page" href="{_e(page)}">{lang}</a>'
+        for lang, page in sorted(preview.pages.items())
+    ]
+    if links:
+        parts.append(f"<p>Preview pages: {' '.join(links)}</p>")
     if preview.error:
         parts.append(f'<p class="failed">query failed: {_e(preview.error)}</p>')
         return "".join(parts)

@@ -718,6 +718,45 @@ def test_postgres_failure_same_dump(bundles: Bundles, pg_sample: str, tmp_path: 
 
 
 @pytest.mark.postgres
+def test_postgres_failure_resets_sequences(
+    bundles: Bundles, pg_sample: str, tmp_path: Path
+) -> None:
+    apply_bundle(bundles.first, pg_sample, [bundles.public], backup_dir=tmp_path)
+    with open_database(pg_sample, Path(".")) as db:
+        # A trigger that draws from a sequence before the failing insert fails:
+        # nextval is not rolled back, so the apply must set the sequence back.
+        db.execute("CREATE SEQUENCE knp_audit")
+        db.execute(
+            "CREATE FUNCTION knp_audit() RETURNS trigger LANGUAGE plpgsql AS"
+            " $$ BEGIN PERFORM nextval('knp_audit'); RETURN NEW; END $$"
+        )
+        db.execute(
+            "CREATE TRIGGER knp_audit BEFORE INSERT ON knp"
+            " FOR EACH ROW EXECUTE FUNCTION knp_audit()"
+        )
+        db.execute(f"INSERT INTO knp (code, name_ru, name_kk) VALUES ('{RESERVED_KNP}', 'x', 'x')")
+    before = pg_dump(pg_sample)
+
+    with pytest.raises(ApplyError):
+        apply_bundle(bundles.second, pg_sample, [bundles.public], backup_dir=tmp_path)
+
+    assert pg_dump(pg_sample) == before
+
+
+@pytest.mark.postgres
+def test_postgres_lock_timeout(bundles: Bundles, pg_sample: str, tmp_path: Path) -> None:
+    with (
+        database_lock(pg_sample, Path("."), timeout=1.0),
+        pytest.raises(ApplyError) as error,
+    ):
+        apply_bundle(
+            bundles.first, pg_sample, [bundles.public], lock_timeout=0.2, backup_dir=tmp_path
+        )
+    assert "another apply holds the lock" in str(error.value)
+    assert installed_version(pg_sample) is None
+
+
+@pytest.mark.postgres
 def test_postgres_no_transaction_restored(
     bundles: Bundles, pg_sample: str, tmp_path: Path
 ) -> None:
