@@ -955,7 +955,7 @@ def treasury_record(c: Context, format_: str | None = None, repo: str = ".") -> 
         "repo": REPO_HELP,
         "rev": "release commit whose changed reports and forms are previewed (default: HEAD)",
         "database": "sample database URL (default: the first configured sample database)",
-        "out": "folder for the HTML pages (default: preview)",
+        "out": "folder for the HTML pages (default: dist/preview)",
         "all": "preview every report and form, changed or not",
         "json": "write the pages by item and language to this JSON file",
     }
@@ -966,7 +966,7 @@ def report_preview(
     repo: str = ".",
     rev: str = "HEAD",
     database: str | None = None,
-    out: str = "preview",
+    out: str = "dist/preview",
     all: bool = False,
     json: str | None = None,
 ) -> None:

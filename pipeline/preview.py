@@ -71,6 +71,8 @@ def render_preview(
     """
     if kind not in (Kind.REPORT, Kind.FORM):
         raise ConfigError(f"expected a report or a form, found {kind}")
+    # A plain string such as "report" compares equal to its Kind, so normalise it.
+    kind = Kind(kind)
     definition = load_definition(root, kind, code)
     parameters = preview_parameters(definition)
     with open_database(database_url, root) as db:

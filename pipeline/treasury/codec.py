@@ -63,3 +63,23 @@ def encode_value(value: str, encoding: str, file: str, record: int, field: str) 
             file=file,
             field=field,
         ) from None
+
+
+def encode_text(text: str, encoding: str, file: str) -> bytes:
+    """Encode a whole rendered file, such as the column names of its header line.
+
+    Raises:
+        TreasuryFormatError: `text` contains a character that `encoding` cannot
+            represent; the message names the character and the line.
+    """
+    try:
+        return text.encode(encoding)
+    except UnicodeEncodeError as exc:
+        char = text[exc.start]
+        raise TreasuryFormatError(
+            f"character {char!r} (U+{ord(char):04X}) cannot be written in"
+            f" {ENCODING_NAMES.get(encoding, encoding)}; check the format's column names"
+            " and labels",
+            file=file,
+            line=text.count("\n", 0, exc.start) + 1,
+        ) from None

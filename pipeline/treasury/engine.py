@@ -140,23 +140,20 @@ def render_records(fmt: TreasuryFormat, records: Sequence[Record], file: str) ->
     rows = [
         _to_source(record, index, reverse, fmt, file) for index, record in enumerate(records, 1)
     ]
+    # Values are checked one by one first, so an error names its record and field.
+    for index, row in enumerate(rows, 1):
+        for source_name, value in row.items():
+            field = f"{fmt.mapping[source_name]} ({source_name})"
+            codec.encode_value(value, fmt.encoding, file, index, field)
     if fmt.syntax == "1c_exchange":
         order = list(fmt.mapping)
         documents = [sorted(row.items(), key=lambda item: order.index(item[0])) for row in rows]
         text = onec.render(documents, fmt)
     else:
         text = tabular.render(rows, fmt, file)
-    for index, row in enumerate(rows, 1):
-        for name, value in row.items():
-            codec.encode_value(value, fmt.encoding, file, index, f"{reverse_name(name, fmt)}")
-    data = codec.encode_value(text, fmt.encoding, file, 0, "")
+    data = codec.encode_text(text, fmt.encoding, file)
     logger.info("rendered %d record(s) with %s", len(records), fmt.id)
     return data
-
-
-def reverse_name(source_name: str, fmt: TreasuryFormat) -> str:
-    """Return `canonical (source)` for messages about a rendered field."""
-    return f"{fmt.mapping[source_name]} ({source_name})"
 
 
 def _to_source(

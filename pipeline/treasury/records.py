@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime
 import re
-from decimal import Decimal
 from typing import Literal
 
 FieldType = Literal["money", "signed_money", "date", "text"]
@@ -113,8 +112,3 @@ def format_date(iso: str, pattern: str) -> str:
         return datetime.date.fromisoformat(iso).strftime(pattern)
     except ValueError:
         raise ValueFormatError(f"expected an ISO date YYYY-MM-DD, found {iso!r}") from None
-
-
-def minor_units_to_decimal(minor: int) -> Decimal:
-    """Return minor units as a Decimal amount in major units."""
-    return Decimal(minor) / MINOR_UNITS

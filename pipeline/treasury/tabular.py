@@ -27,7 +27,9 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
     lines = split_lines(text)
     if text and not text.endswith("\n") and not fmt.accepts("missing_final_newline"):
         raise TreasuryFormatError(
-            "the file does not end with a line break", file=file, line=len(lines)
+            "the file does not end with a line break; expected every line to end with one",
+            file=file,
+            line=len(lines),
         )
     for number, line in enumerate(lines, start=1):
         control = find_control(line)
