@@ -119,10 +119,9 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator in ("pattern", "enum", "const"):
         return f"expected {error.validator} {error.validator_value!r}, found {error.instance!r}"
     if error.validator == "required":
-        required: Any = error.validator_value
-        present: Any = error.instance
-        missing = [name for name in required if name not in present]
-        return f"missing required field {', '.join(map(repr, missing))}"
+        # jsonschema reports each missing name as its own error: "'kk' is a required property".
+        name = error.message.removesuffix(" is a required property")
+        return f"missing required field {name}"
     return str(error.message)
 
 
@@ -139,9 +138,43 @@ def load_json(path: Path, file: str) -> tuple[Any, list[Finding]]:
                 f" at offset {exc.start}",
             )
         ]
+    text = text.removeprefix("\ufeff")
     try:
-        return json.loads(text.removeprefix("\ufeff")), []
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys), []
     except json.JSONDecodeError as exc:
         return None, [
             Finding(rule="json", file=file, line=exc.lineno, message=f"invalid JSON: {exc.msg}")
         ]
+    except _DuplicateKeyError as exc:
+        return None, [
+            Finding(
+                rule="json.duplicate-key",
+                file=file,
+                line=_line_of_second_key(text, exc.key),
+                message=f"key {exc.key!r} appears twice in one object; JSON readers keep only"
+                " one of the values, so remove the other",
+            )
+        ]
+
+
+class _DuplicateKeyError(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in document:
+            raise _DuplicateKeyError(key)
+        document[key] = value
+    return document
+
+
+def _line_of_second_key(text: str, key: str) -> int | None:
+    """Return the line of the second `"key":` in `text`: a good guess at the duplicate."""
+    marker = json.dumps(key, ensure_ascii=False)
+    first = text.find(marker)
+    second = text.find(marker, first + 1) if first >= 0 else -1
+    return text.count("\n", 0, second) + 1 if second >= 0 else None
