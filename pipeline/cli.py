@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from invoke.program import Program
 
 from pipeline import __version__
@@ -11,4 +14,17 @@ def main() -> None:
     """Run the pipeline's invoke tasks as a console command."""
     import tasks
 
-    Program(namespace=tasks.ns, name="parus-release", binary="parus-release", version=__version__).run()
+    program = Program(
+        namespace=tasks.ns, name="parus-release", binary="parus-release", version=__version__
+    )
+    try:
+        program.run()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except BrokenPipeError:
+        # The reader of standard output went away (`parus-release --list | head`):
+        # stop quietly, as command-line tools do, and keep Python from reporting it again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(141)
