@@ -13,6 +13,7 @@ import datetime
 import html
 import logging
 from collections.abc import Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -245,8 +246,9 @@ def format_cell(value: object, kind: str) -> str:
     """Return a cell's text: money in tenge with two decimals, dates as DD.MM.YYYY."""
     if value is None:
         return ""
-    if kind == "money" and isinstance(value, int | float) and not isinstance(value, bool):
-        tenge = f"{int(value) / 100:,.2f}"
+    # PostgreSQL returns SUM() of a BIGINT column as a Decimal, SQLite as an int.
+    if kind == "money" and isinstance(value, int | Decimal) and not isinstance(value, bool):
+        tenge = f"{Decimal(value) / 100:,.2f}"
         return tenge.replace(",", "\u00a0").replace(".", ",")
     if kind == "date":
         return _date(value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,9 @@ from browser import dump_dom, screenshot
 from conftest import git
 
 from pipeline.content import Kind
+from pipeline.database import open_database, run_migrations
 from pipeline.errors import ConfigError, ValidationError
+from pipeline.migrations import load_migrations
 from pipeline.preview import format_cell, preview_changed, preview_parameters, render_preview
 from pipeline.samples import generate_sample
 
@@ -105,6 +108,8 @@ def test_preview_parameters_defaults() -> None:
     [
         (123456789, "money", "1\u00a0234\u00a0567,89"),
         (5, "money", "0,05"),
+        (Decimal("123456"), "money", "1\u00a0234,56"),
+        (Decimal("123456"), "money", "1\u00a0234,56"),
         ("2026-12-04", "date", "04.12.2026"),
         (None, "text", ""),
         (42, "integer", "42"),
@@ -133,3 +138,29 @@ def test_only_changed_items_previewed(git_repo: Path, sample_url: str, tmp_path:
 
     every = preview_changed(git_repo, tmp_path / "all", database_url=sample_url, every=True)
     assert sorted(every) == [f"form/{FORM}", f"report/{REPORT}"]
+
+
+@pytest.mark.postgres
+def test_report_preview_on_postgresql(postgres_database: str, tmp_path: Path) -> None:
+    with open_database(postgres_database, REPO_ROOT) as db:
+        run_migrations(db, load_migrations(REPO_ROOT, "postgresql"))
+        db.insert_rows(
+            "organizations", ("id", "bin", "name_ru", "name_kk"), [(5, "940140000385", "ГУ", "ММ")]
+        )
+        db.insert_rows(
+            "accounts",
+            ("id", "organization_id", "iban", "currency"),
+            [(1, 5, "KZ86125KZT5004100100", "KZT")],
+        )
+        db.insert_rows(
+            "knp", ("code", "name_ru", "name_kk"), [("311", "Заработная плата", "Жалақы")]
+        )
+        db.insert_rows(
+            "payment_documents",
+            ("id", "account_id", "doc_number", "doc_date", "amount", "knp_code", "kbe", "purpose"),
+            [(1, 1, "1", "2026-03-01", 123456, "311", "19", "Жалақы 100%")],
+        )
+    pages = render_preview(REPO_ROOT, Kind.REPORT, REPORT, postgres_database, tmp_path)
+    ru = pages["ru"].read_text(encoding="utf-8")
+    assert "<tr><td>311</td><td>Заработная плата</td>" in ru
+    assert "1\u00a0234,56" in ru
