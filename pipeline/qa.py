@@ -347,6 +347,12 @@ def _database_html(db: DatabaseQA) -> str:
         else "<p>No pending migrations.</p>"
     )
     parts.append("<h3>Schema changes</h3>" + _schema_changes(db))
+    for label, schema in (("before", db.schema_before), ("after", db.schema_after)):
+        tables = [(table, ", ".join(columns)) for table, columns in sorted(schema.items())]
+        parts.append(
+            f'<details class="schema-{label}"><summary>Schema {label}: {len(tables)} tables'
+            f"</summary>{_table(['table', 'columns'], tables)}</details>"
+        )
 
     parts.append("<h3>Catalogs</h3>")
     rows = [

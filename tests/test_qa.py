@@ -90,6 +90,8 @@ def test_qa_html_in_browser(bundles: Bundles, samples: list[Path], tmp_path: Pat
     assert "Код КНП" in dom
     assert "ТМК коды" in dom
     assert "No integrity problems." in dom
+    assert 'class="schema-before"' in dom
+    assert 'class="schema-after"' in dom
     assert 'href="previews/clean.sqlite/report/knp-payments-monthly.kk.html"' in dom
     page = result.html.parent / "previews/clean.sqlite/report/knp-payments-monthly.ru.html"
     assert "Код КНП" in dump_dom(page)
