@@ -108,19 +108,37 @@ def collect(c: Context, repo: str = ".", rev: str = "HEAD", json: str | None = N
         write_json_report(Path(json), changes.to_json())
 
 
-@task(help={"repo": REPO_HELP, "json": JSON_HELP, "junit": JUNIT_HELP})
+@task(
+    help={
+        "repo": REPO_HELP,
+        "json": JSON_HELP,
+        "junit": JUNIT_HELP,
+        "cache": "reuse the findings of unchanged items from .pipeline-cache/"
+        " (default: on; --no-cache checks everything)",
+    }
+)
 @guarded()
-def validate(c: Context, repo: str = ".", json: str | None = None, junit: str | None = None) -> None:
+def validate(
+    c: Context,
+    repo: str = ".",
+    json: str | None = None,
+    junit: str | None = None,
+    cache: bool = True,
+) -> None:
     """Validate every catalog, migration, fix, report, form and treasury format."""
+    from pipeline.console import Progress
     from pipeline.validate import validate as validate_content
 
-    result = validate_content(Path(repo))
+    result = validate_content(Path(repo), use_cache=cache, progress=Progress("validating"))
     _findings_summary(result.cases)
     if json:
         write_json_report(Path(json), result.to_json())
     if junit:
         write_junit_report(Path(junit), "validate", result.cases)
-    print(f"validated {len(result.cases)} items: {len(result.errors)} errors")
+    print(
+        f"validated {len(result.cases)} items ({result.cached} unchanged, from the cache):"
+        f" {len(result.errors)} errors"
+    )
     if not result.passed:
         raise ValidationError(f"validation failed with {len(result.errors)} errors")
 

@@ -1,11 +1,18 @@
 """Streaming reading and checking of catalog rows in delimited text files.
 
-`RecordReader` decodes a file line by line, so a decoding error names the
-byte offset and the line of the first bad byte. It feeds the lines to
-`csv.reader`, which is faster than `csv.DictReader`. `check_records` runs
-every rule in one pass over the records. Memory keeps only the keys seen (for
-uniqueness and for references to the catalog itself), the values of other
-referenced columns of the catalog, and the references not yet resolved.
+`RecordReader` decodes a file in chunks of whole lines and feeds the lines
+to `csv.reader`, which is faster than `csv.DictReader`. When a chunk does not
+decode, its lines are decoded one by one, so the error names the byte offset
+and the line of the first bad byte. `check_records` runs every rule in one
+pass over the records. Memory keeps only the keys seen (for uniqueness and
+for references to the catalog itself), the values of other referenced columns
+of the catalog, the references not yet resolved, and one batch of records.
+
+Records are checked in batches of `BATCH_ROWS`. A batch first goes through
+column-wise checks that run in C (`map` over compiled regular expressions, set
+operations). Only a batch that fails one of them is checked again row by row,
+and only that row-by-row path writes findings. So findings, their order and
+their messages are the same as when every row is checked on its own.
 
 Rules, each a finding with the line number:
 1. The file is text in the expected encoding; a UTF-8 BOM is accepted and stripped.
@@ -20,12 +27,16 @@ Rules, each a finding with the line number:
 
 from __future__ import annotations
 
+import array
 import codecs
+import collections
 import csv
 import datetime
+import io
+import itertools
 import operator
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -35,6 +46,10 @@ from pipeline.findings import Finding, Severity
 UTF8_BOM = b"\xef\xbb\xbf"
 # Findings kept per rule. Further ones are counted and reported in one summary finding.
 MAX_FINDINGS_PER_RULE = 50
+# Bytes read from a file at a time; a chunk is cut back to its last line feed.
+CHUNK_BYTES = 1 << 20
+# Records checked column by column at a time.
+BATCH_ROWS = 256
 
 # Names of the usual codecs in messages.
 _ENCODING_NAMES = {"utf-8": "UTF-8", "cp1251": "CP1251", "kz1048": "KZ-1048"}
@@ -85,46 +100,123 @@ class RecordReader:
         self._delimiter = delimiter
         self.first_crlf_line: int | None = None
 
-    def _lines(self) -> Iterator[str]:
+    def _chunks(self) -> Iterator[tuple[int, int, bytes]]:
+        """Yield `(first line, byte offset, data)` for runs of whole lines of the file."""
+        line = 1
         offset = 0
-        for number, raw in enumerate(self._handle, start=1):
-            data = raw
-            if number == 1 and self._encoding == "utf-8" and raw.startswith(UTF8_BOM):
-                data = raw[len(UTF8_BOM) :]
+        rest = b""
+        while True:
+            block = self._handle.read(CHUNK_BYTES)
+            data = rest + block
+            if not block:
+                if data:
+                    yield line, offset, data
+                return
+            if offset == 0 and self._encoding == "utf-8" and data.startswith(UTF8_BOM):
+                data = data[len(UTF8_BOM) :]
                 offset = len(UTF8_BOM)
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                rest = data
+                continue
+            rest = data[cut:]
+            yield line, offset, data[:cut]
+            line += data.count(b"\n", 0, cut)
+            offset += cut
+
+    def _texts(self) -> Iterator[str]:
+        """Yield the decoded text of each chunk and note the first CR LF line ending.
+
+        Raises ReadFailure after yielding the text before the first bad line.
+        """
+        for line, offset, data in self._chunks():
+            # A search for one CR byte runs memchr, which is faster, and most files have no CR.
+            if self.first_crlf_line is None and data.find(b"\r") >= 0:
+                crlf = data.find(b"\r\n")
+                if crlf >= 0:
+                    self.first_crlf_line = line + data.count(b"\n", 0, crlf)
             try:
-                text = data.decode(self._encoding)
+                yield data.decode(self._encoding)
+            except UnicodeDecodeError:
+                yield from self._decode_lines(line, offset, data)
+
+    def _decode_lines(self, line: int, offset: int, data: bytes) -> Iterator[str]:
+        """Decode a chunk line by line up to the first bad byte, then raise ReadFailure."""
+        start = 0
+        while start < len(data):
+            end = data.find(b"\n", start) + 1 or len(data)
+            raw = data[start:end]
+            try:
+                text = raw.decode(self._encoding)
             except UnicodeDecodeError as exc:
                 raise ReadFailure(
                     "catalog.encoding",
-                    number,
+                    line,
                     f"expected {_ENCODING_NAMES.get(self._encoding, self._encoding)} text,"
-                    f" found byte 0x{data[exc.start]:02x}"
-                    f" at byte offset {offset + exc.start}",
+                    f" found byte 0x{raw[exc.start]:02x}"
+                    f" at byte offset {offset + start + exc.start}",
                 ) from exc
-            if self.first_crlf_line is None and data.endswith(b"\r\n"):
-                self.first_crlf_line = number
-            offset += len(data)
             yield text
+            line += 1
+            start = end
+
+    def _lines(self) -> Iterator[str]:
+        # StringIO with newline="\n" splits on LF only, like iterating the binary file.
+        texts = (io.StringIO(text, newline="\n") for text in self._texts())
+        return itertools.chain.from_iterable(texts)
 
     def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        for lines, records in self.batches(1):
+            yield lines[0], records[0]
+
+    def batches(self, size: int) -> Iterator[tuple[list[int], list[list[str]]]]:
+        """Yield `(first lines, records)` of up to `size` records at a time.
+
+        A failure is raised after the records read before it have been yielded.
+        """
         reader = csv.reader(self._lines(), delimiter=self._delimiter, strict=True)
         line = 0
         while True:
+            records: list[list[str]] = []
             try:
-                fields = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
+                # extend() keeps the records read before a failure.
+                records.extend(itertools.islice(reader, size))
+            except (csv.Error, ReadFailure) as exc:
+                lines = _first_lines(records, line, reader.line_num)
+                if records:
+                    yield lines, records
+                if isinstance(exc, ReadFailure):
+                    raise
+                # The failing record starts after the last record read.
+                start = lines[-1] + _line_count(records[-1]) if records else line + 1
                 raise ReadFailure(
                     "catalog.csv",
-                    line + 1,
+                    start,
                     f"invalid CSV in the record that starts here and ends on line"
                     f" {reader.line_num}: {exc}; check the quoting",
                 ) from exc
-            start = line + 1
+            if not records:
+                return
+            yield _first_lines(records, line, reader.line_num), records
             line = reader.line_num
-            yield start, fields
+
+
+def _line_count(fields: list[str]) -> int:
+    # Files are split into lines on LF only, so a record spans one line more
+    # than the LF characters inside its quoted fields.
+    return 1 + sum(value.count("\n") for value in fields)
+
+
+def _first_lines(records: list[list[str]], before: int, last: int) -> list[int]:
+    """Return the first line of each record, given the line before them and their last line."""
+    if last - before == len(records):
+        return list(range(before + 1, last + 1))
+    lines = []
+    line = before + 1
+    for fields in records:
+        lines.append(line)
+        line += _line_count(fields)
+    return lines
 
 
 def _is_integer(value: str) -> bool:
@@ -154,6 +246,38 @@ TYPE_CHECKS: dict[str, tuple[Callable[[str], bool], str]] = {
     "decimal": (_is_decimal, "a decimal number with a dot as the separator"),
     "date": (_is_date, "a date YYYY-MM-DD that exists"),
     "boolean": (_is_boolean, "true or false"),
+}
+
+
+def _all_integers(values: Sequence[str]) -> bool:
+    return all(map(_INTEGER.fullmatch, values))
+
+
+def _all_decimals(values: Sequence[str]) -> bool:
+    return all(map(_DECIMAL.fullmatch, values))
+
+
+def _all_dates(values: Sequence[str]) -> bool:
+    if not all(map(_DATE.fullmatch, values)):
+        return False
+    try:
+        # A deque of length 0 runs the map in C and keeps nothing.
+        collections.deque(map(datetime.date.fromisoformat, values), maxlen=0)
+    except ValueError:
+        return False
+    return True
+
+
+def _all_booleans(values: Sequence[str]) -> bool:
+    return set(values) <= {"true", "false"}
+
+
+# The same tests as TYPE_CHECKS, on a whole column of a batch at once.
+COLUMN_TYPE_CHECKS: dict[str, Callable[[Sequence[str]], bool]] = {
+    "integer": _all_integers,
+    "decimal": _all_decimals,
+    "date": _all_dates,
+    "boolean": _all_booleans,
 }
 
 
@@ -201,6 +325,39 @@ class _ColumnCheck:
     # Values of this column, collected when another column of the catalog references it.
     collected: set[str] | None = None
 
+    @property
+    def needs_batch_check(self) -> bool:
+        """Whether a batch can break a rule in this column or must update its state."""
+        return bool(
+            self.required
+            or self.pattern
+            or self.is_valid_type
+            or self.resolves
+            or self.collected is not None
+        )
+
+    def present_values(self, values: Sequence[str]) -> Sequence[str]:
+        """Return the values of a column that are neither empty nor the column's null value."""
+        null = self.column.null_value
+        if "" in values:
+            values = list(filter(None, values))
+        if null is not None and null in values:
+            values = list(filter(null.__ne__, values))
+        return values
+
+    def batch_is_clean(self, values: Sequence[str]) -> bool:
+        """Check a column of a batch in C; False means the rows need the row-by-row check."""
+        null = self.column.null_value
+        if self.required and ("" in values or (null is not None and null in values)):
+            return False
+        present = self.present_values(values)
+        column_type = COLUMN_TYPE_CHECKS.get(self.column.type)
+        if column_type is not None and not column_type(present):
+            return False
+        if self.pattern and not all(map(self.pattern.fullmatch, present)):
+            return False
+        return not (self.resolves and not all(map(self.resolves, present)))
+
 
 # A row's key: the value itself for a single key column, else the tuple of
 # values. Plain strings keep the key dict of a large catalog smaller.
@@ -241,10 +398,19 @@ class _Checker:
         self.external_targets = external_targets
         self.checks: list[_ColumnCheck] = []
         self.key_of: Callable[[list[str]], Key] = operator.itemgetter(0)
+        # Keys seen so far with their first line. Clean batches append to the two
+        # lists instead, which costs less than growing a dict, and `_key_lines`
+        # moves them into the dict before any lookup.
         self.seen: dict[Key, int] = {}
+        self._ordered_keys: list[Key] = []
+        self._ordered_lines = array.array("q")
+        # A reference to the key column looks keys up in `seen` for every row.
+        self.keys_looked_up = False
         self.pending: list[_PendingReference] = []
         self.previous_key: Key | None = None
         self.order_reported = False
+        # Whether every key so far sorted after the one before it.
+        self.sorted_so_far = True
         self.header: list[str] = []
 
     def check_header(self, line: int, header: list[str]) -> bool:
@@ -303,6 +469,7 @@ class _Checker:
             elif key == (target[1],):
                 # The key dict already contains every value of a single key column.
                 check.resolves = self.seen.__contains__
+                self.keys_looked_up = True
             else:
                 referenced = by_name[target[1]]
                 if referenced.collected is None:
@@ -329,6 +496,61 @@ class _Checker:
             self._check_value(line, key, check, fields[check.index])
         if all((key,) if isinstance(key, str) else key):
             self._check_key(line, key)
+
+    def check_batch(self, lines: list[int], records: list[list[str]]) -> None:
+        """Check records together, or one by one when the batch breaks a rule."""
+        clean = self._clean_batch(records)
+        if clean is None:
+            for line, fields in zip(lines, records, strict=True):
+                self.check_record(line, fields)
+            return
+        keys, columns = clean
+        for check in self.checks:
+            if check.collected is not None:
+                check.collected.update(check.present_values(columns[check.index]))
+        if not self.keys_looked_up:
+            self._ordered_keys.extend(keys)
+            self._ordered_lines.extend(lines)
+        else:
+            self._key_lines().update(zip(keys, lines, strict=True))
+        self.previous_key = keys[-1]
+
+    def _key_lines(self) -> dict[Key, int]:
+        """Return `seen` with every key seen so far in it."""
+        if self._ordered_keys:
+            self.seen.update(zip(self._ordered_keys, self._ordered_lines, strict=True))
+            self._ordered_keys = []
+            self._ordered_lines = array.array("q")
+        return self.seen
+
+    def _clean_batch(
+        self, records: list[list[str]]
+    ) -> tuple[list[Key], list[tuple[str, ...]]] | None:
+        """Return the keys and columns of a batch that breaks no rule.
+
+        None means that a row may break a rule.
+        """
+        if set(map(len, records)) != {len(self.checks)}:
+            return None
+        columns = list(zip(*records, strict=True))
+        for check in self.checks:
+            if check.needs_batch_check and not check.batch_is_clean(columns[check.index]):
+                return None
+        keys: list[Key] = list(map(self.key_of, records))
+        previous = self.previous_key
+        increasing = (previous is None or _sorts_before(previous, keys[0])) and all(
+            map(operator.lt, keys, keys[1:])
+        )
+        if not increasing and not self.order_reported:
+            return None
+        # Keys that kept increasing since the first row cannot repeat one seen before.
+        if not (increasing and self.sorted_so_far) and (
+            len(set(keys)) != len(keys) or not self._key_lines().keys().isdisjoint(keys)
+        ):
+            return None
+        if not increasing:
+            self.sorted_so_far = False
+        return keys, columns
 
     def _row(self, key: Key) -> str:
         return "row " + _key_text(self.description.key, key)
@@ -359,7 +581,7 @@ class _Checker:
             self.pending.append(_PendingReference(line, key, check, value))
 
     def _check_key(self, line: int, key: Key) -> None:
-        first = self.seen.get(key)
+        first = self._key_lines().get(key)
         if first is not None:
             self.log.add(
                 "catalog.duplicate-key",
@@ -371,6 +593,8 @@ class _Checker:
         self.seen[key] = line
         previous = self.previous_key
         names = self.description.key
+        if previous is not None and _sorts_before(key, previous):
+            self.sorted_so_far = False
         if previous is not None and _sorts_before(key, previous) and not self.order_reported:
             # One warning is enough: the importer rewrites the whole file in order.
             self.order_reported = True
@@ -418,29 +642,32 @@ def check_records(
     when the log has no errors at the end.
     """
     checker = _Checker(description, log, external_targets)
-    records = iter(reader)
+    header_read = False
     try:
-        first = next(records, None)
-        if first is None:
-            log.add(
-                "catalog.header",
-                1,
-                "expected a header line with the column names, found an empty file",
-            )
-            return
-        line, header = first
-        if rename_header:
-            header = [rename_header.get(name, name) for name in header]
-        if not checker.check_header(line, header):
-            return
-        if on_row:
-            on_row(first[1])
-        for line, fields in records:
-            checker.check_record(line, fields)
+        for lines, batch in reader.batches(BATCH_ROWS):
+            if not header_read:
+                header_read = True
+                line, header = lines.pop(0), batch.pop(0)
+                names = [rename_header.get(n, n) for n in header] if rename_header else header
+                if not checker.check_header(line, names):
+                    return
+                if on_row:
+                    on_row(header)
+                if not batch:
+                    continue
+            checker.check_batch(lines, batch)
             if on_row:
-                on_row(fields)
+                for fields in batch:
+                    on_row(fields)
     except ReadFailure as failure:
         log.add(failure.rule, failure.line, failure.message)
+        return
+    if not header_read:
+        log.add(
+            "catalog.header",
+            1,
+            "expected a header line with the column names, found an empty file",
+        )
         return
     checker.finish()
     if require_lf and reader.first_crlf_line is not None:

@@ -12,6 +12,7 @@ paths come out as git stores them, never in git's quoted octal form.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
@@ -146,22 +147,17 @@ def collect(repo: Path, rev: str = "HEAD", before: Version | None = None) -> Cha
         base = _find_base(handle, repo, commit, before)
         base_tag, base_commit = base if base is not None else (None, None)
 
-        entries: list[_Entry]
-        if base_commit is None:
-            entries = [("A", path, None) for path in _tree_paths(handle, commit)]
-            rev_range = commit
-        else:
-            entries = _diff_entries(handle, base_commit, commit)
-            rev_range = f"{base_commit}..{commit}"
-
-        history = _read_history(handle, rev_range)
+        entries, history = _entries_and_history(handle, base_commit, commit)
         changes = []
         for entry in entries:
             change = _to_change(repo, entry, history)
             if change is not None:
                 changes.append(change)
         changes.sort(key=lambda c: (_KIND_ORDER[c.kind], c.path))
-        commit_time = handle.commit(commit).committed_date
+        commit_time = history.times.get(commit)
+        if commit_time is None:
+            # The release commit is in its own range, so this is only a safety net.
+            commit_time = handle.commit(commit).committed_date
 
     counts = Counter(change.kind for change in changes)
     summary = ", ".join(f"{kind.value} {counts[kind]}" for kind in Kind if counts[kind])
@@ -180,6 +176,26 @@ def collect(repo: Path, rev: str = "HEAD", before: Version | None = None) -> Cha
         base_commit=base_commit,
         changes=tuple(changes),
     )
+
+
+def _entries_and_history(
+    handle: git.Repo, base_commit: str | None, commit: str
+) -> tuple[list[_Entry], _History]:
+    """Read the tree diff and the history of the range with two concurrent git processes.
+
+    The two commands do not depend on each other, so on two or more cores the
+    stage takes about as long as the slower one.
+    """
+    rev_range = commit if base_commit is None else f"{base_commit}..{commit}"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        history_future = pool.submit(_read_history, handle, rev_range)
+        entries: list[_Entry]
+        if base_commit is None:
+            entries = [("A", path, None) for path in _tree_paths(handle, commit)]
+        else:
+            entries = _diff_entries(handle, base_commit, commit)
+        history = history_future.result()
+    return entries, history
 
 
 def _open_repo(path: Path) -> git.Repo:
@@ -404,9 +420,10 @@ def _to_change(repo: Path, entry: _Entry, history: _History) -> Change | None:
 
 @dataclass
 class _History:
-    """The commits of a release range: their order, and the paths each one changed."""
+    """The commits of a release range: their order, commit times and the paths each one changed."""
 
     position: dict[str, int] = field(default_factory=dict)
+    times: dict[str, int] = field(default_factory=dict)
     by_path: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -414,15 +431,16 @@ def _read_history(handle: git.Repo, rev_range: str) -> _History:
     """Read which commits of `rev_range` changed which paths, oldest commit first."""
     # `--raw -z` puts a `:mode mode id id status` field before each path, so a
     # path is always the field after one that starts with ":" and every other
-    # non-empty field is a commit id. `-c` lists a merge's path only when the
-    # result differs from every parent. The explicit options override user
-    # settings (diff.renames, log.showSignature) that would change the output.
+    # non-empty field is a commit id and its commit time. `-c` lists a merge's
+    # path only when the result differs from every parent. The explicit options
+    # override user settings (diff.renames, log.showSignature) that would
+    # change the output.
     output = _git_bytes(
         handle,
         "log",
         "--reverse",
         "--date-order",
-        "--format=%H",
+        "--format=%H %ct",
         "--raw",
         "-z",
         "--no-abbrev",
@@ -446,8 +464,9 @@ def _read_history(handle: git.Repo, rev_range: str) -> _History:
         elif field_text.startswith(b":"):
             expect_path = True
         elif field_text:
-            current = field_text.decode("ascii")
+            current, _, seconds = field_text.decode("ascii").partition(" ")
             history.position[current] = len(history.position)
+            history.times[current] = int(seconds)
     return history
 
 

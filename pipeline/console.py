@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from typing import TextIO
 
 
 def progress_enabled() -> bool:
@@ -29,4 +30,80 @@ class StepPrinter:
         self.count += 1
         if self.enabled:
             elapsed = time.monotonic() - self.started
-            print(f"[{self.count}/{self.total} {elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
+            print(
+                f"[{self.count}/{self.total} {elapsed:6.1f}s] {message}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+
+class Progress:
+    """A counter line on standard error for a long loop, such as validating many items.
+
+    The line is redrawn in place at most every `interval` seconds and ended
+    with a line feed by `close`. Like StepPrinter it is shown only on an
+    interactive terminal and never under CI=true, so logs and CI output stay clean.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        total: int | None = None,
+        enabled: bool | None = None,
+        interval: float = 0.1,
+        stream: TextIO | None = None,
+    ) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self.enabled = progress_enabled() if enabled is None else enabled
+        self.interval = interval
+        self.stream = stream
+        self._drawn_at: float | None = None
+        self._width = 0
+
+    def start(self, total: int | None) -> None:
+        """Reset the counter for a loop over `total` units (None when unknown)."""
+        self.total = total
+        self.done = 0
+
+    def advance(self, count: int = 1, detail: str = "") -> None:
+        """Count `count` more units done; `detail` names the unit being worked on."""
+        self.done += count
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        finished = self.total is not None and self.done >= self.total
+        if self._drawn_at is not None and now - self._drawn_at < self.interval and not finished:
+            return
+        self._drawn_at = now
+        self._draw(detail)
+
+    def _draw(self, detail: str) -> None:
+        if self.total:
+            text = f"{self.label} {self.done}/{self.total} ({100 * self.done // self.total}%)"
+        else:
+            text = f"{self.label} {self.done}"
+        if detail:
+            text += f" {detail}"
+        # Spaces cover the end of a longer line drawn before.
+        padding = " " * max(0, self._width - len(text))
+        self._width = len(text)
+        stream = self.stream or sys.stderr
+        stream.write(f"\r{text}{padding}")
+        stream.flush()
+
+    def close(self) -> None:
+        """End the counter line, so later output starts on a line of its own."""
+        if self.enabled and self._drawn_at is not None:
+            stream = self.stream or sys.stderr
+            stream.write("\n")
+            stream.flush()
+        self._drawn_at = None
+        self._width = 0
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
