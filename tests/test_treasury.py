@@ -514,3 +514,23 @@ def test_render_task_reports_cp1251_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "expected an export format" in result.stderr
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_1c_export_round_trip() -> None:
+    fmt = variant("1c-kk-statement-import", direction="export", document="payment_order")
+    record = {
+        "document_kind": "Төлем тапсырмасы",
+        "doc_number": "12",
+        "doc_date": "2026-12-04",
+        "debit_amount": 1_845_000,
+        "payer_bin": "940140000385",
+        "payee_name": "«Көкшетау Жылу» ЖШС",
+        "knp_code": "342",
+    }
+    data = render_records(fmt, [record], "records.json")
+    text = data.decode("kz1048")
+    assert text.startswith("1CClientBankExchange\r\nВерсияФормата=2.00\r\nКодировка=KZ-1048\r\n")
+    assert "СекцияДокумент=Төлем тапсырмасы\r\nНомер=12\r\nДата=04.12.2026\r\n" in text
+    assert "СуммаРасход=18450.00\r\n" in text
+    assert text.endswith("КонецДокумента\r\nКонецФайла\r\n")
+    assert parse_bytes(fmt, data, "export.txt") == [record]
