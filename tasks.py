@@ -183,8 +183,13 @@ def catalog_import(
     iterable=["database"],
     help={
         "repo": REPO_HELP,
-        "database": "sample database URL (sqlite:///PATH); repeat for several;"
-        " replaces the configured ones",
+        "database": "sample database URL (sqlite:///PATH or postgresql://USER@HOST:PORT/DB);"
+        " repeat for several; replaces the configured ones",
+        "jobs": "sample databases to dry-run at once, each in its own process (default: 1)",
+        "shard": "run only share I of N of the sample databases, such as 1/2, for a CI matrix",
+        "lock_timeout_ms": "PostgreSQL lock_timeout in milliseconds (default: [tool.pipeline])",
+        "statement_timeout_ms": "PostgreSQL statement_timeout in milliseconds"
+        " (default: [tool.pipeline])",
         "json": JSON_HELP,
         "junit": JUNIT_HELP,
     },
@@ -194,22 +199,29 @@ def dry_run(
     c: Context,
     repo: str = ".",
     database: list[str] | None = None,
+    jobs: int = 1,
+    shard: str | None = None,
+    lock_timeout_ms: int = 0,
+    statement_timeout_ms: int = 0,
     json: str | None = None,
     junit: str | None = None,
 ) -> None:
     """Apply pending migrations to throwaway copies of the sample databases."""
+    import dataclasses
+
+    from pipeline.dryrun import Shard
     from pipeline.dryrun import dry_run as run_dry_run
 
     config = load_config(Path(repo).resolve())
+    if lock_timeout_ms > 0:
+        config = dataclasses.replace(config, lock_timeout_ms=lock_timeout_ms)
+    if statement_timeout_ms > 0:
+        config = dataclasses.replace(config, statement_timeout_ms=statement_timeout_ms)
     samples = [SampleDatabase(url=url) for url in database or []] or None
-    result = run_dry_run(config, samples)
-    for r in result.results:
-        status = "passed" if r.passed else "FAILED"
-        print(f"{r.database} ({r.engine} {r.engine_version}): {status}, {len(r.applied)} migrations")
-        if r.error:
-            print(f"  error: {r.error}")
-        for finding in r.findings:
-            print(f"  {finding.severity}: {finding}")
+    selected = Shard.parse(shard) if shard else None
+    result = run_dry_run(config, samples, jobs=jobs, shard=selected)
+    for line in result.summary():
+        print(line)
     if json:
         write_json_report(Path(json), result.to_json())
     if junit:
@@ -262,6 +274,68 @@ def build(
         built = build_bundle(config, content, changes, wanted, Path(out), entries)
     print(f"built {built.bundle} ({len(built.manifest['files'])} files) and {built.manifest_path}")
 
+
+@task(
+    iterable=["database"],
+    help={
+        "repo": REPO_HELP,
+        "database": "sample database URL to generate; repeat for several"
+        " (default: every configured sample with a `generate` size)",
+        "size": "size for --database: small, medium or large (default: small)",
+        "upto": "schema version of the sample, such as 0001 (default: the first migration)",
+        "force": "regenerate SQLite samples that exist already",
+    },
+)
+@guarded()
+def samples(
+    c: Context,
+    repo: str = ".",
+    database: list[str] | None = None,
+    size: str = "small",
+    upto: str | None = None,
+    force: bool = False,
+) -> None:
+    """Generate the deterministic sample databases that the dry-run migrates."""
+    from pipeline.samples import generate_samples
+
+    config = load_config(Path(repo).resolve())
+    wanted = [SampleDatabase(url=url, generate=size) for url in database or []]
+    for url, built in generate_samples(config, wanted or None, upto=upto, force=force):
+        print(f"{url}: {'generated' if built else 'exists, kept'}")
+
+
+@task(
+    iterable=["report"],
+    help={
+        "report": "JSON report of one `inv dry-run --shard I/N`; repeat for every shard",
+        "json": "write the merged JSON report to this file",
+        "junit": JUNIT_HELP,
+    },
+)
+@guarded()
+def report_merge(
+    c: Context,
+    report: list[str] | None = None,
+    json: str | None = None,
+    junit: str | None = None,
+) -> None:
+    """Join the JSON reports of a sharded dry-run and fail when any shard failed."""
+    from pipeline.report_merge import merge_reports
+
+    result = merge_reports([Path(path) for path in report or []])
+    for line in result.summary():
+        print(line)
+    if json:
+        write_json_report(Path(json), result.to_json())
+    if junit:
+        write_junit_report(Path(junit), "dry-run", result.cases())
+    print(f"merged {len(report or [])} report(s): {len(result.results)} sample database(s)")
+    if not result.passed:
+        raise PipelineError("dry-run failed on at least one sample database")
+
+
+report = Collection("report")
+report.add_task(report_merge, "merge")
 
 keys = Collection("keys")
 
@@ -1079,6 +1153,8 @@ catalog = Collection("catalog")
 catalog.add_task(catalog_import, "import")
 
 ns = Collection(collect, validate, dry_run, build, sign, verify, release, catalog, keys)
+ns.add_task(samples)
+ns.add_collection(report)
 ns.add_task(apply)
 ns.add_task(qa)
 ns.add_collection(db)
@@ -1099,3 +1175,4 @@ _TASK_NAMES.update(
         "report-preview": "report.preview",
     }
 )
+_TASK_NAMES["report-merge"] = "report.merge"

@@ -7,8 +7,15 @@ pending migration it:
    transaction control in a transactional migration;
 2. runs `BEGIN`, then the statements one by one (never `executescript`, which
    commits by itself);
-3. runs the foreign key check, because SQLite reports orphans only on request;
+3. checks deferred constraints (PostgreSQL: `SET CONSTRAINTS ALL IMMEDIATE`)
+   and runs the foreign key check, because SQLite reports orphans only on request;
 4. inserts the history row and runs `COMMIT`, or `ROLLBACK` on any failure.
+
+Before running anything it also rejects `CREATE INDEX CONCURRENTLY` in a
+transactional migration and ALTER TABLE forms that the SQLite library is too
+old for. PostgreSQL sessions run with `lock_timeout` and `statement_timeout`,
+and a statement that times out on a lock is reported with the sessions that
+hold locks on its tables.
 
 A migration marked `-- pipeline: no-transaction` runs statement by statement
 in autocommit mode instead, and its `MigrationRun` has `transactional=False`.
@@ -24,7 +31,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,13 +42,16 @@ from pipeline.config import SampleDatabase
 from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import Finding
 from pipeline.migrations import (
+    CONCURRENTLY_MESSAGE,
     FOREIGN_KEYS_MESSAGE,
     Migration,
     Statement,
+    concurrent_operation,
     query_parameters,
     replace_parameters,
     sets_foreign_keys,
     split_statements,
+    sqlite_version_problem,
 )
 
 logger = logging.getLogger(__name__)
@@ -117,8 +127,12 @@ class Database(abc.ABC):
         """Run one statement once per row of parameters."""
 
     @abc.abstractmethod
-    def foreign_key_violations(self) -> list[str]:
-        """Describe every row whose foreign key has no parent row."""
+    def foreign_key_violations(self, tables: Collection[str] | None = None) -> list[str]:
+        """Describe every row whose foreign key has no parent row.
+
+        `tables` limits the search to those tables and the tables whose foreign
+        keys reference them; None searches every table.
+        """
 
     @abc.abstractmethod
     def integrity_problems(self) -> list[str]:
@@ -132,9 +146,32 @@ class Database(abc.ABC):
     def close(self) -> None:
         """Close the connection."""
 
+    # True when the engine checks every foreign key at each statement, so the
+    # per-migration orphan search can be left to the final integrity check.
+    enforces_foreign_keys = False
+
     def describe_error(self, error: Exception) -> str:
         """Return the database's own text of an error."""
         return str(error)
+
+    def error_hint(self, error: Exception, statement: str) -> str:
+        """Return what an operator should know about a failed statement, or an empty string."""
+        return ""
+
+    def check_deferred_constraints(self) -> None:
+        """Check deferred constraints now instead of at COMMIT (a no-op where COMMIT suffices)."""
+        return None
+
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        """Insert many rows into `table`; the fastest way the engine offers."""
+        marks = ", ".join([self.placeholder] * len(columns))
+        self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    @abc.abstractmethod
+    def tables(self) -> list[str]:
+        """Return the names of the application's tables, sorted."""
 
     def explain_query(self, sql: str, parameters: Sequence[str] | None = None) -> None:
         """Run EXPLAIN on a single SELECT with each `:name` parameter bound to NULL.
@@ -210,17 +247,48 @@ class SQLiteDatabase(Database):
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.connection.executemany(sql, rows)
 
-    def foreign_key_violations(self) -> list[str]:
+    def tables(self) -> list[str]:
+        rows = self.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " ORDER BY name"
+        )
+        return [str(row[0]) for row in rows]
+
+    def foreign_key_violations(self, tables: Collection[str] | None = None) -> list[str]:
+        # SQLite foreign keys have no names, so a key is named by its columns.
+        # The rows are grouped per key, and a few rowids are shown.
+        if tables is None:
+            checks = ["PRAGMA foreign_key_check"]
+        else:
+            wanted = {table.lower() for table in tables}
+            checks = [
+                f'PRAGMA foreign_key_check("{table}")'
+                for table in self.tables()
+                if table.lower() in wanted
+                or any(
+                    str(row[2]).lower() in wanted
+                    for row in self.execute(f'PRAGMA foreign_key_list("{table}")')
+                )
+            ]
+        orphans: dict[tuple[str, int, str], list[int]] = {}
+        for check in checks:
+            for table, rowid, parent, key_id in self.execute(check):
+                orphans.setdefault((table, key_id, parent), []).append(rowid)
         violations = []
-        columns: dict[tuple[str, int], tuple[str, str]] = {}
-        for table, rowid, parent, key_id in self.execute("PRAGMA foreign_key_check"):
-            if (table, key_id) not in columns:
-                for row in self.execute(f'PRAGMA foreign_key_list("{table}")'):
-                    columns.setdefault((table, row[0]), (row[3], row[4] or "rowid"))
-            child_column, parent_column = columns.get((table, key_id), ("?", "?"))
+        for (table, key_id, parent), rowids in orphans.items():
+            pairs = [
+                (str(row[3]), str(row[4] or "rowid"))
+                for row in self.execute(f'PRAGMA foreign_key_list("{table}")')
+                if row[0] == key_id
+            ]
+            child_columns = ", ".join(pair[0] for pair in pairs) or "?"
+            parent_columns = ", ".join(pair[1] for pair in pairs) or "?"
+            shown = ", ".join(str(rowid) for rowid in rowids[:5])
+            more = f" and {len(rowids) - 5} more" if len(rowids) > 5 else ""
             violations.append(
-                f"table {table} rowid {rowid}: {child_column} has no matching row in"
-                f" parent table {parent}({parent_column})"
+                f"table {table} foreign key ({child_columns}) -> {parent}({parent_columns}):"
+                f" {len(rowids)} row(s) have no matching row in parent table {parent},"
+                f" rowid {shown}{more}"
             )
         return violations
 
@@ -240,19 +308,24 @@ class PostgresDatabase(Database):
 
     engine = "postgresql"
     placeholder = "%s"
+    # Validated foreign keys are checked per statement; deferred ones at
+    # `check_deferred_constraints`. NOT VALID ones are left to `check_integrity`.
+    enforces_foreign_keys = True
 
     def __init__(self, url: str, *, lock_timeout_ms: int, statement_timeout_ms: int) -> None:
         super().__init__(url)
         import psycopg
 
         self.errors = (psycopg.Error,)
-        conninfo = re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+        self.conninfo = re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+        self.lock_timeout_ms = int(lock_timeout_ms)
+        self.statement_timeout_ms = int(statement_timeout_ms)
         try:
-            self.connection = psycopg.connect(conninfo, autocommit=True)
+            self.connection = psycopg.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise MigrationError(f"cannot connect to {redact_url(url)}: {exc}") from exc
-        self.connection.execute(f"SET lock_timeout = {int(lock_timeout_ms)}")
-        self.connection.execute(f"SET statement_timeout = {int(statement_timeout_ms)}")
+        self.connection.execute(f"SET lock_timeout = {self.lock_timeout_ms}")
+        self.connection.execute(f"SET statement_timeout = {self.statement_timeout_ms}")
 
     @property
     def engine_version(self) -> str:
@@ -266,20 +339,123 @@ class PostgresDatabase(Database):
         with self.connection.cursor() as cursor:
             cursor.executemany(sql.encode("utf-8"), rows)
 
-    def foreign_key_violations(self) -> list[str]:
-        # PostgreSQL checks immediate foreign keys per statement and deferred ones
-        # at COMMIT, where a violation fails the COMMIT itself.
-        return []
+    def tables(self) -> list[str]:
+        rows = self.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY 1"
+        )
+        return [str(row[0]) for row in rows]
+
+    def insert_rows(
+        self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        # COPY loads a million rows in seconds where executemany takes minutes.
+        statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
+        with self.connection.cursor() as cursor, cursor.copy(statement.encode("utf-8")) as copy:
+            for row in rows:
+                copy.write_row(row)
+
+    def check_deferred_constraints(self) -> None:
+        self.execute("SET CONSTRAINTS ALL IMMEDIATE")
+
+    def foreign_key_violations(self, tables: Collection[str] | None = None) -> list[str]:
+        """Search every foreign key for child rows without a parent row, a few keys each.
+
+        Validated keys cannot have such rows; a key added NOT VALID, or rows
+        loaded with triggers disabled, can.
+        """
+        violations = []
+        wanted = None if tables is None else {table.lower() for table in tables}
+        for name, child, parent, child_columns, parent_columns in self.execute(_FOREIGN_KEYS_SQL):
+            if wanted is not None and not {child.lower(), parent.lower()} & wanted:
+                continue
+            keys = self.execute(_orphans_sql(child, parent, child_columns, parent_columns))
+            if not keys:
+                continue
+            shown = "; ".join(
+                ", ".join(f"{c}={v!r}" for c, v in zip(child_columns, key, strict=True))
+                for key in keys[:5]
+            )
+            more = ", and more" if len(keys) > 5 else ""
+            violations.append(
+                f"table {child} constraint {name}: rows have no matching row in parent"
+                f" table {parent}({', '.join(parent_columns)}): {shown}{more}"
+            )
+        return violations
 
     def integrity_problems(self) -> list[str]:
-        # NOTE: PostgreSQL has no counterpart of PRAGMA integrity_check without
-        # the amcheck extension, so nothing is checked here.
-        return []
+        """Validate every NOT VALID check and foreign key constraint, then roll back.
+
+        NOTE: PostgreSQL has no counterpart of PRAGMA integrity_check without
+        the amcheck extension, so pages and indexes themselves are not checked.
+        """
+        import psycopg
+
+        problems = []
+        for name, table in self.execute(_NOT_VALID_SQL):
+            in_transaction = (
+                self.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+            )
+            start, undo = (
+                ("SAVEPOINT pipeline_validate", "ROLLBACK TO SAVEPOINT pipeline_validate")
+                if in_transaction
+                else ("BEGIN", "ROLLBACK")
+            )
+            self.execute(start)
+            try:
+                self.execute(f'ALTER TABLE {table} VALIDATE CONSTRAINT "{name}"')
+            except psycopg.Error as exc:
+                problems.append(
+                    f"table {table} constraint {name} (NOT VALID) fails validation:"
+                    f" {self.describe_error(exc)}"
+                )
+            finally:
+                self.execute(undo)
+        return problems
 
     def describe_error(self, error: Exception) -> str:
         diag = getattr(error, "diag", None)
         primary = getattr(diag, "message_primary", None)
         return str(primary) if primary else str(error).strip()
+
+    def error_hint(self, error: Exception, statement: str) -> str:
+        state = getattr(error, "sqlstate", None)
+        if state == "55P03":
+            return self._lock_holders(statement)
+        if state == "55P04":
+            return (
+                "; a new enum value cannot be used in the transaction that adds it:"
+                " add the value in a migration of its own and use it in a later one"
+            )
+        if state == "57014":
+            return (
+                f"; statement_timeout ({self.statement_timeout_ms} ms) cancelled the"
+                " statement; raise statement_timeout_ms in [tool.pipeline] if it is expected"
+                " to take longer"
+            )
+        return ""
+
+    def _lock_holders(self, statement: str) -> str:
+        """Name the other sessions that hold locks on the tables of `statement`."""
+        import psycopg
+
+        own = self.connection.info.backend_pid
+        try:
+            with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as probe:
+                rows = probe.execute(_LOCK_HOLDERS_SQL, (own,)).fetchall()
+        except psycopg.Error as exc:
+            logger.debug("cannot list the lock holders: %s", exc)
+            rows = []
+        words = set(re.findall(r"\w+", statement.lower()))
+        named = [row for row in rows if str(row[0]).lower() in words] or rows
+        holders = "; ".join(
+            f"table {table} is locked in {mode} by process {pid} ({state}: {query!r})"
+            for table, mode, pid, state, query in named[:5]
+        )
+        where = f": {holders}" if holders else ""
+        return (
+            f"; no lock was granted within lock_timeout ({self.lock_timeout_ms} ms){where};"
+            " wait for that session to finish, or end it, and run again"
+        )
 
     def _explain(self, sql: str, names: Sequence[str]) -> None:
         # Literal NULLs in place of parameters: a bound NULL parameter of unknown
@@ -289,6 +465,44 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self.connection.close()
+
+
+_FOREIGN_KEYS_SQL = """
+SELECT con.conname, con.conrelid::regclass::text, con.confrelid::regclass::text,
+    ARRAY(SELECT quote_ident(a.attname) FROM unnest(con.conkey) WITH ORDINALITY AS k(n, i)
+          JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
+    ARRAY(SELECT quote_ident(a.attname) FROM unnest(con.confkey) WITH ORDINALITY AS k(n, i)
+          JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i)
+FROM pg_constraint con JOIN pg_namespace ns ON ns.oid = con.connamespace
+WHERE con.contype = 'f' AND ns.nspname = current_schema()
+ORDER BY 2, 1
+"""
+_NOT_VALID_SQL = """
+SELECT con.conname, con.conrelid::regclass::text
+FROM pg_constraint con JOIN pg_namespace ns ON ns.oid = con.connamespace
+WHERE NOT con.convalidated AND con.contype IN ('c', 'f') AND ns.nspname = current_schema()
+ORDER BY 2, 1
+"""
+_LOCK_HOLDERS_SQL = """
+SELECT DISTINCT c.relname, l.mode, l.pid, a.state, left(a.query, 80)
+FROM pg_locks l
+JOIN pg_class c ON c.oid = l.relation
+JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.pid <> %s AND l.pid <> pg_backend_pid()
+    AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+    AND c.relkind IN ('r', 'p')
+ORDER BY c.relname, l.pid
+"""
+
+
+def _orphans_sql(child: str, parent: str, columns: Sequence[str], parents: Sequence[str]) -> str:
+    # Identifiers come from the system catalogs, already quoted by regclass and quote_ident.
+    present = " AND ".join(f"c.{column} IS NOT NULL" for column in columns)
+    match = " AND ".join(f"p.{p} = c.{c}" for c, p in zip(columns, parents, strict=True))
+    return (
+        f"SELECT {', '.join(f'c.{column}' for column in columns)} FROM {child} AS c"
+        f" WHERE {present} AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE {match}) LIMIT 6"
+    )
 
 
 def redact_url(url: str) -> str:
@@ -384,7 +598,8 @@ def migration_statements(migration: Migration, dialect: str) -> list[Statement]:
 
     Raises:
         MigrationError: the file does not split, contains `PRAGMA foreign_keys`,
-            or controls its own transaction without the no-transaction mark.
+            controls its own transaction or runs `... CONCURRENTLY` without the
+            no-transaction mark, or needs a newer SQLite library than this one.
     """
     try:
         statements = split_statements(migration.text, dialect)
@@ -400,6 +615,15 @@ def migration_statements(migration: Migration, dialect: str) -> list[Statement]:
                 " runner wraps each migration in one transaction; remove it, or mark the"
                 " file '-- pipeline: no-transaction'"
             )
+        operation = concurrent_operation(statement)
+        if migration.transactional and operation:
+            raise MigrationError(
+                f"{migration.path}:{statement.line}: "
+                + CONCURRENTLY_MESSAGE.format(operation=operation)
+            )
+        problem = sqlite_version_problem(statement) if dialect == "sqlite" else None
+        if problem:
+            raise MigrationError(f"{migration.path}:{statement.line}: {problem}")
     return statements
 
 
@@ -407,7 +631,7 @@ def _run_statement(db: Database, migration: Migration, statement: Statement) -> 
     try:
         db.execute(statement.sql)
     except db.errors as exc:
-        text = db.describe_error(exc)
+        text = db.describe_error(exc) + db.error_hint(exc, statement.sql)
         raise StatementError(
             f"{migration.path}:{statement.line}: statement failed on"
             f" {display_name(db.url)}: {text}",
@@ -432,8 +656,51 @@ def _record(db: Database, migration: Migration, seconds: float, bundle: str | No
     )
 
 
+_TABLE_NAME = r'(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[\w$]+)(?:\s*\.\s*(?:"[^"]+"|`[^`]+`|[\w$]+))?'
+_TOUCHES_TABLE = re.compile(
+    r"^(?:ALTER\s+TABLE|(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO|UPDATE(?:\s+OR\s+\w+)?"
+    r"|DELETE\s+FROM|CREATE\s+(?:TEMP\w*\s+)?TABLE(?:\s+IF\s+NOT\s+EXISTS)?"
+    rf"|DROP\s+TABLE(?:\s+IF\s+EXISTS)?)\s+({_TABLE_NAME})(?:\s+RENAME\s+TO\s+({_TABLE_NAME}))?",
+    re.IGNORECASE,
+)
+_TOUCHES_NO_ROWS = re.compile(
+    r"^(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|CREATE\s+VIEW|DROP\s+VIEW|SELECT|ANALYZE)\b",
+    re.IGNORECASE,
+)
+
+
+def touched_tables(statements: Sequence[Statement]) -> set[str] | None:
+    """Return the tables whose rows or definition the statements change.
+
+    None means that a statement has a form not recognized here (a trigger, a
+    CTE, ...), so every table must be checked.
+    """
+    tables: set[str] = set()
+    for statement in statements:
+        match = _TOUCHES_TABLE.match(statement.sql)
+        if match:
+            for name in match.groups():
+                if name:
+                    tables.add(re.split(r"\s*\.\s*", name)[-1].strip('"`[]'))
+        elif not _TOUCHES_NO_ROWS.match(statement.sql):
+            return None
+    return tables
+
+
 def _check_foreign_keys(db: Database, migration: Migration) -> None:
-    violations = db.foreign_key_violations()
+    if migration.transactional:
+        try:
+            db.check_deferred_constraints()
+        except db.errors as exc:
+            raise MigrationError(
+                f"{migration.path}: a deferred constraint fails at the end of the migration"
+                f" on {display_name(db.url)}: {db.describe_error(exc)}"
+            ) from exc
+    if db.enforces_foreign_keys:
+        return
+    tables = touched_tables(split_statements(migration.text, db.engine))
+    logger.debug("%s: foreign key check on %s", migration.path, tables or "every table")
+    violations = db.foreign_key_violations(tables)
     if violations:
         shown = "; ".join(violations[:5])
         more = f" (and {len(violations) - 5} more)" if len(violations) > 5 else ""
@@ -520,6 +787,15 @@ def _rollback(db: Database) -> None:
     except db.errors as exc:
         # A failed COMMIT has already ended the transaction on PostgreSQL.
         logger.debug("ROLLBACK on %s: %s", display_name(db.url), exc)
+
+
+def table_row_counts(db: Database) -> dict[str, int]:
+    """Return the number of rows of every application table, by name."""
+    counts = {}
+    for table in db.tables():
+        if table != HISTORY_TABLE:
+            counts[table] = int(db.execute(f'SELECT count(*) FROM "{table}"')[0][0])
+    return counts
 
 
 def check_integrity(db: Database) -> list[Finding]:

@@ -2,53 +2,112 @@
 
 For every configured sample database:
 
-1. generate a missing SQLite sample when its `generate` size is set;
+1. generate a missing sample when its `generate` size is set (a SQLite file,
+   or a PostgreSQL database that is loaded once and then used as a template);
 2. copy it (the SQLite backup API into a temporary folder, or a PostgreSQL
    `CREATE DATABASE ... TEMPLATE`), so the sample itself never changes;
-3. apply the pending migrations with the same runner that `apply` uses;
-4. run the integrity and foreign key checks;
-5. compile every report and form query (`query` of `packages/reports/*/report.json`
+3. lint the pending migrations against the copy's row counts;
+4. apply the pending migrations with the same runner that `apply` uses;
+5. run the integrity and foreign key checks;
+6. compile every report and form query (`query` of `packages/reports/*/report.json`
    and `packages/forms/*/form.json`) with EXPLAIN against the migrated schema;
-6. drop the copy, also on failure.
+7. drop the copy, also on failure, on Ctrl+C and on SIGTERM.
 
-A failure is returned as findings in the result; only a misconfigured sample
-(missing file without `generate`, unsupported URL) raises.
+Samples run in parallel processes when `jobs` is above 1, and `shard` takes
+every N-th sample for one job of a CI matrix (`report_merge` joins the
+reports again). A failure is returned as findings in the result; only a
+misconfigured sample (missing file without `generate`, unsupported URL) raises.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import multiprocessing
+import signal
 import sqlite3
 import tempfile
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.config import Config, SampleDatabase
-from pipeline.content import Kind, definition_path, list_items
 from pipeline.database import (
     Database,
     MigrationRun,
     RunResult,
     StatementError,
     display_name,
+    ensure_history,
     open_database,
+    pending_migrations,
     redact_url,
     run_migrations,
+    table_row_counts,
 )
 from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import CheckCase, Finding, errors_only
+from pipeline.migration_lint import (
+    LintContext,
+    ReportQuery,
+    UsedObjects,
+    lint_migrations,
+    load_report_queries,
+    used_objects,
+)
 from pipeline.migrations import load_migrations
-from pipeline.samples import generate_sample
+from pipeline.samples import ensure_sample
 
-__all__ = ["DatabaseResult", "DryRunResult", "MigrationRun", "ReportQuery", "dry_run"]
+__all__ = [
+    "DatabaseResult",
+    "DryRunResult",
+    "MigrationRun",
+    "ReportQuery",
+    "Shard",
+    "dry_run",
+    "load_report_queries",
+    "select_shard",
+]
 
 logger = logging.getLogger(__name__)
+
+CLONE_PREFIX = "pipeline_dry_run_"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One job's share of the sample databases: every `count`-th one, starting at `index`."""
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """Parse `I/N` with 1 <= I <= N.
+
+        Raises:
+            ConfigError: the text is not of that form.
+        """
+        index, _, count = text.partition("/")
+        if not (index.isdigit() and count.isdigit()) or not 1 <= int(index) <= int(count):
+            raise ConfigError(
+                f"--shard: expected I/N with 1 <= I <= N, such as 1/2, found {text!r}"
+            )
+        return cls(int(index), int(count))
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+def select_shard(samples: Sequence[SampleDatabase], shard: Shard) -> list[SampleDatabase]:
+    """Return the samples at positions index-1, index-1+count, ... of the configured order."""
+    return list(samples[shard.index - 1 :: shard.count])
 
 
 @dataclass
@@ -64,12 +123,27 @@ class DatabaseResult:
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DatabaseResult:
+        """Read one result back from a JSON report."""
+        return cls(
+            database=data["database"],
+            url=data["url"],
+            engine=data["engine"],
+            engine_version=data["engine_version"],
+            passed=data["passed"],
+            applied=[MigrationRun(**run) for run in data.get("applied", [])],
+            findings=[Finding(**finding) for finding in data.get("findings", [])],
+            error=data.get("error"),
+        )
+
 
 @dataclass
 class DryRunResult:
-    """The dry-run of every sample database."""
+    """The dry-run of every sample database (of one shard, when `shard` is set)."""
 
     results: list[DatabaseResult]
+    shard: Shard | None = None
 
     @property
     def passed(self) -> bool:
@@ -77,66 +151,89 @@ class DryRunResult:
 
     def to_json(self) -> dict[str, Any]:
         """Return the result as plain JSON data."""
-        return {"passed": self.passed, "results": [asdict(result) for result in self.results]}
+        shard = None if self.shard is None else asdict(self.shard)
+        return {
+            "passed": self.passed,
+            "shard": shard,
+            "results": [asdict(result) for result in self.results],
+        }
+
+    def summary(self) -> list[str]:
+        """Return the human summary: one line per database, one per migration and finding."""
+        lines = []
+        for result in self.results:
+            status = "passed" if result.passed else "FAILED"
+            lines.append(
+                f"{result.database} ({result.engine} {result.engine_version}): {status},"
+                f" {len(result.applied)} migration(s) applied"
+            )
+            for run in result.applied:
+                mode = "" if run.transactional else ", without a transaction"
+                lines.append(f"  {run.path}: {run.seconds:.3f} s{mode}")
+            if result.error:
+                lines.append(f"  error: {result.error}")
+            lines.extend(f"  {finding.severity}: {finding}" for finding in result.findings)
+        return lines
 
     def cases(self) -> list[CheckCase]:
-        """Return one JUnit check case per sample database."""
+        """Return JUnit check cases: one per applied migration and one for each database's checks.
+
+        The class name carries the engine and its version, such as `dry-run.sqlite-3.40.1`.
+        """
         cases = []
         for result in self.results:
+            classname = f"dry-run.{result.engine}-{result.engine_version}"
+            for run in result.applied:
+                mode = "" if run.transactional else " (no transaction)"
+                cases.append(
+                    CheckCase(
+                        name=f"{result.database}: {run.path}{mode}",
+                        classname=classname,
+                        seconds=run.seconds,
+                    )
+                )
             findings = list(result.findings)
             if result.error and not errors_only(findings):
-                findings.append(Finding(rule="dry-run", file=result.database, message=result.error))
-            case = CheckCase(
-                name=result.database,
-                classname=f"dry-run.{result.engine}",
-                findings=findings,
-                seconds=sum(run.seconds for run in result.applied),
+                findings.append(
+                    Finding(rule="dry-run", file=result.database, message=result.error)
+                )
+            cases.append(
+                CheckCase(
+                    name=f"{result.database}: checks", classname=classname, findings=findings
+                )
             )
-            cases.append(case)
         return cases
 
 
 @dataclass(frozen=True)
-class ReportQuery:
-    """The `query` of one report or form definition."""
+class _Inputs:
+    """Inputs shared by every sample's dry-run, sent to each worker process."""
 
-    code: str
-    kind: Kind
-    path: str
-    sql: str
+    config: Config
+    queries: tuple[ReportQuery, ...]
+    query_findings: tuple[Finding, ...]
+    used: UsedObjects
+    bundle_version: str | None
 
 
-def load_report_queries(root: Path) -> tuple[list[ReportQuery], list[Finding]]:
-    """Read the `query` field of every report and form definition.
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Raise KeyboardInterrupt on SIGTERM, so `finally` blocks drop the copies.
 
-    A definition without a query is skipped; one that is not readable JSON
-    gives a warning, because the validate stage reports it in full.
+    Signal handlers can be set only in the main thread; elsewhere this does nothing.
     """
-    queries: list[ReportQuery] = []
-    findings: list[Finding] = []
-    for kind in (Kind.REPORT, Kind.FORM):
-        for code in list_items(root, kind):
-            file = definition_path(root, kind, code)
-            path = file.relative_to(root).as_posix()
-            try:
-                document = json.loads(file.read_bytes().decode("utf-8").removeprefix("\ufeff"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                findings.append(
-                    Finding(
-                        rule="dry-run.query",
-                        file=path,
-                        message=f"{kind} {code}: query not checked, the file is not"
-                        f" UTF-8 JSON: {exc}",
-                        severity="warning",
-                    )
-                )
-                continue
-            sql = document.get("query") if isinstance(document, dict) else None
-            if isinstance(sql, str) and sql.strip():
-                queries.append(ReportQuery(code, kind, path, sql))
-            else:
-                logger.debug("%s has no query to check", path)
-    return queries, findings
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(number: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {number}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
@@ -161,7 +258,7 @@ def _sqlite_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]:
                 f"sample database {path} not found; create it, or set generate ="
                 f' "small" for {sample.url} in [tool.pipeline] sample_databases'
             )
-        generate_sample(config.root, path, sample.generate)
+        ensure_sample(config.root, sample)
     with tempfile.TemporaryDirectory(prefix="pipeline-dry-run-") as folder:
         copy = Path(folder) / path.name
         try:
@@ -171,10 +268,32 @@ def _sqlite_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]:
         db = open_database(
             f"sqlite:///{copy}", config.root, lock_timeout_ms=config.lock_timeout_ms
         )
+        # Memory-mapped reads take about a third off integrity_check on a 137 MB
+        # sample (benchmarks/dryrun_sqlite.py); the copy is private to this run.
+        db.execute("PRAGMA mmap_size = 1073741824")
         try:
             yield db
         finally:
             db.close()
+
+
+def _drop_clone(url: str, name: str) -> None:
+    """Drop a clone over a fresh connection, ending any session still connected to it."""
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    try:
+        with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    except psycopg.Error as exc:
+        # NOTE: a clone left behind here stays until someone drops it; its name
+        # starts with pipeline_dry_run_ so it can be found.
+        logger.error("cannot drop the dry-run copy %s: %s", name, exc)
+        return
+    logger.debug("dropped the dry-run copy %s", name)
 
 
 @contextlib.contextmanager
@@ -191,42 +310,37 @@ def _postgres_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]
     template = str(conninfo_to_dict(url).get("dbname") or "")
     if not template:
         raise ConfigError(f"{redact_url(sample.url)}: expected a database name in the URL")
-    copy_name = f"pipeline_dry_run_{uuid.uuid4().hex[:12]}"
-    admin = psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True)
+    ensure_sample(config.root, sample)
+    copy_name = f"{CLONE_PREFIX}{uuid.uuid4().hex[:12]}"
     try:
-        admin.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(copy_name), sql.Identifier(template)
+        with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                    sql.Identifier(copy_name), sql.Identifier(template)
+                )
             )
-        )
-        try:
-            db = open_database(
-                urlsplit(url)._replace(path=f"/{copy_name}").geturl(),
-                config.root,
-                lock_timeout_ms=config.lock_timeout_ms,
-                statement_timeout_ms=config.statement_timeout_ms,
-            )
-            try:
-                yield db
-            finally:
-                db.close()
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(copy_name)))
     except psycopg.Error as exc:
         raise MigrationError(
             f"cannot copy sample database {redact_url(sample.url)}: {exc}"
         ) from exc
+    logger.debug("cloned %s into %s", template, copy_name)
+    try:
+        db = open_database(
+            urlsplit(url)._replace(path=f"/{copy_name}").geturl(),
+            config.root,
+            lock_timeout_ms=config.lock_timeout_ms,
+            statement_timeout_ms=config.statement_timeout_ms,
+        )
+        try:
+            yield db
+        finally:
+            db.close()
     finally:
-        admin.close()
+        _drop_clone(url, copy_name)
 
 
-def _check_database(
-    db: Database,
-    sample: SampleDatabase,
-    queries: Sequence[ReportQuery],
-    config: Config,
-    bundle_version: str | None,
-) -> DatabaseResult:
+def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
+    config = inputs.config
     result = DatabaseResult(
         database=display_name(sample.url),
         url=redact_url(sample.url),
@@ -236,7 +350,17 @@ def _check_database(
     )
     run = RunResult(applied=result.applied, findings=result.findings)
     try:
-        run_migrations(db, load_migrations(config.root, db.engine), bundle_version, run)
+        migrations = load_migrations(config.root, db.engine)
+        ensure_history(db)
+        pending = pending_migrations(db, migrations)
+        context = LintContext(
+            db.engine,
+            inputs.used,
+            table_row_counts(db),
+            lock_timeout_ms=config.lock_timeout_ms if db.engine == "postgresql" else None,
+        )
+        result.findings.extend(lint_migrations(pending, context))
+        run_migrations(db, migrations, inputs.bundle_version, run)
     except StatementError as exc:
         result.error = str(exc)
         result.findings.append(
@@ -254,7 +378,7 @@ def _check_database(
             Finding(rule="dry-run.migration", file=result.database, message=str(exc))
         )
         return result
-    for query in queries:
+    for query in inputs.queries:
         try:
             db.explain_query(query.sql)
         except ValidationError as exc:
@@ -270,45 +394,70 @@ def _check_database(
     return result
 
 
+def _dry_run_one(sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
+    """Dry-run one sample; the function each worker process runs."""
+    logger.info("dry-run on %s", redact_url(sample.url))
+    if sample.engine == "sqlite":
+        copy = _sqlite_copy(inputs.config, sample)
+    elif sample.engine in ("postgresql", "postgres"):
+        copy = _postgres_copy(inputs.config, sample)
+    else:
+        raise ConfigError(
+            f"unsupported sample database URL {redact_url(sample.url)!r}:"
+            " expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+        )
+    with _terminate_as_interrupt(), copy as db:
+        result = _check_database(db, sample, inputs)
+    result.findings.extend(inputs.query_findings)
+    result.passed = result.passed and not errors_only(inputs.query_findings)
+    logger.info(
+        "dry-run on %s %s: %d migration(s) applied, %d finding(s)",
+        result.database,
+        "passed" if result.passed else "failed",
+        len(result.applied),
+        len(result.findings),
+    )
+    return result
+
+
 def dry_run(
     config: Config,
     databases: Sequence[SampleDatabase] | None = None,
     bundle_version: str | None = None,
+    *,
+    jobs: int = 1,
+    shard: Shard | None = None,
 ) -> DryRunResult:
     """Migrate a throwaway copy of every sample database and check it and the report queries.
 
     `databases` defaults to the configured sample databases; `bundle_version`
-    is written into the copies' history rows.
+    is written into the copies' history rows. `jobs` above 1 runs that many
+    samples at once in separate processes; `shard` keeps only this job's share.
 
     Raises:
         ConfigError: a sample is missing without `generate`, or its URL is unsupported.
         MigrationError: the migration files are malformed, or a copy cannot be made.
     """
-    samples = config.sample_databases if databases is None else tuple(databases)
+    samples = list(config.sample_databases if databases is None else databases)
+    if shard is not None:
+        samples = select_shard(samples, shard)
+        logger.info("shard %s: %d sample database(s)", shard, len(samples))
     if not samples:
-        logger.warning("no sample databases configured; nothing to dry-run")
+        logger.warning("no sample databases to dry-run")
     queries, query_findings = load_report_queries(config.root)
-    results: list[DatabaseResult] = []
-    for sample in samples:
-        logger.info("dry-run on %s", redact_url(sample.url))
-        if sample.engine == "sqlite":
-            copy = _sqlite_copy(config, sample)
-        elif sample.engine in ("postgresql", "postgres"):
-            copy = _postgres_copy(config, sample)
-        else:
-            raise ConfigError(
-                f"unsupported sample database URL {redact_url(sample.url)!r}:"
-                " expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
-            )
-        with copy as db:
-            result = _check_database(db, sample, queries, config, bundle_version)
-        result.findings.extend(query_findings)
-        logger.info(
-            "dry-run on %s %s: %d migration(s) applied, %d finding(s)",
-            result.database,
-            "passed" if result.passed else "failed",
-            len(result.applied),
-            len(result.findings),
-        )
-        results.append(result)
-    return DryRunResult(results)
+    inputs = _Inputs(
+        config,
+        tuple(queries),
+        tuple(query_findings),
+        used_objects(config.root, queries),
+        bundle_version,
+    )
+    if jobs <= 1 or len(samples) <= 1:
+        return DryRunResult([_dry_run_one(sample, inputs) for sample in samples], shard)
+    # Workers fork from a clean server process that has imported this module once,
+    # so none inherits an open psycopg or sqlite3 connection and none imports again.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with _terminate_as_interrupt(), ProcessPoolExecutor(min(jobs, len(samples)), context) as pool:
+        futures = [pool.submit(_dry_run_one, sample, inputs) for sample in samples]
+        return DryRunResult([future.result() for future in futures], shard)

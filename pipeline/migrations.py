@@ -46,6 +46,28 @@ FOREIGN_KEYS_MESSAGE = (
 )
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_CONCURRENTLY = re.compile(
+    r"^(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\s+\w+)\s+CONCURRENTLY\b",
+    re.IGNORECASE,
+)
+CONCURRENTLY_MESSAGE = (
+    "{operation} CONCURRENTLY cannot run inside a transaction block, but this migration"
+    " runs in one; put it in a migration of its own whose leading comment contains"
+    f" the line '{NO_TRANSACTION_MARK}'"
+)
+# ALTER TABLE forms that SQLite's parser accepts only from a given library version.
+SQLITE_FEATURES = (
+    (
+        re.compile(r"^ALTER\s+TABLE\s+.+?\s+DROP\s+(?:COLUMN\s+)?", re.IGNORECASE | re.DOTALL),
+        (3, 35, 0),
+        "ALTER TABLE ... DROP COLUMN",
+    ),
+    (
+        re.compile(r"^ALTER\s+TABLE\s+.+?\s+RENAME\s+(?:COLUMN\s+)?\S+\s+TO\s", re.I | re.S),
+        (3, 25, 0),
+        "ALTER TABLE ... RENAME COLUMN",
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -121,6 +143,47 @@ def is_transactional(text: str) -> bool:
 def sets_foreign_keys(statement: Statement) -> bool:
     """Return True for a `PRAGMA foreign_keys` statement, which a migration must not contain."""
     return _FOREIGN_KEYS_PRAGMA.match(statement.sql) is not None
+
+
+def concurrent_operation(statement: Statement) -> str | None:
+    """Return `CREATE INDEX` and the like for a `... CONCURRENTLY` statement, else None."""
+    match = _CONCURRENTLY.match(statement.sql)
+    if match is None:
+        return None
+    return " ".join(match.group().split()[:-1]).upper()
+
+
+def sqlite_version_problem(
+    statement: Statement, version: tuple[int, int, int] | None = None
+) -> str | None:
+    """Describe why the SQLite library cannot run `statement`, or return None when it can.
+
+    `version` defaults to `sqlite3.sqlite_version_info`, read when called.
+    """
+    current = tuple(version or sqlite3.sqlite_version_info)
+    for pattern, needed, feature in SQLITE_FEATURES:
+        if current < needed and pattern.match(statement.sql) and not _is_rename_table(statement):
+            have = ".".join(str(part) for part in current)
+            need = ".".join(str(part) for part in needed)
+            return (
+                f"{feature} needs SQLite {need} or newer, but this Python uses SQLite {have};"
+                f" run the pipeline with a Python built against SQLite {need} or newer,"
+                " or rebuild the table in the migration instead"
+            )
+    return None
+
+
+def _is_rename_table(statement: Statement) -> bool:
+    return re.match(r"^ALTER\s+TABLE\s+\S+\s+RENAME\s+TO\s", statement.sql, re.I) is not None
+
+
+def strip_comments(sql: str, dialect: str) -> str:
+    """Return `sql` with every comment outside quotes replaced by one space."""
+    pieces = [
+        " " if kind == "comment" else sql[first:end]
+        for kind, first, end in _segments(sql, dialect)
+    ]
+    return "".join(pieces)
 
 
 # -- splitting ---------------------------------------------------------------------------------
@@ -412,6 +475,7 @@ def _content_findings(item: _MigrationFile) -> list[Finding]:
                     severity="warning",
                 )
             )
+        transactional = is_transactional(text)
         for statement in statements:
             if sets_foreign_keys(statement):
                 findings.append(
@@ -422,17 +486,36 @@ def _content_findings(item: _MigrationFile) -> list[Finding]:
                         message=FOREIGN_KEYS_MESSAGE,
                     )
                 )
+            operation = concurrent_operation(statement)
+            if transactional and operation:
+                findings.append(
+                    Finding(
+                        rule="migration.concurrently",
+                        file=item.path,
+                        line=statement.line,
+                        message=CONCURRENTLY_MESSAGE.format(operation=operation),
+                    )
+                )
         if findings:
             break
     return findings
 
 
 def check_migrations(root: Path) -> list[Finding]:
-    """Check migration files: names, numbering, dialect pairs, encoding and splitting."""
+    """Check migration files: names, numbering, dialect pairs, encoding, splitting and lint.
+
+    Lint runs only when the files themselves are sound, because it needs every
+    migration loaded in order.
+    """
+    # Imported here because migration_lint builds on this module.
+    from pipeline.migration_lint import lint_repository
+
     files, findings = _list_files(root)
     findings.extend(_structure_findings(files))
     for item in files:
         findings.extend(_content_findings(item))
+    if not errors_only(findings):
+        findings.extend(lint_repository(root))
     return findings
 
 

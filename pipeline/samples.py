@@ -22,17 +22,19 @@ import logging
 import random
 import sqlite3
 import string
-from collections.abc import Iterator
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from pipeline.config import SAMPLE_SIZES
-from pipeline.database import HISTORY_TABLE, Database, open_database, run_migrations
+from pipeline.config import SAMPLE_SIZES, Config, SampleDatabase
+from pipeline.database import HISTORY_TABLE, Database, open_database, redact_url, run_migrations
 from pipeline.errors import ConfigError, MigrationError
 from pipeline.fsutil import atomic_output
-from pipeline.migrations import load_migrations
+from pipeline.migrations import Migration, load_migrations
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +215,8 @@ class _SampleData:
             if number == 1:
                 # A name of the maximum length, which a report must fit.
                 name_ru = (name_ru + " — " + "Қ" * NAME_MAX_LENGTH)[:NAME_MAX_LENGTH]
-            elif self.random.random() < 0.05:
+            elif self.random.random() < 0.05 or number == 2:
+                # Organization 2 always lacks a kk name, so NOT NULL on name_kk fails.
                 name_kk = None
             kato = self.random.choice(self.kato_leaves) if self.random.random() < 0.95 else None
             yield number, self._bin(number), name_ru, name_kk, kato
@@ -238,7 +241,8 @@ class _SampleData:
                 letters = "".join(self.random.choices(string.ascii_uppercase, k=3))
                 bban = f"{bank}{letters}{number:010d}"
                 iban = f"KZ{iban_check_digits('KZ', bban)}{bban}"
-                yield number, organization, iban, self.random.choice(CURRENCIES)
+                currency = self.random.choice(CURRENCIES)
+                yield number, organization, iban, None if number == 2 else currency
         self.account_count = number
 
     def payment_documents(self, with_kbk: bool) -> Iterator[tuple[Any, ...]]:
@@ -264,6 +268,12 @@ class _SampleData:
             )
             if with_kbk:
                 row += (self.random.choice(KBK_CODES)[0] if self.random.random() < 0.6 else None,)
+            if number == 1:
+                first = row
+            elif number == 2:
+                # The same account, number and date as document 1, so a unique index
+                # over them fails; no purpose, so NOT NULL on purpose fails too.
+                row = (number, *first[1:4], row[4], row[5], row[6], None, *row[8:])
             yield row
 
     def _purpose(self, doc_date: date) -> str:
@@ -298,71 +308,72 @@ class _SampleData:
             )
 
 
-def _tables(db: Database) -> set[str]:
-    return {str(row[0]) for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-
-
 def _columns(db: Database, table: str) -> set[str]:
-    return {str(row[1]) for row in db.execute(f'PRAGMA table_info("{table}")')}
+    if db.engine == "sqlite":
+        return {str(row[1]) for row in db.execute(f'PRAGMA table_info("{table}")')}
+    rows = db.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s",
+        (table,),
+    )
+    return {str(row[0]) for row in rows}
 
 
-# Tables of the application schema that the generator knows how to fill.
+# Tables of the application schema that the generator fills.
 APPLICATION_TABLES = frozenset({"kato", "knp", "organizations", "accounts", "payment_documents"})
+DOCUMENT_COLUMNS = (
+    "id",
+    "account_id",
+    "doc_number",
+    "doc_date",
+    "amount",
+    "knp_code",
+    "kbe",
+    "purpose",
+)
+STATEMENT_COLUMNS = (
+    "account_id",
+    "statement_date",
+    "opening_balance",
+    "debit_turnover",
+    "credit_turnover",
+    "closing_balance",
+    "source_file",
+    "imported_at",
+)
 
 
 def _fill(db: Database, data: _SampleData) -> None:
-    tables = _tables(db)
-    if not APPLICATION_TABLES <= set(tables):
+    tables = set(db.tables())
+    if not APPLICATION_TABLES.issubset(tables):
         # Another content repository's schema: the sample keeps its migrated,
         # empty tables, which still proves the migrations and report queries run.
         logger.info(
             "sample left empty: the schema lacks the tables %s",
-            ", ".join(sorted(APPLICATION_TABLES - set(tables))),
+            ", ".join(sorted(APPLICATION_TABLES - tables)),
         )
         return
-    db.executemany("INSERT INTO kato VALUES (?, ?, ?, ?)", data.kato())
-    db.executemany("INSERT INTO knp VALUES (?, ?, ?)", KNP_CODES)
-    db.executemany(
-        "INSERT INTO organizations (id, bin, name_ru, name_kk, kato_code) VALUES (?, ?, ?, ?, ?)",
-        data.organizations(),
+    db.insert_rows("kato", ("code", "parent_code", "name_ru", "name_kk"), data.kato())
+    db.insert_rows("knp", ("code", "name_ru", "name_kk"), KNP_CODES)
+    db.insert_rows(
+        "organizations", ("id", "bin", "name_ru", "name_kk", "kato_code"), data.organizations()
     )
-    db.executemany(
-        "INSERT INTO accounts (id, organization_id, iban, currency) VALUES (?, ?, ?, ?)",
-        data.accounts(),
-    )
+    db.insert_rows("accounts", ("id", "organization_id", "iban", "currency"), data.accounts())
     with_kbk = "kbk" in tables and "kbk_code" in _columns(db, "payment_documents")
     if with_kbk:
-        db.executemany("INSERT INTO kbk VALUES (?, ?, ?)", KBK_CODES)
-    columns = "id, account_id, doc_number, doc_date, amount, knp_code, kbe, purpose"
-    columns += ", kbk_code" if with_kbk else ""
-    marks = ", ".join("?" * len(columns.split(", ")))
-    db.executemany(
-        f"INSERT INTO payment_documents ({columns}) VALUES ({marks})",
-        data.payment_documents(with_kbk),
-    )
+        db.insert_rows("kbk", ("code", "name_ru", "name_kk"), KBK_CODES)
+    columns = DOCUMENT_COLUMNS + (("kbk_code",) if with_kbk else ())
+    db.insert_rows("payment_documents", columns, data.payment_documents(with_kbk))
     if "treasury_statements" in tables:
-        db.executemany(
-            "INSERT INTO treasury_statements (account_id, statement_date, opening_balance,"
-            " debit_turnover, credit_turnover, closing_balance, source_file, imported_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            data.treasury_statements(),
-        )
+        db.insert_rows("treasury_statements", STATEMENT_COLUMNS, data.treasury_statements())
 
 
-def generate_sample(root: Path, path: Path, size: str, upto: str | None = None) -> Path:
-    """Build a sample database at schema version `upto` (default: the first migration).
-
-    The file is written atomically to `path` and returned.
-
-    Raises:
-        ConfigError: `size` is not one of small, medium, large.
-        MigrationError: `upto` names no migration, or a migration fails.
-    """
+def _select_migrations(root: Path, dialect: str, size: str, upto: str | None) -> list[Migration]:
     if size not in PLANS:
         raise ConfigError(
             f"unknown sample size {size!r}: expected one of {', '.join(SAMPLE_SIZES)}"
         )
-    migrations = load_migrations(root, "sqlite")
+    migrations = load_migrations(root, dialect)
     if not migrations:
         raise MigrationError(f"{root / 'migrations'}: no migrations to build a sample from")
     versions = [m.version for m in migrations]
@@ -371,20 +382,41 @@ def generate_sample(root: Path, path: Path, size: str, upto: str | None = None) 
         raise MigrationError(
             f"no migration with version {target!r}: expected one of {', '.join(versions)}"
         )
-    selected = migrations[: versions.index(target) + 1]
-    logger.info("generating %s sample %s at schema version %s", size, path, target)
+    return migrations[: versions.index(target) + 1]
+
+
+def _load(db: Database, migrations: Sequence[Migration], size: str) -> None:
+    """Migrate an empty database, fill it and give the history rows a fixed time."""
+    run_migrations(db, migrations)
+    data = _SampleData(PLANS[size], seed=f"parus-kaz-sample:{size}:{migrations[-1].version}")
+    db.execute("BEGIN")
+    try:
+        _fill(db, data)
+        db.execute(
+            f"UPDATE {HISTORY_TABLE} SET applied_at = {db.placeholder}, duration_ms = 0",
+            (SAMPLE_APPLIED_AT,),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def generate_sample(root: Path, path: Path, size: str, upto: str | None = None) -> Path:
+    """Build a SQLite sample database at schema version `upto` (default: the first migration).
+
+    The file is written atomically to `path` and returned.
+
+    Raises:
+        ConfigError: `size` is not one of small, medium, large.
+        MigrationError: `upto` names no migration, or a migration fails.
+    """
+    selected = _select_migrations(root, "sqlite", size, upto)
+    logger.info("generating %s sample %s at schema version %s", size, path, selected[-1].version)
     with atomic_output(path) as temporary:
         db = open_database(f"sqlite:///{temporary.resolve()}", root, create=True)
         try:
-            run_migrations(db, selected)
-            data = _SampleData(PLANS[size], seed=f"parus-kaz-sample:{size}:{target}")
-            db.execute("BEGIN")
-            _fill(db, data)
-            db.execute(
-                f"UPDATE {HISTORY_TABLE} SET applied_at = ?, duration_ms = 0",
-                (SAMPLE_APPLIED_AT,),
-            )
-            db.execute("COMMIT")
+            _load(db, selected, size)
             # VACUUM rebuilds the file from the rows alone, so no trace of the
             # real durations written by the runner is left in free pages.
             db.execute("VACUUM")
@@ -393,3 +425,136 @@ def generate_sample(root: Path, path: Path, size: str, upto: str | None = None) 
         finally:
             db.close()
     return path
+
+
+def generate_postgres_sample(root: Path, url: str, size: str, upto: str | None = None) -> str:
+    """Create the PostgreSQL database named in `url` and load a sample into it.
+
+    The rows are loaded into a database with a temporary name that is renamed
+    at the end, so the sample appears whole or not at all. The result is the
+    template that every dry-run clones.
+
+    Raises:
+        ConfigError: `size` is unknown or the URL names no database.
+        MigrationError: the database exists already, or loading failed.
+    """
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    selected = _select_migrations(root, "postgresql", size, upto)
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    name = str(conninfo_to_dict(conninfo).get("dbname") or "")
+    if not name:
+        raise ConfigError(f"{redact_url(url)}: expected a database name in the URL")
+    loading = f"{name[:40]}_loading_{uuid.uuid4().hex[:8]}"
+    logger.info("generating %s sample %s at schema version %s", size, name, selected[-1].version)
+    try:
+        admin = psycopg.connect(make_conninfo(conninfo, dbname="postgres"), autocommit=True)
+    except psycopg.Error as exc:
+        raise MigrationError(f"cannot connect to {redact_url(url)}: {exc}") from exc
+    try:
+        if admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchall():
+            raise MigrationError(
+                f"sample database {name} exists already on {redact_url(url)};"
+                " drop it first to generate it again"
+            )
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(loading)))
+        try:
+            target = urlsplit(conninfo)._replace(path=f"/{loading}").geturl()
+            with open_database(target, root) as db:
+                _load(db, selected, size)
+                db.execute("ANALYZE")
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                    sql.Identifier(loading), sql.Identifier(name)
+                )
+            )
+        except BaseException:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(loading))
+            )
+            raise
+    except psycopg.Error as exc:
+        raise MigrationError(f"loading sample {name} failed: {exc}") from exc
+    finally:
+        admin.close()
+    return url
+
+
+def ensure_sample(
+    root: Path, sample: SampleDatabase, *, upto: str | None = None, force: bool = False
+) -> bool:
+    """Generate a configured sample that is missing; return True when it was built.
+
+    A sample without a `generate` size is left alone. `force` rebuilds an
+    existing SQLite file; an existing PostgreSQL sample is always kept, because
+    dropping a database is left to its owner.
+
+    Raises:
+        ConfigError: the URL is unsupported.
+        MigrationError: generation failed.
+    """
+    if sample.generate is None:
+        return False
+    if sample.engine == "sqlite":
+        path = sample.sqlite_path(root)
+        if path.is_file() and not force:
+            return False
+        generate_sample(root, path, sample.generate, upto)
+        return True
+    if sample.engine in ("postgresql", "postgres"):
+        if postgres_database_exists(sample.url):
+            return False
+        generate_postgres_sample(root, sample.url, sample.generate, upto)
+        return True
+    raise ConfigError(
+        f"unsupported sample database URL {redact_url(sample.url)!r}:"
+        " expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+    )
+
+
+def generate_samples(
+    config: Config,
+    samples: Sequence[SampleDatabase] | None = None,
+    *,
+    upto: str | None = None,
+    force: bool = False,
+) -> list[tuple[str, bool]]:
+    """Generate every sample that has a `generate` size; return (redacted URL, built) pairs.
+
+    `samples` defaults to the configured sample databases.
+
+    Raises:
+        ConfigError: no sample has a `generate` size, or a URL is unsupported.
+        MigrationError: generation failed.
+    """
+    chosen = [s for s in (config.sample_databases if samples is None else samples) if s.generate]
+    if not chosen:
+        raise ConfigError(
+            f"no sample database to generate: give a sample a generate size in [tool.pipeline]"
+            f" of {config.root / 'pyproject.toml'}, or pass --database URL --size SIZE"
+        )
+    return [
+        (redact_url(sample.url), ensure_sample(config.root, sample, upto=upto, force=force))
+        for sample in chosen
+    ]
+
+
+def postgres_database_exists(url: str) -> bool:
+    """Return True when the database named in a PostgreSQL URL exists on its server.
+
+    Raises:
+        MigrationError: the server cannot be reached.
+    """
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    name = conninfo_to_dict(conninfo).get("dbname")
+    try:
+        with psycopg.connect(make_conninfo(conninfo, dbname="postgres")) as admin:
+            rows = admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+            return bool(rows.fetchall())
+    except psycopg.Error as exc:
+        raise MigrationError(f"cannot connect to {redact_url(url)}: {exc}") from exc

@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import sqlite3
+import subprocess
+import sys
 import tempfile
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +19,11 @@ from conftest import under_ci
 
 from pipeline.config import Config, SampleDatabase
 from pipeline.database import StatementError, open_database, run_migrations
-from pipeline.dryrun import dry_run
-from pipeline.errors import ConfigError
+from pipeline.dryrun import Shard, dry_run
+from pipeline.errors import ConfigError, ValidationError
+from pipeline.findings import write_json_report, write_junit_report
 from pipeline.migrations import load_migrations
+from pipeline.report_merge import merge_reports
 from pipeline.samples import generate_sample
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +118,12 @@ def test_query_on_dropped_column_names_report(tmp_path: Path) -> None:
     assert not result.passed
     (database,) = result.results
     assert database.error is None
-    (finding,) = database.findings
+    lint, finding = database.findings
+    assert lint.rule == "lint.drop-used-object"
+    assert lint.file == "migrations/0004_drop_purpose.sql"
+    assert "drops column payment_documents.purpose, which report payments_by_purpose" in (
+        lint.message
+    )
     assert finding.rule == "dry-run.query"
     assert finding.file == "packages/reports/payments_by_purpose/report.json"
     assert "report payments_by_purpose" in finding.message
@@ -207,3 +218,226 @@ def test_postgres_failed_statement_rolls_back(tmp_path: Path, postgres_sample: s
     assert "invalid input syntax for type integer" in str(caught.value)
     assert tables == []
     assert versions == [("0001",), ("0002",), ("0003",)]
+
+
+# -- edge rows, parallel runs, shards and reports ------------------------------------------------
+
+
+def test_unique_index_meets_duplicate_rows(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    (root / "migrations" / "0004_unique_number.sql").write_text(
+        "CREATE UNIQUE INDEX payment_documents_number"
+        " ON payment_documents (account_id, doc_number, doc_date);\n",
+        "utf-8",
+    )
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+    (database,) = dry_run(config).results
+    assert database.error is not None
+    assert "migrations/0004_unique_number.sql:1" in database.error
+    assert "UNIQUE constraint failed: payment_documents.account_id" in database.error
+
+
+def test_rebuilt_table_meets_null_rows(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    (root / "migrations" / "0004_kk_required.sql").write_text(
+        "CREATE TABLE organizations_new (id INTEGER PRIMARY KEY, bin TEXT UNIQUE NOT NULL,"
+        " name_ru TEXT NOT NULL, name_kk TEXT NOT NULL, kato_code TEXT);\n"
+        "INSERT INTO organizations_new SELECT * FROM organizations;\n",
+        "utf-8",
+    )
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+    (database,) = dry_run(config).results
+    assert database.error is not None
+    assert "migrations/0004_kk_required.sql:2" in database.error
+    assert "NOT NULL constraint failed: organizations_new.name_kk" in database.error
+
+
+def three_samples(root: Path) -> Config:
+    samples = []
+    for name in ("first", "second", "third"):
+        generate_sample(root, root / f"{name}.sqlite", "small")
+        samples.append(SampleDatabase(f"sqlite:///{name}.sqlite"))
+    return Config(root=root, sample_databases=tuple(samples))
+
+
+def test_parallel_matches_serial(tmp_path: Path) -> None:
+    config = three_samples(make_content(tmp_path / "content"))
+    serial = dry_run(config)
+    parallel = dry_run(config, jobs=2)
+    assert [r.database for r in parallel.results] == [
+        "first.sqlite",
+        "second.sqlite",
+        "third.sqlite",
+    ]
+    assert [r.passed for r in parallel.results] == [True, True, True]
+    assert [[run.version for run in r.applied] for r in parallel.results] == [
+        [run.version for run in r.applied] for r in serial.results
+    ]
+
+
+def test_shards_split_samples(tmp_path: Path) -> None:
+    config = three_samples(make_content(tmp_path / "content"))
+    first = dry_run(config, shard=Shard.parse("1/2"))
+    second = dry_run(config, shard=Shard.parse("2/2"))
+    assert [r.database for r in first.results] == ["first.sqlite", "third.sqlite"]
+    assert [r.database for r in second.results] == ["second.sqlite"]
+    assert first.to_json()["shard"] == {"index": 1, "count": 2}
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/0"])
+def test_shard_rejects_malformed(text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Shard.parse(text)
+    assert f"--shard: expected I/N with 1 <= I <= N, such as 1/2, found {text!r}" == str(
+        caught.value
+    )
+
+
+def test_merge_joins_shard_reports(tmp_path: Path) -> None:
+    config = three_samples(make_content(tmp_path / "content"))
+    paths = []
+    for index in (2, 1):
+        path = tmp_path / f"shard-{index}.json"
+        write_json_report(path, dry_run(config, shard=Shard(index, 2)).to_json())
+        paths.append(path)
+    merged = merge_reports(paths)
+    assert merged.passed
+    assert [r.database for r in merged.results] == [
+        "first.sqlite",
+        "third.sqlite",
+        "second.sqlite",
+    ]
+    assert merged.results[0].applied[0].path == "migrations/0002_budget_classification.sql"
+
+
+def test_merge_rejects_missing_and_repeated_shards(tmp_path: Path) -> None:
+    config = three_samples(make_content(tmp_path / "content"))
+    first = tmp_path / "shard-1.json"
+    whole = tmp_path / "whole.json"
+    write_json_report(first, dry_run(config, shard=Shard(1, 3)).to_json())
+    write_json_report(whole, {"passed": True, "shard": None, "results": []})
+    with pytest.raises(ValidationError) as missing:
+        merge_reports([first])
+    with pytest.raises(ValidationError) as repeated:
+        merge_reports([first, first])
+    with pytest.raises(ValidationError) as mixed:
+        merge_reports([first, whole])
+    assert "shard(s) 2/3, 3/3 missing from the merge" in str(missing.value)
+    assert f"shard 1/3 is given twice: {first} and {first}" in str(repeated.value)
+    assert f"{whole}: expected a shard report like the others" in str(mixed.value)
+
+
+def test_merge_rejects_broken_report(tmp_path: Path) -> None:
+    broken = tmp_path / "truncated-report.json"
+    broken.write_text('{"passed": true, "results": [', "utf-8")
+    with pytest.raises(ValidationError) as caught:
+        merge_reports([broken])
+    assert f"{broken}: expected a UTF-8 JSON dry-run report" in str(caught.value)
+
+
+def test_reports_name_engine_version_and_times(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+    result = dry_run(config)
+    data = json.loads(json.dumps(result.to_json()))
+    (entry,) = data["results"]
+    assert entry["engine"] == "sqlite"
+    assert entry["engine_version"] == sqlite3.sqlite_version
+    assert [run["version"] for run in entry["applied"]] == ["0002", "0003"]
+    assert all(run["seconds"] >= 0 for run in entry["applied"])
+    summary = result.summary()
+    assert summary[0] == (
+        f"sample.sqlite (sqlite {sqlite3.sqlite_version}): passed, 2 migration(s) applied"
+    )
+    assert summary[1].startswith("  migrations/0002_budget_classification.sql: ")
+    assert summary[1].endswith(" s")
+    junit = tmp_path / "dry-run.xml"
+    write_junit_report(junit, "dry-run", result.cases())
+    cases = ET.parse(junit).getroot().findall(".//testcase")
+    assert [case.get("name") for case in cases] == [
+        "sample.sqlite: migrations/0002_budget_classification.sql",
+        "sample.sqlite: migrations/0003_treasury_statements.sqlite.sql",
+        "sample.sqlite: checks",
+    ]
+    assert {case.get("classname") for case in cases} == {
+        f"dry-run.sqlite-{sqlite3.sqlite_version}"
+    }
+    assert cases[0].get("time") == f"{entry['applied'][0]['seconds']:.3f}"
+
+
+def test_lint_findings_in_dry_run_report(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    (root / "migrations" / "0004_status.sql").write_text(
+        "ALTER TABLE organizations ADD COLUMN status TEXT NOT NULL DEFAULT 'active';\n"
+        "ALTER TABLE accounts ADD COLUMN opened DATE NOT NULL;\n",
+        "utf-8",
+    )
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+    (database,) = dry_run(config).results
+    lint = [f for f in database.findings if f.rule.startswith("lint.")]
+    assert [(f.rule, f.line) for f in lint] == [("lint.not-null-without-default", 2)]
+    assert "accounts.opened is added NOT NULL without a DEFAULT on " in lint[0].message
+    assert "Cannot add a NOT NULL column with default value NULL" in (database.error or "")
+
+
+def test_medium_sample_dry_run(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    sample = generate_sample(root, root / "medium.sqlite", "medium")
+    connection = sqlite3.connect(sample)
+    try:
+        documents = connection.execute("SELECT count(*) FROM payment_documents").fetchone()
+        orphans = connection.execute("PRAGMA foreign_key_check").fetchall()
+    finally:
+        connection.close()
+    assert documents == (100_000,)
+    assert orphans == []
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///medium.sqlite"),))
+    result = dry_run(config)
+    assert result.passed
+    assert [run.version for run in result.results[0].applied] == ["0002", "0003"]
+
+
+def run_task(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_tasks_samples_shards_and_merge(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    urls = ["sqlite:///one.sqlite", "sqlite:///two.sqlite"]
+    databases = [part for url in urls for part in ("--database", url)]
+    generated = run_task("samples", "--repo", str(root), "--size", "small", *databases)
+    assert generated.returncode == 0, generated.stderr
+    assert "sqlite:///one.sqlite: generated" in generated.stdout
+    reports = []
+    for index in (1, 2):
+        report = tmp_path / f"shard-{index}.json"
+        shard = run_task(
+            "dry-run",
+            "--repo",
+            str(root),
+            "--shard",
+            f"{index}/2",
+            "--json",
+            str(report),
+            *databases,
+        )
+        assert shard.returncode == 0, shard.stderr
+        reports += ["--report", str(report)]
+    first = json.loads((tmp_path / "shard-1.json").read_text("utf-8"))
+    assert [result["database"] for result in first["results"]] == ["one.sqlite"]
+    merged = run_task("report.merge", *reports, "--junit", str(tmp_path / "merged.xml"))
+    assert merged.returncode == 0, merged.stderr
+    assert f"one.sqlite (sqlite {sqlite3.sqlite_version}): passed" in merged.stdout
+    assert "merged 2 report(s): 2 sample database(s)" in merged.stdout
+    incomplete = run_task("report.merge", *reports[:2])
+    assert incomplete.returncode == 1
+    assert "shard(s) 2/2 missing from the merge" in incomplete.stderr

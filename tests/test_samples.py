@@ -121,3 +121,27 @@ def test_unknown_size_and_version(tmp_path: Path) -> None:
     assert "unknown sample size 'huge'" in str(size.value)
     assert "no migration with version '0042'" in str(version.value)
     assert not (tmp_path / "x.sqlite").exists()
+
+
+def test_edge_rows_break_not_null_and_unique(small_sample: Path) -> None:
+    duplicates = query(
+        small_sample,
+        "SELECT count(*) FROM payment_documents AS a JOIN payment_documents AS b"
+        " ON a.id < b.id AND a.account_id = b.account_id AND a.doc_number = b.doc_number"
+        " AND a.doc_date = b.doc_date",
+    )
+    assert duplicates[0][0] >= 1
+    assert query(small_sample, "SELECT name_kk FROM organizations WHERE id = 2") == [(None,)]
+    assert query(small_sample, "SELECT currency FROM accounts WHERE id = 2") == [(None,)]
+    assert query(small_sample, "SELECT purpose FROM payment_documents WHERE id = 2") == [(None,)]
+
+
+def test_large_sample_has_a_million_rows(tmp_path: Path) -> None:
+    path = generate_sample(REPO_ROOT, tmp_path / "large.sqlite", "large")
+    assert query(path, "SELECT count(*) FROM payment_documents") == [(1_000_000,)]
+    assert query(path, "SELECT count(*) FROM organizations") == [(10_000,)]
+    bins = [str(row[0]) for row in query(path, "SELECT bin FROM organizations")]
+    assert [value for value in bins if not is_valid_bin(value)] == []
+    years = query(path, "SELECT DISTINCT substr(doc_date, 1, 4) FROM payment_documents ORDER BY 1")
+    assert years == [("2022",), ("2023",), ("2024",), ("2025",), ("2026",)]
+    assert query(path, "PRAGMA foreign_key_check") == []

@@ -1,0 +1,327 @@
+"""Dry-runs and the runner on a real PostgreSQL server: locks, deferred keys, templates."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pipeline import dryrun
+from pipeline.config import Config, SampleDatabase
+from pipeline.database import (
+    HISTORY_TABLE,
+    StatementError,
+    check_integrity,
+    open_database,
+    run_migrations,
+)
+from pipeline.errors import MigrationError
+from pipeline.migrations import load_migrations
+from pipeline.samples import PLANS, ensure_sample, is_valid_bin, is_valid_iban
+
+pytestmark = pytest.mark.postgres
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_content(root: Path, extra: dict[str, str] | None = None) -> Path:
+    shutil.copytree(REPO_ROOT / "migrations", root / "migrations")
+    for name, text in (extra or {}).items():
+        (root / "migrations" / name).write_text(text, encoding="utf-8")
+    return root
+
+
+def database_names(server: str, pattern: str) -> list[str]:
+    with psycopg.connect(server, autocommit=True) as admin:
+        rows = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (pattern,))
+        return [str(row[0]) for row in rows.fetchall()]
+
+
+@pytest.fixture
+def sample_url(postgres_server: str) -> Iterator[str]:
+    """URL of a sample database name that does not exist yet; dropped after the test."""
+    name = f"parus_sample_test_{uuid.uuid4().hex[:10]}"
+    yield f"{postgres_server.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        leftovers = admin.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{name}_loading_%",)
+        ).fetchall()
+        for (leftover,) in leftovers:
+            admin.execute(f'DROP DATABASE IF EXISTS "{leftover}" WITH (FORCE)')
+
+
+@pytest.fixture
+def generated_sample(tmp_path: Path, sample_url: str) -> tuple[Path, str]:
+    root = make_content(tmp_path / "content")
+    assert ensure_sample(root, SampleDatabase(sample_url, generate="small")) is True
+    return root, sample_url
+
+
+def clone_names(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return re.findall(r"into (pipeline_dry_run_\w+)", caplog.text)
+
+
+def test_sample_is_loaded_once_as_template(
+    generated_sample: tuple[Path, str], postgres_server: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    root, url = generated_sample
+    caplog.set_level(logging.DEBUG, logger="pipeline")
+    sample = SampleDatabase(url, generate="small")
+    assert ensure_sample(root, sample) is False
+    config = Config(root=root, sample_databases=(sample,))
+    first = dryrun.dry_run(config, bundle_version="2026.12.0")
+    second = dryrun.dry_run(config)
+    assert first.passed
+    assert second.passed
+    assert [run.version for run in first.results[0].applied] == ["0002", "0003"]
+    assert first.results[0].engine == "postgresql"
+    assert first.results[0].engine_version.split(".")[0].isdigit()
+    clones = clone_names(caplog)
+    assert len(clones) == 2
+    assert database_names(postgres_server, "pipeline_dry_run_%").count(clones[0]) == 0
+    assert database_names(postgres_server, "pipeline_dry_run_%").count(clones[1]) == 0
+    with open_database(url, root) as db:
+        assert db.execute(f"SELECT version FROM {HISTORY_TABLE}") == [("0001",)]
+        assert db.execute("SELECT count(*) FROM payment_documents") == [(600,)]
+
+
+def test_generated_postgres_sample_rows(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    with open_database(url, root) as db:
+        documents = db.execute("SELECT count(*) FROM payment_documents")[0][0]
+        organizations = db.execute("SELECT count(*) FROM organizations")[0][0]
+        bins = [str(row[0]) for row in db.execute("SELECT bin FROM organizations")]
+        ibans = [str(row[0]) for row in db.execute("SELECT iban FROM accounts")]
+        knp = db.execute("SELECT knp_code FROM payment_documents WHERE id = 1")
+        duplicates = db.execute(
+            "SELECT count(*) FROM (SELECT account_id, doc_number, doc_date FROM payment_documents"
+            " GROUP BY 1, 2, 3 HAVING count(*) > 1) AS d"
+        )
+        null_kk = db.execute("SELECT count(*) FROM organizations WHERE name_kk IS NULL")
+    assert documents == PLANS["small"].payment_documents
+    assert organizations == PLANS["small"].organizations
+    assert [value for value in bins if not is_valid_bin(value)] == []
+    assert [value for value in ibans if not is_valid_iban(value)] == []
+    assert knp[0][0] is None or len(knp[0][0]) == 3
+    assert duplicates[0][0] >= 1
+    assert null_kk[0][0] >= 1
+
+
+def test_interrupt_drops_clone(
+    generated_sample: tuple[Path, str],
+    postgres_server: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, url = generated_sample
+    caplog.set_level(logging.DEBUG, logger="pipeline")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dryrun, "run_migrations", interrupted)
+    config = Config(root=root, sample_databases=(SampleDatabase(url),))
+    with pytest.raises(KeyboardInterrupt):
+        dryrun.dry_run(config)
+    (clone,) = clone_names(caplog)
+    assert clone not in database_names(postgres_server, "pipeline_dry_run_%")
+
+
+def test_sigterm_drops_clone(
+    generated_sample: tuple[Path, str],
+    postgres_server: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, url = generated_sample
+    caplog.set_level(logging.DEBUG, logger="pipeline")
+
+    def terminated(*args: object, **kwargs: object) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(dryrun, "run_migrations", terminated)
+    config = Config(root=root, sample_databases=(SampleDatabase(url),))
+    with pytest.raises(KeyboardInterrupt):
+        dryrun.dry_run(config)
+    (clone,) = clone_names(caplog)
+    assert clone not in database_names(postgres_server, "pipeline_dry_run_%")
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_new_not_null_meets_null_rows(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    (root / "migrations" / "0004_kk_required.sql").write_text(
+        "-- lint-ack not-null-without-default: shows what the rows do\n"
+        "ALTER TABLE organizations ALTER COLUMN name_kk SET NOT NULL;\n",
+        encoding="utf-8",
+    )
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+    (database,) = result.results
+    assert not database.passed
+    assert database.error is not None
+    assert "migrations/0004_kk_required.sql:2" in database.error
+    assert 'column "name_kk" of relation "organizations" contains null values' in database.error
+
+
+def test_unique_index_meets_duplicates(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    (root / "migrations" / "0004_unique_number.sql").write_text(
+        "CREATE UNIQUE INDEX payment_documents_number"
+        " ON payment_documents (account_id, doc_number, doc_date);\n",
+        encoding="utf-8",
+    )
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+    (database,) = result.results
+    assert database.error is not None
+    assert "could not create unique index" in database.error
+
+
+# -- the runner on a plain test database ----------------------------------------------------------
+
+
+def test_lock_held_by_other_session(tmp_path: Path, postgres_database: str) -> None:
+    root = make_content(
+        tmp_path / "content",
+        {"0004_status.sql": "ALTER TABLE organizations ADD COLUMN status TEXT;\n"},
+    )
+    migrations = load_migrations(root, "postgresql")
+    with open_database(postgres_database, root) as db:
+        run_migrations(db, migrations[:3])
+    with psycopg.connect(postgres_database) as holder:
+        holder.execute("SELECT count(*) FROM organizations").fetchall()
+        holder_pid = holder.info.backend_pid
+        with open_database(postgres_database, root, lock_timeout_ms=300) as db:
+            with pytest.raises(StatementError) as caught:
+                run_migrations(db, migrations)
+            columns = db.execute(
+                "SELECT column_name FROM information_schema.columns"
+                " WHERE table_name = 'organizations' AND column_name = 'status'"
+            )
+        holder.rollback()
+    message = str(caught.value)
+    assert "migrations/0004_status.sql:1" in message
+    assert "canceling statement due to lock timeout" in message
+    assert "no lock was granted within lock_timeout (300 ms)" in message
+    assert f"table organizations is locked in AccessShareLock by process {holder_pid}" in message
+    assert columns == []
+
+
+def test_new_enum_value_in_same_transaction(tmp_path: Path, postgres_database: str) -> None:
+    root = make_content(
+        tmp_path / "content",
+        {
+            "0004_status.sql": "CREATE TYPE document_status AS ENUM ('draft');\n",
+            "0005_sent.sql": "ALTER TYPE document_status ADD VALUE 'sent';\n"
+            "SELECT 'sent'::document_status;\n",
+        },
+    )
+    with open_database(postgres_database, root) as db:
+        with pytest.raises(StatementError) as caught:
+            run_migrations(db, load_migrations(root, "postgresql"))
+        labels = db.execute(
+            "SELECT enumlabel FROM pg_enum JOIN pg_type ON pg_type.oid = enumtypid"
+            " WHERE typname = 'document_status'"
+        )
+    message = str(caught.value)
+    assert "migrations/0005_sent.sql:2" in message
+    assert 'unsafe use of new value "sent" of enum type document_status' in message
+    assert "add the value in a migration of its own and use it in a later one" in message
+    assert labels == [("draft",)]
+
+
+def test_deferred_constraint_checked_before_commit(tmp_path: Path, postgres_database: str) -> None:
+    root = make_content(
+        tmp_path / "content",
+        {
+            "0004_deferred.sql": "CREATE TABLE audit (\n"
+            "    id INTEGER PRIMARY KEY,\n"
+            "    organization_id INTEGER REFERENCES organizations (id)"
+            " DEFERRABLE INITIALLY DEFERRED\n);\n"
+            "INSERT INTO audit VALUES (1, 999999);\n"
+        },
+    )
+    with open_database(postgres_database, root) as db:
+        with pytest.raises(MigrationError) as caught:
+            run_migrations(db, load_migrations(root, "postgresql"))
+        tables = db.execute("SELECT tablename FROM pg_tables WHERE tablename = 'audit'")
+    message = str(caught.value)
+    assert "migrations/0004_deferred.sql: a deferred constraint fails at the end" in message
+    assert 'violates foreign key constraint "audit_organization_id_fkey"' in message
+    assert tables == []
+
+
+def test_orphans_and_not_valid_constraints(tmp_path: Path, postgres_database: str) -> None:
+    root = make_content(
+        tmp_path / "content",
+        {
+            "0004_audit.sql": "CREATE TABLE audit (id INTEGER PRIMARY KEY,"
+            " organization_id INTEGER, amount INTEGER);\n"
+            "INSERT INTO audit VALUES (1, 424242, -5), (2, NULL, 3);\n"
+            "ALTER TABLE audit ADD CONSTRAINT audit_organization_fk FOREIGN KEY"
+            " (organization_id) REFERENCES organizations (id) NOT VALID;\n"
+            "ALTER TABLE audit ADD CONSTRAINT audit_amount_positive CHECK (amount > 0)"
+            " NOT VALID;\n"
+        },
+    )
+    with open_database(postgres_database, root) as db:
+        result = run_migrations(db, load_migrations(root, "postgresql"))
+        again = check_integrity(db)
+    messages = [f.message for f in result.findings]
+    assert [f.rule for f in result.findings] == [
+        "database.integrity",
+        "database.integrity",
+        "database.foreign-key",
+    ]
+    assert (
+        "table audit constraint audit_amount_positive (NOT VALID) fails validation"
+        in (messages[0])
+    )
+    assert (
+        "table audit constraint audit_organization_fk (NOT VALID) fails validation"
+        in (messages[1])
+    )
+    assert (
+        "table audit constraint audit_organization_fk: rows have no matching row in parent"
+        " table organizations(id): organization_id=424242"
+    ) in messages[2]
+    # Validation is rolled back: the constraints stay NOT VALID and are found again.
+    assert [f.message for f in again] == messages
+
+
+def test_statement_timeout_named(tmp_path: Path, postgres_database: str) -> None:
+    root = make_content(tmp_path / "content", {"0004_slow.sql": "SELECT pg_sleep(5);\n"})
+    with (
+        open_database(postgres_database, root, statement_timeout_ms=200) as db,
+        pytest.raises(StatementError) as caught,
+    ):
+        run_migrations(db, load_migrations(root, "postgresql"))
+    assert "canceling statement due to statement timeout" in str(caught.value)
+    assert "statement_timeout (200 ms) cancelled the statement" in str(caught.value)
+
+
+def test_concurrent_index_with_header_runs(tmp_path: Path, postgres_database: str) -> None:
+    root = make_content(
+        tmp_path / "content",
+        {
+            "0004_index.postgresql.sql": "-- pipeline: no-transaction\n"
+            "CREATE INDEX CONCURRENTLY payment_documents_amount ON payment_documents (amount);\n",
+            "0004_index.sqlite.sql": "CREATE INDEX payment_documents_amount"
+            " ON payment_documents (amount);\n",
+        },
+    )
+    with open_database(postgres_database, root) as db:
+        result = run_migrations(db, load_migrations(root, "postgresql"))
+        indexes = db.execute(
+            "SELECT indexname FROM pg_indexes WHERE indexname = 'payment_documents_amount'"
+        )
+    assert [(run.version, run.transactional) for run in result.applied][-1] == ("0004", False)
+    assert indexes == [("payment_documents_amount",)]
