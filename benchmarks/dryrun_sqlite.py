@@ -1,0 +1,107 @@
+"""Time the dry-run of the demo migrations on SQLite samples against the `sqlite3` CLI.
+
+Run: .venv/bin/python benchmarks/dryrun_sqlite.py [--sizes small,medium,large] [--rounds 3]
+     [--keep FOLDER]
+
+For each sample size, generates the sample at schema version 0001 (kept in
+`--keep` between runs), then times, alternating:
+
+- `pipeline.dryrun.dry_run`: backup-API copy, lint, migrations 0002-0003
+  statement by statement in one transaction each, foreign key check per
+  migration, `integrity_check` and `foreign_key_check` at the end, EXPLAIN of
+  the report queries, removal of the copy;
+- `cp` of the sample plus `sqlite3 COPY < migrations`, the same SQL without checks;
+- the same plus `PRAGMA foreign_key_check; PRAGMA integrity_check;`, the checks
+  that the dry-run runs too.
+
+Prints the median of each and the ratio of the dry-run to each baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.config import Config, SampleDatabase  # noqa: E402
+from pipeline.dryrun import dry_run  # noqa: E402
+from pipeline.migrations import load_migrations  # noqa: E402
+from pipeline.samples import generate_sample  # noqa: E402
+
+CHECKS = "PRAGMA foreign_key_check;\nPRAGMA integrity_check;\n"
+
+
+def cli_run(cli: str, sample: Path, work: Path, script: str) -> float:
+    copy = work / "cli-copy.sqlite"
+    start = time.perf_counter()
+    shutil.copyfile(sample, copy)
+    subprocess.run(
+        [cli, "-bail", str(copy)], input=script, text=True, check=True, capture_output=True
+    )
+    copy.unlink()
+    return time.perf_counter() - start
+
+
+def pipeline_run(config: Config) -> float:
+    start = time.perf_counter()
+    result = dry_run(config)
+    seconds = time.perf_counter() - start
+    if not result.passed:
+        sys.exit("dry-run failed: " + "\n".join(result.summary()))
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="small,medium,large", help="comma-separated sizes")
+    parser.add_argument("--rounds", type=int, default=3, help="timed runs of each variant")
+    parser.add_argument("--keep", type=Path, help="folder to keep the generated samples in")
+    args = parser.parse_args()
+    cli = shutil.which("sqlite3")
+    if cli is None:
+        sys.exit("sqlite3 is not installed (Debian package sqlite3)")
+    work = args.keep or Path(tempfile.mkdtemp(prefix="dryrun-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    migrations = "".join(m.text + "\n" for m in load_migrations(ROOT, "sqlite")[1:])
+
+    version = subprocess.run([cli, "--version"], capture_output=True, text=True).stdout.split()[0]
+    print(f"sqlite3 CLI {version}; Python sqlite3 library {__import__('sqlite3').sqlite_version}")
+
+    try:
+        for size in args.sizes.split(","):
+            sample = work / f"{size}.sqlite"
+            if not sample.exists():
+                generate_sample(ROOT, sample, size)
+            config = Config(root=ROOT, sample_databases=(SampleDatabase(f"sqlite:///{sample}"),))
+            ours: list[float] = []
+            plain: list[float] = []
+            checked: list[float] = []
+            for _ in range(args.rounds):
+                plain.append(cli_run(cli, sample, work, migrations))
+                checked.append(cli_run(cli, sample, work, migrations + CHECKS))
+                ours.append(pipeline_run(config))
+            ours_median = statistics.median(ours)
+            plain_median = statistics.median(plain)
+            checked_median = statistics.median(checked)
+            print(
+                f"{size:<6} {sample.stat().st_size / 1e6:7.1f} MB:"
+                f" dry-run {ours_median:.3f} s,"
+                f" sqlite3 CLI {plain_median:.3f} s (ratio {ours_median / plain_median:.2f}),"
+                f" sqlite3 CLI with the same checks {checked_median:.3f} s"
+                f" (ratio {ours_median / checked_median:.2f})"
+            )
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
