@@ -46,6 +46,9 @@ DEFINITION_FILES: dict[Kind, str] = {
     Kind.TREASURY: "format.json",
 }
 
+# The folders split into parts once, because collect classifies every changed path.
+_FOLDER_PARTS = {kind: PurePosixPath(folder).parts for kind, folder in KIND_FOLDERS.items()}
+
 
 @dataclass(frozen=True)
 class ContentPath:
@@ -63,8 +66,7 @@ def classify(path: str) -> ContentPath | None:
     of a folder-per-item kind (a README, say) are not content.
     """
     parts = PurePosixPath(path).parts
-    for kind, folder in KIND_FOLDERS.items():
-        prefix = PurePosixPath(folder).parts
+    for kind, prefix in _FOLDER_PARTS.items():
         if parts[: len(prefix)] != prefix:
             continue
         rest = parts[len(prefix) :]
