@@ -44,6 +44,8 @@ DEMO_PUBLIC_KEY = Path(".keys/minisign.pub")
 REPO_HELP = "content repository to read (default: the current folder)"
 JSON_HELP = "write a machine-readable JSON report to this file"
 JUNIT_HELP = "write a JUnit XML report to this file"
+# Environment variable that holds the password of an encrypted bundle.
+BUNDLE_PASSWORD_ENV = "PIPELINE_BUNDLE_PASSWORD"
 
 
 def _configure_logging() -> None:
@@ -237,6 +239,10 @@ def dry_run(
         "rev": "release commit (default: HEAD)",
         "out": "output folder (default: dist)",
         "dry_run_report": "JSON report of `inv dry-run` whose passed databases the manifest lists",
+        "full": "ship every item whole, catalogs included, instead of the changes since the"
+        " base release",
+        "encrypt": "encrypt the archive with AES-256; the password comes from"
+        f" {BUNDLE_PASSWORD_ENV} or is asked for on a terminal",
     }
 )
 @guarded()
@@ -247,6 +253,8 @@ def build(
     rev: str = "HEAD",
     out: str = "dist",
     dry_run_report: str | None = None,
+    full: bool = False,
+    encrypt: bool = False,
 ) -> None:
     """Build the bundle and its manifest (unsigned) from the release commit."""
     if not version:
@@ -271,7 +279,16 @@ def build(
     with tempfile.TemporaryDirectory() as work:
         content = export_commit(root, changes.commit, Path(work) / "content")
         config = _snapshot_config(root, content)
-        built = build_bundle(config, content, changes, wanted, Path(out), entries)
+        built = build_bundle(
+            config,
+            content,
+            changes,
+            wanted,
+            Path(out),
+            entries,
+            full=full,
+            password=_bundle_password(new=True) if encrypt else None,
+        )
     print(f"built {built.bundle} ({len(built.manifest['files'])} files) and {built.manifest_path}")
 
 
@@ -364,6 +381,65 @@ def keys_generate(
 keys.add_task(keys_generate, "generate")
 
 
+@task(
+    help={
+        "trusted_keys": "current trusted-keys file",
+        "new_public_key": "minisign public key of the new release key (see keys.generate)",
+        "out": "next trusted-keys file to write (default: trusted-keys.next.json)",
+        "valid_from": "time from which the new key may sign, RFC 3339 (default: now)",
+        "retire_current": "time from which the current keys stop signing, RFC 3339"
+        " (default: they stay valid)",
+        "comment": "comment stored with the new key",
+    }
+)
+@guarded()
+def keys_rotate(
+    c: Context,
+    trusted_keys: str | None = None,
+    new_public_key: str | None = None,
+    out: str = "trusted-keys.next.json",
+    valid_from: str | None = None,
+    retire_current: str | None = None,
+    comment: str = "",
+) -> None:
+    """Write the next trusted-keys file: the current keys plus a new release key."""
+    from datetime import UTC, datetime
+
+    from pipeline.rotation import rotate_trusted_keys
+
+    if not trusted_keys or not new_public_key:
+        raise ConfigError("keys.rotate needs --trusted-keys FILE and --new-public-key FILE")
+    start = _parse_time(valid_from, "--valid-from") if valid_from else datetime.now(UTC)
+    retire = _parse_time(retire_current, "--retire-current") if retire_current else None
+    written = rotate_trusted_keys(
+        Path(trusted_keys),
+        signing.load_public_key(Path(new_public_key)),
+        Path(out),
+        valid_from=start,
+        retire_at=retire,
+        comment=comment,
+    )
+    print(f"wrote {out}: {len(written)} trusted keys, new key {written[-1].key_id_hex}")
+
+
+keys.add_task(keys_rotate, "rotate")
+
+
+def _parse_time(text: str, option: str) -> Any:
+    from datetime import datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ConfigError(
+            f"{option}: expected an RFC 3339 time with a time zone, such as"
+            f" 2027-01-01T00:00:00Z, found {text!r}"
+        )
+    return moment
+
+
 def _new_passphrase() -> str:
     passphrase = os.environ.get(SIGNING_PASSPHRASE_ENV)
     if passphrase:
@@ -375,6 +451,21 @@ def _new_passphrase() -> str:
     first = getpass.getpass("passphrase: ")
     if first != getpass.getpass("passphrase again: "):
         raise SignatureError("the two passphrases differ; nothing was written")
+    return first
+
+
+def _bundle_password(new: bool) -> str:
+    """Return the bundle password from the environment, or ask for it on a terminal."""
+    password = os.environ.get(BUNDLE_PASSWORD_ENV)
+    if password:
+        return password
+    if not sys.stdin.isatty():
+        raise ConfigError(
+            f"an encrypted bundle needs a password: set {BUNDLE_PASSWORD_ENV} or run on a terminal"
+        )
+    first = getpass.getpass("bundle password: ")
+    if new and first != getpass.getpass("bundle password again: "):
+        raise ConfigError("the two passwords differ; nothing was built")
     return first
 
 
@@ -436,7 +527,12 @@ def sign(c: Context, file: str, key: str | None = None, comment: str | None = No
     help={
         "bundle": "bundle archive (.7z); its signature is BUNDLE.minisig",
         "public_key": "minisign public key file that must have signed the bundle",
-        "manifest_signature": "manifest signature (default: manifest.json.minisig beside the bundle)",
+        "trusted_keys": "trusted-keys JSON file; a signature counts only from a key valid and"
+        " not revoked at its signing time",
+        "manifest_signature": "manifest signature"
+        " (default: manifest.json.minisig beside the bundle)",
+        "encrypted": f"the bundle is encrypted; the password comes from {BUNDLE_PASSWORD_ENV}"
+        " or is asked for on a terminal",
         "json": JSON_HELP,
     },
 )
@@ -445,23 +541,47 @@ def verify(
     c: Context,
     bundle: str,
     public_key: str | None = None,
+    trusted_keys: str | None = None,
     manifest_signature: str | None = None,
+    encrypted: bool = False,
     json: str | None = None,
 ) -> None:
     """Verify a bundle: signatures, manifest, archive safety and every file hash."""
+    from pipeline.trust import load_trusted_keys
     from pipeline.verify import verify_bundle
 
-    if public_key is None:
-        raise SignatureError("verify needs --public-key FILE (the release's minisign.pub)")
-    keys_ = [signing.load_public_key(Path(public_key))]
+    keys_: list[Any] = []
+    if trusted_keys is not None:
+        keys_.extend(load_trusted_keys(Path(trusted_keys)))
+    if public_key is not None:
+        keys_.append(signing.load_public_key(Path(public_key)))
+    if not keys_:
+        raise SignatureError(
+            "verify needs --trusted-keys FILE or --public-key FILE (the release's minisign.pub)"
+        )
     signature = Path(manifest_signature) if manifest_signature else None
-    result = verify_bundle(Path(bundle), keys_, manifest_signature=signature)
-    print(f"{bundle}: verified version {result.version}, {result.files} files, key {result.key_id}")
+    result = verify_bundle(
+        Path(bundle),
+        keys_,
+        manifest_signature=signature,
+        password=_bundle_password(new=False) if encrypted else None,
+    )
+    print(
+        f"{bundle}: verified version {result.version}, {result.files} files,"
+        f" key {result.key_id}"
+    )
     if json:
         write_json_report(
             Path(json),
-            {"bundle": bundle, "verified": True, "version": result.version, "key_id": result.key_id,
-             "files": result.files, "trusted_comment": result.trusted_comment},
+            {
+                "bundle": bundle,
+                "verified": True,
+                "version": result.version,
+                "key_id": result.key_id,
+                "signed_at": result.signed_at.isoformat() if result.signed_at else None,
+                "files": result.files,
+                "trusted_comment": result.trusted_comment,
+            },
         )
 
 
@@ -475,6 +595,12 @@ def verify(
         "key": f"secret key file (default: ${SIGNING_KEY_ENV})",
         "demo_key": "without a configured key, sign with a throwaway key under .keys/",
         "database": "sample database URL; repeat for several; replaces the configured ones",
+        "full": "ship every item whole, catalogs included, instead of the changes since the"
+        " base release",
+        "encrypt": "encrypt the archive with AES-256; the password comes from"
+        f" {BUNDLE_PASSWORD_ENV} or is asked for on a terminal",
+        "next_trusted_keys": "trusted-keys file to ship, signed by the release key, so customers"
+        " move to a new key (see keys.rotate)",
         "json": JSON_HELP,
     },
 )
@@ -488,6 +614,9 @@ def release(
     key: str | None = None,
     demo_key: bool = False,
     database: list[str] | None = None,
+    full: bool = False,
+    encrypt: bool = False,
+    next_trusted_keys: str | None = None,
     json: str | None = None,
 ) -> None:
     """Collect, validate, dry-run, build, sign and verify a release."""
@@ -503,6 +632,9 @@ def release(
         rev=rev,
         databases=database or [],
         progress=StepPrinter(total=6),
+        full=full,
+        password=_bundle_password(new=True) if encrypt else None,
+        next_trusted_keys=Path(next_trusted_keys) if next_trusted_keys else None,
     )
     print(f"released {result.version} from {result.changes.commit[:12]}"
           f" (base {result.changes.base_tag or 'none'}), signed by key {result.verified.key_id}:")
@@ -1158,7 +1290,11 @@ ns.add_collection(report)
 ns.add_task(apply)
 ns.add_task(qa)
 ns.add_collection(db)
-_TASK_NAMES = {"catalog-import": "catalog.import", "keys-generate": "keys.generate"}
+_TASK_NAMES = {
+    "catalog-import": "catalog.import",
+    "keys-generate": "keys.generate",
+    "keys-rotate": "keys.rotate",
+}
 ns.add_collection(publish)
 ns.add_task(update)
 _TASK_NAMES["publish-bundle"] = "publish"

@@ -1,35 +1,44 @@
-"""The build stage: stage the payload, write the notes and the manifest, pack the archive.
+"""The build stage: stage the payload, write the notes, provenance and manifest, pack the archive.
 
 The bundle `<product>-<version>.7z` holds, grouped by kind::
 
-    manifest.json
+    manifest.json          provenance.json
     notes/kk.md, notes/ru.md
-    catalogs/<id>/...      migrations/<file>.sql
+    catalogs/<id>/catalog.json + rows.csv (full) or delta.json (delta)
+    migrations/<file>.sql
     fixes/<id>/...         reports/<code>/...
     forms/<code>/...       treasury/<id>/...
+    keys/trusted-keys.json + .minisig   (only in a bundle that rotates the key)
 
-A release with a base tag ships the items changed since that tag; the first
-release ships every item. Every migration ships, so a database at any older
-schema version can be brought up to date. The archive's timestamps are the
-release commit's time, or `SOURCE_DATE_EPOCH` when set, so one commit always
-gives the same bytes.
+An incremental bundle, the default when a base release tag exists, ships the
+items changed since that tag, and a changed catalog as a delta when the base
+has it with the same columns (see pipeline.bundle_delta). A full bundle (the
+first release, or `full=True`) ships every item whole. Every migration ships,
+so a database at any older schema version can be brought up to date.
+
+Two builds of one commit give the same bytes, whatever the output folder,
+time zone, umask or file creation order. Entries are sorted and
+pipeline.archive fixes their mode. Every entry's time is `SOURCE_DATE_EPOCH`
+when set, or else the release commit's time. Nothing inside the archive
+records the build's time, duration, host, user or any absolute path.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import inspect
 import logging
 import os
+import platform
 import shutil
-import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline import __version__, archive, catalogs, migrations
+import py7zr
+
+from pipeline import __version__, archive, bundle_delta, catalogs, migrations
 from pipeline.collect import Change, ChangeSet
 from pipeline.config import Config
 from pipeline.content import DEFINITION_FILES, KIND_FOLDERS, Kind, list_items
@@ -37,6 +46,14 @@ from pipeline.errors import BundleError
 from pipeline.fsutil import atomic_write_bytes
 from pipeline.manifest import MANIFEST_FORMAT, MANIFEST_NAME, file_entry, manifest_bytes
 from pipeline.notes import LANGUAGES, NoteEntry, NotesInput, render_notes, render_notes_html
+from pipeline.provenance import (
+    PROVENANCE_NAME,
+    REPOSITORY_SETTING,
+    BuildInputs,
+    provenance_bytes,
+    provenance_statement,
+    source_repository,
+)
 from pipeline.schema import load_json
 from pipeline.versions import Version
 
@@ -51,6 +68,18 @@ ARCHIVE_FOLDERS: dict[Kind, str] = {
     Kind.FORM: "forms",
     Kind.TREASURY: "treasury",
 }
+NEXT_TRUSTED_KEYS_PATH = "keys/trusted-keys.json"
+NEXT_TRUSTED_KEYS_SIGNATURE_PATH = NEXT_TRUSTED_KEYS_PATH + ".minisig"
+# Bound on the manifest read back from an encrypted archive to prove it is unreadable.
+_MANIFEST_PROBE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SignedFile:
+    """A file to ship with its minisign signature, both as bytes."""
+
+    data: bytes
+    signature: bytes
 
 
 @dataclass(frozen=True)
@@ -59,6 +88,7 @@ class BuildResult:
 
     bundle: Path
     manifest_path: Path
+    provenance_path: Path
     manifest: dict[str, Any]
 
 
@@ -73,27 +103,51 @@ def build_bundle(
     version: Version,
     out: Path,
     dry_run: Sequence[dict[str, Any]] = (),
+    *,
+    full: bool = False,
+    password: str | None = None,
+    next_trusted_keys: SignedFile | None = None,
 ) -> BuildResult:
     """Build the bundle of `changes` from the content tree `content` into the folder `out`.
 
     `content` is the release commit's tree (see pipeline.snapshot). `dry_run`
     lists the sample databases the dry-run passed on, as
-    `{"database", "engine", "result"}` entries.
+    `{"database", "engine", "result"}` entries. `full` ships every item whole
+    instead of the changes since the base release. `password` encrypts the
+    archive with AES-256. `next_trusted_keys` is the signed trusted-keys file
+    of a key rotation, shipped as `keys/trusted-keys.json`.
+
+    Writes the bundle, and `manifest.json` and `provenance.json` beside it.
 
     Raises:
-        BundleError: the version is not newer than the base release, or the
-            content cannot be staged.
+        BundleError: the version is not newer than the base release, the
+            content cannot be staged, or the archive cannot be written or
+            is readable without the password.
     """
     _check_version(version, changes.base_tag)
+    if password is not None and not password:
+        raise BundleError(
+            "the archive password is empty; pass a password, or none to skip encryption"
+        )
+    full = full or changes.base_tag is None
+    source_time = source_date_epoch(changes.commit_time)
     staging = out / ".staging"
     if staging.exists():
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
     try:
-        shipped = _stage_items(content, changes, staging)
-        catalog_entries, notes_rows = _catalog_entries(content, changes, shipped[Kind.CATALOG])
+        shipped = _stage_items(content, changes, staging, full)
+        catalog_entries, notes_rows = _stage_catalogs(
+            content, changes, staging, shipped[Kind.CATALOG], full
+        )
         migration_entries = _migration_entries(content)
-        notes = _notes_input(content, changes, version, shipped, notes_rows, migration_entries)
+        # A full bundle with a base release still lists only the changes in its notes.
+        notes_shipped = shipped
+        if full and changes.base_tag is not None:
+            notes_shipped = _changed(content, changes)
+        notes = _notes_input(
+            content, changes, version, notes_shipped, notes_rows, migration_entries
+        )
         for language in LANGUAGES:
             atomic_write_bytes(
                 staging / "notes" / f"{language}.md", render_notes(notes, language).encode()
@@ -102,11 +156,42 @@ def build_bundle(
                 staging / "notes" / f"{language}.html",
                 render_notes_html(notes, language).encode(),
             )
+        if next_trusted_keys is not None:
+            atomic_write_bytes(staging / NEXT_TRUSTED_KEYS_PATH, next_trusted_keys.data)
+            atomic_write_bytes(
+                staging / NEXT_TRUSTED_KEYS_SIGNATURE_PATH, next_trusted_keys.signature
+            )
         compression = archive.Compression()
+        compression_facts = archive.describe(compression)
+        tools = tool_versions()
+        build_facts = {
+            "tool": f"parus-kaz-release {__version__}",
+            "compression": compression_facts,
+            "tools": tools,
+            "source_date_epoch": source_time,
+            "encrypted": password is not None,
+        }
+        inputs = BuildInputs(
+            product=config.product,
+            version=str(version),
+            commit=changes.commit,
+            base_tag=changes.base_tag,
+            base_commit=changes.base_commit,
+            repository=source_repository(changes.repo, config.extra.get(REPOSITORY_SETTING)),
+            full=full,
+            encrypted=password is not None,
+            compression=compression_facts,
+            source_date_epoch=source_time,
+            tools=tools,
+        )
+        provenance_data = provenance_bytes(provenance_statement(inputs, _file_entries(staging)))
+        atomic_write_bytes(staging / PROVENANCE_NAME, provenance_data)
         manifest = {
             "format": MANIFEST_FORMAT,
             "product": config.product,
             "version": str(version),
+            "min_from_version": None if full else _base_version(changes.base_tag),
+            "full": full,
             "source": {
                 "commit": changes.commit,
                 "commit_time": _iso(changes.commit_time),
@@ -122,26 +207,62 @@ def build_bundle(
             "catalogs": catalog_entries,
             "migrations": migration_entries,
             "dry_run": sorted(dry_run, key=lambda d: (str(d["engine"]), str(d["database"]))),
-            "build": {
-                "tool": f"parus-kaz-release {__version__}",
-                "compression": archive.describe(compression),
-            },
-            "files": [
-                file_entry(staging, path)
-                for path in sorted(staging.rglob("*"), key=lambda p: p.relative_to(staging).as_posix().encode())
-                if path.is_file()
-            ],
+            "build": build_facts,
+            "provenance": PROVENANCE_NAME,
+            "next_trusted_keys": (
+                {"path": NEXT_TRUSTED_KEYS_PATH, "signature": NEXT_TRUSTED_KEYS_SIGNATURE_PATH}
+                if next_trusted_keys is not None
+                else None
+            ),
+            "folders": _folder_entries(staging),
+            "files": _file_entries(staging),
         }
         data = manifest_bytes(manifest)
         atomic_write_bytes(staging / MANIFEST_NAME, data)
         bundle = out / bundle_name(config.product, version)
-        archive.write_archive(staging, bundle, _archive_mtime(changes.commit_time), compression)
+        _write_archive(staging, bundle, source_time, compression, password)
         manifest_path = out / MANIFEST_NAME
         atomic_write_bytes(manifest_path, data)
+        provenance_path = out / PROVENANCE_NAME
+        atomic_write_bytes(provenance_path, provenance_data)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("built %s", bundle.name)
-    return BuildResult(bundle=bundle, manifest_path=manifest_path, manifest=manifest)
+    logger.info("built %s (%s)", bundle.name, "full" if full else "incremental")
+    return BuildResult(
+        bundle=bundle,
+        manifest_path=manifest_path,
+        provenance_path=provenance_path,
+        manifest=manifest,
+    )
+
+
+def tool_versions() -> dict[str, str]:
+    """Return the versions of this tool, Python and py7zr, which the build records."""
+    return {
+        "parus-kaz-release": __version__,
+        "python": platform.python_version(),
+        "py7zr": py7zr.__version__,
+    }
+
+
+def source_date_epoch(commit_time: int) -> int:
+    """Return the time stamped on archive entries: `SOURCE_DATE_EPOCH` when set, else the commit's.
+
+    Raises:
+        BundleError: `SOURCE_DATE_EPOCH` is not a non-negative integer.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch is None:
+        return commit_time
+    try:
+        value = int(epoch)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise BundleError(
+            f"SOURCE_DATE_EPOCH: expected unix seconds (an integer >= 0), found {epoch!r}"
+        )
+    return value
 
 
 def _check_version(version: Version, base_tag: str | None) -> None:
@@ -155,14 +276,148 @@ def _check_version(version: Version, base_tag: str | None) -> None:
         )
 
 
-def _archive_mtime(commit_time: int) -> int:
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch is None:
-        return commit_time
+def _base_version(base_tag: str | None) -> str | None:
+    base = Version.from_tag(base_tag) if base_tag else None
+    return str(base) if base is not None else None
+
+
+def _write_archive(
+    staging: Path, bundle: Path, mtime: int, compression: archive.Compression, password: str | None
+) -> None:
+    if password is None:
+        archive.write_archive(staging, bundle, mtime, compression)
+        return
+    if "password" not in inspect.signature(archive.write_archive).parameters:
+        raise BundleError(
+            "this version of pipeline.archive cannot encrypt archives; build without a password"
+        )
+    # NOTE: called through Callable[..., object] because the password parameter is
+    # checked above at run time; AES uses a random salt and IV, so an encrypted
+    # archive differs between two builds while its manifest does not.
+    writer: Callable[..., object] = archive.write_archive
+    writer(staging, bundle, mtime, compression, password=password)
+    _check_unreadable_without_password(bundle)
+
+
+def _check_unreadable_without_password(bundle: Path) -> None:
+    """Raise BundleError when the manifest of an archive meant to be encrypted reads without one.
+
+    py7zr writes an unencrypted archive when given a password with a filter
+    list that lacks AES, so the build proves the encryption itself.
+    """
     try:
-        return int(epoch)
-    except ValueError as exc:
-        raise BundleError(f"SOURCE_DATE_EPOCH: expected unix seconds, found {epoch!r}") from exc
+        archive.read_file(bundle, MANIFEST_NAME, _MANIFEST_PROBE_BYTES)
+    except BundleError as exc:
+        logger.debug("%s is unreadable without the password: %s", bundle, exc)
+        return
+    bundle.unlink()
+    raise BundleError(
+        f"{bundle}: the archive was written with a password but reads without one;"
+        " the archiver dropped the encryption, so the bundle was removed"
+    )
+
+
+def _file_entries(staging: Path) -> list[dict[str, Any]]:
+    paths = [path for path in staging.rglob("*") if path.is_file()]
+    paths.sort(key=lambda p: p.relative_to(staging).as_posix().encode())
+    return [file_entry(staging, path) for path in paths]
+
+
+def _folder_entries(staging: Path) -> list[str]:
+    names = [p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_dir()]
+    return sorted(names, key=str.encode)
+
+
+def _shipped_items(content: Path, changes: ChangeSet, kind: Kind, full: bool) -> list[str]:
+    present = set(list_items(content, kind))
+    if full:
+        return sorted(present)
+    return sorted(set(changes.items(kind)) & present)
+
+
+def _changed(content: Path, changes: ChangeSet) -> dict[Kind, list[str]]:
+    """Return the items of each kind changed since the base release and still present."""
+    shipped = {kind: _shipped_items(content, changes, kind, False) for kind in DEFINITION_FILES}
+    folder = content / KIND_FOLDERS[Kind.MIGRATION]
+    shipped[Kind.MIGRATION] = sorted(p.name for p in folder.glob("*.sql"))
+    return shipped
+
+
+def _stage_items(
+    content: Path, changes: ChangeSet, staging: Path, full: bool
+) -> dict[Kind, list[str]]:
+    shipped: dict[Kind, list[str]] = {}
+    for kind in DEFINITION_FILES:
+        shipped[kind] = _shipped_items(content, changes, kind, full)
+        for item in shipped[kind]:
+            source = content / KIND_FOLDERS[kind] / item
+            shutil.copytree(source, staging / ARCHIVE_FOLDERS[kind] / item, symlinks=True)
+    migration_folder = content / KIND_FOLDERS[Kind.MIGRATION]
+    shipped[Kind.MIGRATION] = []
+    if migration_folder.is_dir():
+        for path in sorted(migration_folder.glob("*.sql")):
+            target = staging / ARCHIVE_FOLDERS[Kind.MIGRATION] / path.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            shipped[Kind.MIGRATION].append(path.name)
+    for path in staging.rglob("*"):
+        if path.is_symlink():
+            raise BundleError(
+                f"{path.relative_to(staging)}: links cannot ship in a bundle;"
+                " commit the file itself"
+            )
+    return shipped
+
+
+NotesRows = dict[str, tuple[int, dict[str, int] | None]]
+
+
+def _stage_catalogs(
+    content: Path, changes: ChangeSet, staging: Path, shipped: list[str], full: bool
+) -> tuple[list[dict[str, Any]], NotesRows]:
+    """Replace each changed catalog's rows with a delta where one can ship; describe each catalog.
+
+    Returns the manifest's `catalogs` entries and, per catalog, the row count
+    and the counts of rows added, changed and removed that the notes show.
+    """
+    entries = []
+    notes_rows: NotesRows = {}
+    for catalog_id in shipped:
+        folder = staging / ARCHIVE_FOLDERS[Kind.CATALOG] / catalog_id
+        key = catalogs.load_description(content, catalog_id).key
+        current = bundle_delta.read_current_rows(content, catalog_id)
+        base = None
+        if changes.base_commit is not None:
+            base = bundle_delta.read_base_rows(changes.repo, changes.base_commit, catalog_id)
+        delta = bundle_delta.diff_catalog(catalog_id, key, base, current)
+        counts = None
+        if delta is not None:
+            counts = {
+                "added": len(delta.added),
+                "changed": len(delta.changed),
+                "removed": len(delta.removed),
+            }
+        entry: dict[str, Any] = {
+            "id": catalog_id,
+            "mode": "full",
+            "path": f"catalogs/{catalog_id}/{bundle_delta.ROWS_NAME}",
+            "rows": len(current.rows),
+            "sha256": bundle_delta.rows_hash(current.columns, current.rows, key),
+            "base_sha256": None,
+            "counts": counts,
+        }
+        if delta is not None and base is not None and not full:
+            document = bundle_delta.delta_document(delta, base, current)
+            (folder / bundle_delta.ROWS_NAME).unlink()
+            delta_path = folder / bundle_delta.DELTA_NAME
+            atomic_write_bytes(delta_path, bundle_delta.delta_bytes(document))
+            entry["mode"] = "delta"
+            entry["path"] = f"catalogs/{catalog_id}/{bundle_delta.DELTA_NAME}"
+            entry["base_sha256"] = document["base"]["sha256"]
+        logger.debug("catalog %s ships as %s", catalog_id, entry["mode"])
+        entries.append(entry)
+        notes_rows[catalog_id] = (len(current.rows), counts)
+    return entries, notes_rows
 
 
 def _iso(seconds: int) -> str:
@@ -179,69 +434,6 @@ def _change_json(change: Change) -> dict[str, Any]:
     if change.old_path:
         entry["old_path"] = change.old_path
     return entry
-
-
-def _shipped_items(content: Path, changes: ChangeSet, kind: Kind) -> list[str]:
-    present = set(list_items(content, kind))
-    if changes.base_tag is None:
-        return sorted(present)
-    return sorted(set(changes.items(kind)) & present)
-
-
-def _stage_items(content: Path, changes: ChangeSet, staging: Path) -> dict[Kind, list[str]]:
-    shipped: dict[Kind, list[str]] = {}
-    for kind in DEFINITION_FILES:
-        shipped[kind] = _shipped_items(content, changes, kind)
-        for item in shipped[kind]:
-            source = content / KIND_FOLDERS[kind] / item
-            shutil.copytree(source, staging / ARCHIVE_FOLDERS[kind] / item, symlinks=True)
-    migration_folder = content / KIND_FOLDERS[Kind.MIGRATION]
-    shipped[Kind.MIGRATION] = []
-    if migration_folder.is_dir():
-        for path in sorted(migration_folder.glob("*.sql")):
-            target = staging / ARCHIVE_FOLDERS[Kind.MIGRATION] / path.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
-            shipped[Kind.MIGRATION].append(path.name)
-    for path in staging.rglob("*"):
-        if path.is_symlink():
-            raise BundleError(
-                f"{path.relative_to(staging)}: links cannot ship in a bundle; commit the file itself"
-            )
-    return shipped
-
-
-def _catalog_entries(
-    content: Path, changes: ChangeSet, shipped: list[str]
-) -> tuple[list[dict[str, Any]], dict[str, tuple[int, dict[str, int] | None]]]:
-    entries = []
-    notes_rows: dict[str, tuple[int, dict[str, int] | None]] = {}
-    for catalog_id in shipped:
-        rows, digest = catalogs.catalog_digest(content, catalog_id)
-        entries.append(
-            {"id": catalog_id, "rows": rows, "sha256": digest, "path": f"catalogs/{catalog_id}/rows.csv"}
-        )
-        notes_rows[catalog_id] = (rows, _catalog_delta_counts(content, changes, catalog_id))
-    return entries, notes_rows
-
-
-def _catalog_delta_counts(content: Path, changes: ChangeSet, catalog_id: str) -> dict[str, int] | None:
-    """Count rows added, changed and removed since the base release, or None without one."""
-    if changes.base_commit is None:
-        return None
-    path = f"{KIND_FOLDERS[Kind.CATALOG]}/{catalog_id}/rows.csv"
-    shown = subprocess.run(
-        ["git", "show", f"{changes.base_commit}:{path}"],
-        cwd=changes.repo,
-        capture_output=True,
-        check=False,
-    )
-    if shown.returncode != 0:
-        return None
-    old_rows = csv.DictReader(io.StringIO(shown.stdout.decode("utf-8-sig")))
-    key = catalogs.load_description(content, catalog_id).key
-    delta = catalogs.diff_rows(old_rows, catalogs.read_rows(content, catalog_id), key)
-    return {"added": len(delta.added), "changed": len(delta.changed), "removed": len(delta.removed)}
 
 
 def _migration_entries(content: Path) -> list[dict[str, Any]]:
@@ -282,11 +474,19 @@ def _notes_input(
         schema_after=after,
     )
     for kind in (Kind.FIX, Kind.CATALOG, Kind.REPORT, Kind.FORM, Kind.TREASURY):
-        notes.entries[kind.value] = _note_entries(content, changes, kind, shipped[kind], catalog_rows)
-    notes.entries[Kind.MIGRATION.value] = [
-        NoteEntry(item=c.item, change=c.change)
-        for c in changes.by_kind().get(Kind.MIGRATION, [])
-    ] if changes.base_tag else [NoteEntry(item=name, change="added") for name in shipped[Kind.MIGRATION]]
+        notes.entries[kind.value] = _note_entries(
+            content, changes, kind, shipped[kind], catalog_rows
+        )
+    if changes.base_tag:
+        migration_notes = [
+            NoteEntry(item=c.item, change=c.change)
+            for c in changes.by_kind().get(Kind.MIGRATION, [])
+        ]
+    else:
+        migration_notes = [
+            NoteEntry(item=name, change="added") for name in shipped[Kind.MIGRATION]
+        ]
+    notes.entries[Kind.MIGRATION.value] = migration_notes
     return notes
 
 

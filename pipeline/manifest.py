@@ -1,4 +1,4 @@
-"""The bundle manifest: what a bundle holds and where it came from.
+"""The bundle manifest: what a bundle contains and where it came from.
 
 The manifest is `manifest.json` at the root of the archive and beside it in
 the output folder, signed separately. It lists every other file of the archive
@@ -12,16 +12,50 @@ Layout (`format` 1)::
       "format": 1,
       "product": "parus-kaz-budget",
       "version": "2026.12.0",
+      "min_from_version": "2026.11.0" | null,
+      "full": false,
       "source": {"commit": "<sha1>", "commit_time": "2026-12-01T09:00:00Z",
                  "base_tag": "release/2026.11.0" | null, "base_commit": "<sha1>" | null},
       "schema": {"from": "0001" | null, "to": "0003" | null},
-      "changes": {"catalog": [{"path", "change", "old_path", "commits"}], ...},
-      "catalogs": [{"id", "rows", "sha256", "path"}],
-      "migrations": [{"version", "path", "checksum"}],
+      "changes": {"catalog": [{"item", "path", "change", "old_path", "commits"}], ...},
+      "catalogs": [{"id", "mode", "path", "rows", "sha256", "base_sha256", "counts"}],
+      "migrations": [{"version", "path", "dialect", "checksum"}],
       "dry_run": [{"database", "engine", "result"}],
-      "build": {"tool", "compression"},
+      "build": {"tool", "compression", "tools", "source_date_epoch", "encrypted"},
+      "provenance": "provenance.json",
+      "next_trusted_keys": {"path": "keys/trusted-keys.json",
+                            "signature": "keys/trusted-keys.json.minisig"} | null,
+      "folders": ["catalogs", "catalogs/kato", ...],
       "files": [{"path", "size", "sha256"}]
     }
+
+Fields:
+
+- `min_from_version`: the oldest installed version the bundle applies to.
+  An incremental bundle carries catalog deltas and only the items changed
+  since its base release, so it needs the base release installed; a full
+  bundle (`full` true, or a first release) applies to any version and has null.
+- `schema.from` is the schema version the bundle expects (the last migration
+  of the base release, null without one); `schema.to` is the version it
+  leaves. Every migration ships, so an older schema is migrated forward.
+- `catalogs[]`: `mode` "delta" ships `catalogs/<id>/delta.json` (see
+  pipeline.bundle_delta); "full" ships `catalogs/<id>/rows.csv`. `path` is
+  that file. `rows` is the row count after applying. `sha256` is the
+  rows hash (pipeline.bundle_delta.rows_hash) of the full catalog after
+  applying, `base_sha256` the rows hash a delta expects before applying
+  (null for "full"). `counts` has `added`, `changed`, `removed` since the base
+  release, or is null when there is no base catalog to compare with.
+- `build.tools` maps each tool whose version shapes the bytes to that
+  version; `build.source_date_epoch` is the unix time stamped on every
+  archive entry; `build.encrypted` is true for an AES-256 encrypted archive.
+- `provenance` is the path of the in-toto provenance statement (see
+  pipeline.provenance).
+- `next_trusted_keys`: present in a bundle that rotates the release key; the
+  trusted-keys file customers move to and its minisign signature by the key
+  that signs this bundle (see pipeline.rotation).
+- `folders` lists every folder of the archive, so verification can find a
+  missing or extra folder, empty ones included; `files` lists every file
+  but `manifest.json`, empty files included.
 """
 
 from __future__ import annotations
@@ -70,4 +104,8 @@ def file_entry(root: Path, path: Path) -> dict[str, Any]:
     """Return the manifest entry of a staged file: its archive path, size and SHA-256."""
     with path.open("rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    return {"path": path.relative_to(root).as_posix(), "size": path.stat().st_size, "sha256": digest}
+    return {
+        "path": path.relative_to(root).as_posix(),
+        "size": path.stat().st_size,
+        "sha256": digest,
+    }

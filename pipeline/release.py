@@ -3,6 +3,11 @@
 Every stage reads a snapshot of the release commit's tree. Outputs are made
 in a hidden folder inside `out` and moved into place only after the bundle
 verified, so a failed release leaves no partial bundle behind.
+
+The output folder receives the bundle, `manifest.json` and `provenance.json`,
+a minisign signature of each, and the public key. The signatures carry the
+signing time in their trusted comment, so they differ between two releases
+of one commit while the bundle, manifest and provenance do not.
 """
 
 from __future__ import annotations
@@ -18,13 +23,12 @@ from typing import Any
 
 import git
 
-from pipeline import signing
-from pipeline.build import BuildResult, build_bundle
+from pipeline import rotation, signing
+from pipeline.build import BuildResult, build_bundle, source_date_epoch
 from pipeline.collect import ChangeSet, collect
 from pipeline.config import Config, SampleDatabase, load_config
 from pipeline.dryrun import DryRunResult, dry_run
 from pipeline.errors import CollectError, ConfigError, MigrationError, ValidationError
-from pipeline.manifest import MANIFEST_NAME
 from pipeline.snapshot import export_commit
 from pipeline.validate import ValidationResult, validate
 from pipeline.verify import VerifyResult, verify_bundle
@@ -101,8 +105,16 @@ def release(
     rev: str = "HEAD",
     databases: Sequence[str] = (),
     progress: Progress | None = None,
+    full: bool = False,
+    password: str | None = None,
+    next_trusted_keys: Path | None = None,
 ) -> ReleaseResult:
     """Release the content repository `repo` at `rev` into the folder `out`.
+
+    `full` ships every item whole instead of the changes since the base
+    release. `password` encrypts the archive with AES-256.
+    `next_trusted_keys` is a trusted-keys file that the bundle carries,
+    signed by `secret_key`, to move customers to a new key (pipeline.rotation).
 
     Raises:
         PipelineError: a stage failed; its subclass names the stage.
@@ -139,23 +151,55 @@ def release(
 
         step(f"build: {config.product}-{version}.7z")
         staged = work / "out"
-        built = build_bundle(config, content, changes, version, staged, _dry_run_entries(dry))
+        signed_keys = None
+        if next_trusted_keys is not None:
+            signed_keys = rotation.signed_trusted_keys(
+                next_trusted_keys,
+                secret_key,
+                config.product,
+                str(version),
+                source_date_epoch(changes.commit_time),
+            )
+        built = build_bundle(
+            config,
+            content,
+            changes,
+            version,
+            staged,
+            _dry_run_entries(dry),
+            full=full,
+            password=password,
+            next_trusted_keys=signed_keys,
+        )
 
         step(f"sign: key {secret_key.public.key_id_hex}")
         comment = trusted_comment(config.product, version)
         bundle_signature = signing.sign_file(built.bundle, secret_key, comment)
         manifest_signature = signing.sign_file(built.manifest_path, secret_key, comment)
+        provenance_signature = signing.sign_file(built.provenance_path, secret_key, comment)
         public_key = staged / PUBLIC_KEY_NAME
         public_key.write_text(secret_key.public.to_minisign(), encoding="utf-8")
 
         step("verify: signature, manifest and every file hash")
         verified = verify_bundle(
-            built.bundle, [secret_key.public], manifest_signature=manifest_signature
+            built.bundle,
+            [secret_key.public],
+            manifest_signature=manifest_signature,
+            password=password,
         )
 
         files = []
         # The bundle moves last: a folder with a bundle in it always has its signature.
-        for path in (public_key, built.manifest_path, manifest_signature, bundle_signature, built.bundle):
+        moved = (
+            public_key,
+            built.manifest_path,
+            manifest_signature,
+            built.provenance_path,
+            provenance_signature,
+            bundle_signature,
+            built.bundle,
+        )
+        for path in moved:
             target = out / path.name
             path.replace(target)
             files.append(target)
@@ -190,5 +234,7 @@ def _dry_run_failure(result: DryRunResult) -> str:
     failed = [r for r in result.results if not r.passed]
     first = failed[0]
     reason = first.error or "; ".join(str(f) for f in first.findings[:3])
-    return f"dry-run failed on {len(failed)} of {len(result.results)} sample databases; {first.database}: {reason}"
-
+    return (
+        f"dry-run failed on {len(failed)} of {len(result.results)} sample databases;"
+        f" {first.database}: {reason}"
+    )

@@ -1,43 +1,60 @@
 """Verification of a bundle before anyone applies or publishes it.
 
 `verify_bundle` runs these checks in order and stops at the first failure
-with a VerificationError that names the check and the reason:
+with a VerificationError that names the check, the key id where a signature
+is involved, and the reason:
 
 1. The archive's signature (`<bundle>.minisig` by default) verifies with one
-   of the trusted keys.
+   of the trusted keys: key id, signature, then trusted comment. The key
+   must have been valid, and not revoked, at the time in the trusted
+   comment's `time=`.
 2. The manifest signature, when one is given or `manifest.json.minisig` is
    beside the bundle, verifies over the exact bytes of the archive's
-   `manifest.json`.
+   `manifest.json`, with a key valid at its signing time. When
+   `provenance.json.minisig` is beside the bundle, it verifies over the
+   `provenance.json` beside it in the same way.
 3. The manifest parses and matches the manifest schema, and its version (and
    its product, when the trusted comment names one) equals the `version=`
-   (and `product=`) of the archive signature's trusted comment.
+   (and `product=`) of the archive signature's trusted comment. A
+   `manifest.json` beside the bundle has the same bytes as the archive's.
 4. Every archive entry is safe to extract: only LZMA2, LZMA or COPY filters,
-   relative paths without `..`, no links or special files, no duplicate names.
-   The unpacked size is at most the sum of the manifest's file sizes plus the
-   manifest itself, and the unpacked-to-packed ratio is at most `max_ratio`.
-   Nothing is written before this check passes.
+   relative paths without `..`, no links or special files, no duplicate
+   names. A BCJ2 archive made by the 7-Zip CLI fails here, or already in
+   check 3 when its manifest is stored with BCJ2. The unpacked size is at most
+   the sum of the manifest's file sizes plus the manifest itself, and the
+   unpacked-to-packed ratio is at most `max_ratio`. Nothing is written
+   before this check passes.
 5. The archive extracted into a temporary folder contains exactly the files
    that the manifest lists, plus `manifest.json` itself, and each file's size
-   and SHA-256 equal the manifest's.
-6. The temporary folder is removed, whether the checks pass or fail.
+   and SHA-256 equal the manifest's, empty files included. Its folders are
+   exactly the manifest's `folders`, empty folders included.
+6. The provenance statement agrees with the manifest (pipeline.provenance),
+   a `provenance.json` beside the bundle has the same bytes, and a rotating
+   bundle's `keys/trusted-keys.json` is signed by the key that signed the
+   bundle.
+
+The temporary folder is removed whether the checks pass or fail.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline import archive
-from pipeline.errors import PipelineError, VerificationError
+from pipeline.errors import BundleError, PipelineError, SignatureError, VerificationError
 from pipeline.manifest import MANIFEST_NAME, parse_manifest
+from pipeline.provenance import PROVENANCE_NAME, check_provenance
 from pipeline.signing import (
     PublicKey,
     SignatureInfo,
@@ -45,6 +62,7 @@ from pipeline.signing import (
     verify_bytes,
     verify_file,
 )
+from pipeline.trust import EPOCH, TrustedKey, check_key_usable, find_trusted_key
 
 log = logging.getLogger(__name__)
 
@@ -65,58 +83,85 @@ class VerifyResult:
     key_id: str
     trusted_comment: str
     files: int
+    # Signing time from the archive signature's trusted comment, or None without one.
+    signed_at: datetime | None = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def as_trusted_keys(keys: Sequence[PublicKey | TrustedKey]) -> list[TrustedKey]:
+    """Return trusted keys; a bare public key is trusted at any time and not revoked."""
+    return [
+        key if isinstance(key, TrustedKey) else TrustedKey(public=key, valid_from=EPOCH)
+        for key in keys
+    ]
 
 
 def verify_bundle(
     bundle: Path,
-    keys: Sequence[PublicKey],
+    keys: Sequence[PublicKey | TrustedKey],
     *,
     manifest_signature: Path | None = None,
     signature: Path | None = None,
     max_ratio: float = 100.0,
+    password: str | None = None,
 ) -> VerifyResult:
     """Verify `bundle` against the trusted `keys`, running the checks of the module docstring.
 
+    `password` opens an AES-256 encrypted archive.
+
     Raises:
         VerificationError: a check failed; the message names the check, the
-            file or entry, what was expected and what was found.
+            file or entry, the key id, what was expected and what was found.
     """
     if not keys:
         raise VerificationError(f"{bundle}: no trusted keys given; pass the release's public key")
+    trusted = as_trusted_keys(keys)
+    publics = [key.public for key in trusted]
+    reader = ArchiveReader(bundle, password)
 
     with _check(1, "archive signature", bundle):
         signature_path = signature or signature_path_for(bundle)
-        info = verify_file(bundle, _read_signature(signature_path), keys, str(signature_path))
+        info = verify_file(bundle, _read_signature(signature_path), publics, str(signature_path))
+        signed_at = check_signing_time(info, trusted, str(signature_path))
 
     manifest_data: bytes | None = None
     manifest_signature = manifest_signature or _beside(bundle, MANIFEST_SIGNATURE_NAME)
+    provenance_signature = _beside(bundle, PROVENANCE_NAME + ".minisig")
     if manifest_signature is None:
         log.info("%s: no %s beside the bundle; check 2 skipped", bundle, MANIFEST_SIGNATURE_NAME)
     else:
         with _check(2, "manifest signature", bundle):
-            manifest_data = archive.read_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES)
-            verify_bytes(
+            manifest_data = reader.read_file(MANIFEST_NAME, MAX_MANIFEST_BYTES)
+            manifest_info = verify_bytes(
                 manifest_data,
                 _read_signature(manifest_signature),
-                keys,
+                publics,
                 f"{bundle}:{MANIFEST_NAME}",
             )
+            check_signing_time(manifest_info, trusted, str(manifest_signature))
+            if provenance_signature is not None:
+                _check_provenance_signature(bundle, provenance_signature, trusted)
 
     with _check(3, "manifest and trusted comment", bundle):
         if manifest_data is None:
-            manifest_data = archive.read_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES)
+            manifest_data = reader.read_file(MANIFEST_NAME, MAX_MANIFEST_BYTES)
         manifest = parse_manifest(manifest_data, f"{bundle}:{MANIFEST_NAME}")
         _check_trusted_comment(info, manifest)
+        _check_same_bytes(bundle.parent / MANIFEST_NAME, manifest_data, bundle)
 
     files: list[dict[str, Any]] = manifest["files"]
     with _check(4, "archive entries", bundle):
         max_total = sum(entry["size"] for entry in files) + len(manifest_data)
-        archive.check_entries(bundle, max_total=max_total, max_ratio=max_ratio)
+        reader.check_entries(max_total=max_total, max_ratio=max_ratio)
 
-    with _check(5, "files and hashes", bundle), _temporary_folder() as work:
+    with _temporary_folder() as work:
         extracted = work / "bundle"
-        archive.extract_all(bundle, extracted, max_total=max_total, max_ratio=max_ratio)
-        _check_files(extracted, files, manifest_data)
+        with _check(5, "files and hashes", bundle):
+            reader.extract_all(extracted, max_total=max_total, max_ratio=max_ratio)
+            _check_files(extracted, files, manifest_data)
+            _check_folders(extracted, manifest.get("folders", []))
+        with _check(6, "provenance and next trusted keys", bundle):
+            _check_attachments(bundle, extracted, manifest, info, trusted)
 
     log.info("verified %s: version %s, %d files", bundle, manifest["version"], len(files))
     return VerifyResult(
@@ -124,7 +169,97 @@ def verify_bundle(
         key_id=info.key_id_hex,
         trusted_comment=info.trusted_comment,
         files=len(files),
+        signed_at=signed_at,
+        manifest=manifest,
     )
+
+
+class ArchiveReader:
+    """Calls into pipeline.archive that pass the password only for an encrypted bundle."""
+
+    def __init__(self, bundle: Path, password: str | None) -> None:
+        self.bundle = bundle
+        self.password = password
+
+    def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.password is not None:
+            if "password" not in inspect.signature(function).parameters:
+                raise BundleError(
+                    f"{self.bundle}: this version of pipeline.archive cannot open encrypted"
+                    " archives"
+                )
+            kwargs["password"] = self.password
+        try:
+            return function(*args, **kwargs)
+        except BundleError as exc:
+            if self.password is None:
+                raise
+            # 7z stores no password check value: a wrong key only shows as corrupted data.
+            raise BundleError(f"{exc}; the password may be wrong") from exc
+
+    def read_file(self, name: str, max_size: int) -> bytes:
+        data: bytes = self._call(archive.read_file, self.bundle, name, max_size)
+        return data
+
+    def check_entries(self, *, max_total: int, max_ratio: float) -> None:
+        self._call(archive.check_entries, self.bundle, max_total=max_total, max_ratio=max_ratio)
+
+    def extract_all(self, dest: Path, *, max_total: int, max_ratio: float) -> None:
+        self._call(
+            archive.extract_all, self.bundle, dest, max_total=max_total, max_ratio=max_ratio
+        )
+
+
+def signing_time(info: SignatureInfo) -> datetime | None:
+    """Return the `time=` of a verified signature's trusted comment, or None when it has none.
+
+    Raises:
+        SignatureError: the time is not an RFC 3339 date-time with a time zone.
+    """
+    text = parse_trusted_comment(info.trusted_comment).get("time")
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise SignatureError(
+            f"key ID {info.key_id_hex}: the trusted comment's time={text} is not a date-time"
+            " with a time zone, such as 2026-12-04T10:00:00Z"
+        )
+    return moment
+
+
+def check_signing_time(
+    info: SignatureInfo, trusted: Sequence[TrustedKey], name: str
+) -> datetime | None:
+    """Check that the key of a verified signature was usable when it signed; return that time.
+
+    A signature without `time=` passes only for a key without any validity
+    limit, because its signing time is unknown.
+
+    Raises:
+        SignatureError: the key is revoked, expired or not yet valid at the
+            signing time, or the time is missing for a key that has limits.
+    """
+    key = find_trusted_key(trusted, info.key_id_hex)
+    moment = signing_time(info)
+    if moment is None:
+        if key.revoked is True:
+            check_key_usable(key, EPOCH)
+        limited = key.valid_from != EPOCH or key.valid_until is not None or key.revoked
+        if limited:
+            raise SignatureError(
+                f"{name}: key ID {key.key_id_hex} has a validity period, but the trusted"
+                " comment has no time=... to check it against; re-sign the file"
+            )
+        return None
+    try:
+        check_key_usable(key, moment)
+    except SignatureError as exc:
+        raise SignatureError(f"{name}: {exc}") from None
+    return moment
 
 
 @contextlib.contextmanager
@@ -260,3 +395,73 @@ def _check_file(path: Path, name: str, entry: dict[str, Any]) -> None:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     if digest != entry["sha256"]:
         raise VerificationError(f"{name}: expected SHA-256 {entry['sha256']}, found {digest}")
+
+
+def _check_same_bytes(path: Path, expected: bytes, bundle: Path) -> None:
+    """Compare a file beside the bundle, when present, with its copy inside the archive."""
+    if not path.is_file():
+        return
+    if path.read_bytes() != expected:
+        raise VerificationError(
+            f"{path} differs from the {path.name} inside {bundle.name}; the files beside the"
+            " bundle belong to another build, so download them again"
+        )
+
+
+def _check_provenance_signature(
+    bundle: Path, signature: Path, trusted: Sequence[TrustedKey]
+) -> None:
+    provenance = bundle.parent / PROVENANCE_NAME
+    if not provenance.is_file():
+        raise VerificationError(
+            f"{signature} is beside the bundle but {provenance} is not; download it as well"
+        )
+    info = verify_file(
+        provenance, _read_signature(signature), [key.public for key in trusted], str(signature)
+    )
+    check_signing_time(info, trusted, str(signature))
+
+
+def _check_folders(extracted: Path, folders: list[str]) -> None:
+    found = {
+        Path(root, name).relative_to(extracted).as_posix()
+        for root, dirnames, _ in os.walk(extracted)
+        for name in dirnames
+    }
+    missing = sorted(set(folders) - found, key=str.encode)
+    extra = sorted(found - set(folders), key=str.encode)
+    if missing:
+        raise VerificationError(
+            f"{len(missing)} folder(s) listed in {MANIFEST_NAME} are missing from the archive:"
+            f" {', '.join(missing[:10])}"
+        )
+    if extra:
+        raise VerificationError(
+            f"{len(extra)} folder(s) in the archive are not listed in {MANIFEST_NAME}:"
+            f" {', '.join(extra[:10])}"
+        )
+
+
+def _check_attachments(
+    bundle: Path,
+    extracted: Path,
+    manifest: dict[str, Any],
+    info: SignatureInfo,
+    trusted: Sequence[TrustedKey],
+) -> None:
+    """Check the provenance statement and the signature of a rotation's trusted-keys file."""
+    provenance_data = (extracted / manifest["provenance"]).read_bytes()
+    check_provenance(provenance_data, manifest, f"{bundle}:{manifest['provenance']}")
+    _check_same_bytes(bundle.parent / PROVENANCE_NAME, provenance_data, bundle)
+    rotation = manifest["next_trusted_keys"]
+    if rotation is None:
+        return
+    name = f"{bundle}:{rotation['path']}"
+    signer = find_trusted_key(trusted, info.key_id_hex)
+    keys_info = verify_bytes(
+        (extracted / rotation["path"]).read_bytes(),
+        (extracted / rotation["signature"]).read_bytes(),
+        [signer.public],
+        name,
+    )
+    check_signing_time(keys_info, trusted, f"{bundle}:{rotation['signature']}")

@@ -72,6 +72,8 @@ def test_release_writes_signed_outputs(
         "minisign.pub",
         "parus-kaz-budget-2026.12.0.7z",
         "parus-kaz-budget-2026.12.0.7z.minisig",
+        "provenance.json",
+        "provenance.json.minisig",
     ]
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["version"] == "2026.12.0"
@@ -165,7 +167,7 @@ def test_release_second_version_ships_changes_only(
         f"packages/fixes/{fix.name}/fix.json"
     ]
     shipped = {f["path"].split("/")[0] for f in manifest["files"]}
-    assert shipped == {"fixes", "migrations", "notes"}
+    assert shipped == {"fixes", "migrations", "notes", "provenance.json"}
 
 
 def test_release_refuses_version_not_newer(

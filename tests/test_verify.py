@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import inspect
+import json
+import os
+import sqlite3
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import py7zr
 import pytest
-from conftest import require_tool
+from conftest import git, require_tool
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from test_build import commit_all, make_content_repo
 
 from pipeline.archive import Compression, write_archive
 from pipeline.errors import VerificationError
 from pipeline.manifest import file_entry, manifest_bytes
+from pipeline.provenance import BuildInputs, provenance_bytes, provenance_statement
+from pipeline.release import release as run_release
+from pipeline.rotation import accept_rotation, rotate_trusted_keys
 from pipeline.signing import (
     PublicKey,
     SecretKey,
@@ -23,10 +36,13 @@ from pipeline.signing import (
     load_secret_key,
     sign_file,
 )
+from pipeline.trust import TrustedKey, load_trusted_keys, write_trusted_keys
 from pipeline.verify import parse_trusted_comment, verify_bundle
+from pipeline.versions import Version
 
 MTIME = 1_796_374_800  # 2026-12-04T10:00:00Z
 VERSION = "2026.12.0"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
 COMMENT = f"product=parus-kaz-budget version={VERSION} time=2026-12-04T10:00:00Z"
 
 CONTENT: dict[str, bytes] = {
@@ -68,17 +84,50 @@ def isolated_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+def write_provenance(staging: Path) -> None:
+    """Write provenance.json whose subjects are the other staged files, as the build does."""
+    inputs = BuildInputs(
+        product="parus-kaz-budget",
+        version=VERSION,
+        commit=COMMIT,
+        base_tag=None,
+        base_commit=None,
+        repository=None,
+        full=True,
+        encrypted=False,
+        compression={"filter": "LZMA2"},
+        source_date_epoch=MTIME,
+        tools={"parus-kaz-release": "test"},
+    )
+    subjects = [
+        file_entry(staging, path)
+        for path in sorted(staging.rglob("*"), key=lambda p: p.relative_to(staging).as_posix())
+        if path.is_file() and path.name not in ("provenance.json", "manifest.json")
+    ]
+    (staging / "provenance.json").write_bytes(
+        provenance_bytes(provenance_statement(inputs, subjects))
+    )
+
+
 def manifest_for(staging: Path, *, version: str = VERSION) -> dict[str, Any]:
+    staging.mkdir(parents=True, exist_ok=True)
+    write_provenance(staging)
     files = sorted(
-        (path for path in staging.rglob("*") if path.is_file()),
+        (path for path in staging.rglob("*") if path.is_file() and path.name != "manifest.json"),
         key=lambda path: path.relative_to(staging).as_posix().encode(),
+    )
+    folders = sorted(
+        (path.relative_to(staging).as_posix() for path in staging.rglob("*") if path.is_dir()),
+        key=str.encode,
     )
     return {
         "format": 1,
         "product": "parus-kaz-budget",
         "version": version,
+        "min_from_version": None,
+        "full": True,
         "source": {
-            "commit": "0123456789abcdef0123456789abcdef01234567",
+            "commit": COMMIT,
             "commit_time": "2026-12-01T09:00:00Z",
             "base_tag": None,
             "base_commit": None,
@@ -88,7 +137,16 @@ def manifest_for(staging: Path, *, version: str = VERSION) -> dict[str, Any]:
         "catalogs": [],
         "migrations": [],
         "dry_run": [],
-        "build": {"tool": "parus-kaz-release test", "compression": {"filter": "LZMA2"}},
+        "build": {
+            "tool": "parus-kaz-release test",
+            "compression": {"filter": "LZMA2"},
+            "tools": {"parus-kaz-release": "test"},
+            "source_date_epoch": MTIME,
+            "encrypted": False,
+        },
+        "provenance": "provenance.json",
+        "next_trusted_keys": None,
+        "folders": folders,
         "files": [file_entry(staging, path) for path in files],
     }
 
@@ -155,7 +213,7 @@ def test_verify_good_bundle(bundle: Path, signer: Signer, isolated_tmp: Path) ->
     assert result.version == VERSION
     assert result.key_id == signer.public.key_id_hex
     assert result.trusted_comment == COMMENT
-    assert result.files == len(CONTENT)
+    assert result.files == len(CONTENT) + 1  # provenance.json
     assert list(isolated_tmp.iterdir()) == []
 
 
@@ -170,7 +228,7 @@ def test_verify_without_manifest_signature(bundle: Path, signer: Signer) -> None
 
     result = verify_bundle(bundle, [signer.public])
 
-    assert result.files == len(CONTENT)
+    assert result.files == len(CONTENT) + 1  # provenance.json
 
 
 def test_verify_explicit_signature_paths(bundle: Path, signer: Signer, tmp_path: Path) -> None:
@@ -574,3 +632,675 @@ def test_duplicate_manifest_path_rejected(tmp_path: Path, dist: Path, signer: Si
         VerificationError, match=r"check 5 .* lists catalogs/kbk/rows\.csv more than once"
     ):
         verify_bundle(bundle, [signer.public])
+
+
+# --------------------------------------------------------------------------- trusted keys
+
+
+def trusted(
+    public: PublicKey,
+    *,
+    valid_from: str = "2026-01-01T00:00:00Z",
+    valid_until: str | None = None,
+    revoked: bool | str = False,
+) -> TrustedKey:
+    return TrustedKey(
+        public=public,
+        valid_from=datetime.fromisoformat(valid_from),
+        valid_until=datetime.fromisoformat(valid_until) if valid_until else None,
+        revoked=datetime.fromisoformat(revoked) if isinstance(revoked, str) else revoked,
+        comment="release key 2026",
+    )
+
+
+def test_trusted_key_valid_at_signing_time(bundle: Path, signer: Signer) -> None:
+    key = trusted(
+        signer.public, valid_until="2027-01-01T00:00:00Z", revoked="2026-12-05T00:00:00Z"
+    )
+    result = verify_bundle(bundle, [key])
+    assert result.key_id == signer.public.key_id_hex
+    assert result.signed_at == datetime(2026, 12, 4, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("limits", "reason"),
+    [
+        ({"valid_until": "2026-12-01T00:00:00Z"}, r"expired at 2026-12-01T00:00:00Z, before the"
+         r" signing time 2026-12-04T10:00:00Z"),
+        ({"revoked": True}, r"is revoked; signatures by it are not accepted"),
+        ({"revoked": "2026-12-02T00:00:00Z"}, r"was revoked at 2026-12-02T00:00:00Z; the signature"
+         r" was made at 2026-12-04T10:00:00Z"),
+        ({"valid_from": "2026-12-31T00:00:00Z"}, r"is not yet valid at the signing time"),
+    ],
+    ids=["expired", "revoked", "revoked-before-signing", "not-yet-valid"],
+)  # fmt: skip
+def test_unusable_key_rejected(
+    bundle: Path, signer: Signer, limits: dict[str, Any], reason: str
+) -> None:
+    key = trusted(signer.public, **limits)
+    key_id = signer.public.key_id_hex
+    with pytest.raises(
+        VerificationError,
+        match=rf"check 1 \(archive signature\) failed: .*key ID {key_id} \(release key 2026\)"
+        rf" {reason}",
+    ):
+        verify_bundle(bundle, [key])
+
+
+def test_unknown_key_named(bundle: Path, signer: Signer, other_key: PublicKey) -> None:
+    with pytest.raises(
+        VerificationError,
+        match=rf"check 1 .* signed with key ID {signer.public.key_id_hex}, which is not a trusted"
+        rf" key \(trusted key IDs: {other_key.key_id_hex}\)",
+    ):
+        verify_bundle(bundle, [trusted(other_key)])
+
+
+def test_manifest_signed_by_expired_key_rejected(bundle: Path, signer: Signer) -> None:
+    late = COMMENT.replace("2026-12-04T10:00:00Z", "2027-02-01T00:00:00Z")
+    sign_file(bundle.parent / "manifest.json", signer.secret, late)
+    key = trusted(signer.public, valid_until="2027-01-01T00:00:00Z")
+
+    with pytest.raises(
+        VerificationError,
+        match=rf"check 2 \(manifest signature\) failed: .*manifest\.json\.minisig: key ID"
+        rf" {signer.public.key_id_hex} .* expired at 2027-01-01T00:00:00Z",
+    ):
+        verify_bundle(bundle, [key])
+
+
+def test_comment_without_time_needs_unlimited_key(tmp_path: Path, signer: Signer) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    comment = f"product=parus-kaz-budget version={VERSION}"
+    bundle = release(dist, stage(tmp_path / "staging"), signer, comment=comment)
+
+    assert verify_bundle(bundle, [signer.public]).signed_at is None
+    with pytest.raises(
+        VerificationError,
+        match=rf"key ID {signer.public.key_id_hex} has a validity period, but the trusted comment"
+        r" has no time=",
+    ):
+        verify_bundle(bundle, [trusted(signer.public, valid_until="2027-01-01T00:00:00Z")])
+
+
+# --------------------------------------------------------------------------- single-byte flips
+
+
+def sampled_positions(size: int, count: int = 24) -> list[int]:
+    """Positions spread evenly across a file of `size` bytes, first and last included."""
+    step = max(1, (size - 1) // (count - 1))
+    return sorted({*range(0, size, step), size - 1})
+
+
+def signature_body_start(path: Path) -> int:
+    """Offset of line 2 of a minisign signature file: every byte from there on is covered."""
+    return path.read_bytes().index(b"\n") + 1
+
+
+def test_every_archive_flip_rejected(bundle: Path, signer: Signer, isolated_tmp: Path) -> None:
+    original = bundle.read_bytes()
+    for position in sampled_positions(len(original)):
+        flip(bundle, position)
+        with pytest.raises(
+            VerificationError,
+            match=rf"check 1 .*does not verify with key ID {signer.public.key_id_hex}",
+        ):
+            verify_bundle(bundle, [signer.public])
+        bundle.write_bytes(original)
+    assert list(isolated_tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["bundle", "manifest"])
+def test_every_signature_flip_rejected(bundle: Path, signer: Signer, name: str) -> None:
+    signature = bundle.parent / (
+        bundle.name + ".minisig" if name == "bundle" else "manifest.json.minisig"
+    )
+    check = r"check 1 \(archive" if name == "bundle" else r"check 2 \(manifest"
+    original = signature.read_bytes()
+    start = signature_body_start(signature)
+    for position in sampled_positions(len(original) - start, 40):
+        flip(signature, start + position)
+        with pytest.raises(VerificationError, match=rf"{check} signature\) failed: ") as caught:
+            verify_bundle(bundle, [signer.public])
+        # Every message names the key, unless line 2, which holds the key id, is unreadable.
+        message = str(caught.value)
+        assert "key ID" in message or "line 2" in message, message
+        signature.write_bytes(original)
+
+
+def test_untrusted_comment_flip_ignored(bundle: Path, signer: Signer) -> None:
+    # minisign covers neither line 1 nor its text: a flip there changes nothing signed.
+    signature = bundle.parent / (bundle.name + ".minisig")
+    flip(signature, len("untrusted comment: ") + 2)
+    assert verify_bundle(bundle, [signer.public]).version == VERSION
+
+
+def test_every_manifest_flip_rejected(tmp_path: Path, signer: Signer) -> None:
+    dist = tmp_path / "dist"
+    dist.mkdir()
+    staging = stage(tmp_path / "staging")
+    manifest = manifest_for(staging)
+    good = manifest_bytes(manifest)
+    bundle = release(dist, staging, signer, manifest=manifest)
+    for position in sampled_positions(len(good), 12):
+        changed = bytearray(good)
+        changed[position] ^= 0x01
+        (staging / "manifest.json").write_bytes(bytes(changed))
+        write_archive(staging, bundle, MTIME)
+        sign_file(bundle, signer.secret, COMMENT)
+        with pytest.raises(
+            VerificationError,
+            match=r"check 2 \(manifest signature\) failed: the signature of .*manifest\.json does"
+            rf" not verify with key ID {signer.public.key_id_hex}",
+        ):
+            verify_bundle(bundle, [signer.public])
+
+
+def test_manifest_beside_bundle_flip_rejected(bundle: Path, signer: Signer) -> None:
+    beside = bundle.parent / "manifest.json"
+    flip(beside, 10)
+    with pytest.raises(
+        VerificationError, match=r"check 3 .*manifest\.json differs from the manifest\.json inside"
+    ):
+        verify_bundle(bundle, [signer.public], manifest_signature=None, signature=None)
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"", r"is empty; expected 4 lines"),
+        (None, r"has 2 lines; expected 4"),
+    ],
+    ids=["zero-length", "truncated"],
+)
+def test_broken_signature_file_rejected(
+    bundle: Path, signer: Signer, content: bytes | None, reason: str
+) -> None:
+    signature = bundle.parent / (bundle.name + ".minisig")
+    data = signature.read_bytes()
+    cut = data[: data.index(b"\ntrusted comment") + 1]
+    signature.write_bytes(content if content is not None else cut)
+    with pytest.raises(VerificationError, match=rf"check 1 .*{reason}"):
+        verify_bundle(bundle, [signer.public])
+
+
+def test_foreign_signature_rejected(bundle: Path, signer: Signer, tmp_path: Path) -> None:
+    other = tmp_path / "other.txt"
+    other.write_text("another file\n", encoding="utf-8")
+    sign_file(other, signer.secret, COMMENT)
+    (bundle.parent / (bundle.name + ".minisig")).write_bytes(
+        (tmp_path / "other.txt.minisig").read_bytes()
+    )
+    with pytest.raises(
+        VerificationError,
+        match=rf"check 1 .* does not verify with key ID {signer.public.key_id_hex}",
+    ):
+        verify_bundle(bundle, [signer.public])
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def test_empty_folder_verified(tmp_path: Path, dist: Path, signer: Signer) -> None:
+    staging = stage(tmp_path / "staging")
+    (staging / "payload" / "empty-folder").mkdir()
+    bundle = release(dist, staging, signer)
+    assert verify_bundle(bundle, [signer.public]).version == VERSION
+
+
+def test_missing_empty_folder_rejected(tmp_path: Path, dist: Path, signer: Signer) -> None:
+    staging = stage(tmp_path / "staging")
+    (staging / "payload" / "empty-folder").mkdir()
+    manifest = manifest_for(staging)
+    (staging / "payload" / "empty-folder").rmdir()
+    bundle = release(dist, staging, signer, manifest=manifest)
+    with pytest.raises(
+        VerificationError,
+        match=r"check 5 .* 1 folder\(s\) listed in manifest\.json are missing from the archive:"
+        r" payload/empty-folder",
+    ):
+        verify_bundle(bundle, [signer.public])
+
+
+def test_unlisted_empty_folder_rejected(tmp_path: Path, dist: Path, signer: Signer) -> None:
+    staging = stage(tmp_path / "staging")
+    manifest = manifest_for(staging)
+    (staging / "payload" / "extra-folder").mkdir()
+    bundle = release(dist, staging, signer, manifest=manifest)
+    with pytest.raises(
+        VerificationError,
+        match=r"check 5 .* 1 folder\(s\) in the archive are not listed in manifest\.json:"
+        r" payload/extra-folder",
+    ):
+        verify_bundle(bundle, [signer.public])
+
+
+def test_changed_provenance_rejected(tmp_path: Path, dist: Path, signer: Signer) -> None:
+    staging = stage(tmp_path / "staging")
+    manifest = manifest_for(staging)
+    (staging / "payload" / "table.bin").write_bytes(b"changed after the provenance\n")
+    write_provenance(staging)
+    table = next(e for e in manifest["files"] if e["path"] == "payload/table.bin")
+    table.update(file_entry(staging, staging / "payload" / "table.bin"))
+    bundle = release(dist, staging, signer, manifest=manifest)
+    with pytest.raises(VerificationError, match=r"check 5 .* provenance\.json: expected"):
+        verify_bundle(bundle, [signer.public])
+
+
+# --------------------------------------------------------------------------- released bundles
+
+
+@dataclass
+class Released:
+    repo: Path
+    dist: Path
+    bundle: Path
+    key: Path
+    secret: SecretKey
+    sample: str
+
+
+@pytest.fixture
+def small_release(git_repo: Path, tmp_path: Path) -> Released:
+    """A release of a small content repository, signed with a fresh minisign key."""
+    repo = make_content_repo(git_repo)
+    keys = tmp_path / "release-keys"
+    keys.mkdir()
+    generate_keypair(keys / "a.key", keys / "a.pub")
+    secret = load_secret_key(keys / "a.key")
+    sample = tmp_path / "sample.sqlite"
+    sqlite3.connect(sample).close()
+    dist = tmp_path / "released"
+    run_release(
+        repo,
+        dist,
+        secret,
+        version=Version.parse(VERSION),
+        databases=[f"sqlite:///{sample}"],
+    )
+    bundle = dist / f"parus-kaz-budget-{VERSION}.7z"
+    return Released(repo, dist, bundle, keys / "a.pub", secret, f"sqlite:///{sample}")
+
+
+def test_seven_zip_extracts_same_bytes(small_release: Released, tmp_path: Path) -> None:
+    out = tmp_path / "by-7zz"
+    seven_zip("x", f"-o{out}", str(small_release.bundle), cwd=tmp_path)
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+
+    assert manifest == json.loads((small_release.dist / "manifest.json").read_text("utf-8"))
+    for entry in manifest["files"]:
+        data = (out / entry["path"]).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry["sha256"], entry["path"]
+    folders = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_dir())
+    assert folders == sorted(manifest["folders"])
+
+
+@pytest.mark.parametrize(
+    "name", [f"parus-kaz-budget-{VERSION}.7z", "manifest.json", "provenance.json"]
+)
+def test_minisign_verifies_release_file(small_release: Released, name: str) -> None:
+    minisign = require_tool("minisign")
+    checked = subprocess.run(
+        [minisign, "-V", "-p", str(small_release.key), "-m", str(small_release.dist / name)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert checked.returncode == 0, checked.stderr
+    assert f"version={VERSION}" in checked.stdout
+
+
+def test_openssl_verifies_manifest_prehash(small_release: Released, tmp_path: Path) -> None:
+    openssl = require_tool("openssl")
+    manifest = (small_release.dist / "manifest.json").read_bytes()
+    lines = (small_release.dist / "manifest.json.minisig").read_text("utf-8").splitlines()
+    raw = base64.b64decode(lines[1])
+    (tmp_path / "digest.bin").write_bytes(hashlib.blake2b(manifest, digest_size=64).digest())
+    (tmp_path / "signature.bin").write_bytes(raw[10:])
+    der = bytes.fromhex("302a300506032b6570032100") + small_release.secret.public.raw()
+    pem = base64.encodebytes(der).decode()
+    (tmp_path / "public.pem").write_text(
+        f"-----BEGIN PUBLIC KEY-----\n{pem}-----END PUBLIC KEY-----\n", encoding="ascii"
+    )
+
+    checked = subprocess.run(
+        [
+            openssl, "pkeyutl", "-verify", "-pubin", "-inkey", str(tmp_path / "public.pem"),
+            "-rawin", "-in", str(tmp_path / "digest.bin"),
+            "-sigfile", str(tmp_path / "signature.bin"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    assert "Signature Verified Successfully" in checked.stdout
+
+
+def test_provenance_beside_bundle_checked(small_release: Released) -> None:
+    beside = small_release.dist / "provenance.json"
+    flip(beside, 5)
+    with pytest.raises(
+        VerificationError,
+        match=rf"check 2 .*provenance\.json does not verify with key ID"
+        rf" {small_release.secret.public.key_id_hex}",
+    ):
+        verify_bundle(small_release.bundle, [small_release.secret.public])
+
+
+def test_every_provenance_signature_flip_rejected(small_release: Released) -> None:
+    signature = small_release.dist / "provenance.json.minisig"
+    original = signature.read_bytes()
+    start = signature_body_start(signature)
+    for position in sampled_positions(len(original) - start, 40):
+        flip(signature, start + position)
+        with pytest.raises(VerificationError, match=r"check 2 \(manifest signature\) failed: "):
+            verify_bundle(small_release.bundle, [small_release.secret.public])
+        signature.write_bytes(original)
+
+
+# --------------------------------------------------------------------------- key rotation
+
+
+def test_rotation_moves_customer_to_new_key(small_release: Released, tmp_path: Path) -> None:
+    old = trusted(small_release.secret.public, valid_from="2020-01-01T00:00:00Z")
+    generate_keypair(tmp_path / "b.key", tmp_path / "b.pub")
+    new_secret = load_secret_key(tmp_path / "b.key")
+    current = tmp_path / "trusted-keys.json"
+    write_trusted_keys(current, [old])
+    rotate_trusted_keys(
+        current,
+        new_secret.public,
+        tmp_path / "next.json",
+        valid_from=datetime(2020, 1, 2, tzinfo=UTC),
+        retire_at=datetime(2099, 1, 1, tzinfo=UTC),
+        comment="release key B",
+    )
+    repo = small_release.repo
+    git(repo, "tag", f"release/{VERSION}")
+    commit_all_in(repo, "migrations/0002_note.sql", "CREATE TABLE note (id TEXT);\n")
+    rotating = tmp_path / "rotating"
+    run_release(
+        repo,
+        rotating,
+        small_release.secret,
+        version=Version.parse("2026.12.1"),
+        databases=[small_release.sample],
+        next_trusted_keys=tmp_path / "next.json",
+    )
+    rotating_bundle = rotating / "parus-kaz-budget-2026.12.1.7z"
+    manifest = verify_bundle(rotating_bundle, [old]).manifest
+    assert manifest["next_trusted_keys"] == {
+        "path": "keys/trusted-keys.json",
+        "signature": "keys/trusted-keys.json.minisig",
+    }
+
+    accepted = accept_rotation(rotating_bundle, [old])
+
+    assert [k.key_id_hex for k in accepted] == [old.key_id_hex, new_secret.public.key_id_hex]
+    assert accepted[0].valid_until == datetime(2099, 1, 1, tzinfo=UTC)
+    git(repo, "tag", "release/2026.12.1")
+    commit_all_in(repo, "migrations/0003_more.sql", "CREATE TABLE more (id TEXT);\n")
+    later = tmp_path / "later"
+    run_release(
+        repo,
+        later,
+        new_secret,
+        version=Version.parse("2026.12.2"),
+        databases=[small_release.sample],
+    )
+    later_bundle = later / "parus-kaz-budget-2026.12.2.7z"
+    with pytest.raises(VerificationError, match=r"which is not a trusted key"):
+        verify_bundle(later_bundle, [old])
+    assert verify_bundle(later_bundle, accepted).key_id == new_secret.public.key_id_hex
+
+
+def test_bundle_without_rotation_keeps_keys(small_release: Released) -> None:
+    current = [trusted(small_release.secret.public, valid_from="2020-01-01T00:00:00Z")]
+    assert accept_rotation(small_release.bundle, current) == current
+
+
+def test_rotation_signed_by_other_key_rejected(
+    small_release: Released, tmp_path: Path, other_key: PublicKey
+) -> None:
+    generate_keypair(tmp_path / "c.key", tmp_path / "c.pub")
+    intruder = load_secret_key(tmp_path / "c.key")
+    staging = tmp_path / "extracted"
+    seven_zip("x", f"-o{staging}", str(small_release.bundle), cwd=tmp_path)
+    manifest = json.loads((staging / "manifest.json").read_text("utf-8"))
+    keys_file = staging / "keys" / "trusted-keys.json"
+    keys_file.parent.mkdir()
+    write_trusted_keys(keys_file, [trusted(intruder.public)])
+    sign_file(keys_file, intruder, COMMENT)
+    manifest["next_trusted_keys"] = {
+        "path": "keys/trusted-keys.json",
+        "signature": "keys/trusted-keys.json.minisig",
+    }
+    (staging / "manifest.json").write_bytes(manifest_bytes(manifest))
+    current = [trusted(small_release.secret.public, valid_from="2020-01-01T00:00:00Z")]
+
+    with pytest.raises(
+        VerificationError,
+        match=rf"next trusted keys rejected: .*trusted-keys\.json was signed with key ID"
+        rf" {intruder.public.key_id_hex}, which is not a trusted key",
+    ):
+        accept_rotation(staging, current)
+
+
+# --------------------------------------------------------------------------- encryption
+
+
+def require_encryption() -> None:
+    if "password" not in inspect.signature(write_archive).parameters:
+        pytest.skip("pipeline.archive does not encrypt archives in this version")
+
+
+def test_encrypted_release_verifies(small_release: Released, tmp_path: Path) -> None:
+    require_encryption()
+    out = tmp_path / "encrypted"
+    run_release(
+        small_release.repo,
+        out,
+        small_release.secret,
+        version=Version.parse(VERSION),
+        databases=[small_release.sample],
+        password="bundle-ғ-2026",
+    )
+    bundle = out / f"parus-kaz-budget-{VERSION}.7z"
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+
+    assert manifest["build"]["encrypted"] is True
+    result = verify_bundle(bundle, [small_release.secret.public], password="bundle-ғ-2026")
+    assert result.version == VERSION
+    tested = subprocess.run(
+        [require_tool("7zz"), "t", "-pbundle-ғ-2026", str(bundle)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert tested.returncode == 0, tested.stdout
+    with pytest.raises(VerificationError, match=r"check 2 .*\.7z: .*encrypted"):
+        verify_bundle(bundle, [small_release.secret.public])
+    with pytest.raises(VerificationError, match=r"check 2 .*\.7z") as caught:
+        verify_bundle(bundle, [small_release.secret.public], password="wrong password")
+    assert "the password may be wrong" in str(caught.value)
+
+
+def commit_all_in(repo: Path, path: str, text: str) -> None:
+    """Write one file into `repo` and commit it a few days after the first release."""
+    (repo / path).write_text(text, encoding="utf-8")
+    commit_all(repo, f"Add {path}", "2026-12-10T09:00:00Z")
+
+
+# --------------------------------------------------------------------------- tasks
+
+CLI = str(Path(sys.executable).parent / "parus-release")
+
+
+def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "CI": "true", **env}
+    for name in (
+        "PIPELINE_SIGNING_KEY",
+        "PIPELINE_SIGNING_PASSPHRASE",
+        "PIPELINE_BUNDLE_PASSWORD",
+    ):
+        if name not in env:
+            environment.pop(name, None)
+    return subprocess.run(
+        [CLI, *args], cwd=cwd, env=environment, capture_output=True, text=True, check=False
+    )
+
+
+def test_cli_verify_with_trusted_keys(small_release: Released, tmp_path: Path) -> None:
+    keys_file = tmp_path / "trusted-keys.json"
+    write_trusted_keys(
+        keys_file, [trusted(small_release.secret.public, valid_from="2020-01-01T00:00:00Z")]
+    )
+    done = run_cli(
+        "verify", str(small_release.bundle), "--trusted-keys", str(keys_file), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"verified version {VERSION}" in done.stdout
+
+    write_trusted_keys(keys_file, [trusted(small_release.secret.public, revoked=True)])
+    failed = run_cli(
+        "verify", str(small_release.bundle), "--trusted-keys", str(keys_file), cwd=tmp_path
+    )
+    assert failed.returncode == 1
+    assert f"key ID {small_release.secret.public.key_id_hex} (release key 2026) is revoked" in (
+        failed.stderr
+    )
+
+
+def test_cli_verify_needs_keys(small_release: Released, tmp_path: Path) -> None:
+    failed = run_cli("verify", str(small_release.bundle), cwd=tmp_path)
+    assert failed.returncode == 1
+    assert "verify needs --trusted-keys FILE or --public-key FILE" in failed.stderr
+
+
+def test_cli_keys_rotate_writes_next_file(small_release: Released, tmp_path: Path) -> None:
+    current = tmp_path / "trusted-keys.json"
+    write_trusted_keys(current, [trusted(small_release.secret.public)])
+    generate_keypair(tmp_path / "b.key", tmp_path / "b.pub")
+    done = run_cli(
+        "keys.rotate",
+        "--trusted-keys", str(current),
+        "--new-public-key", str(tmp_path / "b.pub"),
+        "--out", str(tmp_path / "next.json"),
+        "--valid-from", "2027-01-01T00:00:00Z",
+        "--retire-current", "2027-02-01T00:00:00Z",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    document = json.loads((tmp_path / "next.json").read_text(encoding="utf-8"))
+    assert [k["valid_until"] for k in document["keys"]] == ["2027-02-01T00:00:00Z", None]
+    assert document["keys"][1]["valid_from"] == "2027-01-01T00:00:00Z"
+
+
+def test_cli_keys_rotate_rejects_local_time(small_release: Released, tmp_path: Path) -> None:
+    current = tmp_path / "trusted-keys.json"
+    write_trusted_keys(current, [trusted(small_release.secret.public)])
+    failed = run_cli(
+        "keys.rotate",
+        "--trusted-keys", str(current),
+        "--new-public-key", str(small_release.key),
+        "--valid-from", "2027-01-01T00:00:00",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert failed.returncode == 1
+    assert "--valid-from: expected an RFC 3339 time with a time zone" in failed.stderr
+
+
+def test_cli_build_full(small_release: Released, tmp_path: Path) -> None:
+    repo = small_release.repo
+    git(repo, "tag", f"release/{VERSION}")
+    commit_all_in(repo, "migrations/0002_note.sql", "CREATE TABLE note (id TEXT);\n")
+    for full, expected in ((False, []), (True, ["knp"])):
+        out = tmp_path / f"full-{full}"
+        args = ["build", "--repo", str(repo), "--version", "2026.12.1", "--out", str(out)]
+        done = run_cli(*args, *(["--full"] if full else []), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        assert [c["id"] for c in manifest["catalogs"]] == expected
+        assert manifest["full"] is full
+
+
+def write_pem_key(path: Path, key: Any, passphrase: bytes | None) -> None:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+    )
+
+
+def test_cli_sign_with_wrong_passphrase(tmp_path: Path) -> None:
+    key = tmp_path / "release.pem"
+    write_pem_key(key, ed25519.Ed25519PrivateKey.generate(), b"right passphrase")
+    (tmp_path / "file.txt").write_text("data\n", encoding="utf-8")
+    failed = run_cli(
+        "sign", "file.txt", "--key", str(key), cwd=tmp_path,
+        PIPELINE_SIGNING_PASSPHRASE="wrong passphrase",
+    )  # fmt: skip
+    assert failed.returncode == 1
+    assert failed.stderr.strip() == f"error: wrong passphrase for key file {key}"
+    done = run_cli(
+        "sign", "file.txt", "--key", str(key), cwd=tmp_path,
+        PIPELINE_SIGNING_PASSPHRASE="right passphrase",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_cli_sign_with_rsa_key_says_type(tmp_path: Path) -> None:
+    key = tmp_path / "rsa.pem"
+    write_pem_key(key, rsa.generate_private_key(public_exponent=65537, key_size=2048), None)
+    (tmp_path / "file.txt").write_text("data\n", encoding="utf-8")
+    failed = run_cli("sign", "file.txt", "--key", str(key), cwd=tmp_path)
+    assert failed.returncode == 1
+    assert "contains an RSA private key (2048 bits); expected an Ed25519 key" in failed.stderr
+
+
+def test_cli_sign_with_openssh_key(tmp_path: Path) -> None:
+    ssh_keygen = require_tool("ssh-keygen")
+    key = tmp_path / "id_ed25519"
+    subprocess.run([ssh_keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (tmp_path / "file.txt").write_text("data\n", encoding="utf-8")
+    done = run_cli("sign", "file.txt", "--key", str(key), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "file.txt.minisig").is_file()
+
+
+def test_cli_release_encrypted_and_rotating(small_release: Released, tmp_path: Path) -> None:
+    require_encryption()
+    current = tmp_path / "trusted-keys.json"
+    write_trusted_keys(
+        current, [trusted(small_release.secret.public, valid_from="2020-01-01T00:00:00Z")]
+    )
+    generate_keypair(tmp_path / "b.key", tmp_path / "b.pub")
+    next_keys = tmp_path / "next.json"
+    rotate_trusted_keys(
+        current, load_secret_key(tmp_path / "b.key").public, next_keys,
+        valid_from=datetime(2020, 1, 2, tzinfo=UTC),
+    )  # fmt: skip
+    out = tmp_path / "cli-release"
+    done = run_cli(
+        "release", "--repo", str(small_release.repo), "--out", str(out),
+        "--version", "2026.12.1", "--key", str(small_release.key.with_suffix(".key")),
+        "--database", small_release.sample, "--encrypt", "--full",
+        "--next-trusted-keys", str(next_keys),
+        cwd=tmp_path, PIPELINE_BUNDLE_PASSWORD="bundle password",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    bundle = out / "parus-kaz-budget-2026.12.1.7z"
+    checked = run_cli(
+        "verify", str(bundle), "--trusted-keys", str(current), "--encrypted",
+        cwd=tmp_path, PIPELINE_BUNDLE_PASSWORD="bundle password",
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    accepted = accept_rotation(bundle, load_trusted_keys(current), password="bundle password")
+    assert len(accepted) == 2
