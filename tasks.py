@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.collection import Collection
+from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.program import Program
 from invoke.tasks import task
-from invoke.context import Context
 
 from pipeline import catalogs, signing
 from pipeline.collect import collect as collect_changes
@@ -33,7 +33,7 @@ from pipeline.config import (
 )
 from pipeline.console import StepPrinter
 from pipeline.errors import ConfigError, PipelineError, SignatureError, ValidationError
-from pipeline.findings import CheckCase, write_json_report, write_junit_report
+from pipeline.findings import CheckCase, Finding, write_json_report, write_junit_report
 from pipeline.versions import Version
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,12 +71,31 @@ def guarded(positional: tuple[str, ...] = ()) -> Callable[[F], F]:
             _configure_logging()
             try:
                 return function(context, *args, **kwargs)
+            except ValidationError as exc:
+                _print_findings(exc.findings)
+                raise Exit(f"error: {exc}", code=1) from exc
             except PipelineError as exc:
                 raise Exit(f"error: {exc}", code=1) from exc
+            except KeyboardInterrupt as exc:
+                raise Exit("interrupted", code=130) from exc
 
         return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
     return decorate
+
+
+def _print_findings(findings: list[object], limit: int = 20) -> None:
+    """Print the findings a ValidationError carries, so the one-line error is not all CI shows."""
+    for finding in findings[:limit]:
+        severity = getattr(finding, "severity", "error")
+        print(f"  {severity}: {finding}", file=sys.stderr)
+    if len(findings) > limit:
+        print(f"  ... and {len(findings) - limit} more", file=sys.stderr)
+
+
+def _count(number: int, noun: str) -> str:
+    """Return "1 error" or "3 errors"."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 def _print_help(task_name: str) -> None:
@@ -113,6 +132,7 @@ def collect(c: Context, repo: str = ".", rev: str = "HEAD", json: str | None = N
 @task(
     help={
         "repo": REPO_HELP,
+        "rev": "validate this commit's tree instead of the work tree (for example HEAD)",
         "json": JSON_HELP,
         "junit": JUNIT_HELP,
         "cache": "reuse the findings of unchanged items from .pipeline-cache/"
@@ -123,15 +143,27 @@ def collect(c: Context, repo: str = ".", rev: str = "HEAD", json: str | None = N
 def validate(
     c: Context,
     repo: str = ".",
+    rev: str | None = None,
     json: str | None = None,
     junit: str | None = None,
     cache: bool = True,
 ) -> None:
     """Validate every catalog, migration, fix, report, form and treasury format."""
+    import tempfile
+
     from pipeline.console import Progress
+    from pipeline.content import require_content_root
+    from pipeline.snapshot import export_commit
     from pipeline.validate import validate as validate_content
 
-    result = validate_content(Path(repo), use_cache=cache, progress=Progress("validating"))
+    root = Path(repo)
+    with tempfile.TemporaryDirectory(prefix="validate-") as work:
+        if rev is not None:
+            commit = collect_changes(root, rev).commit
+            root = export_commit(root, commit, Path(work) / "content")
+            cache = False
+        require_content_root(root)
+        result = validate_content(root, use_cache=cache, progress=Progress("validating"))
     _findings_summary(result.cases)
     if json:
         write_json_report(Path(json), result.to_json())
@@ -139,10 +171,10 @@ def validate(
         write_junit_report(Path(junit), "validate", result.cases)
     print(
         f"validated {len(result.cases)} items ({result.cached} unchanged, from the cache):"
-        f" {len(result.errors)} errors"
+        f" {_count(len(result.errors), 'error')}"
     )
     if not result.passed:
-        raise ValidationError(f"validation failed with {len(result.errors)} errors")
+        raise ValidationError(f"validation failed with {_count(len(result.errors), 'error')}")
 
 
 @task(
@@ -175,7 +207,11 @@ def catalog_import(
         f"catalog {id}: {len(delta.added)} added, {len(delta.changed)} changed,"
         f" {len(delta.removed)} removed"
     )
-    for label, changes in (("added", delta.added), ("changed", delta.changed), ("removed", delta.removed)):
+    for label, changes in (
+        ("added", delta.added),
+        ("changed", delta.changed),
+        ("removed", delta.removed),
+    ):
         for change in changes[:3]:
             row = change.new if change.new is not None else change.old
             print(f"  {label}: {'/'.join(change.key)}: {row}")
@@ -221,7 +257,18 @@ def dry_run(
         config = dataclasses.replace(config, statement_timeout_ms=statement_timeout_ms)
     samples = [SampleDatabase(url=url) for url in database or []] or None
     selected = Shard.parse(shard) if shard else None
-    result = run_dry_run(config, samples, jobs=jobs, shard=selected)
+    try:
+        result = run_dry_run(config, samples, jobs=jobs, shard=selected)
+    except PipelineError as exc:
+        # CI shows the report files, so a dry-run that could not start still writes them.
+        failure = Finding(rule="dry-run", file=str(Path(repo) / "migrations"), message=str(exc))
+        if json:
+            write_json_report(Path(json), {"passed": False, "error": str(exc), "results": []})
+        if junit:
+            write_junit_report(
+                Path(junit), "dry-run", [CheckCase("dry-run", "dry-run", [failure])]
+            )
+        raise
     for line in result.summary():
         print(line)
     if json:
@@ -265,19 +312,33 @@ def build(
     from pipeline.build import build_bundle
     from pipeline.release import _snapshot_config
     from pipeline.snapshot import export_commit
+    from pipeline.validate import validate as validate_content
 
     wanted = Version.parse(version)
     root = Path(repo).resolve()
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ConfigError(f"--out {out} is a file; expected a folder for the bundle")
     changes = collect_changes(root, rev)
     entries: list[dict[str, Any]] = []
     if dry_run_report:
         report = json_module.loads(Path(dry_run_report).read_text(encoding="utf-8"))
         entries = [
-            {"database": r["database"], "engine": r["engine"], "result": "passed" if r["passed"] else "failed"}
+            {
+                "database": r["database"],
+                "engine": r["engine"],
+                "result": "passed" if r["passed"] else "failed",
+            }
             for r in report["results"]
         ]
     with tempfile.TemporaryDirectory() as work:
         content = export_commit(root, changes.commit, Path(work) / "content")
+        validation = validate_content(content)
+        if not validation.passed:
+            raise ValidationError(
+                f"{changes.commit[:12]} failed validation with"
+                f" {_count(len(validation.errors), 'error')}; nothing was built",
+                validation.errors,
+            )
         config = _snapshot_config(root, content)
         built = build_bundle(
             config,
@@ -479,6 +540,9 @@ def _load_signing_key(key: str | None, demo_key: bool = False) -> signing.Secret
                 " add --demo-key to sign with a throwaway key under .keys/"
             )
         return _demo_key()
+    if not path.is_file():
+        source = "--key" if key else SIGNING_KEY_ENV
+        raise SignatureError(f"signing key {path} (from {source}) does not exist or is not a file")
     try:
         return signing.load_secret_key(path, passphrase)
     except SignatureError as exc:
@@ -490,9 +554,13 @@ def _load_signing_key(key: str | None, demo_key: bool = False) -> signing.Secret
 def _demo_key() -> signing.SecretKey:
     if DEMO_KEY.exists():
         secret = signing.load_secret_key(DEMO_KEY, None)
-        print(f"signing with the throwaway demo key {DEMO_KEY} (key id {secret.public.key_id_hex})")
+        print(
+            f"signing with the throwaway demo key {DEMO_KEY} (key id {secret.public.key_id_hex})"
+        )
         return secret
     public = signing.generate_keypair(DEMO_KEY, DEMO_PUBLIC_KEY, None)
+    # The folder ignores itself, so a demo key made inside a content repository is never committed.
+    (DEMO_KEY.parent / ".gitignore").write_text("*\n", encoding="utf-8")
     print(
         f"no signing key configured: generated the throwaway demo key {DEMO_KEY}"
         f" (key id {public.key_id_hex}). Bundles signed with it are for trying the pipeline;"
@@ -506,18 +574,32 @@ def _demo_key() -> signing.SecretKey:
     help={
         "file": "file to sign; the signature goes to FILE.minisig",
         "key": f"secret key file (default: ${SIGNING_KEY_ENV})",
-        "comment": "trusted comment (default: product, file name and time)",
+        "comment": "trusted comment (default: product, version and time)",
+        "version": "release version for the trusted comment (default: read from manifest.json"
+        " beside FILE or from the bundle's name)",
     },
 )
 @guarded(positional=("file",))
-def sign(c: Context, file: str, key: str | None = None, comment: str | None = None) -> None:
+def sign(
+    c: Context,
+    file: str,
+    key: str | None = None,
+    comment: str | None = None,
+    version: str | None = None,
+) -> None:
     """Sign a file with minisign's format so that `minisign -V` verifies it."""
-    from datetime import UTC, datetime
+    from pipeline.release import release_version_of, trusted_comment
 
     secret = _load_signing_key(key)
     if comment is None:
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        comment = f"product={load_config(Path('.')).product} file={Path(file).name} time={now}"
+        found = Version.parse(version) if version else release_version_of(Path(file))
+        if found is None:
+            raise ConfigError(
+                f"cannot tell the release version of {file}: pass --version YYYY.MM.N"
+                " (verify reads it from the trusted comment) or --comment TEXT"
+            )
+        product = load_config(Path(".")).product
+        comment = trusted_comment(product, found)
     signature = signing.sign_file(Path(file), secret, comment)
     print(f"signed {file} with key {secret.public.key_id_hex}: {signature}")
 
@@ -567,8 +649,7 @@ def verify(
         password=_bundle_password(new=False) if encrypted else None,
     )
     print(
-        f"{bundle}: verified version {result.version}, {result.files} files,"
-        f" key {result.key_id}"
+        f"{bundle}: verified version {result.version}, {result.files} files, key {result.key_id}"
     )
     if json:
         write_json_report(
@@ -601,6 +682,7 @@ def verify(
         f" {BUNDLE_PASSWORD_ENV} or is asked for on a terminal",
         "next_trusted_keys": "trusted-keys file to ship, signed by the release key, so customers"
         " move to a new key (see keys.rotate)",
+        "allow_empty": "release even when no content changed since the base release",
         "json": JSON_HELP,
     },
 )
@@ -617,6 +699,7 @@ def release(
     full: bool = False,
     encrypt: bool = False,
     next_trusted_keys: str | None = None,
+    allow_empty: bool = False,
     json: str | None = None,
 ) -> None:
     """Collect, validate, dry-run, build, sign and verify a release."""
@@ -635,9 +718,12 @@ def release(
         full=full,
         password=_bundle_password(new=True) if encrypt else None,
         next_trusted_keys=Path(next_trusted_keys) if next_trusted_keys else None,
+        allow_empty=allow_empty,
     )
-    print(f"released {result.version} from {result.changes.commit[:12]}"
-          f" (base {result.changes.base_tag or 'none'}), signed by key {result.verified.key_id}:")
+    print(
+        f"released {result.version} from {result.changes.commit[:12]}"
+        f" (base {result.changes.base_tag or 'none'}), signed by key {result.verified.key_id}:"
+    )
     for path in result.files:
         print(f"  {path}")
     if json:

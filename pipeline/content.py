@@ -100,3 +100,22 @@ def list_items(root: Path, kind: Kind) -> list[str]:
         return []
     name = DEFINITION_FILES[kind]
     return sorted(p.name for p in folder.iterdir() if (p / name).is_file())
+
+
+def require_content_root(root: Path) -> None:
+    """Raise ConfigError unless `root` is a folder holding at least one kind's folder.
+
+    A mistyped `--repo` would otherwise validate an empty tree and pass.
+    """
+    from pipeline.errors import ConfigError
+
+    if not root.is_dir():
+        raise ConfigError(f"content repository {root} does not exist or is not a folder")
+    if not any((root / folder).is_dir() for folder in KIND_FOLDERS.values()):
+        expected = ", ".join(
+            sorted({folder.split("/")[0] + "/" for folder in KIND_FOLDERS.values()})
+        )
+        raise ConfigError(
+            f"{root} is not a content repository: expected at least one of {expected};"
+            " pass --repo PATH of a repository with the content layout"
+        )

@@ -13,7 +13,11 @@ of one commit while the bundle, manifest and provenance do not.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
+import re
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +32,13 @@ from pipeline.build import BuildResult, build_bundle, source_date_epoch
 from pipeline.collect import ChangeSet, collect
 from pipeline.config import Config, SampleDatabase, load_config
 from pipeline.dryrun import DryRunResult, dry_run
-from pipeline.errors import CollectError, ConfigError, MigrationError, ValidationError
+from pipeline.errors import (
+    BundleError,
+    CollectError,
+    ConfigError,
+    MigrationError,
+    ValidationError,
+)
 from pipeline.snapshot import export_commit
 from pipeline.validate import ValidationResult, validate
 from pipeline.verify import VerifyResult, verify_bundle
@@ -37,6 +47,8 @@ from pipeline.versions import Version
 logger = logging.getLogger(__name__)
 
 PUBLIC_KEY_NAME = "minisign.pub"
+# Prefix of the work folder a release makes inside its output folder; the process id follows.
+WORK_PREFIX = ".release-"
 Progress = Callable[[str], None]
 
 
@@ -108,6 +120,7 @@ def release(
     full: bool = False,
     password: str | None = None,
     next_trusted_keys: Path | None = None,
+    allow_empty: bool = False,
 ) -> ReleaseResult:
     """Release the content repository `repo` at `rev` into the folder `out`.
 
@@ -115,6 +128,8 @@ def release(
     release. `password` encrypts the archive with AES-256.
     `next_trusted_keys` is a trusted-keys file that the bundle carries,
     signed by `secret_key`, to move customers to a new key (pipeline.rotation).
+    A release with no content change since its base is rejected unless
+    `allow_empty` is set.
 
     Raises:
         PipelineError: a stage failed; its subclass names the stage.
@@ -122,20 +137,69 @@ def release(
     step = progress or (lambda _message: None)
     repo = repo.resolve()
     version = version or default_version(repo, rev)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; expected a folder for the release")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".release-", dir=out) as work_name:
+    _remove_stale_work_folders(out)
+    try:
+        return _release_into(
+            repo,
+            out,
+            secret_key,
+            version,
+            rev,
+            databases,
+            step,
+            full,
+            password,
+            next_trusted_keys,
+            allow_empty,
+        )
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()
+        raise
+
+
+def _release_into(
+    repo: Path,
+    out: Path,
+    secret_key: signing.SecretKey,
+    version: Version,
+    rev: str,
+    databases: Sequence[str],
+    step: Progress,
+    full: bool,
+    password: str | None,
+    next_trusted_keys: Path | None,
+    allow_empty: bool,
+) -> ReleaseResult:
+    prefix = f"{WORK_PREFIX}{os.getpid()}-"
+    with tempfile.TemporaryDirectory(prefix=prefix, dir=out) as work_name:
         work = Path(work_name)
         step(f"collect: changes up to {rev} for {version}")
         changes = collect(repo, rev)
+        if changes.base_tag and not changes.changes and not allow_empty:
+            raise BundleError(
+                f"nothing to release: no content changed between {changes.base_tag} and"
+                f" {changes.commit[:12]}; pass --allow-empty to release it anyway"
+            )
         content = export_commit(repo, changes.commit, work / "content")
-        config = _snapshot_config(repo, content)
+        try:
+            config = _snapshot_config(repo, content)
+        except ConfigError as exc:
+            # Name the repository's own file, not the temporary snapshot.
+            where = f"{repo / 'pyproject.toml'} at {changes.commit[:12]}"
+            raise ConfigError(str(exc).replace(str(content / "pyproject.toml"), where)) from exc
 
         step(f"validate: {content.name}")
         validation = validate(content)
         if not validation.passed:
             errors = validation.errors
+            noun = "error" if len(errors) == 1 else "errors"
             raise ValidationError(
-                f"validation failed with {len(errors)} errors; first: {errors[0]}", errors
+                f"validation failed with {len(errors)} {noun}; first: {errors[0]}", errors
             )
 
         step("dry-run: pending migrations on the sample databases")
@@ -205,6 +269,48 @@ def release(
             files.append(target)
     logger.info("released %s into %s", version, out)
     return ReleaseResult(version, changes, validation, dry, built, verified, files)
+
+
+def _remove_stale_work_folders(out: Path) -> None:
+    """Remove work folders that a killed release left in `out`.
+
+    A folder is stale when the process whose id is in its name no longer
+    runs, so a release running at the same time keeps its folder.
+    """
+    for folder in out.glob(f"{WORK_PREFIX}*"):
+        pid_text = folder.name.removeprefix(WORK_PREFIX).split("-", 1)[0]
+        if not pid_text.isdigit() or _process_running(int(pid_text)):
+            continue
+        logger.info("removing %s, left by an interrupted release", folder)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def release_version_of(path: Path) -> Version | None:
+    """Return the release version of a bundle, manifest or provenance file, if it can be told.
+
+    The manifest beside the file is read first; a bundle's name
+    `<product>-<version>.7z` is the fallback.
+    """
+    manifest = path if path.name == "manifest.json" else path.parent / "manifest.json"
+    if manifest.is_file():
+        try:
+            return Version.parse(str(json.loads(manifest.read_text(encoding="utf-8"))["version"]))
+        except (ValueError, KeyError, TypeError, ConfigError):
+            pass
+    match = re.search(r"-(\d{4}\.\d{2}\.\d+)\.7z$", path.name)
+    if match:
+        return Version.parse(match[1])
+    return None
 
 
 def _snapshot_config(repo: Path, content: Path) -> Config:

@@ -1,0 +1,234 @@
+"""The task layer as a release manager and CI use it: exit codes, messages and reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+from test_release import CLI, DEMO_FOLDERS, PIPELINE_TABLE, bundle_path
+
+from conftest import REPO_ROOT, git, require_tool
+from pipeline import signing
+from pipeline.errors import BundleError, ConfigError
+from pipeline.release import WORK_PREFIX, release
+from pipeline.versions import Version
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CI": "true"}
+    env.pop("PIPELINE_SIGNING_KEY", None)
+    return subprocess.run(
+        [CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.fixture
+def content(git_repo: Path) -> Path:
+    for folder in DEMO_FOLDERS:
+        shutil.copytree(REPO_ROOT / folder, git_repo / folder)
+    (git_repo / "pyproject.toml").write_text(PIPELINE_TABLE, encoding="utf-8")
+    (git_repo / ".gitignore").write_text(".samples/\n", encoding="utf-8")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "Add the demo content")
+    return git_repo
+
+
+@pytest.fixture
+def key_files(tmp_path: Path) -> tuple[Path, Path]:
+    secret, public = tmp_path / "keys/release.key", tmp_path / "keys/minisign.pub"
+    signing.generate_keypair(secret, public)
+    return secret, public
+
+
+def test_validate_rejects_missing_repository(tmp_path: Path) -> None:
+    done = run("validate", "--repo", str(tmp_path / "no-such-folder"), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "does not exist or is not a folder" in done.stderr
+
+
+def test_validate_rejects_folder_without_content(tmp_path: Path) -> None:
+    done = run("validate", "--repo", str(tmp_path), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "is not a content repository" in done.stderr
+    assert "catalogs/" in done.stderr
+
+
+def test_validate_failure_prints_findings(content: Path) -> None:
+    rows = content / "catalogs/knp/rows.csv"
+    lines = rows.read_text(encoding="utf-8").splitlines()
+    rows.write_text("\n".join([*lines, lines[1]]) + "\n", encoding="utf-8")
+    done = run("validate", "--repo", str(content), "--no-cache", cwd=content)
+    assert done.returncode == 1
+    assert "catalogs/knp/rows.csv" in done.stdout + done.stderr
+    assert "validation failed with 1 error" in done.stderr
+
+
+def test_validate_rev_checks_the_commit(content: Path) -> None:
+    (content / "catalogs/knp/rows.csv").write_text("broken\n", encoding="utf-8")
+    work_tree = run("validate", "--repo", str(content), "--no-cache", cwd=content)
+    committed = run("validate", "--repo", str(content), "--rev", "HEAD", cwd=content)
+    assert work_tree.returncode == 1
+    assert committed.returncode == 0, committed.stdout + committed.stderr
+
+
+def test_build_refuses_invalid_commit(content: Path, tmp_path: Path) -> None:
+    definition = next((content / "packages/fixes").glob("*/fix.json"))
+    document = json.loads(definition.read_text(encoding="utf-8"))
+    document["title"].pop("kk")
+    definition.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    git(content, "commit", "-q", "-am", "Drop a Kazakh title")
+    out = tmp_path / "out"
+    done = run(
+        "build", "--repo", str(content), "--version", "2026.12.0", "--out", str(out), cwd=content
+    )
+    assert done.returncode == 1
+    assert "failed validation" in done.stderr
+    assert "missing required field 'kk'" in done.stderr
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_build_then_sign_then_verify(
+    content: Path, key_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    secret, public = key_files
+    out = tmp_path / "out"
+    built = run(
+        "build", "--repo", str(content), "--version", "2026.12.0", "--out", str(out), cwd=content
+    )
+    assert built.returncode == 0, built.stderr
+    bundle = bundle_path(out, "2026.12.0")
+    for target in (bundle, out / "manifest.json"):
+        signed = run("sign", str(target), "--key", str(secret), cwd=content)
+        assert signed.returncode == 0, signed.stderr
+    checked = run("verify", str(bundle), "--public-key", str(public), cwd=content)
+    assert checked.returncode == 0, checked.stderr
+    assert "verified version 2026.12.0" in checked.stdout
+
+
+def test_sign_without_version_says_how(key_files: tuple[Path, Path], tmp_path: Path) -> None:
+    secret, _ = key_files
+    target = tmp_path / "notes.txt"
+    target.write_text("x\n", encoding="utf-8")
+    done = run("sign", str(target), "--key", str(secret), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "pass --version YYYY.MM.N" in done.stderr
+    assert not (tmp_path / "notes.txt.minisig").exists()
+
+
+def test_sign_with_missing_env_key_names_variable(tmp_path: Path) -> None:
+    target = tmp_path / "manifest.json"
+    target.write_text('{"version": "2026.12.0"}', encoding="utf-8")
+    env = {**os.environ, "PIPELINE_SIGNING_KEY": str(tmp_path / "absent.key")}
+    done = subprocess.run(
+        [CLI, "sign", str(target)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "PIPELINE_SIGNING_KEY" in done.stderr
+    assert "absent.key" in done.stderr
+
+
+def test_dry_run_reports_unreadable_migrations(content: Path, tmp_path: Path) -> None:
+    (content / "migrations/5_bad.sql").write_text("SELECT 1;\n", encoding="utf-8")
+    report, junit = tmp_path / "d.json", tmp_path / "d.xml"
+    done = run(
+        "dry-run",
+        "--repo",
+        str(content),
+        "--json",
+        str(report),
+        "--junit",
+        str(junit),
+        cwd=content,
+    )
+    assert done.returncode == 1
+    assert json.loads(report.read_text(encoding="utf-8"))["passed"] is False
+    failure = ET.parse(junit).getroot().find("testsuite/testcase/failure")
+    assert failure is not None
+    assert "5_bad.sql" in (failure.text or "")
+
+
+def test_release_rejects_empty_release(
+    content: Path, key_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    secret = signing.load_secret_key(key_files[0])
+    release(content, tmp_path / "a", secret, version=Version.parse("2026.12.0"))
+    git(content, "tag", "release/2026.12.0")
+    (content / "NOTES.txt").write_text("not content\n", encoding="utf-8")
+    git(content, "add", "NOTES.txt")
+    git(content, "commit", "-q", "-m", "Add a note outside the content")
+    out = tmp_path / "b"
+    with pytest.raises(
+        BundleError, match="nothing to release: no content changed between release/2026.12.0"
+    ):
+        release(content, out, secret, version=Version.parse("2026.12.1"))
+    assert not out.exists()
+    done = release(content, out, secret, version=Version.parse("2026.12.1"), allow_empty=True)
+    assert done.changes.changes == ()
+
+
+def test_release_removes_stale_work_folder(
+    content: Path, key_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "dist"
+    stale = out / f"{WORK_PREFIX}999999999-abc"
+    stale.mkdir(parents=True)
+    (stale / "left.txt").write_text("x", encoding="utf-8")
+    release(
+        content, out, signing.load_secret_key(key_files[0]), version=Version.parse("2026.12.0")
+    )
+    assert not stale.exists()
+
+
+def test_release_out_must_be_folder(
+    content: Path, key_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "file"
+    out.write_text("x", encoding="utf-8")
+    with pytest.raises(ConfigError, match="is a file; expected a folder"):
+        release(
+            content, out, signing.load_secret_key(key_files[0]), version=Version.parse("2026.12.0")
+        )
+
+
+def test_invalid_toml_names_repository_file(
+    content: Path, key_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    (content / "pyproject.toml").write_text("[tool.pipeline\n", encoding="utf-8")
+    git(content, "commit", "-q", "-am", "Break the settings")
+    with pytest.raises(ConfigError) as caught:
+        release(
+            content,
+            tmp_path / "o",
+            signing.load_secret_key(key_files[0]),
+            version=Version.parse("2026.12.0"),
+        )
+    assert f"{content}/pyproject.toml at " in str(caught.value)
+    assert ".release-" not in str(caught.value)
+
+
+def test_demo_key_folder_ignores_itself(content: Path, tmp_path: Path) -> None:
+    require_tool("minisign")
+    done = run(
+        "release",
+        "--demo-key",
+        "--repo",
+        str(content),
+        "--out",
+        str(tmp_path / "o"),
+        "--version",
+        "2026.12.0",
+        cwd=content,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (content / ".keys/.gitignore").read_text(encoding="utf-8") == "*\n"
+    assert git(content, "status", "--porcelain", "--untracked-files=all") == ""
