@@ -200,9 +200,16 @@ def catalog_import(
     """Import an official source file as a catalog and print what changed."""
     if not id or not from_:
         raise ConfigError("catalog.import needs --id ID and --from FILE")
+    description = Path(repo) / "catalogs" / id / "catalog.json"
+    new_description = not description.exists()
     delta = catalogs.import_catalog(
         Path(repo), id, Path(from_), key=key, delimiter=delimiter, encoding=encoding
     )
+    if new_description:
+        print(
+            f"wrote {description} with placeholder titles and dates:"
+            " replace them and declare column types and references; validate fails until then"
+        )
     print(
         f"catalog {id}: {len(delta.added)} added, {len(delta.changed)} changed,"
         f" {len(delta.removed)} removed"

@@ -11,7 +11,10 @@ the offending word or character:
 5. mojibake: KZ-1048 bytes read as CP1251 ("Ќазаќстан" for "Қазақстан"), and
    UTF-8 bytes read as CP1251 ("РџР»Р°С‚РµР¶"), CP1252 or Latin-1 ("ÐŸÐ»Ð°Ñ‚");
 6. unbalanced «» quotes;
-7. a kk text and its ru text with different `{name}` placeholders.
+7. a kk text and its ru text with different `{name}` placeholders;
+8. an editor's placeholder left in the text (`TODO`, `FIXME`, `TBD`, `XXX`);
+9. a text of two or more Latin words and no Cyrillic letter, such as an
+   English title typed where the Kazakh or Russian one belongs.
 
 `check_catalog_texts` runs the same checks on a catalog's titles and on the
 values of its kk and ru columns (`name_kk` beside `name_ru`, or beside `name`).
@@ -87,6 +90,8 @@ _TOKEN = re.compile(r"\S+")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 _CODEC_NAMES = {"kz1048": "KZ-1048", "utf-8": "UTF-8"}
+_EDITOR_PLACEHOLDER = re.compile(r"\b(TODO|FIXME|TBD|XXX)\b")
+_LATIN_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
 
 
 def check_bilingual(value: object, file: str, json_path: str) -> list[Finding]:
@@ -171,6 +176,8 @@ def check_text(text: str, language: Language, file: str, json_path: str) -> list
     """Check one text in `language` for control characters, mixed scripts, mojibake and quotes."""
     findings: list[Finding] = []
     findings.extend(_check_control(text, file, json_path))
+    findings.extend(_check_editor_placeholder(text, file, json_path))
+    findings.extend(_check_script(text, language, file, json_path))
     mojibake = _check_mojibake(text, file, json_path)
     if mojibake:
         # Stray quotes and mixed scripts in mojibake are artefacts of the
@@ -179,6 +186,35 @@ def check_text(text: str, language: Language, file: str, json_path: str) -> list
     findings.extend(_check_mixed_scripts(text, language, file, json_path))
     findings.extend(_check_quotes(text, file, json_path))
     return findings
+
+
+def _check_editor_placeholder(text: str, file: str, json_path: str) -> list[Finding]:
+    match = _EDITOR_PLACEHOLDER.search(text)
+    if match is None:
+        return []
+    return [
+        Finding(
+            rule="text.placeholder",
+            file=file,
+            json_path=json_path,
+            message=f"placeholder {match.group()!r} in {_excerpt(text, match.start())!r};"
+            " expected the final text, which customers read in the release notes",
+        )
+    ]
+
+
+def _check_script(text: str, language: Language, file: str, json_path: str) -> list[Finding]:
+    if _CYRILLIC.search(text) or len(_LATIN_WORD.findall(text)) < 2:
+        return []
+    return [
+        Finding(
+            rule="text.script",
+            file=file,
+            json_path=json_path,
+            message=f"{language} text {_excerpt(text, 0, 40)!r} has no Cyrillic letter;"
+            f" expected the text in {'Kazakh' if language == 'kk' else 'Russian'}",
+        )
+    ]
 
 
 def _check_control(text: str, file: str, json_path: str) -> list[Finding]:

@@ -304,6 +304,16 @@ def test_kato_release_and_refresh(
         encoding="utf-8",
     )
     (repo / ".gitignore").write_text(".samples/\n", encoding="utf-8")
+    # The editor writes the description: titles, types, and the parent reference
+    # that makes validate check every parent_id of the real file.
+    description = json.loads(
+        (REPO_ROOT / "catalogs/kato/catalog.json").read_text(encoding="utf-8")
+    )
+    description["columns"] = [c for c in description["columns"] if c["name"] != "name_kk"]
+    (repo / "catalogs/kato").mkdir(parents=True)
+    (repo / "catalogs/kato/catalog.json").write_text(
+        json.dumps(description, ensure_ascii=False, indent=2), encoding="utf-8"
+    )
     imported = run_cli(
         "catalog.import",
         "--repo",

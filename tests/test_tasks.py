@@ -232,3 +232,23 @@ def test_demo_key_folder_ignores_itself(content: Path, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert (content / ".keys/.gitignore").read_text(encoding="utf-8") == "*\n"
     assert git(content, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+def test_import_placeholders_fail_validation(content: Path, tmp_path: Path) -> None:
+    source = tmp_path / "units.csv"
+    source.write_text("code,name\n796,штука\n", encoding="utf-8")
+    imported = run(
+        "catalog.import",
+        "--repo",
+        str(content),
+        "--id",
+        "units",
+        "--from",
+        str(source),
+        cwd=content,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert "placeholder titles" in imported.stdout
+    checked = run("validate", "--repo", str(content), "--no-cache", cwd=content)
+    assert checked.returncode == 1
+    assert "placeholder 'TODO'" in checked.stdout + checked.stderr

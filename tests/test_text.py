@@ -313,3 +313,23 @@ def test_demo_catalogs_have_no_text_errors() -> None:
     for catalog_id in ("kato", "kbe", "knp"):
         findings = check_catalog_texts(REPO_ROOT, catalog_id)
         assert errors_only(findings) == [], catalog_id
+
+
+def test_editor_placeholder_is_an_error() -> None:
+    findings = check_text("TODO: replace with the ru title", "ru", "catalog.json", "$.title.ru")
+    placeholder = [f for f in findings if f.rule == "text.placeholder"]
+    assert len(placeholder) == 1
+    assert "'TODO'" in placeholder[0].message
+    assert placeholder[0].json_path == "$.title.ru"
+
+
+def test_english_title_in_ru_is_an_error() -> None:
+    findings = check_text("Fixed rounding", "ru", "fix.json", "$.title.ru")
+    assert [f.rule for f in findings] == ["text.script"]
+    assert "expected the text in Russian" in findings[0].message
+    assert "'Fixed rounding'" in findings[0].message
+
+
+def test_single_latin_code_in_title_is_accepted() -> None:
+    assert check_text("MT940", "kk", "format.json", "$.title.kk") == []
+    assert check_text("Импорт MT940", "ru", "format.json", "$.title.ru") == []
