@@ -10,9 +10,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT, git, require_tool
 from test_release import CLI, DEMO_FOLDERS, PIPELINE_TABLE, bundle_path
 
-from conftest import REPO_ROOT, git, require_tool
 from pipeline import signing
 from pipeline.errors import BundleError, ConfigError
 from pipeline.release import WORK_PREFIX, release
@@ -168,7 +168,7 @@ def test_release_rejects_empty_release(
     git(content, "commit", "-q", "-m", "Add a note outside the content")
     out = tmp_path / "b"
     with pytest.raises(
-        BundleError, match="nothing to release: no content changed between release/2026.12.0"
+        BundleError, match=r"nothing to release: no content changed between release/2026\.12\.0"
     ):
         release(content, out, secret, version=Version.parse("2026.12.1"))
     assert not out.exists()
