@@ -658,6 +658,13 @@ def verify(
     print(
         f"{bundle}: verified version {result.version}, {result.files} files, key {result.key_id}"
     )
+    if result.manifest_signature is None:
+        print(
+            "  manifest signature: not checked, no manifest.json.minisig beside the bundle"
+            " (pass --manifest-signature FILE); the archive signature covers the manifest inside"
+        )
+    else:
+        print(f"  manifest signature: verified ({result.manifest_signature})")
     if json:
         write_json_report(
             Path(json),
@@ -669,6 +676,9 @@ def verify(
                 "signed_at": result.signed_at.isoformat() if result.signed_at else None,
                 "files": result.files,
                 "trusted_comment": result.trusted_comment,
+                "manifest_signature": str(result.manifest_signature)
+                if result.manifest_signature
+                else None,
             },
         )
 

@@ -86,6 +86,8 @@ class VerifyResult:
     # Signing time from the archive signature's trusted comment, or None without one.
     signed_at: datetime | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    # The manifest signature that check 2 verified, or None when check 2 was skipped.
+    manifest_signature: Path | None = None
 
 
 def as_trusted_keys(keys: Sequence[PublicKey | TrustedKey]) -> list[TrustedKey]:
@@ -151,6 +153,23 @@ def verify_bundle(
 
     files: list[dict[str, Any]] = manifest["files"]
     with _check(4, "archive entries", bundle):
+        listed = {entry["path"] for entry in files} | {MANIFEST_NAME}
+        listed |= {
+            folder if isinstance(folder, str) else folder.get("path", "")
+            for folder in manifest.get("folders", [])
+        }
+        # Links and special files are left to check_entries, which names what they are.
+        unlisted = sorted(
+            entry.name
+            for entry in reader.list_entries()
+            if not (entry.is_dir or entry.is_symlink or entry.is_special)
+            and entry.name not in listed
+        )
+        if unlisted:
+            count = f"{len(unlisted)} archive entries are"
+            if len(unlisted) == 1:
+                count = "1 archive entry is"
+            raise VerificationError(f"{count} not in the manifest: {', '.join(unlisted[:5])}")
         max_total = sum(entry["size"] for entry in files) + len(manifest_data)
         reader.check_entries(max_total=max_total, max_ratio=max_ratio)
 
@@ -171,6 +190,7 @@ def verify_bundle(
         files=len(files),
         signed_at=signed_at,
         manifest=manifest,
+        manifest_signature=manifest_signature,
     )
 
 
@@ -200,6 +220,10 @@ class ArchiveReader:
     def read_file(self, name: str, max_size: int) -> bytes:
         data: bytes = self._call(archive.read_file, self.bundle, name, max_size)
         return data
+
+    def list_entries(self) -> list[archive.Entry]:
+        entries: list[archive.Entry] = self._call(archive.list_entries, self.bundle)
+        return entries
 
     def check_entries(self, *, max_total: int, max_ratio: float) -> None:
         self._call(archive.check_entries, self.bundle, max_total=max_total, max_ratio=max_ratio)

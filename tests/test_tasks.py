@@ -252,3 +252,26 @@ def test_import_placeholders_fail_validation(content: Path, tmp_path: Path) -> N
     checked = run("validate", "--repo", str(content), "--no-cache", cwd=content)
     assert checked.returncode == 1
     assert "placeholder 'TODO'" in checked.stdout + checked.stderr
+
+
+def test_verify_says_when_manifest_signature_is_missing(
+    content: Path, key_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "dist"
+    release(
+        content, out, signing.load_secret_key(key_files[0]), version=Version.parse("2026.12.0")
+    )
+    (out / "manifest.json.minisig").unlink()
+    report = tmp_path / "v.json"
+    done = run(
+        "verify",
+        str(bundle_path(out, "2026.12.0")),
+        "--public-key",
+        str(out / "minisign.pub"),
+        "--json",
+        str(report),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "manifest signature: not checked" in done.stdout
+    assert json.loads(report.read_text(encoding="utf-8"))["manifest_signature"] is None
