@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import re
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -284,8 +285,9 @@ def _check_payload(document: dict[str, Any], folder: Path, file: str) -> list[Fi
                     f"install path {install!r} is unsafe: {problem}",
                 )
             )
-        # Windows file names ignore case, so two such paths install over each other.
-        key = install.casefold()
+        # Windows file names ignore case and macOS ones Unicode normalization, so
+        # two such paths install over each other.
+        key = _file_name_key(install)
         if key in installs:
             findings.append(
                 _finding(
@@ -298,6 +300,40 @@ def _check_payload(document: dict[str, Any], folder: Path, file: str) -> list[Fi
             )
         installs.setdefault(key, index)
     findings.extend(_check_unlisted_payload(folder, file, listed))
+    findings.extend(_check_payload_name_clashes(folder, file))
+    return findings
+
+
+def _file_name_key(path: str) -> str:
+    return unicodedata.normalize("NFC", path).casefold()
+
+
+def _check_payload_name_clashes(folder: Path, file: str) -> list[Finding]:
+    """Find payload files whose names differ only in case or Unicode normalization.
+
+    Such files are distinct in git but one file on a Windows or macOS machine.
+    """
+    payload = folder / "payload"
+    if not payload.is_dir():
+        return []
+    seen: dict[str, str] = {}
+    findings = []
+    for path in sorted(payload.rglob("*")):
+        relative = path.relative_to(folder).as_posix()
+        key = _file_name_key(relative)
+        if key in seen:
+            findings.append(
+                _finding(
+                    "fix.payload-name-clash",
+                    file,
+                    "$.files",
+                    f"payload files {seen[key]!r} and {relative!r} differ only in letter case"
+                    " or Unicode normalization, so Windows and macOS store them as one file;"
+                    " rename one of them",
+                )
+            )
+        else:
+            seen[key] = relative
     return findings
 
 

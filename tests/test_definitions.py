@@ -14,6 +14,7 @@ import json
 import re
 import shutil
 import sqlite3
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -527,3 +528,32 @@ def test_child_path_matches_jsonschema() -> None:
     assert child_path("$.mapping", ":61:/amount") == "$.mapping[':61:/amount']"
     assert child_path("$.files", 2) == "$.files[2]"
     assert child_path("$", "it's") == "$['it\\'s']"
+
+
+def test_payload_names_that_clash_on_windows(tmp_path: Path) -> None:
+    fix = tmp_path / "packages/fixes/name-clash"
+    shutil.copytree(REPO_ROOT / "packages/fixes/payment-order-total-rounding", fix)
+    document = json.loads((fix / "fix.json").read_text(encoding="utf-8"))
+    document["id"] = "name-clash"
+    nfc = "payload/Отчёт.xml"
+    nfd = unicodedata.normalize("NFD", nfc)
+    for name in (nfc, nfd, "payload/REPORT.xml", "payload/report.xml"):
+        (fix / name).write_text("<x/>\n", encoding="utf-8")
+    document["files"] = [
+        {"source": nfc, "install": "Reports/Отчёт.xml"},
+        {"source": nfd, "install": unicodedata.normalize("NFD", "Reports/Отчёт.xml")},
+        {"source": "payload/REPORT.xml", "install": "Reports/REPORT.xml"},
+        {"source": "payload/report.xml", "install": "Reports/report.xml"},
+    ]
+    for path in (fix / "payload").rglob("*"):
+        if path.is_file() and path.relative_to(fix).as_posix() not in {
+            f["source"] for f in document["files"]
+        }:
+            path.unlink()
+    (fix / "fix.json").write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    findings = check_definition(tmp_path, Kind.FIX, "name-clash")
+    clashes = [f for f in findings if f.rule == "fix.payload-name-clash"]
+    duplicates = [f for f in findings if f.rule == "fix.duplicate-install-path"]
+    assert len(clashes) == 2
+    assert "'payload/REPORT.xml' and 'payload/report.xml'" in " ".join(f.message for f in clashes)
+    assert len(duplicates) == 2
