@@ -1403,9 +1403,8 @@ ns.add_task(update)
 _TASK_NAMES["publish-bundle"] = "publish"
 _TASK_NAMES["publish-offline-media"] = "publish.offline-media"
 ns.add_collection(treasury)
-report = Collection("report")
+# The report collection already holds `merge`; `preview` joins it.
 report.add_task(report_preview, "preview")
-ns.add_collection(report)
 _TASK_NAMES.update(
     {
         "treasury-parse": "treasury.parse",

@@ -403,3 +403,9 @@ def test_kato_release_and_refresh(
         ]
     }
     assert [(c["id"], c["rows"]) for c in manifest["catalogs"]] == [("kato", 16263)]
+
+
+def test_cli_lists_report_tasks() -> None:
+    listed = run_cli("--list", cwd=REPO_ROOT)
+    names = {line.split()[0] for line in listed.stdout.splitlines() if line.startswith("  ")}
+    assert {"report.merge", "report.preview", "publish.refresh", "db.recover"} <= names
