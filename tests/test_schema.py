@@ -71,3 +71,23 @@ def test_bom_is_accepted(tmp_path: Path) -> None:
     document, findings = load_json(path, "fix.json")
     assert findings == []
     assert document == {"id": "a"}
+
+
+@pytest.mark.parametrize(
+    ("schema_format", "bad", "good"),
+    [
+        ("date", "2026-02-30", "2026-02-28"),
+        ("date-time", "2026-12-01T25:00:00Z", "2026-12-01T09:00:00Z"),
+        ("uri", "not a uri", "https://stat.gov.kz/"),
+        ("regex", "([", "^[0-9]{3}$"),
+    ],
+)
+def test_format_checks_used_by_schemas_work(schema_format: str, bad: str, good: str) -> None:
+    from jsonschema import Draft202012Validator
+
+    validator = Draft202012Validator(
+        {"type": "string", "format": schema_format},
+        format_checker=Draft202012Validator.FORMAT_CHECKER,
+    )
+    assert not validator.is_valid(bad)
+    assert validator.is_valid(good)
