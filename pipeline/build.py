@@ -385,29 +385,21 @@ def _stage_catalogs(
     for catalog_id in shipped:
         folder = staging / ARCHIVE_FOLDERS[Kind.CATALOG] / catalog_id
         key = catalogs.load_description(content, catalog_id).key
-        current = bundle_delta.read_current_rows(content, catalog_id)
-        base = None
-        if changes.base_commit is not None:
-            base = bundle_delta.read_base_rows(changes.repo, changes.base_commit, catalog_id)
-        delta = bundle_delta.diff_catalog(catalog_id, key, base, current)
-        counts = None
-        if delta is not None:
-            counts = {
-                "added": len(delta.added),
-                "changed": len(delta.changed),
-                "removed": len(delta.removed),
-            }
+        comparison = bundle_delta.compare_catalog(
+            content, catalog_id, key, changes.repo, changes.base_commit, keep_changes=not full
+        )
+        counts = comparison.counts
         entry: dict[str, Any] = {
             "id": catalog_id,
             "mode": "full",
             "path": f"catalogs/{catalog_id}/{bundle_delta.ROWS_NAME}",
-            "rows": len(current.rows),
-            "sha256": bundle_delta.rows_hash(current.columns, current.rows, key),
+            "rows": comparison.current.rows,
+            "sha256": comparison.current.sha256,
             "base_sha256": None,
             "counts": counts,
         }
-        if delta is not None and base is not None and not full:
-            document = bundle_delta.delta_document(delta, base, current)
+        if comparison.delta is not None and not full:
+            document = bundle_delta.delta_document(comparison)
             (folder / bundle_delta.ROWS_NAME).unlink()
             delta_path = folder / bundle_delta.DELTA_NAME
             atomic_write_bytes(delta_path, bundle_delta.delta_bytes(document))
@@ -416,7 +408,7 @@ def _stage_catalogs(
             entry["base_sha256"] = document["base"]["sha256"]
         logger.debug("catalog %s ships as %s", catalog_id, entry["mode"])
         entries.append(entry)
-        notes_rows[catalog_id] = (len(current.rows), counts)
+        notes_rows[catalog_id] = (comparison.current.rows, counts)
     return entries, notes_rows
 
 
