@@ -235,6 +235,8 @@ def catalog_import(
         "lock_timeout_ms": "PostgreSQL lock_timeout in milliseconds (default: [tool.pipeline])",
         "statement_timeout_ms": "PostgreSQL statement_timeout in milliseconds"
         " (default: [tool.pipeline])",
+        "cache": "reuse the passing result of an unchanged SQLite sample from"
+        " .pipeline-cache/dry-run.json (--no-cache turns it off)",
         "json": JSON_HELP,
         "junit": JUNIT_HELP,
     },
@@ -248,6 +250,7 @@ def dry_run(
     shard: str | None = None,
     lock_timeout_ms: int = 0,
     statement_timeout_ms: int = 0,
+    cache: bool = True,
     json: str | None = None,
     junit: str | None = None,
 ) -> None:
@@ -265,7 +268,7 @@ def dry_run(
     samples = [SampleDatabase(url=url) for url in database or []] or None
     selected = Shard.parse(shard) if shard else None
     try:
-        result = run_dry_run(config, samples, jobs=jobs, shard=selected)
+        result = run_dry_run(config, samples, jobs=jobs, shard=selected, use_cache=cache)
     except PipelineError as exc:
         # CI shows the report files, so a dry-run that could not start still writes them.
         failure = Finding(rule="dry-run", file=str(Path(repo) / "migrations"), message=str(exc))
@@ -278,6 +281,10 @@ def dry_run(
         raise
     for line in result.summary():
         print(line)
+    if result.cached:
+        print(
+            f"{result.cached} sample database result(s) reused from .pipeline-cache/dry-run.json"
+        )
     if json:
         write_json_report(Path(json), result.to_json())
     if junit:

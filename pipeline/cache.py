@@ -1,14 +1,17 @@
 """A cache of check results, keyed by the git blob ids of the files a check reads.
 
-A stage that checks many items (validate, dry-run) stores each item's findings
-under a key built from the blob ids of its input files. A later run reuses the
-findings of every item whose inputs have the same ids, and checks the rest.
+A stage that checks many items stores each item's result under a key built
+from the ids of its input files: validate stores findings, the dry-run a whole
+JSON record per sample database. A later run reuses the result of every item
+whose inputs have the same ids, and checks the rest.
 
 The cache lives in `.pipeline-cache/<stage>.json` of the content repository.
 Its rules:
 
 1. Blob ids are computed in Python from the file bytes, exactly as
    `git hash-object` computes them, so uncommitted files work too.
+   A sample database, too large to hash on every run, is identified by its
+   size, modification time and a hash of its ends (`file_identity`).
 2. The whole file is dropped when its fingerprint differs. The fingerprint
    covers the pipeline version, its source files and its JSON Schemas, so a
    schema change or a new pipeline version is never served from the cache.
@@ -40,6 +43,9 @@ CACHE_FORMAT = 1
 # The id used in a cache key for an input file that does not exist.
 MISSING = "missing"
 _READ_BYTES = 1 << 20
+# `file_identity` hashes files up to this size whole, and only both ends of larger ones.
+WHOLE_HASH_BYTES = 4 << 20
+EDGE_BYTES = 1 << 20
 
 
 def blob_id_of_bytes(data: bytes) -> str:
@@ -102,6 +108,30 @@ def package_fingerprint(package: Path, version: str) -> str:
 def pipeline_fingerprint() -> str:
     """Return the fingerprint of the installed pipeline package (computed once per process)."""
     return package_fingerprint(Path(pipeline.__file__).parent, pipeline.__version__)
+
+
+def file_identity(path: Path) -> str:
+    """Return an identity of a large file that is cheap to compute: size, mtime and a hash.
+
+    Files up to `WHOLE_HASH_BYTES` are hashed whole. Of a larger file only the
+    first and the last `EDGE_BYTES` are hashed, so an edit in its middle that
+    keeps both the size and the modification time is not seen. Returns
+    `MISSING` when `path` is not a file.
+    """
+    try:
+        handle = path.open("rb")
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return MISSING
+    with handle:
+        status = os.fstat(handle.fileno())
+        digest = hashlib.sha256()
+        if status.st_size <= WHOLE_HASH_BYTES:
+            digest.update(handle.read())
+        else:
+            digest.update(handle.read(EDGE_BYTES))
+            handle.seek(-EDGE_BYTES, os.SEEK_END)
+            digest.update(handle.read(EDGE_BYTES))
+    return f"{status.st_size}:{status.st_mtime_ns}:{digest.hexdigest()}"
 
 
 def cache_path(root: Path, stage: str) -> Path:
@@ -167,6 +197,26 @@ class ResultCache:
     def put(self, item: str, key: str, findings: Sequence[Finding]) -> None:
         """Store the findings of `item` under `key`."""
         self._entries[item] = {"key": key, "findings": [asdict(f) for f in findings]}
+        self._used.add(item)
+
+    def get_record(self, item: str, key: str) -> dict[str, Any] | None:
+        """Return the JSON record stored for `item` with `key`, else None."""
+        entry = self._entries.get(item)
+        record = None
+        if entry is not None and entry.get("key") == key:
+            record = entry.get("record")
+        if not isinstance(record, dict):
+            self.misses += 1
+            logger.debug("cache miss for %s", item)
+            return None
+        self.hits += 1
+        self._used.add(item)
+        logger.debug("cache hit for %s", item)
+        return record
+
+    def put_record(self, item: str, key: str, record: dict[str, Any]) -> None:
+        """Store a JSON record for `item` under `key`, for a stage whose result is not findings."""
+        self._entries[item] = {"key": key, "record": record}
         self._used.add(item)
 
     def save(self) -> None:

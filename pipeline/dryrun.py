@@ -4,7 +4,7 @@ For every configured sample database:
 
 1. generate a missing sample when its `generate` size is set (a SQLite file,
    or a PostgreSQL database that is loaded once and then used as a template);
-2. copy it (the SQLite backup API into a temporary folder, or a PostgreSQL
+2. copy it (a SQLite file into a temporary folder, or a PostgreSQL
    `CREATE DATABASE ... TEMPLATE`), so the sample itself never changes;
 3. lint the pending migrations against the copy's row counts;
 4. apply the pending migrations with the same runner that `apply` uses;
@@ -22,8 +22,10 @@ misconfigured sample (missing file without `generate`, unsupported URL) raises.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import multiprocessing
+import shutil
 import signal
 import sqlite3
 import tempfile
@@ -37,6 +39,15 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline.cache import (
+    MISSING,
+    ResultCache,
+    blob_id,
+    cache_path,
+    file_identity,
+    folder_blob_ids,
+    inputs_key,
+)
 from pipeline.config import Config, SampleDatabase
 from pipeline.database import (
     Database,
@@ -78,6 +89,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CLONE_PREFIX = "pipeline_dry_run_"
+# Page cache of a SQLite copy, in KiB: index builds and integrity_check on a large
+# sample spill less with it than with the SQLite default of 2 MiB.
+COPY_CACHE_KIB = 65536
 
 
 @dataclass(frozen=True)
@@ -144,6 +158,8 @@ class DryRunResult:
 
     results: list[DatabaseResult]
     shard: Shard | None = None
+    # Results taken from the cache instead of a run; not part of the JSON report.
+    cached: int = 0
 
     @property
     def passed(self) -> bool:
@@ -237,9 +253,24 @@ def _terminate_as_interrupt() -> Iterator[None]:
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
-    """Copy a SQLite database with the backup API, opening the source read-only."""
+    """Copy a SQLite database, opening the source read-only.
+
+    In rollback-journal mode the file is copied as plain bytes inside a read
+    transaction: the shared lock keeps every writer from changing the file
+    until the copy is done, and a byte copy is faster than the backup API. A
+    database in WAL mode keeps committed pages in its `-wal` file, so it is
+    copied with the backup API.
+    """
     reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
     try:
+        (mode,) = reader.execute("PRAGMA journal_mode").fetchone()
+        if str(mode).lower() != "wal":
+            reader.execute("BEGIN")
+            # The first read takes the shared lock that the copy relies on.
+            reader.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            shutil.copyfile(source, target)
+            reader.execute("COMMIT")
+            return
         writer = sqlite3.connect(target)
         try:
             reader.backup(writer)
@@ -271,6 +302,12 @@ def _sqlite_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]:
         # Memory-mapped reads take about a third off integrity_check on a 137 MB
         # sample (benchmarks/dryrun_sqlite.py); the copy is private to this run.
         db.execute("PRAGMA mmap_size = 1073741824")
+        # The copy is thrown away, so it needs no durable writes. The rollback
+        # journal stays (in memory), because a failed migration is rolled back.
+        db.execute("PRAGMA journal_mode = MEMORY")
+        db.execute("PRAGMA synchronous = OFF")
+        db.execute("PRAGMA temp_store = MEMORY")
+        db.execute(f"PRAGMA cache_size = -{COPY_CACHE_KIB}")
         try:
             yield db
         finally:
@@ -395,7 +432,7 @@ def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> Da
 
 
 def _dry_run_one(sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
-    """Dry-run one sample; the function each worker process runs."""
+    """Dry-run one sample without the report query findings; the function each worker runs."""
     logger.info("dry-run on %s", redact_url(sample.url))
     if sample.engine == "sqlite":
         copy = _sqlite_copy(inputs.config, sample)
@@ -407,7 +444,11 @@ def _dry_run_one(sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
             " expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
         )
     with _terminate_as_interrupt(), copy as db:
-        result = _check_database(db, sample, inputs)
+        return _check_database(db, sample, inputs)
+
+
+def _finish(result: DatabaseResult, inputs: _Inputs) -> DatabaseResult:
+    """Add the findings of report definitions whose query could not be read, and log the result."""
     result.findings.extend(inputs.query_findings)
     result.passed = result.passed and not errors_only(inputs.query_findings)
     logger.info(
@@ -420,6 +461,50 @@ def _dry_run_one(sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
     return result
 
 
+def _cache_key(sample: SampleDatabase, inputs: _Inputs) -> str | None:
+    """Return the cache key of a sample's dry-run, or None when its result cannot be reused.
+
+    The key covers the sample file's identity, the migration files, the catalog
+    descriptions (the lint reads their columns), the report and form queries,
+    the SQLite library version, the bundle version and the lock timeout. The
+    cache itself adds the pipeline fingerprint.
+    NOTE: only SQLite samples are cached. A PostgreSQL sample has no file
+    whose identity shows that its data did not change, so it always runs.
+    """
+    if sample.engine != "sqlite":
+        return None
+    root = inputs.config.root
+    identity = file_identity(sample.sqlite_path(root))
+    if identity == MISSING:
+        return None
+    entries = [("sample", identity)]
+    entries.extend(folder_blob_ids(root, root / "migrations"))
+    for description in sorted((root / "catalogs").glob("*/catalog.json")):
+        entries.append((description.relative_to(root).as_posix(), blob_id(description)))
+    for query in inputs.queries:
+        sql_hash = hashlib.sha256(query.sql.encode("utf-8", "surrogateescape")).hexdigest()
+        entries.append((f"{query.path} {query.kind} {query.code}", sql_hash))
+    extra = (
+        f"sqlite {sqlite3.sqlite_version}\nbundle {inputs.bundle_version}"
+        f"\nlock timeout {inputs.config.lock_timeout_ms}"
+    )
+    return inputs_key(entries, extra)
+
+
+def _run_samples(
+    samples: Sequence[SampleDatabase], inputs: _Inputs, jobs: int
+) -> list[DatabaseResult]:
+    if jobs <= 1 or len(samples) <= 1:
+        return [_dry_run_one(sample, inputs) for sample in samples]
+    # Workers fork from a clean server process that has imported this module once,
+    # so none inherits an open psycopg or sqlite3 connection and none imports again.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    with _terminate_as_interrupt(), ProcessPoolExecutor(min(jobs, len(samples)), context) as pool:
+        futures = [pool.submit(_dry_run_one, sample, inputs) for sample in samples]
+        return [future.result() for future in futures]
+
+
 def dry_run(
     config: Config,
     databases: Sequence[SampleDatabase] | None = None,
@@ -427,12 +512,16 @@ def dry_run(
     *,
     jobs: int = 1,
     shard: Shard | None = None,
+    use_cache: bool = False,
 ) -> DryRunResult:
     """Migrate a throwaway copy of every sample database and check it and the report queries.
 
     `databases` defaults to the configured sample databases; `bundle_version`
     is written into the copies' history rows. `jobs` above 1 runs that many
     samples at once in separate processes; `shard` keeps only this job's share.
+    With `use_cache`, a SQLite sample whose passing result is stored in
+    `.pipeline-cache/dry-run.json` under the same inputs is not run again; a
+    failing result is never stored.
 
     Raises:
         ConfigError: a sample is missing without `generate`, or its URL is unsupported.
@@ -452,12 +541,31 @@ def dry_run(
         used_objects(config.root, queries),
         bundle_version,
     )
-    if jobs <= 1 or len(samples) <= 1:
-        return DryRunResult([_dry_run_one(sample, inputs) for sample in samples], shard)
-    # Workers fork from a clean server process that has imported this module once,
-    # so none inherits an open psycopg or sqlite3 connection and none imports again.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    with _terminate_as_interrupt(), ProcessPoolExecutor(min(jobs, len(samples)), context) as pool:
-        futures = [pool.submit(_dry_run_one, sample, inputs) for sample in samples]
-        return DryRunResult([future.result() for future in futures], shard)
+    cache = ResultCache(cache_path(config.root, "dry-run")) if use_cache else None
+    keys: dict[int, str] = {}
+    reused: dict[int, DatabaseResult] = {}
+    if cache is not None:
+        for index, sample in enumerate(samples):
+            key = _cache_key(sample, inputs)
+            if key is None:
+                continue
+            keys[index] = key
+            record = cache.get_record(redact_url(sample.url), key)
+            if record is not None:
+                reused[index] = DatabaseResult.from_json(record)
+    pending = [sample for index, sample in enumerate(samples) if index not in reused]
+    fresh = iter(_run_samples(pending, inputs, jobs))
+    results = []
+    for index, sample in enumerate(samples):
+        result = reused.get(index)
+        if result is None:
+            result = next(fresh)
+            # Only a passing result is stored, so a failure always runs again.
+            if cache is not None and index in keys and result.passed:
+                cache.put_record(redact_url(sample.url), keys[index], asdict(result))
+        else:
+            logger.info("dry-run on %s: reused the cached result", result.database)
+        results.append(_finish(result, inputs))
+    if cache is not None:
+        cache.save()
+    return DryRunResult(results, shard, cached=len(reused))

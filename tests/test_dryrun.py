@@ -441,3 +441,24 @@ def test_tasks_samples_shards_and_merge(tmp_path: Path) -> None:
     incomplete = run_task("report.merge", *reports[:2])
     assert incomplete.returncode == 1
     assert "shard(s) 2/2 missing from the merge" in incomplete.stderr
+
+
+def test_wal_sample_copied_whole(tmp_path: Path, private_tmp: Path) -> None:
+    root = make_content(tmp_path / "content")
+    sample = generate_sample(root, root / "sample.sqlite", "small")
+    connection = sqlite3.connect(sample)
+    assert connection.execute("PRAGMA journal_mode = WAL").fetchone() == ("wal",)
+    connection.execute("CREATE TABLE only_in_wal (id INTEGER PRIMARY KEY)")
+    connection.execute("INSERT INTO only_in_wal VALUES (7)")
+    connection.commit()
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+    (root / "migrations" / "0004_read_wal_table.sql").write_text(
+        "INSERT INTO only_in_wal SELECT id + 1 FROM only_in_wal;\n", "utf-8"
+    )
+
+    result = dry_run(config)
+    connection.close()
+
+    assert result.passed
+    assert [run.version for run in result.results[0].applied] == ["0002", "0003", "0004"]
+    assert list(private_tmp.iterdir()) == []

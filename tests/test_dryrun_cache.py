@@ -1,0 +1,173 @@
+"""The dry-run cache: reuse of an unchanged sample's result, invalidation, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline import dryrun
+from pipeline.cache import CACHE_FOLDER, EDGE_BYTES, MISSING, WHOLE_HASH_BYTES, file_identity
+from pipeline.config import Config, SampleDatabase
+from pipeline.dryrun import DatabaseResult, dry_run
+from pipeline.samples import generate_sample
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+QUERY = "SELECT kbk_code, sum(amount) FROM payment_documents GROUP BY kbk_code"
+
+
+def write_report(root: Path, code: str, sql: str) -> None:
+    folder = root / "packages" / "reports" / code
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps({"code": code, "query": sql}), "utf-8")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    root = tmp_path / "content"
+    shutil.copytree(REPO_ROOT / "migrations", root / "migrations")
+    write_report(root, "payments_by_kbk", QUERY)
+    generate_sample(root, root / "sample.sqlite", "small")
+    return Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+
+@pytest.fixture
+def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The samples that were really dry-run, in order."""
+    seen: list[str] = []
+    original: Callable[..., DatabaseResult] = dryrun._dry_run_one
+
+    def counting(sample: SampleDatabase, inputs: object) -> DatabaseResult:
+        seen.append(sample.url)
+        return original(sample, inputs)
+
+    monkeypatch.setattr(dryrun, "_dry_run_one", counting)
+    return seen
+
+
+def test_second_run_reuses_result(config: Config, runs: list[str]) -> None:
+    first = dry_run(config, use_cache=True)
+    second = dry_run(config, use_cache=True)
+
+    assert runs == ["sqlite:///sample.sqlite"]
+    assert first.cached == 0
+    assert second.cached == 1
+    assert second.passed
+    assert second.to_json()["results"] == first.to_json()["results"]
+    assert (config.root / CACHE_FOLDER / "dry-run.json").is_file()
+
+
+def test_cache_off_runs_every_time(config: Config, runs: list[str]) -> None:
+    dry_run(config, use_cache=True)
+    result = dry_run(config)
+
+    assert len(runs) == 2
+    assert result.cached == 0
+
+
+def test_cache_off_writes_no_file(config: Config, runs: list[str]) -> None:
+    dry_run(config)
+
+    assert not (config.root / CACHE_FOLDER).exists()
+
+
+def test_changed_migration_runs_again(config: Config, runs: list[str]) -> None:
+    dry_run(config, use_cache=True)
+    (config.root / "migrations" / "0004_audit.sql").write_text(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY);\n", "utf-8"
+    )
+
+    result = dry_run(config, use_cache=True)
+
+    assert len(runs) == 2
+    assert result.cached == 0
+    assert [run.version for run in result.results[0].applied] == ["0002", "0003", "0004"]
+
+
+def test_changed_query_runs_again(config: Config, runs: list[str]) -> None:
+    dry_run(config, use_cache=True)
+    write_report(config.root, "payments_by_kbk", "SELECT no_such_column FROM payment_documents")
+
+    result = dry_run(config, use_cache=True)
+
+    assert len(runs) == 2
+    assert not result.passed
+    assert "no such column: no_such_column" in result.results[0].findings[0].message
+
+
+def test_changed_sample_runs_again(config: Config, runs: list[str]) -> None:
+    dry_run(config, use_cache=True)
+    sample = config.root / "sample.sqlite"
+    generate_sample(config.root, config.root / "other.sqlite", "small")
+    os.replace(config.root / "other.sqlite", sample)
+    status = sample.stat()
+    os.utime(sample, ns=(status.st_atime_ns, status.st_mtime_ns + 1_000_000_000))
+
+    result = dry_run(config, use_cache=True)
+
+    assert len(runs) == 2
+    assert result.cached == 0
+
+
+def test_failure_never_cached(config: Config, runs: list[str]) -> None:
+    (config.root / "migrations" / "0004_broken.sql").write_text(
+        "INSERT INTO organizations SELECT no_such_column FROM organizations;\n", "utf-8"
+    )
+
+    first = dry_run(config, use_cache=True)
+    second = dry_run(config, use_cache=True)
+
+    assert len(runs) == 2
+    assert not first.passed
+    assert not second.passed
+    assert second.cached == 0
+    document = json.loads((config.root / CACHE_FOLDER / "dry-run.json").read_text("utf-8"))
+    assert document["entries"] == {}
+
+
+def test_parallel_reuses_cached_samples(config: Config) -> None:
+    names = ["sample", "second", "third"]
+    for name in names[1:]:
+        generate_sample(config.root, config.root / f"{name}.sqlite", "small")
+    three = Config(
+        root=config.root,
+        sample_databases=tuple(SampleDatabase(f"sqlite:///{name}.sqlite") for name in names),
+    )
+    dry_run(config, use_cache=True)
+
+    result = dry_run(three, jobs=2, use_cache=True)
+    again = dry_run(three, jobs=2, use_cache=True)
+
+    assert result.cached == 1
+    assert [r.database for r in result.results] == [f"{name}.sqlite" for name in names]
+    assert [r.passed for r in result.results] == [True, True, True]
+    assert again.cached == 3
+
+
+def test_file_identity_sees_size_and_ends(tmp_path: Path) -> None:
+    path = tmp_path / "large.bin"
+    assert file_identity(path) == MISSING
+    data = bytearray(WHOLE_HASH_BYTES + 3 * EDGE_BYTES)
+    path.write_bytes(data)
+    status = path.stat()
+    first = file_identity(path)
+
+    data[-1] = 1
+    path.write_bytes(data)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert file_identity(path) != first
+
+    data[-1] = 0
+    data[0] = 1
+    path.write_bytes(data)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert file_identity(path) != first
+
+    data[0] = 0
+    path.write_bytes(data)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert file_identity(path) == first
