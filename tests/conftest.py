@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+# Public real-world files read by the `realdata` tests; PIPELINE_SHARED_DATA points
+# elsewhere when the checkout does not sit beside the shared folder.
+SHARED_DATA = Path(os.environ.get("PIPELINE_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 # Debian package that provides each external tool the tests call.
 TOOL_PACKAGES = {
