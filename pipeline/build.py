@@ -25,12 +25,11 @@ records the build's time, duration, host, user or any absolute path.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import platform
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -284,19 +283,9 @@ def _base_version(base_tag: str | None) -> str | None:
 def _write_archive(
     staging: Path, bundle: Path, mtime: int, compression: archive.Compression, password: str | None
 ) -> None:
-    if password is None:
-        archive.write_archive(staging, bundle, mtime, compression)
-        return
-    if "password" not in inspect.signature(archive.write_archive).parameters:
-        raise BundleError(
-            "this version of pipeline.archive cannot encrypt archives; build without a password"
-        )
-    # NOTE: called through Callable[..., object] because the password parameter is
-    # checked above at run time; AES uses a random salt and IV, so an encrypted
-    # archive differs between two builds while its manifest does not.
-    writer: Callable[..., object] = archive.write_archive
-    writer(staging, bundle, mtime, compression, password=password)
-    _check_unreadable_without_password(bundle)
+    archive.write_archive(staging, bundle, mtime, compression, password=password)
+    if password is not None:
+        _check_unreadable_without_password(bundle)
 
 
 def _check_unreadable_without_password(bundle: Path) -> None:

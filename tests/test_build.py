@@ -300,3 +300,19 @@ def test_empty_password_rejected(content_repo: Path, tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="the archive password is empty"):
         build(content_repo, tmp_path / "out", "2026.12.0", password="")
     assert not (tmp_path / "out" / "parus-kaz-budget-2026.12.0.7z").exists()
+
+
+def test_encrypted_build_is_reproducible(content_repo: Path, tmp_path: Path) -> None:
+    first = build(
+        content_repo, tmp_path / "a", "2026.12.0", work=tmp_path / "wa", password="s3cret"
+    )
+    second = build(
+        content_repo, tmp_path / "b", "2026.12.0", work=tmp_path / "wb", password="s3cret"
+    )
+    assert first.bundle.read_bytes() == second.bundle.read_bytes()
+    with pytest.raises(BundleError):
+        read_member(first.bundle, "manifest.json")
+    assert (
+        archive.read_file(first.bundle, "manifest.json", 1 << 20, password="s3cret")
+        == (tmp_path / "a" / "manifest.json").read_bytes()
+    )
