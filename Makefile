@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: release test lint clean
+.PHONY: release test tools lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,11 @@ $(BIN)/.installed: pyproject.toml
 release: $(BIN)/.installed
 	$(BIN)/inv release --demo-key
 
-test: $(BIN)/.installed
+# The Debian packages of 7-Zip, minisign, Chromium and the database clients.
+tools:
+	bash .ci/install-tools
+
+test: $(BIN)/.installed tools
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.installed
