@@ -1273,15 +1273,28 @@ def treasury_render(
     print(f"{out}: {count} record(s) in {format_}")
 
 
-@task(help={"format_": FORMAT_HELP, "repo": REPO_HELP})
+@task(
+    help={
+        "format_": FORMAT_HELP,
+        "repo": REPO_HELP,
+        "accept_definition_change": "reason why the definition changed while no sample"
+        " changed; stored in conformance.json",
+    }
+)
 @guarded()
-def treasury_record(c: Context, format_: str | None = None, repo: str = ".") -> None:
+def treasury_record(
+    c: Context,
+    format_: str | None = None,
+    repo: str = ".",
+    accept_definition_change: str | None = None,
+) -> None:
     """Check a treasury format's samples and record their hashes in conformance.json."""
     from pipeline.treasury import record_conformance
 
     if not format_:
         raise ConfigError("treasury.record needs --format ID")
-    print(f"recorded {record_conformance(Path(repo), format_)}")
+    path = record_conformance(Path(repo), format_, accept_reason=accept_definition_change)
+    print(f"recorded {path}")
 
 
 @task(

@@ -40,6 +40,7 @@ from pipeline.errors import (
     ValidationError,
 )
 from pipeline.snapshot import export_commit
+from pipeline.treasury.conformance import check_base_conformance
 from pipeline.validate import ValidationResult, validate
 from pipeline.verify import VerifyResult, verify_bundle
 from pipeline.versions import Version
@@ -195,6 +196,8 @@ def _release_into(
 
         step(f"validate: {content.name}")
         validation = validate(content)
+        if changes.base_commit is not None:
+            validation.cases.append(check_base_conformance(content, repo, changes.base_commit))
         if not validation.passed:
             errors = validation.errors
             noun = "error" if len(errors) == 1 else "errors"

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import git
 
 from pipeline.content import Kind, list_items
 from pipeline.definitions import check_definition
@@ -22,6 +23,7 @@ from pipeline.schema import validate_document
 from pipeline.treasury import (
     TreasuryFormat,
     TreasuryFormatError,
+    check_base_conformance,
     load_format,
     parse_bytes,
     parse_file,
@@ -405,6 +407,59 @@ def test_changed_definition_without_changed_samples(tmp_path: Path) -> None:
     assert "no sample changed" in findings[0].message
     with pytest.raises(ValidationError, match=r"no sample changed"):
         record_conformance(root, "mt940-statement-import")
+
+
+def committed_format(tmp_path: Path, format_id: str) -> tuple[Path, str]:
+    """Return a git repository with one demo format committed, and that commit."""
+    root = copy_format(tmp_path, format_id)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "Add the format")
+    return root, git(root, "rev-parse", "HEAD").strip()
+
+
+def test_record_after_deleting_conformance(tmp_path: Path) -> None:
+    root, _ = committed_format(tmp_path, "mt940-statement-import")
+    folder = root / "packages/treasury/mt940-statement-import"
+    rewrite(folder / "format.json", lambda d: d["accepts"]["deviations"].append("decimal_point"))
+    (folder / "conformance.json").unlink()
+    with pytest.raises(ValidationError, match=r"no sample changed") as caught:
+        record_conformance(root, "mt940-statement-import")
+    assert "--accept-definition-change REASON" in str(caught.value)
+    assert not (folder / "conformance.json").exists()
+
+    record_conformance(root, "mt940-statement-import", accept_reason="banks send 1.5 too")
+    recorded = json.loads((folder / "conformance.json").read_text(encoding="utf-8"))
+    assert recorded["accepted_definition_change"]["reason"] == "banks send 1.5 too"
+    assert check_definition(root, Kind.TREASURY, "mt940-statement-import") == []
+    # Recording again keeps the accepted reason.
+    record_conformance(root, "mt940-statement-import")
+    recorded = json.loads((folder / "conformance.json").read_text(encoding="utf-8"))
+    assert recorded["accepted_definition_change"]["reason"] == "banks send 1.5 too"
+
+
+def test_base_release_conformance_removed(tmp_path: Path) -> None:
+    root, base = committed_format(tmp_path, "mt940-statement-import")
+    (root / "packages/treasury/mt940-statement-import/conformance.json").unlink()
+    case = check_base_conformance(root, root, base)
+    assert rules(case.findings) == ["treasury.conformance-removed"]
+    assert "conformance.json removed since the base release" in case.findings[0].message
+    assert case.findings[0].file.endswith("mt940-statement-import/conformance.json")
+
+
+def test_base_release_catches_rerecorded_change(tmp_path: Path) -> None:
+    root, base = committed_format(tmp_path, "mt940-statement-import")
+    folder = root / "packages/treasury/mt940-statement-import"
+    assert check_base_conformance(root, root, base).findings == []
+    # The record is deleted and committed, so HEAD has no record to compare with.
+    rewrite(folder / "format.json", lambda d: d["accepts"]["deviations"].append("decimal_point"))
+    (folder / "conformance.json").unlink()
+    git(root, "commit", "-q", "-a", "-m", "Drop the record")
+    record_conformance(root, "mt940-statement-import")
+    assert check_definition(root, Kind.TREASURY, "mt940-statement-import") == []
+    case = check_base_conformance(root, root, base)
+    assert rules(case.findings) == ["treasury.samples-not-updated"]
+    assert f"since the base release {base[:12]}" in case.findings[0].message
 
 
 def test_title_change_needs_no_new_samples(tmp_path: Path) -> None:

@@ -13,7 +13,11 @@ import json
 from pathlib import Path
 
 from pipeline.fsutil import atomic_write_bytes
-from pipeline.treasury.conformance import check_conformance, record_conformance
+from pipeline.treasury.conformance import (
+    check_base_conformance,
+    check_conformance,
+    record_conformance,
+)
 from pipeline.treasury.engine import Record, parse_bytes, parse_file, render_records
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError, load_format
 
@@ -21,6 +25,7 @@ __all__ = [
     "Record",
     "TreasuryFormat",
     "TreasuryFormatError",
+    "check_base_conformance",
     "check_conformance",
     "load_format",
     "parse_bytes",

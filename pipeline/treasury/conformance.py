@@ -11,6 +11,13 @@
    the change, and validation fails. `record_conformance` rewrites the record
    after the samples pass. The check needs no git history, so it works on a
    snapshot and in CI alike.
+3. `record_conformance` compares with the previous record (the file, or the
+   one committed at HEAD when the file is gone) and rejects a definition
+   change without a sample change unless a reason is given; the reason is
+   stored under `accepted_definition_change`. On the release path,
+   `check_base_conformance` compares every format with the record committed
+   at the base release, so deleting and re-recording `conformance.json`
+   does not hide a change.
 """
 
 from __future__ import annotations
@@ -18,12 +25,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import subprocess
 from pathlib import Path
 from typing import Any
 
-from pipeline.content import Kind, definition_path, item_folder
+from pipeline.content import KIND_FOLDERS, Kind, definition_path, item_folder, list_items
 from pipeline.errors import ValidationError
-from pipeline.findings import Finding, errors_only
+from pipeline.findings import CheckCase, Finding, errors_only
 from pipeline.fsutil import atomic_write_text
 from pipeline.schema import load_json
 from pipeline.treasury.engine import parse_bytes, render_records
@@ -32,6 +40,7 @@ from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError, format_
 logger = logging.getLogger(__name__)
 
 RECORD_FILE = "conformance.json"
+ACCEPTED_KEY = "accepted_definition_change"
 
 
 def check_conformance(document: dict[str, Any], folder: Path, file: str) -> list[Finding]:
@@ -156,6 +165,10 @@ def _check_record(
         return [
             Finding("treasury.conformance-invalid", record_file, f"invalid JSON ({exc}); {hint}")
         ]
+    if not isinstance(recorded, dict):
+        found = type(recorded).__name__
+        message = f"expected a JSON object, found {found}; {hint}"
+        return [Finding("treasury.conformance-invalid", record_file, message)]
     current = _digests(document, folder)
     definition_changed = recorded.get("definition_sha256") != current["definition_sha256"]
     samples_changed = recorded.get("samples_sha256") != current["samples_sha256"]
@@ -179,12 +192,61 @@ def _check_record(
     return []
 
 
-def record_conformance(root: Path, format_id: str) -> Path:
+def _changed_without_samples(previous: dict[str, Any], current: dict[str, str]) -> bool:
+    return (
+        previous.get("definition_sha256") != current["definition_sha256"]
+        and previous.get("samples_sha256") == current["samples_sha256"]
+    )
+
+
+def _accepted(record: dict[str, Any] | None, definition_sha256: str) -> bool:
+    """Return whether `record` accepts the definition with this hash without new samples."""
+    accepted = record.get(ACCEPTED_KEY) if record else None
+    return isinstance(accepted, dict) and accepted.get("definition_sha256") == definition_sha256
+
+
+def _read_record(path: Path) -> dict[str, Any] | None:
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def committed_record(repo: Path, rev: str, format_id: str) -> dict[str, Any] | None:
+    """Return the `conformance.json` of a format as committed at `rev`, or None.
+
+    None means the file is not in that commit, `repo` is not a git repository,
+    or the committed file is not a JSON object.
+    """
+    path = f"{KIND_FOLDERS[Kind.TREASURY]}/{format_id}/{RECORD_FILE}"
+    try:
+        shown = subprocess.run(
+            ["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, check=False
+        )
+    except OSError:
+        return None
+    if shown.returncode != 0:
+        logger.debug("%s is not committed at %s", path, rev)
+        return None
+    try:
+        recorded = json.loads(shown.stdout.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def record_conformance(root: Path, format_id: str, accept_reason: str | None = None) -> Path:
     """Check a format's samples and write its `conformance.json`; return the file.
+
+    The previous record is the file itself or, when it is missing, the one
+    committed at HEAD. A definition that changed since that record while no
+    sample changed is rejected unless `accept_reason` explains why the samples
+    still show the definition; the reason is written into the record.
 
     Raises:
         ValidationError: the definition or a sample fails, or the definition
-            changed while its samples did not.
+            changed while its samples did not and no reason was given.
     """
     # Imported here because the definition checks import this module.
     from pipeline.definitions import check_definition
@@ -203,6 +265,73 @@ def record_conformance(root: Path, format_id: str) -> Path:
         )
     document, _ = load_json(definition_path(root, Kind.TREASURY, format_id), "format.json")
     path = folder / RECORD_FILE
-    atomic_write_text(path, json.dumps(_digests(document, folder), indent=2) + "\n")
+    previous = _read_record(path) if path.is_file() else committed_record(root, "HEAD", format_id)
+    current: dict[str, Any] = dict(_digests(document, folder))
+    definition = current["definition_sha256"]
+    if _accepted(previous, definition):
+        current[ACCEPTED_KEY] = previous[ACCEPTED_KEY] if previous else None
+    elif previous is not None and _changed_without_samples(previous, current):
+        if not accept_reason or not accept_reason.strip():
+            raise ValidationError(
+                f"{folder.name}: the definition changed since {RECORD_FILE} was recorded, but"
+                " no sample changed; add or update a sample that shows the change, or pass"
+                " --accept-definition-change REASON when the samples already show it",
+                [],
+            )
+        current[ACCEPTED_KEY] = {
+            "reason": accept_reason.strip(),
+            "previous_definition_sha256": previous.get("definition_sha256"),
+            "definition_sha256": definition,
+        }
+        logger.info("accepted a definition change of %s: %s", format_id, accept_reason)
+    atomic_write_text(path, json.dumps(current, indent=2, ensure_ascii=False) + "\n")
     logger.info("recorded the conformance of %s", format_id)
     return path
+
+
+def check_base_conformance(root: Path, repo: Path, base_commit: str) -> CheckCase:
+    """Compare every format under `root` with its record committed at `base_commit`.
+
+    `root` is the content of the release commit and `repo` the git repository
+    that holds `base_commit`. A record that the base release had and `root`
+    lacks is reported as removed. A definition that changed since the base
+    record while no sample changed is reported unless the current record
+    accepts the change with a reason.
+    """
+    findings: list[Finding] = []
+    for format_id in list_items(root, Kind.TREASURY):
+        base = committed_record(repo, base_commit, format_id)
+        if base is None:
+            continue
+        folder = item_folder(root, Kind.TREASURY, format_id)
+        file = f"{KIND_FOLDERS[Kind.TREASURY]}/{format_id}/format.json"
+        path = folder / RECORD_FILE
+        if not path.is_file():
+            findings.append(
+                Finding(
+                    "treasury.conformance-removed",
+                    _relative(file, RECORD_FILE),
+                    f"{RECORD_FILE} removed since the base release {base_commit[:12]};"
+                    " restore it from that release",
+                )
+            )
+            continue
+        document, load_findings = load_json(folder / "format.json", file)
+        if load_findings or not isinstance(document, dict):
+            continue  # The definition checks report an unreadable definition.
+        current = _digests(document, folder)
+        recorded = _read_record(path)
+        if _changed_without_samples(base, current) and not _accepted(
+            recorded, current["definition_sha256"]
+        ):
+            findings.append(
+                Finding(
+                    "treasury.samples-not-updated",
+                    file,
+                    f"the definition changed since the base release {base_commit[:12]}, but"
+                    " no sample changed; add or update a sample that shows the change, or"
+                    f" run `inv treasury.record --format {format_id}"
+                    " --accept-definition-change REASON`",
+                )
+            )
+    return CheckCase(name="conformance", classname="validate.treasury", findings=findings)
