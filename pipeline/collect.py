@@ -131,8 +131,7 @@ def find_base_tag(
             shallow and no release tag is reachable.
     """
     with _open_repo(repo) as handle:
-        commit_id = _resolve_commit(handle, repo, commit)
-        return _find_base(handle, repo, commit_id, before)
+        return _resolve_and_find_base(handle, repo, commit, before)[1]
 
 
 def collect(repo: Path, rev: str = "HEAD", before: Version | None = None) -> ChangeSet:
@@ -143,11 +142,15 @@ def collect(repo: Path, rev: str = "HEAD", before: Version | None = None) -> Cha
             does not name a commit, or history needed for the base is missing.
     """
     with _open_repo(repo) as handle:
-        commit = _resolve_commit(handle, repo, rev)
-        base = _find_base(handle, repo, commit, before)
-        base_tag, base_commit = base if base is not None else (None, None)
-
-        entries, history = _entries_and_history(handle, base_commit, commit)
+        commit, tags = _resolve_and_list_tags(handle, repo, rev, before)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            guess = _start_guessed_range(handle, pool, tags, commit)
+            base = _find_base(handle, repo, commit, tags)
+            base_tag, base_commit = base if base is not None else (None, None)
+            if guess is not None and guess.tag == base_tag:
+                entries, history = guess.entries.result(), guess.history.result()
+            else:
+                entries, history = _entries_and_history(handle, base_commit, commit)
         changes = []
         for entry in entries:
             change = _to_change(repo, entry, history)
@@ -258,24 +261,92 @@ def _is_shallow(handle: git.Repo) -> bool:
     return _git(handle, "rev_parse", "--is-shallow-repository") == "true"
 
 
+def _resolve_and_find_base(
+    handle: git.Repo, repo: Path, rev: str, before: Version | None
+) -> tuple[str, tuple[str, str] | None]:
+    """Return the full id of the commit `rev` names and its base tag and tag commit."""
+    commit, tags = _resolve_and_list_tags(handle, repo, rev, before)
+    return commit, _find_base(handle, repo, commit, tags)
+
+
+def _resolve_and_list_tags(
+    handle: git.Repo, repo: Path, rev: str, before: Version | None
+) -> tuple[str, list[tuple[Version, str]]]:
+    """Return the full id of the commit `rev` names and the release tags below `before`.
+
+    The release tags are listed while `rev` is resolved, because each git
+    process costs a few milliseconds of start-up and the two do not depend on
+    each other. An unknown `rev` is reported before any problem with the tags.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        tags_future = pool.submit(_release_tags, handle, before)
+        commit = _resolve_commit(handle, repo, rev)
+        tags = tags_future.result()
+    return commit, tags
+
+
+@dataclass(frozen=True)
+class _GuessedRange:
+    """The tree diff and history since a tag, read before the tag is known to be the base."""
+
+    tag: str
+    entries: concurrent.futures.Future[list[_Entry]]
+    history: concurrent.futures.Future[_History]
+
+
+def _start_guessed_range(
+    handle: git.Repo,
+    pool: concurrent.futures.ThreadPoolExecutor,
+    tags: list[tuple[Version, str]],
+    commit: str,
+) -> _GuessedRange | None:
+    """Start reading the range since the highest release tag, the usual base.
+
+    The diff and the log then run while `_find_base` checks that tag, which
+    saves one round of git processes. The caller uses the results only when
+    that tag turns out to be the base, and reads the range again otherwise.
+    """
+    if not tags:
+        return None
+    tag = tags[0][1]
+    base = f"refs/tags/{tag}^{{commit}}"
+    return _GuessedRange(
+        tag=tag,
+        entries=pool.submit(_diff_entries, handle, base, commit),
+        history=pool.submit(_read_history, handle, f"{base}..{commit}"),
+    )
+
+
 def _find_base(
-    handle: git.Repo, repo: Path, commit: str, before: Version | None
+    handle: git.Repo, repo: Path, commit: str, tags: list[tuple[Version, str]]
 ) -> tuple[str, str] | None:
-    """Return the highest release tag below `before` whose commit is a proper ancestor."""
-    for version, tag in _release_tags(handle, before):
-        tagged = _peel_tag(handle, repo, tag)
-        if tagged is None:
-            continue
-        if tagged == commit:
-            log.debug("tag %s is on the release commit itself, so it is not the base", tag)
-            continue
-        if not _is_ancestor(handle, tagged, commit):
-            log.debug("tag %s (%s) is not an ancestor of %s; skipped", tag, tagged, commit)
-            continue
-        log.debug("base tag is %s at %s (version %s)", tag, tagged, version)
-        # NOTE: in a shallow clone a merged branch whose history is cut off still
-        # yields a base, but its boundary commit then counts as adding every file.
-        return tag, tagged
+    """Return the highest of `tags` whose commit is a proper ancestor of `commit`.
+
+    For each tag, the ancestry check of the tag's commit runs in a thread
+    while the tag is peeled, because it can name that commit as
+    `refs/tags/TAG^{commit}` before its id is known. Its result counts only
+    when the tag peels to a commit.
+    """
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        for version, tag in tags:
+            ancestry = pool.submit(_try_is_ancestor, handle, f"refs/tags/{tag}^{{commit}}", commit)
+            tagged = _peel_tag(handle, repo, tag)
+            is_ancestor = ancestry.result()
+            if tagged is None:
+                continue
+            if tagged == commit:
+                log.debug("tag %s is on the release commit itself, so it is not the base", tag)
+                continue
+            if is_ancestor is None:
+                # The early check failed for another reason; this one reports it.
+                is_ancestor = _is_ancestor(handle, tagged, commit)
+            if not is_ancestor:
+                log.debug("tag %s (%s) is not an ancestor of %s; skipped", tag, tagged, commit)
+                continue
+            log.debug("base tag is %s at %s (version %s)", tag, tagged, version)
+            # NOTE: in a shallow clone a merged branch whose history is cut off still
+            # yields a base, but its boundary commit then counts as adding every file.
+            return tag, tagged
 
     if _is_shallow(handle):
         raise CollectError(
@@ -338,6 +409,15 @@ def _is_ancestor(handle: git.Repo, ancestor: str, descendant: str) -> bool:
         if exc.status == 1:
             return False
         raise _command_error(handle, exc) from exc
+    return True
+
+
+def _try_is_ancestor(handle: git.Repo, ancestor: str, descendant: str) -> bool | None:
+    """Return whether `ancestor` is an ancestor of `descendant`, or None when git fails."""
+    try:
+        handle.git.merge_base("--is-ancestor", ancestor, descendant)
+    except git.GitCommandError as exc:
+        return False if exc.status == 1 else None
     return True
 
 
