@@ -217,6 +217,75 @@ def test_1c_section_case_rejected_when_not_declared() -> None:
     assert "'СЕКЦИЯДОКУМЕНТ' differs from 'СекцияДокумент' in letter case" in str(error)
 
 
+RU_1C_HEADER = "1CClientBankExchange\nВерсияФормата=1.03\nКодировка=windows-1251\n"
+
+
+def ru_1c_error(name: str, body: str) -> TreasuryFormatError:
+    """Parse a Russian 1C file written from `body`; `name` says its defect."""
+    data = (RU_1C_HEADER + body + "КонецФайла\n").encode("cp1251")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(load_format(REPO_ROOT, "1c-ru-statement-import"), data, name)
+    return caught.value
+
+
+def ru_document(number: str, payer: str, amount: str = "Сумма=10.00\n") -> str:
+    return (
+        f"СекцияДокумент=Платежное поручение\nНомер={number}\n{amount}"
+        f"ПлательщикСчет={payer}\nКонецДокумента\n"
+    )
+
+
+def test_1c_repeated_amount_key() -> None:
+    body = (
+        "СекцияДокумент=Платежное поручение\nНомер=1\nСумма=10.00\nСумма=99.00\nКонецДокумента\n"
+    )
+    error = ru_1c_error("repeated-amount.txt", body)
+    assert error.line == 7
+    assert error.field == "Сумма"
+    assert "repeated-amount.txt:7: key Сумма repeated; it was first given on line 6" in str(error)
+
+
+def test_1c_document_without_amount() -> None:
+    error = ru_1c_error("no-amount.txt", ru_document("1", "KZ01", amount=""))
+    assert error.line == 4
+    assert error.field == "Сумма"
+    assert "the document has no amount; expected one of the keys ['Сумма']" in str(error)
+
+
+def test_1c_unclosed_document_before_next() -> None:
+    unclosed = "СекцияДокумент=Платежное поручение\nНомер=1\nСумма=10.00\n"
+    error = ru_1c_error("unclosed-document.txt", unclosed + ru_document("2", "KZ01"))
+    assert error.line == 7
+    assert error.field == "КонецДокумента"
+    assert "document section opened on line 4 is not closed" in str(error)
+    assert "before 'СекцияДокумент'" in str(error)
+
+
+def two_accounts(*documents: str) -> bytes:
+    accounts = "".join(
+        f"СекцияРасчСчет\nРасчСчет={iban}\nКонецРасчСчет\n" for iban in ("KZ01", "KZ02")
+    )
+    return (RU_1C_HEADER + accounts + "".join(documents) + "КонецФайла\n").encode("cp1251")
+
+
+def test_1c_documents_attributed_to_own_account() -> None:
+    fmt = load_format(REPO_ROOT, "1c-ru-statement-import")
+    data = two_accounts(ru_document("1", "KZ01"), ru_document("2", "KZ02"))
+    records = parse_bytes(fmt, data, "two-accounts.txt")
+    assert [(r["doc_number"], r["iban"]) for r in records] == [("1", "KZ01"), ("2", "KZ02")]
+
+
+def test_1c_document_of_no_listed_account() -> None:
+    fmt = load_format(REPO_ROOT, "1c-ru-statement-import")
+    data = two_accounts(ru_document("1", "KZ01"), ru_document("2", "KZ99"))
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, data, "unknown-account.txt")
+    assert caught.value.line == 15
+    assert caught.value.field == "РасчСчет"
+    assert "account sections ['KZ01', 'KZ02']" in str(caught.value)
+    assert "['KZ99'] match none of them" in str(caught.value)
+
+
 def test_1c_section_case_accepted_when_declared() -> None:
     data = (DATA / "1c-kk-upper-case-sections.txt").read_bytes()
     records = parse_bytes(kk_1c(), data, "upper.txt")

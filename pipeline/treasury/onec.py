@@ -8,9 +8,17 @@ details (ПлательщикИИК, ПлательщикБИН_ИИН, Плат
 the syntax is the same.
 
 A record is one document section. A mapping key is looked up in the document,
-then in the first account section, then in the header, so `РасчСчет` or
+then in its account section, then in the header, so `РасчСчет` or
 `ДатаНачала` can be mapped as well. The key `СекцияДокумент` is the document
 kind. An empty value (`Код=`) counts as absent.
+
+With one account section every document belongs to it. With several, a
+document belongs to the account whose `РасчСчет` equals the document's payer
+or payee account (`ПлательщикСчет`, `ПолучательСчет`, or `ПлательщикИИК`,
+`ПолучательИИК` in the Kazakh variant); a document that matches none or
+several is an error. A key repeated in one section, a section opened before
+the previous one is closed, and a document without any key that the mapping
+reads as an amount are errors naming the line and key.
 
 The definition lists the accepted `ВерсияФормата` values and `Кодировка`
 labels. Deviations it may accept: `section_name_case` (section markers in
@@ -24,6 +32,7 @@ from collections.abc import Mapping, Sequence
 
 from pipeline.treasury.codec import find_control
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
+from pipeline.treasury.records import CANONICAL_FIELDS
 from pipeline.treasury.source import SourceRecord, Value, split_lines
 
 FIRST_LINE = "1CClientBankExchange"
@@ -33,6 +42,9 @@ _ACCOUNT_START = "СекцияРасчСчет"
 _ACCOUNT_END = "КонецРасчСчет"
 _DOCUMENT_END = "КонецДокумента"
 _FILE_END = "КонецФайла"
+_ACCOUNT_KEY = "РасчСчет"
+# Keys of a document that name the payer's and the payee's account.
+_DOCUMENT_ACCOUNT_KEYS = ("ПлательщикСчет", "ПолучательСчет", "ПлательщикИИК", "ПолучательИИК")
 
 
 def separators(fmt: TreasuryFormat) -> str:
@@ -63,6 +75,8 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
     accounts: list[SourceRecord] = []
     documents: list[SourceRecord] = []
     section: SourceRecord | None = None
+    seen: dict[str, int] = {}  # the line of each key of the current section or header
+    header_seen: dict[str, int] = {}
     ended = False
     for number, line in enumerate(lines[1:], start=2):
         _check_line(line, number, file)
@@ -77,22 +91,39 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
         _check_case(key.strip(), fmt, file, number)
         if marker == _key(_FILE_END, fmt):
             if section is not None:
-                raise _unclosed(section, file, number)
+                raise _unclosed(section, file, number, _FILE_END)
             ended = True
-        elif marker == _key(_ACCOUNT_START, fmt):
-            section = {}
-            accounts.append(section)
-        elif marker == _key(DOCUMENT_KEY, fmt):
-            section = {DOCUMENT_KEY: Value(value.strip(), number)}
-            documents.append(section)
+        elif marker in (_key(_ACCOUNT_START, fmt), _key(DOCUMENT_KEY, fmt)):
+            if section is not None:
+                raise _unclosed(section, file, number, key.strip())
+            if marker == _key(DOCUMENT_KEY, fmt):
+                section = {DOCUMENT_KEY: Value(value.strip(), number)}
+                documents.append(section)
+            else:
+                section = {}
+                accounts.append(section)
+            seen = {DOCUMENT_KEY: number}
         elif marker in (_key(_ACCOUNT_END, fmt), _key(_DOCUMENT_END, fmt)):
             section = None
         elif "=" not in line:
             raise TreasuryFormatError(
                 f"expected KEY=VALUE or a section marker, found {line!r}", file=file, line=number
             )
-        elif value.strip():
-            (header if section is None else section)[key.strip()] = Value(value.strip(), number)
+        else:
+            name = key.strip()
+            lines_of_keys = header_seen if section is None else seen
+            if name in lines_of_keys:
+                raise TreasuryFormatError(
+                    f"key {name} repeated; it was first given on line {lines_of_keys[name]}, and"
+                    " a section may give each key once",
+                    file=file,
+                    line=number,
+                    field=name,
+                )
+            lines_of_keys[name] = number
+            if value.strip():
+                target = header if section is None else section
+                target[name] = Value(value.strip(), number)
     if not ended:
         raise TreasuryFormatError(
             f"missing the last line {_FILE_END!r}; the file may be cut short",
@@ -100,8 +131,45 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
             line=len(lines),
         )
     _check_header(header, fmt, file)
-    account = accounts[0] if accounts else {}
-    return [{**header, **account, **document} for document in documents]
+    for document in documents:
+        _check_amount(document, fmt, file)
+    return [
+        {**header, **_account_of(document, accounts, file), **document} for document in documents
+    ]
+
+
+def _check_amount(document: SourceRecord, fmt: TreasuryFormat, file: str) -> None:
+    amount_keys = [
+        source
+        for source, canonical in fmt.mapping.items()
+        if CANONICAL_FIELDS.get(canonical) in ("money", "signed_money")
+    ]
+    if amount_keys and not any(key in document for key in amount_keys):
+        raise TreasuryFormatError(
+            f"the document has no amount; expected one of the keys {amount_keys}",
+            file=file,
+            line=document[DOCUMENT_KEY].line,
+            field=amount_keys[0],
+        )
+
+
+def _account_of(document: SourceRecord, accounts: list[SourceRecord], file: str) -> SourceRecord:
+    if len(accounts) <= 1:
+        return accounts[0] if accounts else {}
+    own = {document[key].value for key in _DOCUMENT_ACCOUNT_KEYS if key in document}
+    matching = [a for a in accounts if _ACCOUNT_KEY in a and a[_ACCOUNT_KEY].value in own]
+    if len(matching) == 1:
+        return matching[0]
+    listed = [a[_ACCOUNT_KEY].value for a in accounts if _ACCOUNT_KEY in a]
+    found = "none of them" if not matching else "several of them"
+    raise TreasuryFormatError(
+        f"the file has {len(accounts)} account sections {listed}, and the document's payer"
+        f" and payee accounts {sorted(map(str, own))} match {found}; expected"
+        f" one of {list(_DOCUMENT_ACCOUNT_KEYS)} equal to the {_ACCOUNT_KEY} of one section",
+        file=file,
+        line=document[DOCUMENT_KEY].line,
+        field=_ACCOUNT_KEY,
+    )
 
 
 def _marker(text: str, fmt: TreasuryFormat) -> str:
@@ -142,13 +210,17 @@ def _check_line(line: str, number: int, file: str) -> None:
         )
 
 
-def _unclosed(section: Mapping[str, Value], file: str, line: int) -> TreasuryFormatError:
+def _unclosed(
+    section: Mapping[str, Value], file: str, line: int, found: str
+) -> TreasuryFormatError:
     kind = "document" if DOCUMENT_KEY in section else "account"
     end = _DOCUMENT_END if DOCUMENT_KEY in section else _ACCOUNT_END
+    opened = f" opened on line {section[DOCUMENT_KEY].line}" if DOCUMENT_KEY in section else ""
     return TreasuryFormatError(
-        f"the {kind} section is not closed; expected {end!r} before {_FILE_END!r}",
+        f"the {kind} section{opened} is not closed; expected {end!r} before {found!r}",
         file=file,
         line=line,
+        field=end,
     )
 
 
