@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import tempfile
 import time
 import zlib
@@ -47,11 +46,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline import archive
+from pipeline.apply_store import PAUSE_ENV as PAUSE_ENV
+from pipeline.apply_store import TESTING_ENV as TESTING_ENV
 from pipeline.apply_store import (
     check_applicable,
     delete_definition,
     ensure_tables,
     load_catalog,
+    pause_point,
     record_update,
     store_definition,
 )
@@ -92,12 +94,6 @@ from pipeline.verify import MAX_MANIFEST_BYTES, parse_trusted_comment, verify_bu
 
 logger = logging.getLogger(__name__)
 
-# Test hook: `PIPELINE_TEST_PAUSE_AT=<point>` stops the process with SIGSTOP at
-# that named point, so a test can kill it there. Any other value is ignored.
-PAUSE_ENV = "PIPELINE_TEST_PAUSE_AT"
-PAUSE_POINTS = frozenset(
-    {"backup", "migration", "no-transaction", "catalog", "definitions", "payload", "commit"}
-)
 # Definition kinds stored in pipeline_definitions, in the order they load.
 STORED_KINDS = (Kind.REPORT, Kind.FORM, Kind.TREASURY, Kind.FIX)
 LOCK_POLL_SECONDS = 0.1
@@ -157,13 +153,6 @@ class Journal:
                 f"{path}: unreadable apply journal ({exc}); restore the database from its"
                 " backup by hand with `inv db.restore`"
             ) from exc
-
-
-def pause_point(name: str) -> None:
-    """Stop the process here when the test hook names this point (see PAUSE_ENV)."""
-    if os.environ.get(PAUSE_ENV) == name and name in PAUSE_POINTS:
-        logger.warning("%s=%s: stopping the process for a test", PAUSE_ENV, name)
-        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 # -- locations ---------------------------------------------------------------------------------
@@ -517,7 +506,13 @@ def _run_transaction(
     for migration in pending:
         if migration.transactional:
             result.migrations.append(
-                apply_migration(db, migration, context.version, savepoint=True)
+                apply_migration(
+                    db,
+                    migration,
+                    context.version,
+                    savepoint=True,
+                    after_statement=_pause_after_first_statement,
+                )
             )
             pause_point("migration")
             continue
@@ -552,6 +547,12 @@ def _run_transaction(
         result.status = "dry-run"
     else:
         db.execute("COMMIT")
+        pause_point("after-commit")
+
+
+def _pause_after_first_statement(index: int) -> None:
+    if index == 0:
+        pause_point("migration-statement")
 
 
 def _store_definitions(db: Database, context: _Context) -> dict[str, list[str]]:
@@ -606,6 +607,8 @@ def _install_payload(context: _Context, journal: Journal, journal_file: Path) ->
         if files:
             logger.info("no installation folder given: %d payload files not installed", len(files))
         return []
+    if context.dry_run:
+        return _check_payload_writable(context.install_dir, files)
     saved_folder = journal_file.with_suffix(".files")
     installed: list[str] = []
     for index, (source, install) in enumerate(files):
@@ -621,6 +624,32 @@ def _install_payload(context: _Context, journal: Journal, journal_file: Path) ->
         installed.append(install)
     logger.info("installed %d payload files into %s", len(installed), context.install_dir)
     return installed
+
+
+def _check_payload_writable(install_dir: Path, files: list[tuple[Path, str]]) -> list[str]:
+    """Check that each payload file could be installed, without writing anything.
+
+    A dry run never touches the installation folder: for each target it checks
+    that an existing target is a regular file and that the nearest existing
+    folder on its path is writable.
+
+    Raises:
+        ApplyError: a target is a folder, or its folder cannot be written.
+    """
+    for _, install in files:
+        target = install_dir / install
+        if target.exists() and not target.is_file():
+            raise ApplyError(f"payload target {target} exists and is not a regular file")
+        folder = target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise ApplyError(
+                f"payload target {target}: folder {folder} is not writable;"
+                " fix its permissions before applying"
+            )
+    logger.info("dry run: %d payload files could be installed into %s", len(files), install_dir)
+    return [install for _, install in files]
 
 
 def _undo_payload(journal: Journal) -> None:
@@ -689,7 +718,10 @@ def recover(
     """Finish or undo an apply that was interrupted, using its journal and backup.
 
     - No journal: nothing to do.
-    - `committed`: the transaction committed, only clean-up was left; finish it.
+    - The database's installed version is the journal's bundle version, or
+      the phase is `committed`: the transaction committed, and the process
+      died before or during the clean-up. The payload files were installed
+      before the COMMIT, so they stay; finish the clean-up.
     - `started`: the database rolled the open transaction back by itself
       (SQLite from its rollback journal on first open, PostgreSQL when the
       session died); put the payload files back.
@@ -705,8 +737,16 @@ def recover(
         journal = Journal.read(journal_file)
         # Opening the database and reading from it lets SQLite roll back a hot journal.
         with open_database(database, root) as db:
-            stored_version(db)
-        if journal.phase == "committed":
+            installed = stored_version(db)
+        committed = installed == journal.bundle_version
+        if committed and journal.phase != "committed":
+            logger.info(
+                "%s has %s installed although the journal says %s: the COMMIT went through",
+                display_name(database),
+                installed,
+                journal.phase,
+            )
+        if committed or journal.phase == "committed":
             _finish(journal, journal_file)
             action: RecoverAction = "finished"
         else:

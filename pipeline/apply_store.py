@@ -27,6 +27,8 @@ import io
 import json
 import logging
 import operator
+import os
+import signal
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +43,26 @@ from pipeline.errors import ApplyError, CatalogError
 from pipeline.versions import Version
 
 logger = logging.getLogger(__name__)
+
+# Test hook: with `PIPELINE_TESTING=1`, `PIPELINE_TEST_PAUSE_AT=<point>` stops the
+# process with SIGSTOP at that named point, so a test can kill it there. Without
+# PIPELINE_TESTING=1, or for an unknown point, the variable is ignored.
+TESTING_ENV = "PIPELINE_TESTING"
+PAUSE_ENV = "PIPELINE_TEST_PAUSE_AT"
+PAUSE_POINTS = frozenset(
+    {
+        "backup",
+        "migration",
+        "migration-statement",
+        "no-transaction",
+        "catalog",
+        "catalog-load",
+        "definitions",
+        "payload",
+        "after-commit",
+        "commit",
+    }
+)
 
 UPDATES_TABLE = "pipeline_updates"
 DEFINITIONS_TABLE = "pipeline_definitions"
@@ -58,6 +80,15 @@ MANAGED_DDL = (
     " id TEXT PRIMARY KEY, key_columns TEXT NOT NULL, columns TEXT NOT NULL,"
     " row_count INTEGER NOT NULL, sha256 TEXT NOT NULL, version TEXT NOT NULL)",
 )
+
+
+def pause_point(name: str) -> None:
+    """Stop the process here when the test hook names this point (see PAUSE_ENV)."""
+    if os.environ.get(TESTING_ENV) != "1" or os.environ.get(PAUSE_ENV) != name:
+        return
+    if name in PAUSE_POINTS:
+        logger.warning("%s=%s: stopping the process for a test", PAUSE_ENV, name)
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def ensure_tables(db: Database) -> None:
@@ -227,6 +258,7 @@ def _apply_delta(db: Database, description: CatalogDescription, delta: CatalogDe
     where = " AND ".join(f"{quote(name)} = {p}" for name in description.key)
     if delta.removed:
         db.executemany(f"DELETE FROM {table} WHERE {where}", [c.key for c in delta.removed])
+    pause_point("catalog-load")
     upserts = [c.new for c in delta.added + delta.changed if c.new is not None]
     if upserts:
         names = ", ".join(quote(name) for name in columns)

@@ -31,7 +31,7 @@ import logging
 import re
 import sqlite3
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -715,11 +715,13 @@ def apply_migration(
     bundle_version: str | None = None,
     *,
     savepoint: bool = False,
+    after_statement: Callable[[int], None] | None = None,
 ) -> MigrationRun:
     """Apply one migration and record it in the history table.
 
     With `savepoint`, a transactional migration runs inside the caller's open
     transaction as a SAVEPOINT, so the caller decides when it commits.
+    `after_statement` is called with each statement's index once it has run.
 
     Raises:
         StatementError: a statement failed; a transactional migration is rolled back.
@@ -729,8 +731,10 @@ def apply_migration(
     started = time.perf_counter()
     if not migration.transactional:
         logger.info("applying %s statement by statement without a transaction", migration.path)
-        for statement in statements:
+        for index, statement in enumerate(statements):
             _run_statement(db, migration, statement)
+            if after_statement is not None:
+                after_statement(index)
         _check_foreign_keys(db, migration)
         seconds = time.perf_counter() - started
         _record(db, migration, seconds, bundle_version)
@@ -738,11 +742,15 @@ def apply_migration(
 
     logger.info("applying %s", migration.path)
     if savepoint:
-        return _apply_in_savepoint(db, migration, statements, started, bundle_version)
+        return _apply_in_savepoint(
+            db, migration, statements, started, bundle_version, after_statement
+        )
     db.execute("BEGIN")
     try:
-        for statement in statements:
+        for index, statement in enumerate(statements):
             _run_statement(db, migration, statement)
+            if after_statement is not None:
+                after_statement(index)
         _check_foreign_keys(db, migration)
         seconds = time.perf_counter() - started
         _record(db, migration, seconds, bundle_version)
@@ -765,11 +773,14 @@ def _apply_in_savepoint(
     statements: Sequence[Statement],
     started: float,
     bundle_version: str | None,
+    after_statement: Callable[[int], None] | None = None,
 ) -> MigrationRun:
     db.execute("SAVEPOINT pipeline_migration")
     try:
-        for statement in statements:
+        for index, statement in enumerate(statements):
             _run_statement(db, migration, statement)
+            if after_statement is not None:
+                after_statement(index)
         _check_foreign_keys(db, migration)
         seconds = time.perf_counter() - started
         _record(db, migration, seconds, bundle_version)

@@ -22,6 +22,7 @@ from conftest import REPO_ROOT, git, require_tool
 from pipeline import signing
 from pipeline.apply import (
     PAUSE_ENV,
+    TESTING_ENV,
     apply_bundle,
     database_lock,
     installed_version,
@@ -518,7 +519,7 @@ def test_catalog_description_is_kept(tmp_path: Path) -> None:
 
 def run_paused(point: str, *args: str) -> int:
     """Run `parus-release apply` until it stops at `point`, then SIGKILL it; return its pid."""
-    env = {**os.environ, PAUSE_ENV: point, "CI": "true"}
+    env = {**os.environ, PAUSE_ENV: point, TESTING_ENV: "1", "CI": "true"}
     process = subprocess.Popen(
         [CLI, "apply", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -539,7 +540,18 @@ def sqlite_state(path: Path) -> str:
     return sha256(path)
 
 
-@pytest.mark.parametrize("point", ["backup", "migration", "catalog", "definitions", "payload"])
+@pytest.mark.parametrize(
+    "point",
+    [
+        "backup",
+        "migration-statement",
+        "migration",
+        "catalog-load",
+        "catalog",
+        "definitions",
+        "payload",
+    ],
+)
 def test_kill_before_commit_is_undone(
     bundles: Bundles, sample: Path, tmp_path: Path, point: str
 ) -> None:
@@ -592,6 +604,79 @@ def test_kill_after_commit_is_finished(bundles: Bundles, sample: Path, tmp_path:
     assert (install / OLD_PAYLOAD).is_file()
     assert not journal_path(url_of(sample), Path(".")).exists()
     assert installed_version(url_of(sample)) == "2026.12.0"
+
+
+def test_kill_between_commit_and_journal_is_finished(
+    bundles: Bundles, sample: Path, tmp_path: Path
+) -> None:
+    install = tmp_path / "install"
+    (install / OLD_PAYLOAD).parent.mkdir(parents=True)
+    (install / OLD_PAYLOAD).write_text("old template", encoding="utf-8")
+    journal = journal_path(url_of(sample), Path("."))
+    run_paused(
+        "after-commit",
+        str(bundles.first),
+        "--database",
+        url_of(sample),
+        "--trusted-keys",
+        str(bundles.public_file),
+        "--install-dir",
+        str(install),
+    )
+    assert installed_version(url_of(sample)) == "2026.12.0"
+    assert json.loads(journal.read_text(encoding="utf-8"))["phase"] == "started"
+    new_payload = (install / OLD_PAYLOAD).read_bytes()
+    assert new_payload != b"old template"
+
+    result = recover(url_of(sample))
+
+    assert result.action == "finished"
+    assert installed_version(url_of(sample)) == "2026.12.0"
+    assert (install / OLD_PAYLOAD).read_bytes() == new_payload
+    assert (install / "Config/Казначейство/encodings.ini").is_file()
+    assert not journal.with_suffix(".files").exists()
+    assert not journal.exists()
+    assert apply_bundle(bundles.first, url_of(sample), [bundles.public]).status == (
+        "already-applied"
+    )
+
+
+def test_dry_run_leaves_install_folder_alone(
+    bundles: Bundles, sample: Path, tmp_path: Path
+) -> None:
+    install = tmp_path / "install"
+    (install / OLD_PAYLOAD).parent.mkdir(parents=True)
+    (install / OLD_PAYLOAD).write_text("old template", encoding="utf-8")
+    before = sorted(p.relative_to(install) for p in install.rglob("*"))
+    run_paused(
+        "payload",
+        str(bundles.first),
+        "--database",
+        url_of(sample),
+        "--trusted-keys",
+        str(bundles.public_file),
+        "--install-dir",
+        str(install),
+        "--dry-run",
+    )
+
+    assert (install / OLD_PAYLOAD).read_text(encoding="utf-8") == "old template"
+    assert sorted(p.relative_to(install) for p in install.rglob("*")) == before
+    assert recover(url_of(sample)).action == "undone"
+    assert (install / OLD_PAYLOAD).read_text(encoding="utf-8") == "old template"
+
+
+def test_dry_run_lists_payload_it_would_install(
+    bundles: Bundles, sample: Path, tmp_path: Path
+) -> None:
+    install = tmp_path / "install"
+    install.mkdir()
+    result = apply_bundle(
+        bundles.first, url_of(sample), [bundles.public], install_dir=install, dry_run=True
+    )
+    assert result.status == "dry-run"
+    assert OLD_PAYLOAD in result.payload
+    assert list(install.iterdir()) == []
 
 
 def test_kill_after_no_transaction_step_is_restored(bundles: Bundles, sample: Path) -> None:
