@@ -31,6 +31,7 @@ from pipeline.treasury import (
     render_file,
     render_records,
 )
+from pipeline.treasury.codec import ENCODING_NAMES
 from pipeline.treasury.model import format_from_document
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -284,6 +285,20 @@ def test_1c_document_of_no_listed_account() -> None:
     assert caught.value.field == "РасчСчет"
     assert "account sections ['KZ01', 'KZ02']" in str(caught.value)
     assert "['KZ99'] match none of them" in str(caught.value)
+
+
+@pytest.mark.parametrize("format_id", ["1c-kk-statement-import", "1c-ru-statement-import"])
+def test_utf8_file_with_single_byte_definition(format_id: str) -> None:
+    fmt = load_format(REPO_ROOT, format_id)
+    sample = FORMATS / "1c-kk-statement-import" / "samples" / "statement-2026-12-01.txt"
+    data = sample.read_bytes().decode("kz1048").encode("utf-8")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, data, "utf8-statement.txt")
+    message = str(caught.value)
+    assert message.startswith("utf8-statement.txt:")
+    assert "the file looks UTF-8" in message
+    assert f"convert the file to {ENCODING_NAMES[fmt.encoding]}" in message
+    assert "or parse it with a UTF-8 format definition" in message
 
 
 def test_1c_section_case_accepted_when_declared() -> None:

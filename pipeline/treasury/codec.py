@@ -15,6 +15,8 @@ import re
 from pipeline.treasury.model import TreasuryFormatError
 
 ENCODING_NAMES = {"utf-8": "UTF-8", "cp1251": "CP1251", "kz1048": "KZ-1048"}
+# The names GNU iconv (glibc 2.36) lists for the single-byte encodings.
+_ICONV_NAMES = {"cp1251": "CP1251", "kz1048": "RK1048"}
 
 # C0 controls other than tab, line feed and carriage return, DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
@@ -26,6 +28,8 @@ def decode(data: bytes, encoding: str, file: str) -> str:
     Raises:
         TreasuryFormatError: `data` is not valid in `encoding`.
     """
+    if encoding != "utf-8":
+        _reject_utf8(data, encoding, file)
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -38,6 +42,41 @@ def decode(data: bytes, encoding: str, file: str) -> str:
             line=line,
         ) from None
     return text.removeprefix("\ufeff")
+
+
+def _reject_utf8(data: bytes, encoding: str, file: str) -> None:
+    """Reject UTF-8 bytes given to a single-byte encoding, which would decode to mojibake.
+
+    Kazakh and Russian text in CP1251 or KZ-1048 is almost never valid UTF-8:
+    its letters are bytes 0xC0-0xFF in a row, while UTF-8 needs a byte
+    0x80-0xBF after each of them. So a file with non-ASCII bytes that decodes
+    as UTF-8 was written in UTF-8.
+
+    Raises:
+        TreasuryFormatError: `data` has non-ASCII bytes and is valid UTF-8.
+    """
+    if data.isascii():
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    offset = next(i for i, byte in enumerate(data) if byte >= 0x80)
+    number = data.count(b"\n", 0, offset) + 1
+    start = data.rfind(b"\n", 0, offset) + 1
+    end = data.find(b"\n", offset)
+    raw = data[start : end if end >= 0 else len(data)].rstrip(b"\r")
+    name = ENCODING_NAMES.get(encoding, encoding)
+    iconv_name = _ICONV_NAMES.get(encoding, name)
+    shown = raw.decode(encoding, errors="replace")
+    meant = raw.decode("utf-8")
+    raise TreasuryFormatError(
+        f"the file looks UTF-8: read as {name} the line is {shown!r}, read as UTF-8 it is"
+        f" {meant!r}; convert the file to {name} (iconv -f UTF-8 -t {iconv_name}) or parse it with"
+        " a UTF-8 format definition",
+        file=file,
+        line=number,
+    )
 
 
 def find_control(line: str) -> re.Match[str] | None:
