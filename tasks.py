@@ -1074,7 +1074,10 @@ def db_check(
     help={
         "database": DATABASE_HELP,
         "out": "SQL script to write (default: repair.sql)",
-        "policy": "TABLE=delete, TABLE=null or TABLE=relink:VALUE; repeat per table",
+        "policy": (
+            "TABLE=delete, TABLE=null, or per foreign key column TABLE.COLUMN=null or"
+            " TABLE.COLUMN=relink:VALUE; repeat per table or column"
+        ),
         "default_policy": "policy of tables without --policy (default: delete)",
         "apply": "back up the database, then run the script",
         "backup_dir": "folder for the backup taken before --apply (default: the script's folder)",
@@ -1101,7 +1104,7 @@ def db_repair(
     for entry in policy or []:
         table, separator, value = entry.partition("=")
         if not separator:
-            raise ConfigError(f"--policy {entry!r}: expected TABLE=POLICY")
+            raise ConfigError(f"--policy {entry!r}: expected TABLE=POLICY or TABLE.COLUMN=POLICY")
         policies[table] = value
     result = repair_database(
         database,
@@ -1115,6 +1118,8 @@ def db_repair(
     print(f"wrote {result.script}: {result.statements} statement(s)")
     if result.applied and result.backup and result.remaining is not None:
         print(f"applied after backing up to {result.backup.path}")
+        for line in result.relinked:
+            print(f"  {line}")
         print(f"check afterwards: {'passed' if result.remaining.passed else 'FAILED'}")
 
 

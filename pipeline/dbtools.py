@@ -5,8 +5,9 @@
   loaded. PostgreSQL enforces validated foreign keys, so orphans appear
   there only through NOT VALID keys or disabled triggers; the search runs anyway.
 - `repair_database`: writes a reviewable SQL script that removes the orphans,
-  per table policy: `delete` the rows, set the key to `null`, or
-  `relink:VALUE` to a placeholder parent row that must exist. The script is
+  per table or per foreign key column policy: `delete` the rows, set the key
+  to `null`, or `relink:VALUE` to a placeholder parent row that must exist
+  with the referenced column's type. The script is
   applied only on request, after a backup, in one transaction, and the check
   runs again afterwards.
 - `reindex_database`: SQLite REINDEX, ANALYZE and VACUUM; PostgreSQL REINDEX
@@ -237,21 +238,36 @@ class RepairResult:
     applied: bool = False
     backup: Backup | None = None
     remaining: CheckReport | None = None
+    relinked: list[str] = field(default_factory=list)
 
 
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _parse_policy(table: str, policy: str) -> tuple[str, str | None]:
+def _parse_policy(target: str, policy: str) -> tuple[str, str | None]:
     if policy in ("delete", "null"):
         return policy, None
     if policy.startswith("relink:") and policy != "relink:":
         return "relink", policy.removeprefix("relink:")
     raise DatabaseToolError(
-        f"repair policy of table {table}: expected one of {', '.join(REPAIR_POLICIES)},"
+        f"repair policy of {target}: expected one of {', '.join(REPAIR_POLICIES)},"
         f" found {policy!r}"
     )
+
+
+def _is_integer_type(declared: str) -> bool:
+    """Tell whether a declared column type stores integers (SQLite affinity rule, PostgreSQL)."""
+    return "INT" in declared.upper()
+
+
+@dataclass(frozen=True)
+class _Relink:
+    """One relink statement, kept so that the applied result can be compared."""
+
+    key: ForeignKey
+    value: str | int
+    condition: str
 
 
 class _RepairPlan:
@@ -261,6 +277,11 @@ class _RepairPlan:
     references a parent row that the script deletes. Statements run children
     first, so every condition reads the parent rows before they are deleted,
     and no foreign key fails halfway.
+
+    A policy names a table (`TABLE`) or one foreign key column
+    (`TABLE.COLUMN`). A column policy wins over the table's policy for that
+    key. `relink` needs a column policy when the table has several foreign
+    keys, so a placeholder never lands in an unrelated key column.
     """
 
     def __init__(
@@ -269,12 +290,50 @@ class _RepairPlan:
         self.db = db
         self.keys = foreign_keys(db)
         self.orphaned = {group.key for group in report.orphans}
-        self.policies = {t: _parse_policy(t, p) for t, p in policies.items()}
+        self.policies: dict[str, tuple[str, str | None]] = {}
+        self.column_policies: dict[tuple[str, str], tuple[str, str | None]] = {}
+        for target, policy in policies.items():
+            table, dot, column = target.partition(".")
+            if not dot:
+                self.policies[table] = _parse_policy(target, policy)
+                continue
+            parsed = _parse_policy(target, policy)
+            if parsed[0] == "delete":
+                raise DatabaseToolError(
+                    f"repair policy of {target}: delete removes whole rows; write {table}=delete"
+                )
+            if not any(k.table == table and k.columns == (column,) for k in self.keys):
+                raise DatabaseToolError(
+                    f"repair policy of {target}: {table}.{column} is not a single-column"
+                    f" foreign key; foreign key columns of {table}:"
+                    f" {', '.join(self._key_columns(table)) or 'none'}"
+                )
+            self.column_policies[(table, column)] = parsed
         self.default = _parse_policy("*", default)
+        self.relinks: list[_Relink] = []
         self.aliases = 0
+
+    def _key_columns(self, table: str) -> list[str]:
+        return [", ".join(k.columns) for k in self.keys if k.table == table]
 
     def policy(self, table: str) -> tuple[str, str | None]:
         return self.policies.get(table, self.default)
+
+    def key_policy(self, key: ForeignKey) -> tuple[str, str | None]:
+        """Return the policy of one foreign key: its column policy, else its table's."""
+        if len(key.columns) == 1 and (key.table, key.columns[0]) in self.column_policies:
+            return self.column_policies[(key.table, key.columns[0])]
+        kind, value = self.policy(key.table)
+        columns = self._key_columns(key.table)
+        if kind == "relink" and len(columns) > 1:
+            orphaned = [k for k in self.keys if k.table == key.table and k in self.orphaned]
+            example = (orphaned or [key])[0].columns[0]
+            raise DatabaseToolError(
+                f"relink:{value} for table {key.table}: {key.table} has several foreign keys"
+                f" ({'; '.join(columns)}), and one placeholder cannot fit them all; name the"
+                f" column, for example --policy {key.table}.{example}=relink:VALUE"
+            )
+        return kind, value
 
     def _alias(self) -> str:
         self.aliases += 1
@@ -296,11 +355,11 @@ class _RepairPlan:
         return " OR ".join(f"({part})" for part in parts) if parts else None
 
     def doomed(self, table: str, alias: str, visiting: frozenset[str] = frozenset()) -> str | None:
-        """Return when a row of `table` (a delete-policy table) is deleted by the script."""
+        """Return when a row of `table` is deleted by the script, through a delete-policy key."""
         conditions = [
             condition
             for key in self.keys
-            if key.table == table
+            if key.table == table and self.key_policy(key)[0] == "delete"
             for condition in [self.key_condition(key, alias, visiting | {table})]
             if condition is not None
         ]
@@ -311,17 +370,45 @@ class _RepairPlan:
         statements = []
         for table in reversed(order):
             name = quote(table)
-            kind, value = self.policy(table)
-            if kind == "delete":
-                doomed = self.doomed(table, name)
-                if doomed is not None:
-                    statements.append(f"DELETE FROM {name} WHERE {doomed};")
-                continue
+            doomed = self.doomed(table, name)
+            if doomed is not None:
+                statements.append(f"DELETE FROM {name} WHERE {doomed};")
             for key in (k for k in self.keys if k.table == table):
+                kind, value = self.key_policy(key)
+                if kind == "delete":
+                    continue
                 condition = self.key_condition(key, name)
                 if condition is not None:
                     statements.append(self._update(key, kind, value, condition))
         return statements
+
+    def _placeholder(self, key: ForeignKey, value: str) -> str | int:
+        """Return the placeholder typed as the referenced column, which must contain it."""
+        parent_column = key.parent_columns[0]
+        declared = dict(table_columns(self.db, key.parent)).get(parent_column, "")
+        typed: str | int = value
+        if _is_integer_type(declared):
+            digits = value.removeprefix("-")
+            if not digits.isdigit() or str(int(value)) != value:
+                hint = f"relink:{int(value)}" if digits.isdigit() else "an integer"
+                raise DatabaseToolError(
+                    f"placeholder {value!r} for {key.parent}.{parent_column} ({declared}):"
+                    f" expected an integer written without leading zeros or signs, found"
+                    f" {value!r}; write {hint}, so no value is converted silently"
+                )
+            typed = int(value)
+        # NOTE: only integer columns are type-checked; other types compare as text.
+        exists = self.db.execute(
+            f"SELECT COUNT(*) FROM {quote(key.parent)}"
+            f" WHERE {quote(parent_column)} = {self.db.placeholder}",
+            (typed,),
+        )[0][0]
+        if not exists:
+            raise DatabaseToolError(
+                f"table {key.table}: the placeholder {key.parent}.{parent_column} = {value!r}"
+                " does not exist; insert that row first or choose another policy"
+            )
+        return typed
 
     def _update(self, key: ForeignKey, kind: str, value: str | None, condition: str) -> str:
         table = quote(key.table)
@@ -335,18 +422,76 @@ class _RepairPlan:
                 f" ({', '.join(key.columns)}) has {len(key.columns)} columns;"
                 " choose delete or null"
             )
-        parent_column = key.parent_columns[0]
-        exists = self.db.execute(
-            f"SELECT COUNT(*) FROM {quote(key.parent)}"
-            f" WHERE {quote(parent_column)} = {self.db.placeholder}",
-            (value,),
-        )[0][0]
-        if not exists:
-            raise DatabaseToolError(
-                f"table {key.table}: the placeholder {key.parent}.{parent_column} = {value!r}"
-                " does not exist; insert that row first or choose another policy"
-            )
-        return f"UPDATE {table} SET {quote(key.columns[0])} = {_literal(value)} WHERE {condition};"
+        typed = self._placeholder(key, value)
+        literal = str(typed) if isinstance(typed, int) else _literal(typed)
+        self.relinks.append(_Relink(key, typed, condition))
+        return f"UPDATE {table} SET {quote(key.columns[0])} = {literal} WHERE {condition};"
+
+
+def _snapshot_relinks(
+    db: Database, relinks: Sequence[_Relink]
+) -> list[dict[tuple[Any, ...], Any]]:
+    """Return, per relink, the rows it is about to change, by primary key."""
+    snapshots = []
+    for relink in relinks:
+        table = relink.key.table
+        pk = primary_key(db, table)
+        columns = [name for name, _ in table_columns(db, table)]
+        selected = ", ".join("rowid" if n == "rowid" else quote(n) for n in (*pk, *columns))
+        rows = db.execute(f"SELECT {selected} FROM {quote(table)} WHERE {relink.condition}")
+        snapshots.append(
+            {
+                tuple(row[: len(pk)]): dict(zip(columns, row[len(pk) :], strict=True))
+                for row in rows
+            }
+        )
+    return snapshots
+
+
+def _compare_relinks(
+    db: Database, relinks: Sequence[_Relink], snapshots: Sequence[dict[tuple[Any, ...], Any]]
+) -> list[str]:
+    """Check each relinked row: the key column has the placeholder and no other column changed.
+
+    Columns of other keys that the script repairs in the same table may
+    change, and rows the script deleted are skipped.
+
+    Raises:
+        DatabaseToolError: a relinked row differs from what the script was to write.
+    """
+    summary = []
+    for relink, before in zip(relinks, snapshots, strict=True):
+        table = relink.key.table
+        column = relink.key.columns[0]
+        pk = primary_key(db, table)
+        repaired = {c for k in foreign_keys(db) if k.table == table for c in k.columns}
+        where = " AND ".join(
+            f"{'rowid' if n == 'rowid' else quote(n)} = {db.placeholder}" for n in pk
+        )
+        columns = list(next(iter(before.values()), {}).keys())
+        selected = ", ".join(quote(n) for n in columns)
+        relinked = 0
+        for key_values, old in before.items():
+            rows = db.execute(f"SELECT {selected} FROM {quote(table)} WHERE {where}", key_values)
+            if not rows:
+                continue
+            new = dict(zip(columns, rows[0], strict=True))
+            if new[column] != relink.value:
+                raise DatabaseToolError(
+                    f"relink check of {table}.{column}: row {key_values} has {new[column]!r},"
+                    f" expected the placeholder {relink.value!r}"
+                )
+            changed = [
+                n for n in columns if n not in repaired and n != column and new[n] != old[n]
+            ]
+            if changed:
+                raise DatabaseToolError(
+                    f"relink check of {table}.{column}: row {key_values} also changed"
+                    f" {', '.join(changed)}; expected only {column} to change"
+                )
+            relinked += 1
+        summary.append(f"{table}.{column}: {relinked} row(s) relinked to {str(relink.value)!r}")
+    return summary
 
 
 def repair_script(
@@ -378,7 +523,8 @@ def repair_database(
     """
     report = check_database(database, root)
     with open_database(database, root) as db:
-        statements = repair_script(db, report, policies or {}, default_policy)
+        plan = _RepairPlan(db, report, policies or {}, default_policy)
+        statements = plan.statements()
     header = [
         f"-- Repair script for {report.database} ({report.engine}),"
         f" written {datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}.",
@@ -401,14 +547,21 @@ def repair_database(
     with open_database(database, root) as db:
         db.execute("BEGIN")
         try:
+            snapshots = _snapshot_relinks(db, plan.relinks)
             for statement in statements:
                 db.execute(statement.removesuffix(";"))
+            result.relinked = _compare_relinks(db, plan.relinks, snapshots)
             db.execute("COMMIT")
         except db.errors as exc:
             db.execute("ROLLBACK")
             raise DatabaseToolError(
                 f"repair script {out} failed on {report.database} and was rolled back:"
                 f" {db.describe_error(exc)}"
+            ) from exc
+        except DatabaseToolError as exc:
+            db.execute("ROLLBACK")
+            raise DatabaseToolError(
+                f"{exc}; the repair of {report.database} was rolled back"
             ) from exc
     result.applied = True
     result.remaining = check_database(database, root)

@@ -57,6 +57,14 @@ def raw(path: Path, *statements: str) -> None:
         connection.close()
 
 
+def raw_rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    connection = sqlite3.connect(path)
+    try:
+        return list(connection.execute(sql).fetchall())
+    finally:
+        connection.close()
+
+
 def count(path: Path, sql: str) -> int:
     connection = sqlite3.connect(path)
     try:
@@ -216,7 +224,10 @@ def test_repair_relink_and_null(sample: Path, tmp_path: Path) -> None:
     result = repair_database(
         url_of(sample),
         tmp_path / "repair.sql",
-        policies={"accounts": f"relink:{first_organization}", "organizations": "null"},
+        policies={
+            "accounts.organization_id": f"relink:{first_organization}",
+            "organizations": "null",
+        },
         apply=True,
     )
     assert result.remaining is not None
@@ -247,7 +258,11 @@ def test_repair_failure_rolls_back(sample: Path, tmp_path: Path) -> None:
 def test_repair_relink_needs_placeholder(sample: Path, tmp_path: Path) -> None:
     add_orphans(sample)
     with pytest.raises(DatabaseToolError) as error:
-        repair_database(url_of(sample), tmp_path / "r.sql", policies={"accounts": "relink:424242"})
+        repair_database(
+            url_of(sample),
+            tmp_path / "r.sql",
+            policies={"accounts.organization_id": "relink:424242"},
+        )
     assert "placeholder organizations.id = '424242' does not exist" in str(error.value)
 
 
@@ -347,3 +362,58 @@ def test_cli_backup_verify_and_reindex(sample: Path, tmp_path: Path) -> None:
     reindexed = run_cli("db.reindex", "--database", url_of(sample))
     assert reindexed.returncode == 0, reindexed.stderr
     assert "bytes" in reindexed.stdout
+
+
+def add_knp_orphan(path: Path) -> None:
+    """Add a payment of an existing account whose KNP code is missing from knp."""
+    account = count(path, "SELECT MIN(id) FROM accounts")
+    raw(
+        path,
+        "INSERT INTO payment_documents (id, account_id, doc_date, amount, knp_code)"
+        f" VALUES (90003, {account}, '2026-01-01', 100, '555')",
+    )
+
+
+def test_repair_table_relink_with_several_keys_rejected(sample: Path, tmp_path: Path) -> None:
+    add_knp_orphan(sample)
+    with pytest.raises(DatabaseToolError) as error:
+        repair_database(
+            url_of(sample), tmp_path / "r.sql", policies={"payment_documents": "relink:010"}
+        )
+    message = str(error.value)
+    assert "payment_documents has several foreign keys" in message
+    assert "account_id" in message
+    assert "knp_code" in message
+    assert "payment_documents.knp_code=relink:VALUE" in message
+
+
+def test_repair_relink_column_leaves_other_keys(sample: Path, tmp_path: Path) -> None:
+    add_knp_orphan(sample)
+    account = count(sample, "SELECT account_id FROM payment_documents WHERE id = 90003")
+    result = repair_database(
+        url_of(sample),
+        tmp_path / "r.sql",
+        policies={"payment_documents.knp_code": "relink:010"},
+        apply=True,
+    )
+    assert result.remaining is not None
+    assert result.remaining.orphans == []
+    rows = raw_rows(sample, "SELECT knp_code, account_id FROM payment_documents WHERE id = 90003")
+    assert rows == [("010", account)]
+    assert result.relinked == ["payment_documents.knp_code: 1 row(s) relinked to '010'"]
+
+
+def test_repair_relink_placeholder_type_checked(sample: Path, tmp_path: Path) -> None:
+    add_orphans(sample)
+    first_organization = count(sample, "SELECT MIN(id) FROM organizations")
+    padded = f"0{first_organization}"
+    with pytest.raises(DatabaseToolError) as error:
+        repair_database(
+            url_of(sample),
+            tmp_path / "r.sql",
+            policies={"accounts.organization_id": f"relink:{padded}"},
+        )
+    message = str(error.value)
+    assert f"placeholder '{padded}' for organizations.id" in message
+    assert "expected an integer" in message
+    assert f"relink:{first_organization}" in message
