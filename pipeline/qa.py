@@ -34,6 +34,7 @@ from pipeline.database import Database, display_name, open_database
 from pipeline.db_backup import database_copy
 from pipeline.db_schema import describe_schema
 from pipeline.dbtools import check_database
+from pipeline.errors import ApplyError, PipelineError, SignatureError, VerificationError
 from pipeline.findings import CheckCase, Finding, write_json_report, write_junit_report
 from pipeline.fsutil import atomic_write_text
 from pipeline.keys import PublicKey
@@ -71,6 +72,7 @@ class DatabaseQA:
     engine: str
     status: str
     error: str | None = None
+    failed_step: str | None = None
     copy_seconds: float = 0.0
     apply_seconds: float = 0.0
     migrations: list[str] = field(default_factory=list)
@@ -200,6 +202,7 @@ def _qa_database(
             )
         except Exception as exc:  # a failed apply is a QA result, not a QA failure
             result.error = str(exc)
+            result.failed_step = _failed_step(exc)
             result.apply_seconds = time.perf_counter() - copied
             return result
         result.apply_seconds = applied.seconds
@@ -220,6 +223,18 @@ def _qa_database(
                     }
                     result.previews.append(preview)
     return result
+
+
+def _failed_step(error: Exception) -> str:
+    """Name the apply step that raised `error`, for the report of a failed database."""
+    if isinstance(error, VerificationError | SignatureError):
+        return "bundle verification"
+    if isinstance(error, ApplyError) and isinstance(error.__cause__, PipelineError):
+        # apply_bundle wraps every error of the transaction after undoing it.
+        return "apply transaction"
+    if isinstance(error, ApplyError):
+        return "checks before the apply"
+    return "apply"
 
 
 def qa_bundle(
@@ -329,16 +344,40 @@ def _preview_html(preview: ReportPreview) -> str:
     return "".join(parts)
 
 
+def _result(db: DatabaseQA) -> str:
+    """Return the result column: the apply status, or `failed` once."""
+    if db.error:
+        return "failed"
+    return db.status if db.passed else f"{db.status}, integrity problems"
+
+
 def _database_html(db: DatabaseQA) -> str:
     state = "passed" if db.passed else "failed"
     parts = [
         f'<section class="database" id="db-{_e(db.database)}">',
-        f'<h2>{_e(db.database)} ({_e(db.engine)}): <span class="{state}">{_e(db.status)}'
-        f"{'' if db.passed else ', FAILED'}</span></h2>",
+        f'<h2>{_e(db.database)} ({_e(db.engine)}): <span class="{state}">{_e(_result(db))}'
+        "</span></h2>",
         f"<p>Copy {db.copy_seconds:.2f} s, apply {db.apply_seconds:.2f} s.</p>",
     ]
     if db.error:
-        parts.append(f'<p class="failed error">{_e(db.error)}</p>')
+        step = db.failed_step or "apply"
+        parts.append(f'<p class="failed error">Failed step: {_e(step)}. {_e(db.error)}</p>')
+        parts.append(
+            "<p>The apply was rolled back, so the database copy is as before: no migration,"
+            " catalog or definition was applied and no integrity check ran.</p>"
+        )
+        parts.append(
+            f'<details class="schema-before"><summary>Schema before:'
+            f" {len(db.schema_before)} tables</summary>"
+            + _table(
+                ["table", "columns"],
+                [(t, ", ".join(c)) for t, c in sorted(db.schema_before.items())],
+            )
+            + "</details>"
+        )
+        parts.append('<p class="schema-after">Schema after: unchanged (rolled back)</p>')
+        parts.append("</section>")
+        return "\n".join(parts)
 
     parts.append("<h3>Migrations</h3>")
     parts.append(
@@ -385,7 +424,7 @@ def render_html(result: QAResult) -> str:
             (
                 d.database,
                 d.engine,
-                d.status if d.passed else f"{d.status}, FAILED",
+                _result(d),
                 f"{d.apply_seconds:.2f}",
             )
             for d in result.databases

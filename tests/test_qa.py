@@ -95,6 +95,16 @@ def test_qa_html_in_browser(bundles: Bundles, samples: list[Path], tmp_path: Pat
     assert 'href="previews/clean.sqlite/report/knp-payments-monthly.kk.html"' in dom
     page = result.html.parent / "previews/clean.sqlite/report/knp-payments-monthly.ru.html"
     assert "Код КНП" in dump_dom(page)
+    failed = dom[dom.index('id="db-reserved-knp.sqlite"') :]
+    failed = failed[: failed.index("</section>")]
+    assert "Failed step: apply transaction" in failed
+    assert "0005_reserved_knp.sql" in failed
+    assert "Schema after: unchanged (rolled back)" in failed
+    assert "removed" not in failed
+    assert "No pending migrations." not in failed
+    assert "No integrity problems." not in failed
+    assert 'class="passed"' not in failed
+    assert "FAILED" not in failed
 
 
 def test_qa_json_and_junit(bundles: Bundles, samples: list[Path], tmp_path: Path) -> None:
