@@ -79,7 +79,9 @@ def test_demo_formats_pass_validation() -> None:
     assert ids == [
         "1c-kk-statement-import",
         "1c-ru-statement-import",
+        "mt940-bank-statement-import",
         "mt940-statement-import",
+        "mt942-bank-interim-import",
         "payment-order-export",
     ]
     for format_id in ids:

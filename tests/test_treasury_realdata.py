@@ -1,9 +1,9 @@
 """Real bank files: every statement parses, and MT940/MT942 agree with the `mt-940` package.
 
 The files are read from the shared data folder and never copied into the
-repository. The definitions used accept the deviations these banks send:
-envelope lines, SOH and ETX bytes, messages without `:20:` and a missing
-final line break.
+repository. They are parsed with the shipped definitions, which declare the
+deviations these banks send: envelope lines, SOH and ETX bytes, messages
+without `:20:` and a missing final line break.
 """
 
 # Kazakh and Russian words here contain letters that look like Latin ones.
@@ -11,7 +11,6 @@ final line break.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,14 +18,11 @@ import mt940
 import pytest
 from conftest import require_shared_data
 
-from pipeline.schema import validate_document
 from pipeline.treasury import TreasuryFormat, load_format, parse_file
-from pipeline.treasury.model import format_from_document
 
 pytestmark = pytest.mark.realdata
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-ANY_BANK = Path(__file__).parent / "data" / "treasury" / "mt940-any-bank.format.json"
 MT940_FILES = [
     "betterplace_missing_crlf_at_end.sta",
     "cmxl_mt940.sta",
@@ -39,10 +35,10 @@ MT940_FILES = [
 ]
 
 
-def any_bank_format() -> TreasuryFormat:
-    document = json.loads(ANY_BANK.read_text(encoding="utf-8"))
-    assert validate_document(document, "treasury", ANY_BANK.name) == []
-    return format_from_document(document)
+def shipped_format(name: str) -> TreasuryFormat:
+    """Return the shipped definition for a real file: MT942 for interim reports."""
+    format_id = "mt942-bank-interim-import" if "mt942" in name else "mt940-bank-statement-import"
+    return load_format(REPO_ROOT, format_id)
 
 
 def test_every_statement_file_is_known() -> None:
@@ -54,7 +50,7 @@ def test_every_statement_file_is_known() -> None:
 @pytest.mark.parametrize("name", MT940_FILES)
 def test_mt940_matches_reference_reader(name: str) -> None:
     path = require_shared_data(f"statements/mt940/{name}")
-    records = parse_file(any_bank_format(), path)
+    records = parse_file(shipped_format(name), path)
     reference = list(mt940.parse(str(path)))
     assert len(records) == len(reference)
     for index, (ours, theirs) in enumerate(zip(records, reference, strict=True)):
@@ -71,7 +67,7 @@ def test_mt940_matches_reference_reader(name: str) -> None:
 
 def test_betterplace_file_has_no_transactions() -> None:
     path = require_shared_data("statements/mt940/betterplace_missing_crlf_at_end.sta")
-    assert parse_file(any_bank_format(), path) == []
+    assert parse_file(shipped_format(path.name), path) == []
 
 
 def test_russian_1c_file_parses() -> None:
