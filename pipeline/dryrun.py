@@ -13,7 +13,8 @@ For every configured sample database:
    and `packages/forms/*/form.json`) with EXPLAIN against the migrated schema;
 7. drop the copy, also on failure, on Ctrl+C and on SIGTERM.
 
-Samples run in parallel processes when `jobs` is above 1, and `shard` takes
+Samples run in parallel when `jobs` is above 1 (threads for SQLite samples,
+processes when a PostgreSQL sample is among them), and `shard` takes
 every N-th sample for one job of a CI matrix (`report_merge` joins the
 reports again). A failure is returned as findings in the result; only a
 misconfigured sample (missing file without `generate`, unsupported URL) raises.
@@ -32,7 +33,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -496,11 +497,19 @@ def _run_samples(
 ) -> list[DatabaseResult]:
     if jobs <= 1 or len(samples) <= 1:
         return [_dry_run_one(sample, inputs) for sample in samples]
+    workers = min(jobs, len(samples))
+    if all(sample.engine == "sqlite" for sample in samples):
+        # The sqlite3 module releases the GIL while SQLite runs a statement, and
+        # SQLite does nearly all of the work, so threads use every core without
+        # the start-up and import cost of worker processes.
+        # NOTE: on Ctrl+C the samples already running finish before the copies are dropped.
+        with _terminate_as_interrupt(), ThreadPoolExecutor(workers) as threads:
+            return list(threads.map(_dry_run_one, samples, [inputs] * len(samples)))
     # Workers fork from a clean server process that has imported this module once,
     # so none inherits an open psycopg or sqlite3 connection and none imports again.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    with _terminate_as_interrupt(), ProcessPoolExecutor(min(jobs, len(samples)), context) as pool:
+    with _terminate_as_interrupt(), ProcessPoolExecutor(workers, context) as pool:
         futures = [pool.submit(_dry_run_one, sample, inputs) for sample in samples]
         return [future.result() for future in futures]
 
