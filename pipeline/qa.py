@@ -39,7 +39,7 @@ from pipeline.findings import CheckCase, Finding, write_json_report, write_junit
 from pipeline.fsutil import atomic_write_text
 from pipeline.keys import PublicKey
 from pipeline.migrations import replace_parameters
-from pipeline.preview import preview_parameters, render_page
+from pipeline.preview import format_cell, preview_parameters, render_page
 from pipeline.trust import TrustedKey
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,7 @@ class ReportPreview:
     title: dict[str, str]
     captions: dict[str, dict[str, str]]
     columns: list[str] = field(default_factory=list)
+    formats: list[str] = field(default_factory=list)
     rows: list[list[Any]] = field(default_factory=list)
     error: str | None = None
     pages: dict[str, str] = field(default_factory=dict)
@@ -147,6 +148,8 @@ def _preview(
         return preview
     layout = document.get("layout", {}).get("columns", [])
     preview.columns = [str(c.get("name")) for c in layout] or list(preview.captions.get("ru", {}))
+    formats = {str(c.get("name")): str(c.get("format", "text")) for c in layout}
+    preview.formats = [formats.get(name, "text") for name in preview.columns]
     preview.rows = [[_cell(v) for v in row] for row in rows[:PREVIEW_ROWS]]
     preview.pages = _write_pages(code, document, values, preview.columns, rows, db, pages)
     return preview
@@ -338,7 +341,13 @@ def _preview_html(preview: ReportPreview) -> str:
         for c in preview.columns
     ]
     if preview.columns:
-        parts.append(_table(headers, preview.rows, "preview"))
+        # The same cell formats as the linked pages: money in tenge, dates as DD.MM.YYYY.
+        kinds = preview.formats or ["text"] * len(preview.columns)
+        shown = [
+            [format_cell(value, kind) for value, kind in zip(row, kinds, strict=False)]
+            for row in preview.rows
+        ]
+        parts.append(_table(headers, shown, "preview"))
         if not preview.rows:
             parts.append("<p>The query returned no rows on this database.</p>")
     return "".join(parts)

@@ -18,6 +18,7 @@ import pytest
 from browser import dump_dom
 from test_apply import Bundles, build_bundles, postgres_sample
 
+from pipeline.preview import format_cell
 from pipeline.qa import qa_bundle
 from pipeline.samples import generate_sample
 
@@ -95,6 +96,17 @@ def test_qa_html_in_browser(bundles: Bundles, samples: list[Path], tmp_path: Pat
     assert 'href="previews/clean.sqlite/report/knp-payments-monthly.kk.html"' in dom
     page = result.html.parent / "previews/clean.sqlite/report/knp-payments-monthly.ru.html"
     assert "Код КНП" in dump_dom(page)
+    monthly = result.databases[0].previews[0]
+    amount = monthly.rows[0][monthly.columns.index("amount")]
+    tenge = format_cell(amount, "money")
+    assert "," in tenge
+    # Chromium serializes the no-break space that groups thousands as &nbsp;.
+    serialized = tenge.replace("\u00a0", "&nbsp;")
+    inline = dom[dom.index("knp-payments-monthly</h4>") :]
+    inline = inline[: inline.index("</table>")]
+    assert f">{serialized}</td>" in inline
+    assert f"<td>{amount}</td>" not in inline
+    assert f">{serialized}</td>" in dump_dom(page)
     failed = dom[dom.index('id="db-reserved-knp.sqlite"') :]
     failed = failed[: failed.index("</section>")]
     assert "Failed step: apply transaction" in failed
