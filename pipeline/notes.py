@@ -12,6 +12,7 @@ gets its own file; both have the same sections in the same order.
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +82,11 @@ _WORDS: dict[str, dict[str, str]] = {
 
 SECTIONS = ("fix", "catalog", "report", "form", "treasury", "migration")
 
+# Characters that start inline Markdown (emphasis, code, links, raw HTML,
+# entities, tables, strikethrough), escaped with a backslash as CommonMark allows.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>&|~!#])")
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
 
 @dataclass(frozen=True)
 class NoteEntry:
@@ -135,13 +141,23 @@ def _text(definition: dict[str, Any] | None, field_name: str, language: str) -> 
     return ""
 
 
+def escape_markdown(text: str) -> str:
+    """Return `text` as literal inline Markdown: one line, special characters escaped.
+
+    Texts come from definitions, so a line break (which could start a heading
+    or a list) becomes a space, and `<`, `[`, `*` and the like are escaped so
+    that no raw HTML, link or emphasis can appear in the notes.
+    """
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", _LINE_BREAKS.sub(" ", text.strip()))
+
+
 def _entry_lines(section: str, entry: NoteEntry, language: str) -> list[str]:
     title, change, details = _entry_content(section, entry, language)
-    head = f"- **{entry.item}**"
+    head = f"- **{escape_markdown(entry.item)}**"
     if title:
-        head += f" — {title}"
-    head += f" ({change})"
-    return [head] + [f"  - {detail}" for detail in details]
+        head += f" — {escape_markdown(title)}"
+    head += f" ({escape_markdown(change)})"
+    return [head] + [f"  - {escape_markdown(detail)}" for detail in details]
 
 
 def _entry_content(section: str, entry: NoteEntry, language: str) -> tuple[str, str, list[str]]:

@@ -5,7 +5,10 @@ the offending word or character:
 
 1. both texts present and non-empty after stripping whitespace;
 2. `kk` identical to `ru` (a warning, and only when the text has letters);
-3. control characters and invisible formatting characters (line feeds are allowed);
+3. control characters and invisible formatting characters; a line feed is
+   allowed only in a description, because a title, caption or column title
+   is one line (a line feed in a title would start a new Markdown block in
+   the release notes);
 4. a word that mixes Latin and Cyrillic letters, such as a Latin `i` typed
    for the Kazakh `і`, or a Latin `o`, `c`, `a`, `e`, `p`, `x` inside a Cyrillic word;
 5. mojibake: KZ-1048 bytes read as CP1251 ("Ќазаќстан" for "Қазақстан"), and
@@ -87,6 +90,9 @@ _LATIN1_HIGH = bytes(range(0x80, 0xC0)).decode("cp1252", errors="ignore") + "".j
 )
 _UTF8_AS_LATIN1 = re.compile(f"[ÐÑÒÓ][{re.escape(_LATIN1_HIGH)}]")
 _TOKEN = re.compile(r"\S+")
+# JSON paths of texts that may span lines: a description and its parts.
+_MULTILINE_PATH = re.compile(r"\.description(?:[.\[]|$)")
+_LINE_BREAK = re.compile("\n")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 _CODEC_NAMES = {"kz1048": "KZ-1048", "utf-8": "UTF-8"}
@@ -176,6 +182,7 @@ def check_text(text: str, language: Language, file: str, json_path: str) -> list
     """Check one text in `language` for control characters, mixed scripts, mojibake and quotes."""
     findings: list[Finding] = []
     findings.extend(_check_control(text, file, json_path))
+    findings.extend(_check_newline(text, file, json_path))
     findings.extend(_check_editor_placeholder(text, file, json_path))
     findings.extend(_check_script(text, language, file, json_path))
     mojibake = _check_mojibake(text, file, json_path)
@@ -229,6 +236,24 @@ def _check_control(text: str, file: str, json_path: str) -> list[Finding]:
             json_path=json_path,
             message=f"control or invisible character {', '.join(found)} at offset {match.start()}"
             f" in {_excerpt(text, match.start())!r}; expected printable text only",
+        )
+    ]
+
+
+def _check_newline(text: str, file: str, json_path: str) -> list[Finding]:
+    if _MULTILINE_PATH.search(json_path):
+        return []
+    match = _LINE_BREAK.search(text)
+    if match is None:
+        return []
+    return [
+        Finding(
+            rule="text.newline",
+            file=file,
+            json_path=json_path,
+            message=f"line break at offset {match.start()} in {_excerpt(text, match.start())!r};"
+            " expected a title, caption or column title on one line (only a description may"
+            " span lines)",
         )
     ]
 

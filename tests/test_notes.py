@@ -141,3 +141,24 @@ def test_html_shown_in_browser(tmp_path: Path) -> None:
     dom = dump_dom(page)
     assert "Қазынашылық форматтары" in dom
     assert "mt940-statement-import" in dom
+
+
+def test_markdown_escapes_definition_text() -> None:
+    notes = notes_input()
+    title = {
+        "kk": "Есеп\n# Жалған тақырып <img src=x onerror=alert(1)>",
+        "ru": "Отчёт [ссылка](javascript:alert(1)) *жирный* a_b",
+    }
+    description = {"kk": "Бірінші жол\n\n- екінші жол", "ru": "Описание"}
+    notes.entries["fix"] = [
+        NoteEntry("x", "added", {**FIX, "title": title, "description": description})
+    ]
+    kk = render_notes(notes, "kk")
+    ru = render_notes(notes, "ru")
+    headings = re.findall(r"^#.*$", kk, flags=re.MULTILINE)
+    assert all(h.startswith(("# Парус", "## ")) for h in headings)
+    assert "- **x** — Есеп \\# Жалған тақырып \\<img src=x onerror=alert(1)\\> (қосылды)\n" in kk
+    assert "  - Бірінші жол - екінші жол\n" in kk
+    assert "<img" not in kk.replace("\\<img", "")
+    assert "\\[ссылка\\](javascript:alert(1)) \\*жирный\\* a\\_b" in ru
+    assert "[ссылка](" not in ru.replace("\\[ссылка\\](", "")

@@ -333,3 +333,21 @@ def test_english_title_in_ru_is_an_error() -> None:
 def test_single_latin_code_in_title_is_accepted() -> None:
     assert check_text("MT940", "kk", "format.json", "$.title.kk") == []
     assert check_text("Импорт MT940", "ru", "format.json", "$.title.ru") == []
+
+
+def test_line_feed_in_title_rejected() -> None:
+    findings = pair("Есеп\n# Тақырып", "Отчёт")
+    assert rules(findings) == ["text.newline"]
+    assert findings[0].json_path == "$.title.kk"
+    assert "line break at offset 4 in 'Есеп\\n# Тақырып'" in findings[0].message
+
+
+@pytest.mark.parametrize(
+    "path", ["$.layout.columns[0].title.ru", "$.parameters[1].caption.ru", "$.captions.ru.sum"]
+)
+def test_line_feed_in_caption_rejected(path: str) -> None:
+    assert rules(check_text("Сумма\nитого", "ru", FILE, path)) == ["text.newline"]
+
+
+def test_line_feed_in_description_allowed() -> None:
+    assert check_text("Первая строка.\nВторая строка.", "ru", FILE, "$.description.ru") == []
