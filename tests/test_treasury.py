@@ -423,6 +423,26 @@ FIXED_LAYOUT = {
 FIXED_MAPPING = {"NUM": "doc_number", "DATE": "doc_date", "SUM": "amount", "TEXT": "purpose"}
 
 
+@pytest.mark.parametrize(
+    ("purpose", "problem"),
+    [
+        ("Бірінші\nекінші", "line break U+000A at offset 7"),
+        ("Бірінші\r", "line break U+000D at offset 7"),
+        ("Қоңырау\x07", "control character U+0007 at offset 7"),
+        (" Қазына", "leading or trailing whitespace in ' Қазына'"),
+        ("Қазына ", "leading or trailing whitespace in 'Қазына '"),
+    ],
+)
+def test_render_rejects_value_that_breaks_line(purpose: str, problem: str) -> None:
+    fmt = load_format(REPO_ROOT, "payment-order-export")
+    records = [{"doc_number": "1"}, {"doc_number": "2", "purpose": purpose}]
+    with pytest.raises(TreasuryFormatError) as caught:
+        render_records(fmt, records, "records.json")
+    assert "record 2, field purpose: " in str(caught.value)
+    assert problem in str(caught.value)
+    assert caught.value.field == "purpose"
+
+
 def fixed_format() -> TreasuryFormat:
     return variant(
         "payment-order-export", syntax="fixed_width", layout=FIXED_LAYOUT, mapping=FIXED_MAPPING

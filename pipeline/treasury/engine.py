@@ -7,7 +7,11 @@ definition declared CP1251 that turns out to hold KZ-1048 text ("Ќазаќст�
 for "Қазақстан") is rejected with the repaired text.
 
 Rendering runs the same steps backwards, and a character the encoding lacks
-is an error naming the character, the record and the field.
+is an error naming the character, the record and the field. A text value
+with a line break or a control character is rejected, because it would split
+or corrupt a line of the export. A text value with leading or trailing
+whitespace is rejected too: canonical text has none, and parsing strips it,
+so such a value would not survive the round trip.
 """
 
 from __future__ import annotations
@@ -192,6 +196,23 @@ def _format_value(value: object, field_type: str, fmt: TreasuryFormat) -> str:
         return format_amount(value, separator)
     if not isinstance(value, str):
         raise ValueFormatError(f"expected a string, found {value!r}")
+    _check_one_line(value)
     if field_type == "date":
         return format_date(value, _date_format(fmt))
     return value
+
+
+def _check_one_line(value: str) -> None:
+    """Reject a text value that cannot be written as it is on one line of an export."""
+    for index, char in enumerate(value):
+        if char in "\r\n" or codec.find_control(char) is not None:
+            kind = "line break" if char in "\r\n" else "control character"
+            raise ValueFormatError(
+                f"{kind} U+{ord(char):04X} at offset {index} in {value!r}; expected one line"
+                " of text"
+            )
+    if value != value.strip():
+        raise ValueFormatError(
+            f"leading or trailing whitespace in {value!r}; parsing strips it, so strip the"
+            " value before rendering"
+        )
