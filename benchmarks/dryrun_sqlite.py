@@ -6,7 +6,7 @@ Run: .venv/bin/python benchmarks/dryrun_sqlite.py [--sizes small,medium,large] [
 For each sample size, generates the sample at schema version 0001 (kept in
 `--keep` between runs), then times, alternating:
 
-- `pipeline.dryrun.dry_run`: backup-API copy, lint, migrations 0002-0003
+- `pipeline.dryrun.dry_run`: copy (a byte copy under a read lock), lint, migrations 0002-0003
   statement by statement in one transaction each, foreign key check per
   migration, `integrity_check` and `foreign_key_check` at the end, EXPLAIN of
   the report queries, removal of the copy;

@@ -69,6 +69,12 @@ def peak_mb(who: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("repo", type=Path, help="content repository from scale_content.py")
+    parser.add_argument(
+        "--stage",
+        action="append",
+        choices=STAGES,
+        help="measure only this stage (repeat for several; default: every stage)",
+    )
     parser.add_argument("--child", choices=STAGES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     repo = args.repo.resolve()
@@ -82,7 +88,7 @@ def main() -> None:
         return
 
     print_machine()
-    for stage in STAGES:
+    for stage in args.stage or STAGES:
         done = subprocess.run(
             [sys.executable, __file__, str(repo), "--child", stage],
             cwd=PROJECT,
