@@ -205,6 +205,34 @@ def test_garbled_statement_line_names_field() -> None:
     assert "'26120D250,00'" in str(error)
 
 
+def test_mt940_cr_only_line_endings() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    sample = FORMATS / fmt.id / "samples" / "statement-2026-12-01-envelope.sta"
+    data = sample.read_bytes().replace(b"\r\n", b"\r")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, data, "cr-only.sta")
+    assert str(caught.value).startswith("cr-only.sta:1: the file has CR-only line endings")
+    assert "expected CR LF or LF line endings" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "what"),
+    [
+        ("empty.sta", b"", "the file is empty"),
+        ("blank-lines.sta", b"\r\n\r\n", "the file is empty"),
+        ("envelope-only.sta", b"KCJBKZKX\r\n940\r\n", "the file has no field tags"),
+    ],
+)
+def test_mt940_file_without_statement(name: str, data: bytes, what: str) -> None:
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, data, name)
+    assert str(caught.value) == (
+        f"{name}: no statement found: {what}; expected at least one message with fields"
+        " such as :20: and :61:"
+    )
+
+
 # -- 1C exchange -------------------------------------------------------------------------------
 
 
@@ -675,6 +703,18 @@ def test_render_task_reports_cp1251_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "expected an export format" in result.stderr
     assert not (tmp_path / "out.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "problem"), [("missing.sta", "file not found"), (".", "found a folder")]
+)
+def test_parse_task_unreadable_path(tmp_path: Path, path: str, problem: str) -> None:
+    target = tmp_path / path
+    result = run_inv("treasury.parse", "--format", "mt940-bank-statement-import", str(target))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{target}: " in result.stderr
+    assert problem in result.stderr
 
 
 def test_1c_export_round_trip() -> None:

@@ -17,6 +17,7 @@ so such a value would not survive the round trip.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,26 @@ logger = logging.getLogger(__name__)
 
 Record = dict[str, Any]
 
+_LONE_CR = re.compile("\r(?!\n)")
+
 
 def parse_file(fmt: TreasuryFormat, path: Path, name: str | None = None) -> list[Record]:
-    """Parse a file with a treasury format; `name` is the file name used in messages."""
-    return parse_bytes(fmt, path.read_bytes(), name or str(path))
+    """Parse a file with a treasury format; `name` is the file name used in messages.
+
+    Raises:
+        TreasuryFormatError: the file cannot be read (missing, a folder, no
+            permission) or does not follow the format.
+    """
+    file = name or str(path)
+    if path.is_dir():
+        raise TreasuryFormatError("expected a file, found a folder", file=file)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise TreasuryFormatError("file not found; check the path", file=file) from None
+    except OSError as exc:
+        raise TreasuryFormatError(f"cannot read the file: {exc.strerror}", file=file) from None
+    return parse_bytes(fmt, data, file)
 
 
 def parse_bytes(fmt: TreasuryFormat, data: bytes, file: str) -> list[Record]:
@@ -52,6 +69,7 @@ def parse_bytes(fmt: TreasuryFormat, data: bytes, file: str) -> list[Record]:
             the line and the field.
     """
     text = codec.decode(data, fmt.encoding, file)
+    _check_line_endings(text, file)
     if fmt.syntax in ("mt940", "mt942"):
         source = mt940.parse(text, fmt, file)
     elif fmt.syntax == "1c_exchange":
@@ -61,6 +79,21 @@ def parse_bytes(fmt: TreasuryFormat, data: bytes, file: str) -> list[Record]:
     records = [_to_canonical(record, fmt, file) for record in source]
     logger.info("parsed %s with %s: %d record(s)", file, fmt.id, len(records))
     return records
+
+
+def _check_line_endings(text: str, file: str) -> None:
+    """Reject a carriage return without a line feed, such as CR-only line endings."""
+    match = _LONE_CR.search(text)
+    if match is None:
+        return
+    only = "\n" not in text
+    found = "CR-only line endings" if only else "a carriage return without a line feed"
+    raise TreasuryFormatError(
+        f"the file has {found} at offset {match.start()}; expected CR LF or LF line"
+        " endings, so convert the file's line endings to CR LF",
+        file=file,
+        line=text.count("\n", 0, match.start()) + 1,
+    )
 
 
 def _date_format(fmt: TreasuryFormat) -> str:

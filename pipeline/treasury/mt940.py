@@ -82,6 +82,13 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
             line=len(lines),
         )
     messages = _split_messages(lines, fmt, file)
+    if not messages:
+        what = "the file is empty" if not text.strip() else "the file has no field tags"
+        raise TreasuryFormatError(
+            f"no statement found: {what}; expected at least one message with fields such as"
+            " :20: and :61:",
+            file=file,
+        )
     statements: list[_Statement] = []
     for message in messages:
         _read_message(message, statements, fmt, file)
