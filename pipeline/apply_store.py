@@ -13,6 +13,14 @@
 
 Every function here runs inside the caller's transaction and never commits.
 
+Application catalog tables: report queries join the application's own
+tables (`knp`, `kato`), not `catalog_<id>`. When the database has a table
+named like the catalog id that contains every key column of the catalog,
+`load_catalog` also writes the catalog's added and changed rows into it, by
+key: an UPDATE of the columns both tables have, or an INSERT when the key is
+new. Rows that the catalog removed stay in the application table, because
+documents may still reference them and must keep their parent row.
+
 A catalog's canonical CSV is what `catalogs.import_catalog` writes: a header,
 rows sorted by key, comma-separated, minimal quoting, LF line ends. Its
 SHA-256 equals that of a rows.csv written by the import, so the hash that a
@@ -408,6 +416,7 @@ def load_catalog(
             f" expected {expected}; the bundle's catalog does not match the database"
         )
     _record_catalog(db, description, len(after), digest, bundle_version)
+    _update_application_table(db, description, delta)
     logger.info("catalog %s (%s): %s", catalog_id, mode, delta.summary())
     return {
         "added": len(delta.added),
@@ -415,6 +424,51 @@ def load_catalog(
         "removed": len(delta.removed),
         "rows": len(after),
     }
+
+
+def _update_application_table(
+    db: Database, description: CatalogDescription, delta: CatalogDelta
+) -> None:
+    """Write added and changed catalog rows into the application table of the same name."""
+    table = description.id
+    if table not in list_tables(db):
+        return
+    types = dict(table_columns(db, table))
+    existing = list(types)
+    if not all(name in existing for name in description.key):
+        logger.debug("table %s lacks the key of catalog %s; not updated", table, table)
+        return
+    rows = [c.new for c in delta.added + delta.changed if c.new is not None]
+    if not rows:
+        return
+    shared = [name for name in description.column_names if name in existing]
+    others = [name for name in shared if name not in description.key]
+    p = db.placeholder
+    where = " AND ".join(f"{quote(name)} = {p}" for name in description.key)
+    if others:
+        assignments = ", ".join(f"{quote(name)} = {p}" for name in others)
+        db.executemany(
+            f"UPDATE {quote(table)} SET {assignments} WHERE {where}",
+            [[row[n] for n in others] + [row[k] for k in description.key] for row in rows],
+        )
+    names = ", ".join(quote(name) for name in shared)
+    if db.engine == "postgresql":
+        # A bare parameter in a SELECT list is typed text, so cast it to the column's type.
+        marks = ", ".join(f"CAST({p} AS {types[name]})" for name in shared)
+    else:
+        marks = ", ".join([p] * len(shared))
+    db.executemany(
+        f"INSERT INTO {quote(table)} ({names}) SELECT {marks}"
+        f" WHERE NOT EXISTS (SELECT 1 FROM {quote(table)} WHERE {where})",
+        [[row[n] for n in shared] + [row[k] for k in description.key] for row in rows],
+    )
+    logger.info(
+        "application table %s: %d catalog row(s) written (columns %s); %d removed row(s) kept",
+        table,
+        len(rows),
+        ", ".join(shared),
+        len(delta.removed),
+    )
 
 
 def _record_catalog(

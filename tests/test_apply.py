@@ -29,7 +29,7 @@ from pipeline.apply import (
     journal_path,
     recover,
 )
-from pipeline.apply_store import load_catalog
+from pipeline.apply_store import load_catalog, load_definitions
 from pipeline.catalog_model import load_description
 from pipeline.database import open_database, run_migrations
 from pipeline.errors import ApplyError, VerificationError
@@ -512,6 +512,33 @@ def test_catalog_description_is_kept(tmp_path: Path) -> None:
     description = load_description(REPO_ROOT, "knp")
     stored = query(path, "SELECT key_columns, columns, row_count FROM pipeline_catalogs")
     assert stored == [('["code"]', json.dumps(list(description.column_names)), 7)]
+
+
+def test_catalog_rename_reaches_report_query(bundles: Bundles, sample: Path) -> None:
+    apply_bundle(bundles.first, url_of(sample), [bundles.public])
+    account, organization = query(sample, "SELECT id, organization_id FROM accounts LIMIT 1")[0]
+    connection = sqlite3.connect(sample)
+    try:
+        connection.execute(
+            "INSERT INTO payment_documents (id, account_id, doc_date, amount, knp_code)"
+            " VALUES (95001, ?, '2031-05-15', 12345, '311')",
+            (account,),
+        )
+        connection.commit()
+    finally:
+        connection.close()
+
+    apply_bundle(bundles.second, url_of(sample), [bundles.public])
+
+    with open_database(url_of(sample), Path(".")) as db:
+        document = load_definitions(db, "report")["knp-payments-monthly"]
+        rows = db.execute(
+            document["query"],
+            {"organization_id": organization, "date_from": "2031-05-01", "date_to": "2031-05-31"},
+        )
+    assert [(row[0], row[1]) for row in rows] == [("311", "Выплата заработной платы работникам")]
+    assert query(sample, "SELECT name_ru FROM knp WHERE code = '914'") == [("Пеня",)]
+    assert query(sample, "SELECT COUNT(*) FROM knp WHERE code = '019'") == [(1,)]
 
 
 # -- interruption ------------------------------------------------------------------------------
