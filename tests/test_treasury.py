@@ -646,6 +646,40 @@ def test_missing_conformance_record(tmp_path: Path) -> None:
     assert "inv treasury.record --format 1c-ru-statement-import" in findings[0].message
 
 
+def test_title_typo_does_not_block_parsing(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "1c-kk-statement-import")
+    folder = root / "packages/treasury/1c-kk-statement-import"
+    # A Latin i in place of the Kazakh і is a text-lint error only.
+    rewrite(folder / "format.json", lambda d: d["title"].update(kk="Бiлiм үзінді-көшірмесі"))
+    findings = errors_only(check_definition(root, Kind.TREASURY, "1c-kk-statement-import"))
+    assert rules(findings) == ["text.mixed-script"]
+    fmt = load_format(root, "1c-kk-statement-import")
+    records = parse_file(fmt, folder / "samples" / "statement-2026-12-01.txt")
+    assert len(records) == 2
+
+
+def test_mapping_error_blocks_parsing(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "1c-ru-statement-import")
+    folder = root / "packages/treasury/1c-ru-statement-import"
+    rewrite(folder / "format.json", lambda d: d["mapping"].update({"Код": "payment_code"}))
+    with pytest.raises(ValidationError) as caught:
+        load_format(root, "1c-ru-statement-import")
+    message = str(caught.value)
+    assert "error(s) in the treasury format 1c-ru-statement-import that affect parsing" in message
+    assert "payment_code" in message
+
+
+def test_sample_parse_finding_names_location_once(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "mt940-statement-import")
+    sample = root / "packages/treasury/mt940-statement-import/samples/statement-2026-12-01.sta"
+    sample.write_bytes(sample.read_bytes().replace(b"45000,00", b"45000.00"))
+    with pytest.raises(ValidationError) as caught:
+        load_format(root, "mt940-statement-import")
+    message = str(caught.value)
+    assert "statement-2026-12-01.sta:5: field :61:/amount" in message
+    assert message.count("statement-2026-12-01.sta:5") == 1
+
+
 def test_unknown_canonical_field(tmp_path: Path) -> None:
     root = copy_format(tmp_path, "1c-ru-statement-import")
     folder = root / "packages/treasury/1c-ru-statement-import"

@@ -73,13 +73,18 @@ def _check_sample(
     try:
         parsed = parse_bytes(fmt, sample_path.read_bytes(), sample_file)
     except TreasuryFormatError as exc:
-        return [Finding("treasury.sample-parse", sample_file, str(exc), line=exc.line)]
+        return [Finding("treasury.sample-parse", sample_file, exc.detail, line=exc.line)]
     findings += compare_records(parsed, wanted, _relative(file, expected), file, where)
     if fmt.direction == "export" and isinstance(wanted, list):
         try:
             rendered = render_records(fmt, wanted, _relative(file, expected))
         except TreasuryFormatError as exc:
-            return [*findings, Finding("treasury.sample-render", file, str(exc), json_path=where)]
+            return [
+                *findings,
+                Finding(
+                    "treasury.sample-render", exc.file, exc.detail, json_path=where, line=exc.line
+                ),
+            ]
         findings += _compare_bytes(rendered, sample_path.read_bytes(), sample_file, fmt.encoding)
     return findings
 

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pipeline.content import Kind, item_folder
-from pipeline.errors import PipelineError
+from pipeline.content import KIND_FOLDERS, Kind, definition_path, item_folder
+from pipeline.errors import PipelineError, ValidationError
+from pipeline.findings import Finding
+from pipeline.schema import load_json
 
 Deviation = Literal[
     "missing_final_newline",
@@ -20,11 +22,20 @@ Deviation = Literal[
 ]
 
 
+# Rules of findings that do not block parsing or rendering (see `blocks_parsing`).
+_NON_BLOCKING_RULES = (
+    "text.",
+    "treasury.conformance-",
+    "treasury.samples-not-updated",
+)
+
+
 class TreasuryFormatError(PipelineError):
     """A treasury file does not follow its format, or records cannot be written in it.
 
     `line` is the 1-based line of the file (None when the problem is not on one
-    line), `field` the source field or canonical field concerned.
+    line), `field` the source field or canonical field concerned, and `detail`
+    the message without the file and line, for a finding that adds its own.
     """
 
     def __init__(
@@ -32,6 +43,7 @@ class TreasuryFormatError(PipelineError):
     ) -> None:
         where = file if line is None else f"{file}:{line}"
         super().__init__(f"{where}: {message}")
+        self.detail = message
         self.file = file
         self.line = line
         self.field = field
@@ -112,15 +124,39 @@ def format_from_document(document: dict[str, Any], folder: Path | None = None) -
     )
 
 
+def blocks_parsing(finding: Finding) -> bool:
+    """Return whether an error finding makes parsing or rendering with the format unsafe.
+
+    Errors in the schema, the mapping, the encoding or the samples block. Text
+    lint of the titles and the state of `conformance.json` do not, because
+    they change nothing in how a file is read or written; validation still
+    reports them.
+    """
+    return finding.severity == "error" and not finding.rule.startswith(_NON_BLOCKING_RULES)
+
+
 def load_format(root: Path, format_id: str) -> TreasuryFormat:
     """Load and check `packages/treasury/<format_id>/format.json`.
 
     Raises:
-        ValidationError: the definition fails its checks.
+        ValidationError: the definition has an error that affects parsing or
+            rendering (see `blocks_parsing`).
         ConfigError: `format_id` is not a folder name.
     """
     # Imported here because the definition checks run the samples through this package.
-    from pipeline.definitions import load_definition
+    from pipeline.definitions import check_definition
 
-    document = load_definition(root, Kind.TREASURY, format_id)
+    file = f"{KIND_FOLDERS[Kind.TREASURY]}/{format_id}/format.json"
+    findings = check_definition(root, Kind.TREASURY, format_id)
+    blocking = [f for f in findings if blocks_parsing(f)]
+    if blocking:
+        raise ValidationError(
+            f"{len(blocking)} error(s) in the treasury format {format_id} that affect parsing"
+            f" or rendering, first: {blocking[0]}",
+            findings,
+        )
+    document, _ = load_json(definition_path(root, Kind.TREASURY, format_id), file)
+    if not isinstance(document, dict):
+        # Unreachable once the checks pass, because the schema requires an object.
+        raise ValidationError(f"{file}: expected a JSON object", findings)
     return format_from_document(document, item_folder(root, Kind.TREASURY, format_id))
