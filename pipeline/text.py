@@ -14,10 +14,13 @@ the offending word or character:
 5. mojibake: KZ-1048 bytes read as CP1251 ("Ќазаќстан" for "Қазақстан"), and
    UTF-8 bytes read as CP1251 ("РџР»Р°С‚РµР¶"), CP1252 or Latin-1 ("ÐŸÐ»Ð°Ñ‚");
 6. unbalanced «» quotes;
-7. a kk text and its ru text with different `{name}` placeholders;
+7. a kk text and its ru text with different placeholders (`{name}`, `{0}`,
+   `{}`, `%s`, `%(name)s`), and, reported apart, the same placeholder with
+   different format specs (`{amount:.2f}` beside `{amount}`);
 8. an editor's placeholder left in the text (`TODO`, `FIXME`, `TBD`, `XXX`);
 9. a text of two or more Latin words and no Cyrillic letter, such as an
-   English title typed where the Kazakh or Russian one belongs.
+   English title typed where the Kazakh or Russian one belongs;
+10. marks of a lossy conversion: U+FFFD, `???`, or a `?` inside a word.
 
 `check_catalog_texts` runs the same checks on a catalog's titles and on the
 values of its kk and ru columns (`name_kk` beside `name_ru`, or beside `name`).
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
@@ -66,6 +70,8 @@ _CONTROL = re.compile(
 # Latin letters that look like Cyrillic ones, and the reverse map.
 _LATIN_TO_CYRILLIC = dict(zip("aceopxyiACEHKMOPTXBI", "асеорхуіАСЕНКМОРТХВІ", strict=True))
 _CYRILLIC_TO_LATIN = {c: latin for latin, c in _LATIN_TO_CYRILLIC.items()}
+# The same repair for Russian words, where a Latin i stands for и.
+_LATIN_TO_RUSSIAN = {**_LATIN_TO_CYRILLIC, "i": "и", "I": "И"}
 
 # Characters that the KZ-1048 bytes of the Kazakh letters become when read as
 # CP1251 (Қ is byte 0x8D, which CP1251 shows as Ќ). І and і share a byte in both
@@ -93,7 +99,16 @@ _TOKEN = re.compile(r"\S+")
 # JSON paths of texts that may span lines: a description and its parts.
 _MULTILINE_PATH = re.compile(r"\.description(?:[.\[]|$)")
 _LINE_BREAK = re.compile("\n")
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+# `{name}`, `{0}`, `{}` with an optional conversion and format spec, such as
+# `{amount:.2f}`; then printf-style `%s`, `%d`, `%(name)s` (but not `%%`).
+# The space flag of printf is left out, so "10% of" is not read as `%o`.
+_BRACE_PLACEHOLDER = re.compile(r"(?<!\{)\{([A-Za-z_][A-Za-z0-9_]*|\d*)(![rsa])?(?::([^{}]*))?\}")
+_PERCENT_PLACEHOLDER = re.compile(
+    r"(?<!%)%(?:\(([A-Za-z_][A-Za-z0-9_]*)\))?[-+#0]*\d*(?:\.\d+)?([sdifFeEgGxXoc])"
+)
+# Marks of a lossy conversion: the replacement character, a run of question
+# marks, or a question mark inside a word (a letter the target code page lacked).
+_LOSSY = re.compile(r"\ufffd|\?{3,}|(?<=[^\W\d_])\?(?=[^\W\d_])")
 
 _CODEC_NAMES = {"kz1048": "KZ-1048", "utf-8": "UTF-8"}
 _EDITOR_PLACEHOLDER = re.compile(r"\b(TODO|FIXME|TBD|XXX)\b")
@@ -143,27 +158,65 @@ def check_pair(kk: object, ru: object, file: str, kk_path: str, ru_path: str) ->
     return findings
 
 
+def _placeholders(text: str) -> tuple[Counter[str], dict[str, set[str]]]:
+    """Return the placeholders of `text` by name, and the format specs used with each name.
+
+    A positional `{}` is numbered in order, as str.format numbers it, so
+    "{} {}" and "{0} {1}" have the same placeholders.
+    """
+    found: Counter[str] = Counter()
+    specs: dict[str, set[str]] = {}
+    automatic = 0
+    for match in _BRACE_PLACEHOLDER.finditer(text):
+        name = match.group(1)
+        if name == "":
+            name, automatic = str(automatic), automatic + 1
+        key = "{" + name + "}"
+        found[key] += 1
+        specs.setdefault(key, set()).add((match.group(2) or "") + (match.group(3) or ""))
+    for match in _PERCENT_PLACEHOLDER.finditer(text):
+        name = match.group(1)
+        key = f"%({name})" if name else "%" + match.group(2)
+        found[key] += 1
+        if name:
+            specs.setdefault(key, set()).add(match.group(0))
+    return found, specs
+
+
 def _check_placeholders(kk: str, ru: str, file: str, kk_path: str, ru_path: str) -> list[Finding]:
-    kk_names = set(_PLACEHOLDER.findall(kk))
-    ru_names = set(_PLACEHOLDER.findall(ru))
-    if kk_names == ru_names:
-        return []
-    missing = sorted(ru_names - kk_names)
-    extra = sorted(kk_names - ru_names)
-    parts = []
-    if missing:
-        parts.append(f"lacks {', '.join('{' + n + '}' for n in missing)}")
-    if extra:
-        parts.append(f"has {', '.join('{' + n + '}' for n in extra)} that the ru text lacks")
-    return [
-        Finding(
-            rule="text.placeholders",
-            file=file,
-            json_path=kk_path,
-            message=f"kk text {' and '.join(parts)}; expected the same placeholders as the"
-            f" ru text at {ru_path}",
+    kk_found, kk_specs = _placeholders(kk)
+    ru_found, ru_specs = _placeholders(ru)
+    findings = []
+    if kk_found != ru_found:
+        missing = sorted((ru_found - kk_found).elements())
+        extra = sorted((kk_found - ru_found).elements())
+        parts = []
+        if missing:
+            parts.append(f"lacks {', '.join(missing)}")
+        if extra:
+            parts.append(f"has {', '.join(extra)} that the ru text lacks")
+        findings.append(
+            Finding(
+                rule="text.placeholders",
+                file=file,
+                json_path=kk_path,
+                message=f"kk text {' and '.join(parts)}; expected the same placeholders as the"
+                f" ru text at {ru_path}",
+            )
         )
-    ]
+    for key in sorted(set(kk_specs) & set(ru_specs)):
+        if kk_specs[key] != ru_specs[key]:
+            findings.append(
+                Finding(
+                    rule="text.placeholder-format",
+                    file=file,
+                    json_path=kk_path,
+                    message=f"placeholder {key} is formatted as {sorted(kk_specs[key])} in the"
+                    f" kk text and as {sorted(ru_specs[key])} in the ru text at {ru_path};"
+                    " expected the same format spec in both",
+                )
+            )
+    return findings
 
 
 def _check_present(text: object, language: Language, file: str, path: str) -> list[Finding]:
@@ -183,6 +236,7 @@ def check_text(text: str, language: Language, file: str, json_path: str) -> list
     findings: list[Finding] = []
     findings.extend(_check_control(text, file, json_path))
     findings.extend(_check_newline(text, file, json_path))
+    findings.extend(_check_lossy(text, file, json_path))
     findings.extend(_check_editor_placeholder(text, file, json_path))
     findings.extend(_check_script(text, language, file, json_path))
     mojibake = _check_mojibake(text, file, json_path)
@@ -258,6 +312,23 @@ def _check_newline(text: str, file: str, json_path: str) -> list[Finding]:
     ]
 
 
+def _check_lossy(text: str, file: str, json_path: str) -> list[Finding]:
+    match = _LOSSY.search(text)
+    if match is None:
+        return []
+    mark = "U+FFFD" if match.group() == "\ufffd" else repr(match.group())
+    return [
+        Finding(
+            rule="text.lossy",
+            file=file,
+            json_path=json_path,
+            message=f"{mark} at offset {match.start()} in {_excerpt(text, match.start())!r}"
+            " marks letters lost in a conversion to a code page that lacks them; retype the"
+            " text from its source",
+        )
+    ]
+
+
 def _check_mixed_scripts(
     text: str, language: Language, file: str, json_path: str
 ) -> list[Finding]:
@@ -287,6 +358,14 @@ def _describe_mixed_word(word: str, language: Language) -> str:
         repaired = "".join(_LATIN_TO_CYRILLIC.get(c, c) for c in word)
         if language == "kk" and set(latin) <= {"i", "I"}:
             problem = f"Latin i in the Kazakh word {word!r}, where Kazakh uses і (U+0456)"
+        elif language == "ru" and set(latin) & {"i", "I"}:
+            # Russian has no і, so the look-alike repair would make a Kazakh
+            # word. A Latin i in Russian is most often a mistyped и.
+            guess = "".join(_LATIN_TO_RUSSIAN.get(c, c) for c in word)
+            return (
+                f"Latin letter {letters} in the Russian word {word!r}; Russian has no і,"
+                f" so the word is mistyped: retype it, probably as {guess!r}"
+            )
         else:
             problem = f"Latin letter {letters} in the Cyrillic word {word!r}"
     else:

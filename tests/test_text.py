@@ -234,6 +234,57 @@ def test_same_placeholders_pass() -> None:
     assert pair("{period} кезеңіне есеп", "Отчёт за {period}") == []
 
 
+def test_positional_placeholders_compared() -> None:
+    findings = pair("{0} бойынша есеп", "Отчёт по {0} за {1}")
+    assert rules(findings) == ["text.placeholders"]
+    assert "lacks {1}" in findings[0].message
+    assert pair("{} бойынша {} есеп", "Отчёт по {0} за {1}") == []
+
+
+def test_percent_placeholders_compared() -> None:
+    findings = pair("%s бойынша есеп", "Отчёт по %s за %d")
+    assert rules(findings) == ["text.placeholders"]
+    assert "lacks %d" in findings[0].message
+    assert pair("Сома %(amount)s, 10% артық", "Сумма %(amount)s, на 10% больше") == []
+
+
+def test_format_spec_compared_separately() -> None:
+    findings = pair("Сома: {amount:.2f}", "Сумма: {amount}")
+    assert rules(findings) == ["text.placeholder-format"]
+    assert "placeholder {amount} is formatted as ['.2f'] in the kk text" in findings[0].message
+    assert "as [''] in the ru text at $.title.ru" in findings[0].message
+    assert pair("Сома: {amount:.2f}", "Сумма: {amount:.2f}") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "mark"),
+    [
+        ("Отчёт \ufffd по КНП", "U+FFFD at offset 6"),
+        ("Отчёт ??? по КНП", "'???' at offset 6"),
+        ("Ќаза?стан", "'?' at offset 4"),
+    ],
+)
+def test_lossy_conversion_marks(text: str, mark: str) -> None:
+    findings = check_text(text, "ru", FILE, "$.title.ru")
+    lossy = [f for f in findings if f.rule == "text.lossy"]
+    assert len(lossy) == 1
+    assert lossy[0].message.startswith(mark)
+    assert "retype the text from its source" in lossy[0].message
+
+
+def test_question_at_sentence_end_passes() -> None:
+    assert check_text("Отчёт готов?", "ru", FILE, "$.title.ru") == []
+
+
+def test_latin_i_in_russian_word() -> None:
+    findings = check_text("Прiказ министра", "ru", FILE, "$.title.ru")
+    assert rules(findings) == ["text.mixed-script"]
+    message = findings[0].message
+    assert "Latin letter i in the Russian word 'Прiказ'; Russian has no і" in message
+    assert "probably as 'Приказ'" in message
+    assert "і (U+0456)" not in message
+
+
 # -- catalogs ----------------------------------------------------------------------------------
 
 CATALOG_DESCRIPTION = {
