@@ -205,6 +205,41 @@ def test_garbled_statement_line_names_field() -> None:
     assert "'26120D250,00'" in str(error)
 
 
+def wrapped_purpose(*lines: str) -> str:
+    """Parse one transaction whose :86: field has `lines`; return its purpose."""
+    text = (
+        ":20:ST1\r\n:25:KZ86125KZT5004100100\r\n:60F:C261130KZT0,00\r\n"
+        ":61:2612011201D1,00NTRFPP-1\r\n:86:" + "\r\n".join(lines) + "\r\n-\r\n"
+    )
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    purpose: str = parse_bytes(fmt, text.encode("utf-8"), "wrapped.sta")[0]["purpose"]
+    return purpose
+
+
+def test_mt940_full_width_line_joins_inside_word() -> None:
+    first = "/NAZN/Қызметкерлерге желтоқсан айы үшін есептелген жалақы, сыйақы"
+    assert len(first) == 65
+    assert wrapped_purpose(first, "лар") == first + "лар"
+
+
+def test_mt940_short_line_joins_with_space() -> None:
+    assert (
+        wrapped_purpose("/NAZN/Қызметкерлерге үшін", "жалақы")
+        == "/NAZN/Қызметкерлерге үшін жалақы"
+    )
+
+
+def test_mt940_wrapped_subfield_keeps_word_break() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-statement-import")
+    text = (
+        ":20:ST1\r\n:25:KZ86125KZT5004100100\r\n:60F:C261130KZT0,00\r\n"
+        ":61:2612011201D1,00NTRFPP-1\r\n:86:/KNP/311/NAZN/Қызметкерлерге үшін\r\n"
+        "жалақы\r\n-\r\n"
+    )
+    records = parse_bytes(fmt, text.encode("kz1048"), "wrapped.sta")
+    assert records[0]["purpose"] == "Қызметкерлерге үшін жалақы"
+
+
 def test_mt940_cr_only_line_endings() -> None:
     fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
     sample = FORMATS / fmt.id / "samples" / "statement-2026-12-01-envelope.sta"

@@ -13,7 +13,8 @@ Source field names, as the format mapping uses them:
 - `:61:/value_date`, `/entry_date`, `/mark`, `/funds_code`, `/amount`, `/type`,
   `/reference`, `/bank_reference`, `/details` and `/currency` (of the
   statement's opening balance, or `:34F:` in MT942);
-- `:86:` is the whole information text; `:86:/KNP/` is the value after the
+- `:86:` is the whole information text, its wrapped lines joined (a space
+  after a line shorter than 65 characters); `:86:/KNP/` is the value after the
   code `/KNP/` up to the next `/CODE/`.
 
 Deviations a definition may accept (strict parsing rejects each one):
@@ -26,6 +27,7 @@ continues the statement before it), `decimal_point` (45000.00 for 45000,00).
 from __future__ import annotations
 
 import datetime
+import itertools
 import re
 from dataclasses import dataclass, field
 
@@ -47,6 +49,8 @@ _STATEMENT_LINE = re.compile(
 _SUBFIELD = re.compile(r"/([A-Z]{2,4})/")
 _BALANCE_TAGS = frozenset(["60F", "60M", "62F", "62M", "64", "65"])
 _WRAPPERS = "\x01\x03"
+# The width of each line of a field such as :86: (SWIFT 6*65x).
+_LINE_WIDTH = 65
 
 
 @dataclass
@@ -298,11 +302,24 @@ def _entry_date(value_date: str, month_day: str, file: str, line: int) -> str:
         ) from None
 
 
+def _unwrap(lines: list[str]) -> str:
+    """Join the lines of a wrapped field into one text.
+
+    Banks wrap at the field's width of 65 characters, often inside a word, so
+    a full-width line continues without a space. A shorter line was ended
+    early, at a word boundary, so a space joins it to the next line.
+    """
+    joined = lines[0]
+    for previous, line in itertools.pairwise(lines):
+        full = len(previous) >= _LINE_WIDTH
+        at_space = previous.endswith(" ") or line.startswith(" ")
+        joined += line if full or at_space else " " + line
+    return joined
+
+
 def _information(item: _Field) -> SourceRecord:
-    record = {":86:": Value(item.text, item.line)}
-    # Lines wrap at a fixed width, often inside a word, so subfields are read
-    # from the lines joined without a separator.
-    joined = "".join(item.lines)
+    joined = _unwrap(item.lines)
+    record = {":86:": Value(joined, item.line)}
     parts = _SUBFIELD.split(joined)
     for index in range(1, len(parts) - 1, 2):
         code, value = parts[index], parts[index + 1]
