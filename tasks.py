@@ -99,6 +99,10 @@ def _count(number: int, noun: str) -> str:
 
 
 def _print_help(task_name: str) -> None:
+    # Invoke removes each option's help text from its task while it parses a command line,
+    # so put the texts back from the copy taken at import time before parsing again.
+    for task_object, texts in _HELP_TEXTS:
+        task_object.help.update(texts)
     Program(namespace=ns, name="inv", binary="inv").run(["inv", "--help", task_name], exit=False)
 
 
@@ -896,6 +900,17 @@ BACKUP_DIR_HELP = (
 )
 
 
+def _seconds(text: str, option: str) -> float:
+    """Parse a non-negative number of seconds given on the command line."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:
+        raise ConfigError(f"{option} {text!r}: expected a number of seconds, such as 30 or 2.5")
+    return seconds
+
+
 def _trusted_keys(path: str | None) -> list[Any]:
     from pipeline.trust import load_trusted_keys, trusted_keys_from_public_key
 
@@ -909,6 +924,7 @@ def _trusted_keys(path: str | None) -> list[Any]:
 
 @task(
     positional=["bundle"],
+    auto_shortflags=False,
     help={
         "bundle": "bundle archive (.7z); its signature is BUNDLE.minisig",
         "database": DATABASE_HELP,
@@ -917,6 +933,7 @@ def _trusted_keys(path: str | None) -> list[Any]:
         "dry_run": "run every step, then roll back",
         "allow_downgrade": "apply a bundle older than the installed release",
         "lock_timeout": "seconds to wait for another apply on the same database (default: 30)",
+        "keep_backups": "number of this database's backups to keep in the folder (default: 5)",
         "backup_dir": BACKUP_DIR_HELP,
         "repo": "folder that relative sqlite:/// paths start from (default: .)",
         "json": JSON_HELP,
@@ -931,8 +948,9 @@ def apply(
     install_dir: str | None = None,
     dry_run: bool = False,
     allow_downgrade: bool = False,
-    lock_timeout: float = 30.0,
+    lock_timeout: str = "30",
     backup_dir: str | None = None,
+    keep_backups: int = 5,
     repo: str = ".",
     json: str | None = None,
 ) -> None:
@@ -949,8 +967,9 @@ def apply(
         install_dir=Path(install_dir) if install_dir else None,
         dry_run=dry_run,
         allow_downgrade=allow_downgrade,
-        lock_timeout=float(lock_timeout),
+        lock_timeout=_seconds(lock_timeout, "--lock-timeout"),
         backup_dir=Path(backup_dir) if backup_dir else None,
+        keep_backups=keep_backups,
     )
     if result.status == "already-applied":
         print(f"{result.bundle_version} is already installed; nothing to do")
@@ -970,7 +989,10 @@ def apply(
         write_json_report(Path(json), result.to_json())
 
 
-@task(help={"database": DATABASE_HELP, "backup_dir": BACKUP_DIR_HELP, "repo": REPO_HELP})
+@task(
+    auto_shortflags=False,
+    help={"database": DATABASE_HELP, "backup_dir": BACKUP_DIR_HELP, "repo": REPO_HELP},
+)
 @guarded()
 def db_recover(
     c: Context, database: str | None = None, backup_dir: str | None = None, repo: str = "."
@@ -1439,3 +1461,13 @@ _TASK_NAMES.update(
     }
 )
 _TASK_NAMES["report-merge"] = "report.merge"
+
+
+def _all_tasks(collection: Collection) -> list[Any]:
+    tasks = list(collection.tasks.values())
+    for child in collection.collections.values():
+        tasks.extend(_all_tasks(child))
+    return tasks
+
+
+_HELP_TEXTS = [(task_object, dict(task_object.help)) for task_object in _all_tasks(ns)]

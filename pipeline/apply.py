@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -97,6 +98,8 @@ logger = logging.getLogger(__name__)
 # Definition kinds stored in pipeline_definitions, in the order they load.
 STORED_KINDS = (Kind.REPORT, Kind.FORM, Kind.TREASURY, Kind.FIX)
 LOCK_POLL_SECONDS = 0.1
+# Backups of one database that an apply keeps in its backup folder, the newest first.
+DEFAULT_KEEP_BACKUPS = 5
 
 Status = Literal["applied", "already-applied", "dry-run"]
 
@@ -185,7 +188,8 @@ def database_lock(database: str, root: Path, timeout: float) -> Iterator[None]:
     Both are released when the process dies.
 
     Raises:
-        ApplyError: another apply held the lock for longer than `timeout`.
+        ApplyError: another apply held the lock for longer than `timeout`, or
+            the SQLite file does not exist.
     """
     deadline = time.monotonic() + timeout
     message = (
@@ -193,9 +197,14 @@ def database_lock(database: str, root: Path, timeout: float) -> Iterator[None]:
         " Wait for it to finish, or raise --lock-timeout"
     )
     if engine_of(database) == "sqlite":
-        lock_file = sqlite_file(database, root).with_name(
-            sqlite_file(database, root).name + ".apply-lock"
-        )
+        path = sqlite_file(database, root)
+        if not path.is_file():
+            # Checked before the lock file is created, so a rejected apply leaves nothing behind.
+            raise ApplyError(
+                f"{path}: SQLite database not found; check the --database URL"
+                " (relative paths start from --repo)"
+            )
+        lock_file = path.with_name(path.name + ".apply-lock")
         with lock_file.open("a") as handle:
             while True:
                 try:
@@ -285,11 +294,13 @@ def apply_bundle(
     allow_downgrade: bool = False,
     lock_timeout: float = 30.0,
     backup_dir: Path | None = None,
+    keep_backups: int = DEFAULT_KEEP_BACKUPS,
 ) -> ApplyResult:
     """Apply `bundle` to `database`, running the steps of the module docstring.
 
     `install_dir` receives the fix payload files; without it they are not
-    installed. `backup_dir` defaults to `default_backup_dir`.
+    installed. `backup_dir` defaults to `default_backup_dir`; after the apply
+    it keeps the newest `keep_backups` backups of this database.
 
     Raises:
         VerificationError: the bundle failed verification.
@@ -298,13 +309,15 @@ def apply_bundle(
             that the database is as it was before.
         SignatureError: the signing key is not valid at the signing time.
     """
+    if keep_backups < 1:
+        raise ApplyError(f"--keep-backups {keep_backups}: expected at least 1")
     started = time.perf_counter()
     verified = verify_bundle(bundle, _public_keys(keys))
     _check_trusted_key(keys, verified.key_id, verified.trusted_comment)
     folder = backup_dir or default_backup_dir(database, root)
     with tempfile.TemporaryDirectory(prefix="parus-apply-") as work:
         extracted, manifest = _extract(bundle, Path(work))
-        with database_lock(database, root, lock_timeout):
+        with database_lock(database, root, lock_timeout), _pruning(database, folder, keep_backups):
             result = _apply_locked(
                 _Context(
                     bundle=bundle,
@@ -400,6 +413,54 @@ def _apply_locked(context: _Context) -> ApplyResult:
             ) from exc
         raise
     return result
+
+
+@contextlib.contextmanager
+def _pruning(database: str, folder: Path, keep: int) -> Iterator[None]:
+    """Prune the backups of `database` once the apply ends, whether it succeeded or not."""
+    try:
+        yield
+    finally:
+        prune_backups(database, folder, keep)
+
+
+def prune_backups(database: str, folder: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` apply backups of `database` in `folder`; return them.
+
+    Only files named as `apply` names its backups of this database are
+    considered, and a backup that a journal of a half-done apply names is kept.
+    """
+    if keep < 1:
+        raise ApplyError(f"--keep-backups {keep}: expected at least 1")
+    name = re.escape(display_name(database).rsplit(".", 1)[0])
+    # `_backup_name`: NAME-FROM-to-VERSION-STAMP.SUFFIX, FROM being a version or `none`.
+    pattern = re.compile(
+        rf"{name}-(?:none|[0-9][0-9.]*)-to-[0-9][0-9.]*-(\d{{8}}T\d{{12}}Z)"
+        + re.escape(backup_suffix(database))
+    )
+    stamps = {}
+    for path in folder.glob("*") if folder.is_dir() else []:
+        match = pattern.fullmatch(path.name)
+        if match and path.is_file():
+            stamps[path] = match.group(1)
+    candidates = sorted(stamps, key=stamps.__getitem__, reverse=True)
+    journal = journal_path(database, Path("."), folder)
+    protected = {Journal.read(journal).backup} if journal.exists() else set()
+    deleted = []
+    for path in candidates[keep:]:
+        if str(path) in protected:
+            continue
+        path.unlink(missing_ok=True)
+        deleted.append(path)
+    if deleted:
+        logger.info(
+            "deleted %d old backup(s) of %s; the newest %d are in %s",
+            len(deleted),
+            display_name(database),
+            keep,
+            folder,
+        )
+    return deleted
 
 
 def _backup_name(context: _Context, installed: str | None) -> str:

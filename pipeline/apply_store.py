@@ -328,17 +328,15 @@ def read_delta_file(path: Path, description: CatalogDescription) -> dict[str, An
 
 
 def _delta_from_file(
-    path: Path, description: CatalogDescription, current: list[Row]
+    db: Database, path: Path, description: CatalogDescription, current: list[Row]
 ) -> tuple[CatalogDelta, str | None]:
     """Check a shipped delta against the current rows; return it and its result digest."""
     document = read_delta_file(path, description)
     columns = list(description.column_names)
     base = document.get("base", {}).get("sha256")
-    if base is not None and canonical_digest(columns, description.key, current) != base:
-        raise ApplyError(
-            f"catalog {description.id}: the database's rows do not have the SHA-256 {base}"
-            " that the delta starts from; apply the base release first or use a full bundle"
-        )
+    found = canonical_digest(columns, description.key, current) if base is not None else None
+    if base is not None and found != base:
+        raise ApplyError(_base_mismatch(db, description, str(base), str(found)))
     by_key = {tuple(row[k] for k in description.key): row for row in current}
     result = CatalogDelta(catalog_id=description.id, key=description.key)
     problem = "the database is not at the delta's base"
@@ -370,6 +368,29 @@ def _delta_from_file(
     return result, after
 
 
+def _base_mismatch(db: Database, description: CatalogDescription, base: str, found: str) -> str:
+    """Return the message for a catalog table whose rows are not those a delta starts from."""
+    table = catalog_table(description.id)
+    order = ", ".join(description.key)
+    recorded = db.execute(
+        f"SELECT sha256, version FROM {CATALOGS_TABLE} WHERE id = {db.placeholder}",
+        (description.id,),
+    )
+    if recorded and str(recorded[0][0]) == base:
+        cause = (
+            f"table {table} was changed in the database after release {recorded[0][1]}"
+            " loaded it, so its rows differ from the rows the delta starts from"
+        )
+    else:
+        cause = f"the rows of table {table} differ from the rows the delta starts from"
+    return (
+        f"catalog {description.id}: {cause}: expected SHA-256 {base}, found {found}."
+        f" See the difference by comparing `SELECT * FROM {table} ORDER BY {order}` with"
+        f" catalogs/{description.id}/rows.csv of the base release; then undo the local"
+        " change, or apply a full bundle, which replaces the catalog"
+    )
+
+
 def load_catalog(
     db: Database, extracted: Path, entry: Mapping[str, Any], bundle_version: str
 ) -> dict[str, int]:
@@ -398,7 +419,7 @@ def load_catalog(
             expected = canonical_digest(columns, description.key, new_rows)
         elif mode == "delta":
             delta, result_digest = _delta_from_file(
-                extracted / entry["path"], description, current
+                db, extracted / entry["path"], description, current
             )
             expected = str(entry.get("sha256") or result_digest)
         else:

@@ -366,6 +366,82 @@ def test_lock_timeout(bundles: Bundles, sample: Path) -> None:
     assert sha256(sample) == before
 
 
+def test_missing_sqlite_leaves_no_lock(bundles: Bundles, tmp_path: Path) -> None:
+    missing = tmp_path / "missing.sqlite"
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.first, url_of(missing), [bundles.public])
+    assert f"{missing}: SQLite database not found" in str(error.value)
+    assert not missing.exists()
+    assert not (tmp_path / "missing.sqlite.apply-lock").exists()
+
+
+def test_backups_pruned_to_keep(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "backups"
+    other = folder / "other-none-to-2026.12.0-20260101T000000000000Z.sqlite"
+    folder.mkdir()
+    other.write_bytes(b"a backup of another database")
+    results = [
+        apply_bundle(
+            bundles.first,
+            url_of(sample),
+            [bundles.public],
+            dry_run=True,
+            backup_dir=folder,
+            keep_backups=2,
+        )
+        for _ in range(4)
+    ]
+    kept = sorted(p.name for p in folder.glob("customer-*.sqlite"))
+    assert len(kept) == 2
+    assert kept == sorted(r.backup.name for r in results[-2:] if r.backup)
+    assert other.is_file()
+
+
+def test_cli_lock_timeout_invalid(bundles: Bundles, sample: Path) -> None:
+    completed = subprocess.run(
+        [
+            CLI,
+            "apply",
+            str(bundles.first),
+            "--database",
+            url_of(sample),
+            "--trusted-keys",
+            str(bundles.public_file),
+            "--lock-timeout",
+            "abc",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "CI": "true"},
+    )
+    assert completed.returncode == 1
+    assert "--lock-timeout 'abc': expected a number of seconds" in completed.stderr
+    assert "Traceback" not in completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("task", "description"),
+    [
+        ("apply", "seconds to wait for another apply"),
+        ("qa", "test database URL"),
+        ("db.recover", "folder for backups and the apply journal"),
+    ],
+)
+def test_cli_help_describes_options(task: str, description: str) -> None:
+    completed = subprocess.run([CLI, task, "--help"], capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert description in " ".join(completed.stdout.split())
+
+
+@pytest.mark.parametrize("task", ["apply", "db.recover"])
+def test_cli_backup_dir_flag(task: str) -> None:
+    completed = subprocess.run([CLI, task, "--help"], capture_output=True, text=True, check=False)
+    lines = [line.strip() for line in completed.stdout.splitlines() if "--backup-dir" in line]
+    assert len(lines) == 1
+    assert lines[0].startswith("--backup-dir=STRING")
+
+
 def test_wrong_key_rejected(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
     signing.generate_keypair(tmp_path / "other.key", tmp_path / "other.pub")
     other = signing.load_public_key(tmp_path / "other.pub")
@@ -471,7 +547,46 @@ def test_catalog_delta_wrong_base(tmp_path: Path) -> None:
     entry = {"id": "knp", "mode": "delta", "path": "catalogs/knp/delta.json"}
     with open_database(url_of(path), Path(".")) as db, pytest.raises(ApplyError) as error:
         load_catalog(db, folder, entry, "2026.12.1")
-    assert "do not have the SHA-256 " + "0" * 64 in str(error.value)
+    message = str(error.value)
+    assert "rows of table catalog_knp differ from the rows the delta starts from" in message
+    assert "expected SHA-256 " + "0" * 64 in message
+    assert "found " + _rows_hash(_knp_rows(path)) in message
+    assert "SELECT * FROM catalog_knp ORDER BY code" in message
+    assert "apply the base release first" not in message
+
+
+def _knp_rows(path: Path) -> list[dict[str, str]]:
+    rows = query(path, "SELECT code, name_kk, name_ru FROM catalog_knp")
+    return [dict(zip(("code", "name_kk", "name_ru"), row, strict=True)) for row in rows]
+
+
+def test_catalog_delta_on_edited_table(tmp_path: Path) -> None:
+    path = _knp_database(tmp_path)
+    base = _knp_rows(path)
+    document = {
+        "format": 1,
+        "catalog": "knp",
+        "key": ["code"],
+        "columns": ["code", "name_kk", "name_ru"],
+        "base": {"rows": len(base), "sha256": _rows_hash(base)},
+        "result": {"rows": len(base), "sha256": _rows_hash(base)},
+        "added": [],
+        "changed": [],
+        "removed": [],
+    }
+    folder = _delta_folder(tmp_path, document)
+    entry = {"id": "knp", "mode": "delta", "path": "catalogs/knp/delta.json"}
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("UPDATE catalog_knp SET name_ru = 'правка' WHERE code = '010'")
+        connection.commit()
+    finally:
+        connection.close()
+    with open_database(url_of(path), Path(".")) as db, pytest.raises(ApplyError) as error:
+        load_catalog(db, folder, entry, "2026.12.1")
+    message = str(error.value)
+    assert "was changed in the database after release 2026.12.0 loaded it" in message
+    assert "expected SHA-256 " + _rows_hash(base) in message
 
 
 def test_catalog_delta_result_mismatch(tmp_path: Path) -> None:
