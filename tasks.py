@@ -1164,6 +1164,11 @@ def db_reindex(
             else ""
         )
     )
+    before = result.indexes_before or {}
+    for name, size in (result.indexes_after or {}).items():
+        print(f"  index {name}: {before.get(name, 0)} -> {size} bytes")
+    if result.index_note:
+        print(f"  {result.index_note}")
     if json:
         write_json_report(Path(json), vars(result))
 

@@ -11,7 +11,8 @@
   applied only on request, after a backup, in one transaction, and the check
   runs again afterwards.
 - `reindex_database`: SQLite REINDEX, ANALYZE and VACUUM; PostgreSQL REINDEX
-  of the `public` schema and ANALYZE; sizes before and after.
+  of the `public` schema and ANALYZE; database and per-index sizes before
+  and after.
 - `transfer_database`: creates the schema in an empty target with the
   migration runner (the same versions as the source), copies every table in
   foreign key order, and compares row counts and per-table checksums.
@@ -573,7 +574,12 @@ def repair_database(
 
 @dataclass(frozen=True)
 class ReindexResult:
-    """Sizes in bytes before and after rebuilding indexes and statistics."""
+    """Sizes in bytes before and after rebuilding indexes and statistics.
+
+    `indexes_before` and `indexes_after` map each index name to its size, and
+    `index_size_*` is their sum. On SQLite they come from the dbstat virtual
+    table; without it they are None and `index_note` says why.
+    """
 
     database: str
     engine: str
@@ -582,45 +588,73 @@ class ReindexResult:
     index_size_before: int | None
     index_size_after: int | None
     seconds: float
+    indexes_before: dict[str, int] | None = None
+    indexes_after: dict[str, int] | None = None
+    index_note: str | None = None
 
 
-def _sizes(db: Database) -> tuple[int, int | None]:
+DBSTAT_MISSING = (
+    "index sizes not reported: this SQLite build lacks the dbstat virtual table"
+    " (SQLITE_ENABLE_DBSTAT_VTAB)"
+)
+
+
+def _database_size(db: Database) -> int:
     if db.engine == "sqlite":
         pages = int(db.execute("PRAGMA page_count")[0][0])
         page_size = int(db.execute("PRAGMA page_size")[0][0])
-        # NOTE: SQLite gives index sizes only through the optional dbstat table,
-        # so only the file size is reported.
-        return pages * page_size, None
-    size = int(db.execute("SELECT pg_database_size(current_database())")[0][0])
-    indexes = db.execute(
-        "SELECT COALESCE(SUM(pg_relation_size(i.indexrelid)), 0) FROM pg_index i"
-        " JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = 'public'"
-    )
-    return size, int(indexes[0][0])
+        return pages * page_size
+    return int(db.execute("SELECT pg_database_size(current_database())")[0][0])
+
+
+def _index_sizes(db: Database) -> dict[str, int] | None:
+    """Return the size in bytes of every index by name, or None when SQLite lacks dbstat."""
+    if db.engine == "sqlite":
+        try:
+            rows = db.execute(
+                "SELECT m.name, COALESCE(SUM(s.pgsize), 0) FROM sqlite_master m"
+                " LEFT JOIN dbstat s ON s.name = m.name WHERE m.type = 'index'"
+                " GROUP BY m.name ORDER BY m.name"
+            )
+        except db.errors as exc:
+            if "dbstat" not in str(exc):
+                raise
+            logger.info("%s: %s", display_name(db.url), DBSTAT_MISSING)
+            return None
+    else:
+        rows = db.execute(
+            "SELECT ic.relname, pg_relation_size(i.indexrelid) FROM pg_index i"
+            " JOIN pg_class ic ON ic.oid = i.indexrelid"
+            " JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = 'public' ORDER BY ic.relname"
+        )
+    return {str(name): int(size) for name, size in rows}
 
 
 def reindex_database(database: str, root: Path = Path(".")) -> ReindexResult:
     """Rebuild every index and refresh the planner statistics; report the sizes."""
     started = time.perf_counter()
     with open_database(database, root) as db:
-        size_before, index_before = _sizes(db)
+        size_before, indexes_before = _database_size(db), _index_sizes(db)
         if db.engine == "sqlite":
             for statement in ("REINDEX", "ANALYZE", "VACUUM"):
                 db.execute(statement)
         else:
             db.execute("REINDEX SCHEMA public")
             db.execute("ANALYZE")
-        size_after, index_after = _sizes(db)
+        size_after, indexes_after = _database_size(db), _index_sizes(db)
         engine = db.engine
     result = ReindexResult(
         database=display_name(database),
         engine=engine,
         size_before=size_before,
         size_after=size_after,
-        index_size_before=index_before,
-        index_size_after=index_after,
+        index_size_before=sum(indexes_before.values()) if indexes_before is not None else None,
+        index_size_after=sum(indexes_after.values()) if indexes_after is not None else None,
         seconds=time.perf_counter() - started,
+        indexes_before=indexes_before,
+        indexes_after=indexes_after,
+        index_note=DBSTAT_MISSING if indexes_after is None else None,
     )
     logger.info("reindexed %s: %d -> %d bytes", result.database, size_before, size_after)
     return result

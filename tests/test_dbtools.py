@@ -7,11 +7,12 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO_ROOT
 
-from pipeline.database import open_database
+from pipeline.database import SQLiteDatabase, open_database
 from pipeline.db_backup import backup_database, compare_databases, restore_database, verify_backup
 from pipeline.db_schema import database_checksums, foreign_keys
 from pipeline.dbtools import (
@@ -282,7 +283,34 @@ def test_reindex_reports_sizes(sample: Path) -> None:
     assert result.engine == "sqlite"
     assert result.size_after < result.size_before
     assert result.size_after == sample.stat().st_size
+    indexes = [
+        row[0] for row in raw_rows(sample, "SELECT name FROM sqlite_master WHERE type = 'index'")
+    ]
+    assert indexes
+    assert result.indexes_before is not None and result.indexes_after is not None
+    assert sorted(result.indexes_before) == sorted(indexes)
+    assert sorted(result.indexes_after) == sorted(indexes)
+    assert all(size > 0 for size in result.indexes_after.values())
+    assert result.index_size_before == sum(result.indexes_before.values())
+    assert result.index_size_after == sum(result.indexes_after.values())
+    assert result.index_note is None
+
+
+def test_reindex_without_dbstat(sample: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SQLite build without the dbstat table: sizes of the file only, and a note saying why."""
+    original = SQLiteDatabase.execute
+
+    def execute(self: SQLiteDatabase, sql: str, parameters: Any = ()) -> list[Any]:
+        if "dbstat" in sql:
+            raise sqlite3.OperationalError("no such table: dbstat")
+        return original(self, sql, parameters)
+
+    monkeypatch.setattr(SQLiteDatabase, "execute", execute)
+    result = reindex_database(url_of(sample))
+    assert result.indexes_before is None
     assert result.index_size_before is None
+    assert result.index_note is not None
+    assert "dbstat" in result.index_note
 
 
 @pytest.mark.postgres
@@ -362,6 +390,7 @@ def test_cli_backup_verify_and_reindex(sample: Path, tmp_path: Path) -> None:
     reindexed = run_cli("db.reindex", "--database", url_of(sample))
     assert reindexed.returncode == 0, reindexed.stderr
     assert "bytes" in reindexed.stdout
+    assert "  index payment_documents_account_date: " in reindexed.stdout
 
 
 def add_knp_orphan(path: Path) -> None:
