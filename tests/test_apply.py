@@ -366,6 +366,61 @@ def test_lock_timeout(bundles: Bundles, sample: Path) -> None:
     assert sha256(sample) == before
 
 
+def test_lock_between_two_processes(bundles: Bundles, sample: Path) -> None:
+    """A second apply process waits for the first, or fails once its timeout has passed."""
+    arguments = [
+        CLI,
+        "apply",
+        str(bundles.first),
+        "--database",
+        url_of(sample),
+        "--trusted-keys",
+        str(bundles.public_file),
+    ]
+    environment = {**os.environ, "CI": "true"}
+    first = subprocess.Popen(
+        arguments,
+        env={**environment, PAUSE_ENV: "backup", TESTING_ENV: "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, status = os.waitpid(first.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status), "the first apply never reached its pause point"
+
+        rejected = subprocess.run(
+            [*arguments, "--lock-timeout", "0.5"],
+            env=environment,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert rejected.returncode == 1
+        assert "another apply holds the lock of customer.sqlite" in rejected.stderr
+        assert "waited 0.5 s" in rejected.stderr
+
+        waiting = subprocess.Popen(
+            [*arguments, "--lock-timeout", "600"],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        first.send_signal(signal.SIGCONT)
+        first_out, first_err = first.communicate()
+        waiting_out, waiting_err = waiting.communicate()
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, first_err
+    assert "applied 2026.12.0 (from none)" in first_out
+    assert waiting.returncode == 0, waiting_err
+    assert "2026.12.0 is already installed; nothing to do" in waiting_out
+    assert installed_version(url_of(sample)) == "2026.12.0"
+
+
 def test_missing_sqlite_leaves_no_lock(bundles: Bundles, tmp_path: Path) -> None:
     missing = tmp_path / "missing.sqlite"
     with pytest.raises(ApplyError) as error:
