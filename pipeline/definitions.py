@@ -407,6 +407,12 @@ def _check_unlisted_payload(folder: Path, file: str, listed: set[str]) -> list[F
 # 6. report and form queries
 
 
+# A query parameter that every report and form may use without declaring it:
+# the language of the page, "kk" or "ru", so a query can select `name_kk` or
+# `name_ru` to match the captions.
+LANGUAGE_PARAMETER = "lang"
+
+
 def _check_query(document: dict[str, Any], file: str) -> list[Finding]:
     query = document.get("query")
     if not isinstance(query, str) or not query.strip():
@@ -510,7 +516,17 @@ def _check_placeholders(statement: exp.Expression, parameters: object, file: str
                     " use it in the query or remove it",
                 )
             )
-    for name in sorted(used - set(declared)):
+    if LANGUAGE_PARAMETER in declared:
+        findings.append(
+            _finding(
+                "query.reserved-parameter",
+                file,
+                f"$.parameters[{declared[LANGUAGE_PARAMETER]}].name",
+                f"parameter {LANGUAGE_PARAMETER!r} is reserved: the application binds"
+                f" :{LANGUAGE_PARAMETER} to the page's language (kk or ru); rename the parameter",
+            )
+        )
+    for name in sorted(used - set(declared) - {LANGUAGE_PARAMETER}):
         findings.append(
             _finding(
                 "query.undeclared-parameter",

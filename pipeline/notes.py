@@ -44,7 +44,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "minor": "шамалы",
         "component": "Құрамдас бөлік",
         "tickets": "Өтінімдер",
-        "basis": "Негіздеме: {order}, {date}",
+        "basis": "Негіздеме: №{order} бұйрық, {date}, {issuer}",
         "effective": "Күшіне енетін күні: {date}",
         "version": "нұсқасы {version}",
         "schema": "Дерекқор құрылымының нұсқасы: {before} → {after}.",
@@ -73,7 +73,7 @@ _WORDS: dict[str, dict[str, str]] = {
         "minor": "незначительная",
         "component": "Компонент",
         "tickets": "Заявки",
-        "basis": "Основание: {order}, {date}",
+        "basis": "Основание: приказ № {order} от {date}, {issuer}",
         "effective": "Дата вступления в силу: {date}",
         "version": "версия {version}",
         "schema": "Версия структуры базы данных: {before} → {after}.",
@@ -186,9 +186,11 @@ def _entry_content(section: str, entry: NoteEntry, language: str) -> tuple[str, 
     elif section in ("report", "form") and definition:
         basis = definition.get("legal_basis") or {}
         if basis.get("order") or basis.get("date"):
-            details.append(
-                words["basis"].format(order=basis.get("order", ""), date=basis.get("date", ""))
+            issuer = _text(basis, "issuer", language)
+            text = words["basis"].format(
+                order=basis.get("order", ""), date=basis.get("date", ""), issuer=issuer
             )
+            details.append(text.removesuffix(", "))
         if definition.get("effective_date"):
             details.append(words["effective"].format(date=definition["effective_date"]))
     elif section == "treasury" and definition:

@@ -3,8 +3,10 @@
 `render_preview` runs a definition's query on a sample database with the
 definition's preview parameters and writes one self-contained HTML page per
 language: the title, the legal basis, the parameter values and the result
-table with the language's column captions. Amounts of a `money` column are
-stored in tiyn and shown in tenge with two decimals.
+table with the language's column captions. The query runs once per language
+with `:lang` bound to "kk" or "ru", so it can select `name_kk` or `name_ru`.
+Amounts of a `money` column are stored in tiyn and shown in tenge with two
+decimals.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from pipeline.collect import collect
 from pipeline.config import load_config
 from pipeline.content import Kind, definition_path, list_items
 from pipeline.database import Database, display_name, open_database
-from pipeline.definitions import load_definition
+from pipeline.definitions import LANGUAGE_PARAMETER, load_definition
 from pipeline.errors import ConfigError, ValidationError
 from pipeline.fsutil import atomic_write_text
 from pipeline.migrations import replace_parameters
@@ -75,17 +77,22 @@ def render_preview(
     # A plain string such as "report" compares equal to its Kind, so normalise it.
     kind = Kind(kind)
     definition = load_definition(root, kind, code)
-    parameters = preview_parameters(definition)
+    results = {}
     with open_database(database_url, root) as db:
-        names, rows = _run_query(db, definition, parameters, f"{kind}/{code}")
+        for language in LANGUAGES:
+            parameters = preview_parameters(definition, language)
+            names, rows = _run_query(db, definition, parameters, f"{kind}/{code}")
+            results[language] = (parameters, names, rows)
         database = display_name(database_url)
     pages: dict[str, Path] = {}
-    for language in LANGUAGES:
+    for language, (parameters, names, rows) in results.items():
         page = render_page(definition, language, parameters, names, rows, database)
         path = out_dir / f"{kind.value}-{code}.{language}.html"
         atomic_write_text(path, page)
         pages[language] = path
-    logger.info("previewed %s %s on %s: %d row(s)", kind, code, database, len(rows))
+        logger.info(
+            "previewed %s %s in %s on %s: %d row(s)", kind, code, language, database, len(rows)
+        )
     return pages
 
 
@@ -141,13 +148,14 @@ def _configured_sample(root: Path) -> str:
     return sample.url
 
 
-def preview_parameters(definition: dict[str, Any]) -> dict[str, Any]:
+def preview_parameters(definition: dict[str, Any], language: str = "ru") -> dict[str, Any]:
     """Return the parameter values of a preview: the definition's own, else one per type.
 
     A date parameter without a value takes the definition's effective date.
+    The reserved `lang` parameter is `language`.
     """
     given = definition.get("preview", {}).get("parameters", {})
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {LANGUAGE_PARAMETER: language}
     for parameter in definition.get("parameters", []):
         name = parameter["name"]
         if name in given:
@@ -189,8 +197,6 @@ def render_page(
     database: str,
 ) -> str:
     """Return the HTML page of one language."""
-    # NOTE: captions and titles follow `language`, but data values are what the
-    # query selects, so a query of `name_ru` shows Russian names on the kk page.
     words = _WORDS[language]
     title = definition["title"][language]
     basis = definition["legal_basis"]
@@ -212,7 +218,7 @@ def render_page(
         "</head>",
         "<body>",
         f"<h1>{_e(title)}</h1>",
-        f'<p class="basis">{_e(words["basis"])}: {_e(issuer)}, {_e(order)}</p>',
+        f'<p class="basis">{_e(words["basis"])}: {_e(order)}, {_e(issuer)}</p>',
         f'<p class="effective">{_e(words["effective"])}: {_e(effective)}</p>',
         f"<h2>{_e(words['parameters'])}</h2>",
         '<table class="parameters">',

@@ -22,7 +22,14 @@ FIX = {
 }
 REPORT = {
     "title": {"kk": "ТМК бойынша есеп", "ru": "Отчёт по КНП"},
-    "legal_basis": {"order": 540, "date": "2014-12-04"},
+    "legal_basis": {
+        "order": 540,
+        "date": "2014-12-04",
+        "issuer": {
+            "kk": "Қазақстан Республикасының Қаржы министрі",
+            "ru": "Министр финансов Республики Казахстан",
+        },
+    },
     "effective_date": "2026-12-01",
 }
 TREASURY = {
@@ -103,7 +110,10 @@ def test_html_entries_carry_details() -> None:
     assert "<li>Важность: существенная</li>" in page
     assert "<li>строк: 42</li>" in page
     assert "<li>добавлено: 2, изменено: 1, удалено: 0</li>" in page
-    assert "<li>Основание: 540, 2014-12-04</li>" in page
+    assert (
+        "<li>Основание: приказ № 540 от 2014-12-04, Министр финансов Республики Казахстан</li>"
+        in page
+    )
     assert "<li>версия 1.01</li>" in page
     assert "Версия структуры базы данных: 0001 → 0002." in page
 
@@ -162,3 +172,14 @@ def test_markdown_escapes_definition_text() -> None:
     assert "<img" not in kk.replace("\\<img", "")
     assert "\\[ссылка\\](javascript:alert(1)) \\*жирный\\* a\\_b" in ru
     assert "[ссылка](" not in ru.replace("\\[ссылка\\](", "")
+
+
+def test_markdown_legal_basis_in_both_languages() -> None:
+    kk = render_notes(notes_input(), "kk")
+    ru = render_notes(notes_input(), "ru")
+    assert (
+        "  - Негіздеме: №540 бұйрық, 2014-12-04, Қазақстан Республикасының Қаржы министрі\n" in kk
+    )
+    assert (
+        "  - Основание: приказ № 540 от 2014-12-04, Министр финансов Республики Казахстан\n" in ru
+    )

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
+import zlib
 from decimal import Decimal
 from pathlib import Path
 
@@ -43,20 +45,79 @@ def test_report_preview_in_both_languages(sample_url: str, tmp_path: Path) -> No
     assert '<html lang="ru">' in ru
     assert '<th data-column="knp_code">ТМК коды</th>' in kk
     assert '<th data-column="knp_code">Код КНП</th>' in ru
-    assert "№540 бұйрық, 04.12.2014" in kk
-    assert "приказ № 540 от 04.12.2014" in ru
+    assert "№540 бұйрық, 04.12.2014, Қазақстан Республикасының Қаржы министрі" in kk
+    assert "приказ № 540 от 04.12.2014, Министр финансов Республики Казахстан" in ru
     assert kk.count("<tr><td>") == ru.count("<tr><td>")
     assert kk.count("<tr><td>") > 0
 
 
+def png_pixels(path: Path) -> set[bytes]:
+    """Decode an 8-bit RGB or RGBA PNG and return its distinct pixel values."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    offset, header, compressed = 8, b"", b""
+    while offset < len(data):
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        kind = data[offset + 4 : offset + 8]
+        body = data[offset + 8 : offset + 8 + length]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            compressed += body
+        offset += 12 + length
+    width, height, depth, color = struct.unpack(">IIBB", header[:10])
+    assert depth == 8, f"{path}: bit depth {depth}"
+    assert color in (2, 6), f"{path}: color type {color}"
+    size = 3 if color == 2 else 4
+    raw = zlib.decompress(compressed)
+    stride = width * size
+    previous = bytearray(stride)
+    pixels: set[bytes] = set()
+    for row in range(height):
+        start = row * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for i in range(stride):
+            left = line[i - size] if i >= size else 0
+            up = previous[i]
+            corner = previous[i - size] if i >= size else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                estimate = left + up - corner
+                distances = (abs(estimate - left), abs(estimate - up), abs(estimate - corner))
+                nearest = (left, up, corner)[distances.index(min(distances))]
+                line[i] = (line[i] + nearest) & 0xFF
+        pixels.update(bytes(line[i : i + size]) for i in range(0, stride, size))
+        previous = line
+    return pixels
+
+
 def test_report_preview_in_browser(sample_url: str, tmp_path: Path) -> None:
     pages = render_preview(REPO_ROOT, Kind.REPORT, REPORT, sample_url, tmp_path)
-    dom = dump_dom(pages["kk"])
-    assert "Төлем мақсатының кодтары (ТМК) бойынша төлемдер туралы ай сайынғы есеп" in dom
-    assert "Сомасы, теңге" in dom
-    assert "Жолдар:" in dom
-    png = screenshot(pages["ru"], tmp_path / "ru.png")
-    assert png.stat().st_size > 0
+    kk = dump_dom(pages["kk"])
+    assert "Төлем мақсатының кодтары (ТМК) бойынша төлемдер туралы ай сайынғы есеп" in kk
+    assert "Сомасы, теңге" in kk
+    assert "Жолдар:" in kk
+    assert "<td>Жалақы</td>" in kk
+    assert "Заработная плата" not in kk
+    ru = dump_dom(pages["ru"])
+    assert "Ежемесячный отчёт о платежах" in ru
+    assert "<td>Заработная плата</td>" in ru
+    for language in ("kk", "ru"):
+        png = screenshot(pages[language], tmp_path / f"{language}.png")
+        assert len(png_pixels(png)) > 1, f"the {language} screenshot is blank"
+
+
+def test_preview_data_follows_language(sample_url: str, tmp_path: Path) -> None:
+    pages = render_preview(REPO_ROOT, Kind.FORM, FORM, sample_url, tmp_path)
+    kk = pages["kk"].read_text(encoding="utf-8")
+    ru = pages["ru"].read_text(encoding="utf-8")
+    assert "<td>«Шардара ауданы әкімінің аппараты» ММ</td>" in kk
+    assert "<td>ГУ «Аппарат акима Шардаринского района»</td>" in ru
 
 
 def test_form_preview_shows_document(sample_url: str, tmp_path: Path) -> None:
@@ -96,7 +157,8 @@ def test_preview_parameters_defaults() -> None:
         ],
         "preview": {"parameters": {"organization_id": 7}},
     }
-    assert preview_parameters(definition) == {
+    assert preview_parameters(definition, "kk") == {
+        "lang": "kk",
         "organization_id": 7,
         "date_from": "2026-12-01",
         "flag": False,
