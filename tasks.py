@@ -633,7 +633,11 @@ def sign(
         " (default: manifest.json.minisig beside the bundle)",
         "encrypted": f"the bundle is encrypted; the password comes from {BUNDLE_PASSWORD_ENV}"
         " or is asked for on a terminal",
-        "json": JSON_HELP,
+        "allow_unsigned_manifest": "pass without a manifest signature beside the bundle"
+        " (the archive signature still covers the manifest inside)",
+        "accept_rotation": "when the bundle carries the next trusted keys, signed by a trusted"
+        " key, write them to the --trusted-keys file",
+        "json": JSON_HELP + ", also when verification fails",
     },
 )
 @guarded(positional=("bundle",))
@@ -644,6 +648,8 @@ def verify(
     trusted_keys: str | None = None,
     manifest_signature: str | None = None,
     encrypted: bool = False,
+    allow_unsigned_manifest: bool = False,
+    accept_rotation: bool = False,
     json: str | None = None,
 ) -> None:
     """Verify a bundle: signatures, manifest, archive safety and every file hash."""
@@ -660,12 +666,24 @@ def verify(
             "verify needs --trusted-keys FILE or --public-key FILE (the release's minisign.pub)"
         )
     signature = Path(manifest_signature) if manifest_signature else None
-    result = verify_bundle(
-        Path(bundle),
-        keys_,
-        manifest_signature=signature,
-        password=_bundle_password(new=False) if encrypted else None,
-    )
+    if signature is None and not allow_unsigned_manifest:
+        beside = Path(bundle).parent / "manifest.json.minisig"
+        if not beside.is_file():
+            raise SignatureError(
+                f"no manifest signature: expected {beside} or --manifest-signature FILE;"
+                " pass --allow-unsigned-manifest to rely on the archive signature alone"
+            )
+    password = _bundle_password(new=False) if encrypted else None
+    try:
+        result = verify_bundle(
+            Path(bundle), keys_, manifest_signature=signature, password=password
+        )
+    except PipelineError as exc:
+        if json:
+            write_json_report(Path(json), {"bundle": bundle, "verified": False, "error": str(exc)})
+        raise
+    if accept_rotation:
+        _accept_rotation(Path(bundle), keys_, trusted_keys, password)
     print(
         f"{bundle}: verified version {result.version}, {result.files} files, key {result.key_id}"
     )
@@ -692,6 +710,25 @@ def verify(
                 else None,
             },
         )
+
+
+def _accept_rotation(
+    bundle: Path, keys_: list[Any], trusted_keys: str | None, password: str | None
+) -> None:
+    """Write the next trusted keys a verified bundle carries over the --trusted-keys file."""
+    from pipeline.rotation import accept_rotation
+    from pipeline.trust import write_trusted_keys
+
+    if trusted_keys is None:
+        raise ConfigError("--accept-rotation needs --trusted-keys FILE to write the new keys to")
+    current = [key for key in keys_ if hasattr(key, "public")]
+    accepted = accept_rotation(bundle, current, password=password)
+    if [key.public.key_id_hex for key in accepted] == [key.public.key_id_hex for key in current]:
+        print("  trusted keys: the bundle carries no new keys")
+        return
+    write_trusted_keys(Path(trusted_keys), accepted)
+    ids = ", ".join(key.public.key_id_hex for key in accepted)
+    print(f"  trusted keys: wrote the bundle's next trusted keys to {trusted_keys}: {ids}")
 
 
 @task(
@@ -763,15 +800,27 @@ PORTAL_TRUSTED_KEYS_HELP = (
 )
 
 
+MEDIA_VALID_HELP = "days the copied feed must stay valid at least, or the media is refused"
+LOCK_WAIT_HELP = "seconds to wait for another publish of the same portal (default: 120)"
+
+
 @task(
     positional=["bundle"],
     help={
-        "bundle": "bundle archive (.7z) from `inv release`; its signatures lie beside it",
+        "bundle": (
+            "bundle archive (.7z) from `inv release`, its signatures beside it; with"
+            " --offline-media, the new folder to write the media to"
+        ),
         "portal": "portal folder to add the bundle to (created when missing)",
         "key": f"secret key file that signs the feed (default: ${SIGNING_KEY_ENV})",
         "trusted_keys": PORTAL_TRUSTED_KEYS_HELP,
         "channel": "release channel: stable or testing (default: stable)",
         "expiry_days": "days until the feed expires (default: 45)",
+        "force": "allow moving a stable release back to testing",
+        "offline_media": "write offline media to the folder given, as publish.offline-media",
+        "from_": "with --offline-media: installed version the media updates from",
+        "min_valid_days": "with --offline-media: " + MEDIA_VALID_HELP + " (default: 30)",
+        "lock_timeout": LOCK_WAIT_HELP,
         "json": JSON_HELP,
     },
 )
@@ -784,22 +833,34 @@ def publish_bundle(
     trusted_keys: str | None = None,
     channel: str = "stable",
     expiry_days: int = 45,
+    force: bool = False,
+    offline_media: bool = False,
+    from_: str | None = None,
+    min_valid_days: int = 30,
+    lock_timeout: int = 120,
     json: str | None = None,
 ) -> None:
-    """Verify a bundle and add it to the update portal with a re-signed feed."""
-    from pipeline.portal import publish
+    """Verify a bundle and add it to the update portal, or write offline media."""
+    from pipeline.portal import check_portal_folder, publish
     from pipeline.portal_feed import load_trust
 
+    if offline_media:
+        # `inv publish --offline-media DIR`: invoke has no optional positional
+        # argument, so the flag is a switch and DIR fills the BUNDLE position.
+        _write_media(bundle, from_, portal, trusted_keys, channel, min_valid_days)
+        return
     if not portal or not trusted_keys:
         raise ConfigError("publish needs --portal DIR and --trusted-keys FILE")
     trusted = load_trust(Path(trusted_keys))
     result = publish(
         Path(bundle),
-        Path(portal),
+        check_portal_folder(portal),
         _load_signing_key(key),
         trusted,
         channel=channel,
         expiry_days=int(expiry_days),
+        force=force,
+        lock_timeout=float(lock_timeout),
     )
     if result.changed:
         print(
@@ -828,6 +889,7 @@ def publish_bundle(
         "portal": "portal folder that holds the releases",
         "trusted_keys": PORTAL_TRUSTED_KEYS_HELP + "; copied onto the media",
         "channel": "release channel: stable or testing (default: stable)",
+        "min_valid_days": MEDIA_VALID_HELP + " (default: 30)",
     },
 )
 @guarded(positional=("media",))
@@ -838,20 +900,43 @@ def publish_offline_media(
     portal: str | None = None,
     trusted_keys: str | None = None,
     channel: str = "stable",
+    min_valid_days: int = 30,
 ) -> None:
     """Write a folder that updates a database from a version without network."""
-    from pipeline.portal import write_offline_media
+    _write_media(media, from_, portal, trusted_keys, channel, min_valid_days)
+
+
+def _write_media(
+    media: str,
+    from_: str | None,
+    portal: str | None,
+    trusted_keys: str | None,
+    channel: str,
+    min_valid_days: int,
+) -> None:
+    from pipeline.portal import check_portal_folder, read_portal_feed, write_offline_media
     from pipeline.portal_feed import load_trust
 
     if not portal or not trusted_keys:
-        raise ConfigError("publish.offline-media needs --portal DIR and --trusted-keys FILE")
+        raise ConfigError("offline media need --portal DIR and --trusted-keys FILE")
     if from_ is not None:
         Version.parse(from_)
+    folder = check_portal_folder(portal)
     keys_file = Path(trusted_keys)
+    trusted = load_trust(keys_file)
     chain = write_offline_media(
-        Path(portal), Path(media), from_, keys_file, load_trust(keys_file), channel=channel
+        folder,
+        Path(media),
+        from_,
+        keys_file,
+        trusted,
+        channel=channel,
+        min_valid_days=int(min_valid_days),
     )
-    print(f"wrote {media}: {len(chain)} releases, {', '.join(r.version for r in chain)}")
+    feed = read_portal_feed(Path(media), trusted)
+    expires = f"; the feed expires {feed.expires}" if feed else ""
+    versions = ", ".join(r.version for r in chain)
+    print(f"wrote {media}: {_count(len(chain), 'release')}, {versions}{expires}")
 
 
 @task(
@@ -860,6 +945,11 @@ def publish_offline_media(
         "key": f"secret key file that signs the feed (default: ${SIGNING_KEY_ENV})",
         "trusted_keys": PORTAL_TRUSTED_KEYS_HELP,
         "expiry_days": "days until the feed expires (default: 45)",
+        "force_resign": (
+            "re-sign a feed whose signature no longer verifies (an untrusted key signed it),"
+            " after verifying every bundle it lists"
+        ),
+        "lock_timeout": LOCK_WAIT_HELP,
     },
 )
 @guarded()
@@ -869,18 +959,22 @@ def publish_refresh(
     key: str | None = None,
     trusted_keys: str | None = None,
     expiry_days: int = 45,
+    force_resign: bool = False,
+    lock_timeout: int = 120,
 ) -> None:
     """Re-sign the portal's feed with a higher feed version and a new expiry."""
-    from pipeline.portal import refresh_feed
+    from pipeline.portal import check_portal_folder, refresh_feed
     from pipeline.portal_feed import load_trust
 
     if not portal or not trusted_keys:
         raise ConfigError("publish.refresh needs --portal DIR and --trusted-keys FILE")
     feed = refresh_feed(
-        Path(portal),
+        check_portal_folder(portal),
         _load_signing_key(key),
         load_trust(Path(trusted_keys)),
         expiry_days=int(expiry_days),
+        force_resign=force_resign,
+        lock_timeout=float(lock_timeout),
     )
     print(
         f"re-signed {portal}/feed.json: feed version {feed.feed_version}, expires {feed.expires}"
@@ -936,6 +1030,7 @@ def _trusted_keys(path: str | None) -> list[Any]:
         "keep_backups": "number of this database's backups to keep in the folder (default: 5)",
         "backup_dir": BACKUP_DIR_HELP,
         "repo": "folder that relative sqlite:/// paths start from (default: .)",
+        "create": "create a missing SQLite database file for a fresh install",
         "json": JSON_HELP,
     },
 )
@@ -952,6 +1047,7 @@ def apply(
     backup_dir: str | None = None,
     keep_backups: int = 5,
     repo: str = ".",
+    create: bool = False,
     json: str | None = None,
 ) -> None:
     """Verify a bundle, back up the database and apply the bundle in one transaction."""
@@ -970,6 +1066,7 @@ def apply(
         lock_timeout=_seconds(lock_timeout, "--lock-timeout"),
         backup_dir=Path(backup_dir) if backup_dir else None,
         keep_backups=keep_backups,
+        create=create,
     )
     if result.status == "already-applied":
         print(f"{result.bundle_version} is already installed; nothing to do")
@@ -1373,11 +1470,15 @@ treasury.add_task(treasury_record, "record")
         "trusted_keys": PORTAL_TRUSTED_KEYS_HELP,
         "channel": "release channel: stable or testing (default: stable)",
         "check": "print the releases that would be applied and change nothing",
-        "work_dir": "folder for the client state and downloads (default: .parus-update)",
+        "state_file": (
+            "file that records the last accepted feed version (default: DB.parus-update.json"
+            " beside a SQLite file; per user for PostgreSQL)"
+        ),
+        "work_dir": "folder for the downloads (default: the state file's path without .json)",
         "root": "folder that relative sqlite:/// paths start from (default: .)",
         "install_dir": "installation folder that receives the fix payload files (default: none)",
         "timeout": "seconds to wait for each network request (default: 30)",
-        "retries": "retries of a failed request before the update stops (default: 5)",
+        "retries": "retries of a failed request before the update stops, 0 or more (default: 5)",
         "json": JSON_HELP,
     }
 )
@@ -1389,10 +1490,11 @@ def update(
     trusted_keys: str | None = None,
     channel: str = "stable",
     check: bool = False,
-    work_dir: str = ".parus-update",
+    state_file: str | None = None,
+    work_dir: str | None = None,
     root: str = ".",
     install_dir: str | None = None,
-    timeout: float = 30.0,
+    timeout: int = 30,
     retries: int = 5,
     json: str | None = None,
 ) -> None:
@@ -1410,7 +1512,8 @@ def update(
         load_trust(Path(trusted_keys)),
         channel=channel,
         check_only=check,
-        work_dir=Path(work_dir),
+        state_file=Path(state_file) if state_file else None,
+        work_dir=Path(work_dir) if work_dir else None,
         root=Path(root),
         install_dir=Path(install_dir) if install_dir else None,
         timeout=float(timeout),
@@ -1422,16 +1525,19 @@ def update(
         f" installed {plan.installed or 'nothing'}, channel {plan.channel}"
     )
     versions = ", ".join(release.version for release in plan.chain)
+    if result.created_database and plan.chain:
+        verb = "would create" if check else "created"
+        print(f"{verb} the empty SQLite database {result.created_database} for a fresh install")
     if not plan.chain:
         print("up to date: no newer release on this channel")
     elif check:
-        print(f"would apply {len(plan.chain)} releases: {versions}")
+        print(f"would apply {_count(len(plan.chain), 'release')}: {versions}")
         for release in plan.chain:
             print(
                 f"  {release.version} ({release.channel}, {release.size} bytes, {release.sha256})"
             )
     else:
-        print(f"applied {len(result.applied)} releases: {', '.join(result.applied)}")
+        print(f"applied {_count(len(result.applied), 'release')}: {', '.join(result.applied)}")
     if json:
         write_json_report(Path(json), result.to_json())
 

@@ -435,6 +435,8 @@ def load_secret_key(path: Path, passphrase: str | None = None) -> SecretKey:
         data = path.read_bytes()
     except OSError as exc:
         raise SignatureError(f"cannot read secret key file {path}: {exc.strerror}") from exc
+    # An empty passphrase (a CI secret that is set but blank) means no passphrase.
+    passphrase = passphrase or None
     head = data.lstrip()[:64]
     if head.startswith(b"untrusted comment:"):
         try:

@@ -47,7 +47,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +149,7 @@ def verify_bundle(
             manifest_data = reader.read_file(MANIFEST_NAME, MAX_MANIFEST_BYTES)
         manifest = parse_manifest(manifest_data, f"{bundle}:{MANIFEST_NAME}")
         _check_trusted_comment(info, manifest)
+        _check_signing_time_bounds(signed_at, manifest, info, trusted, str(signature_path))
         _check_same_bytes(bundle.parent / MANIFEST_NAME, manifest_data, bundle)
 
     files: list[dict[str, Any]] = manifest["files"]
@@ -164,12 +165,21 @@ def verify_bundle(
             for entry in reader.list_entries()
             if not (entry.is_dir or entry.is_symlink or entry.is_special)
             and entry.name not in listed
+            and _plain_relative(entry.name)
         )
         if unlisted:
             count = f"{len(unlisted)} archive entries are"
             if len(unlisted) == 1:
                 count = "1 archive entry is"
             raise VerificationError(f"{count} not in the manifest: {', '.join(unlisted[:5])}")
+        sizes = {entry["path"]: entry["size"] for entry in files}
+        for entry in reader.list_entries():
+            expected = sizes.get(entry.name)
+            if expected is not None and not entry.is_dir and entry.size != expected:
+                raise VerificationError(
+                    f"{entry.name}: {entry.size} bytes in the archive, but the manifest lists"
+                    f" {expected}"
+                )
         max_total = sum(entry["size"] for entry in files) + len(manifest_data)
         reader.check_entries(max_total=max_total, max_ratio=max_ratio)
 
@@ -284,6 +294,50 @@ def check_signing_time(
     except SignatureError as exc:
         raise SignatureError(f"{name}: {exc}") from None
     return moment
+
+
+# How far a signing time may lie ahead of this machine's clock: clocks drift.
+CLOCK_SKEW = timedelta(days=1)
+
+
+def _check_signing_time_bounds(
+    signed_at: datetime | None,
+    manifest: dict[str, Any],
+    info: SignatureInfo,
+    trusted: Sequence[TrustedKey],
+    name: str,
+    now: datetime | None = None,
+) -> None:
+    """Reject a signing time in the future, and check the key at the release commit's time.
+
+    The signer writes the time, so a signer holding a revoked or expired key
+    could backdate it. No release is signed before its own commit, so the key
+    must also be usable at the commit's time when that is later.
+
+    NOTE: a signer who also writes a false commit time into the manifest
+    still passes; revoke a leaked key with `revoked: true`, which holds at
+    any time.
+    """
+    if signed_at is None:
+        return
+    current = now or datetime.now(UTC)
+    if signed_at > current + CLOCK_SKEW:
+        raise SignatureError(
+            f"{name}: signed at {signed_at:%Y-%m-%dT%H:%M:%SZ}, which is in the future"
+            f" (now {current:%Y-%m-%dT%H:%M:%SZ}); the signature's time cannot be trusted"
+        )
+    committed = datetime.strptime(manifest["source"]["commit_time"], "%Y-%m-%dT%H:%M:%SZ")
+    committed = committed.replace(tzinfo=UTC)
+    if signed_at >= committed:
+        return
+    key = find_trusted_key(trusted, info.key_id_hex)
+    try:
+        check_key_usable(key, committed)
+    except SignatureError as exc:
+        raise SignatureError(
+            f"{name}: signed at {signed_at:%Y-%m-%dT%H:%M:%SZ}, before the release commit's"
+            f" time {committed:%Y-%m-%dT%H:%M:%SZ}, and at the commit's time {exc}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -489,3 +543,8 @@ def _check_attachments(
         name,
     )
     check_signing_time(keys_info, trusted, f"{bundle}:{rotation['signature']}")
+
+
+def _plain_relative(name: str) -> bool:
+    """Return whether an entry name is a plain relative path; check_entries names the others."""
+    return not name.startswith("/") and ".." not in name.split("/") and ":" not in name

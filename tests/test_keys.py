@@ -421,3 +421,19 @@ def test_public_key_file_errors(tmp_path: Path) -> None:
             load_public_key(path)
         assert expected in str(caught.value), name
         assert name in str(caught.value), name
+
+
+def test_empty_passphrase_is_no_passphrase(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    path = tmp_path / "encrypted.pem"
+    path.write_bytes(
+        Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"right"),
+        )
+    )
+    with pytest.raises(SignatureError, match="passphrase"):
+        load_secret_key(path, "")

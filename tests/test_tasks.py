@@ -263,11 +263,22 @@ def test_verify_says_when_manifest_signature_is_missing(
     )
     (out / "manifest.json.minisig").unlink()
     report = tmp_path / "v.json"
+    refused = run(
+        "verify",
+        str(bundle_path(out, "2026.12.0")),
+        "--public-key",
+        str(out / "minisign.pub"),
+        cwd=tmp_path,
+    )
+    assert refused.returncode == 1
+    assert "no manifest signature" in refused.stderr
+    assert "--allow-unsigned-manifest" in refused.stderr
     done = run(
         "verify",
         str(bundle_path(out, "2026.12.0")),
         "--public-key",
         str(out / "minisign.pub"),
+        "--allow-unsigned-manifest",
         "--json",
         str(report),
         cwd=tmp_path,
@@ -275,3 +286,112 @@ def test_verify_says_when_manifest_signature_is_missing(
     assert done.returncode == 0, done.stderr
     assert "manifest signature: not checked" in done.stdout
     assert json.loads(report.read_text(encoding="utf-8"))["manifest_signature"] is None
+
+
+def _resign(out: Path, secret: Path, when: str) -> None:
+    comment = f"product=parus-kaz-budget version=2026.12.0 time={when}"
+    for name in ("parus-kaz-budget-2026.12.0.7z", "manifest.json", "provenance.json"):
+        done = run("sign", str(out / name), "--key", str(secret), "--comment", comment, cwd=out)
+        assert done.returncode == 0, done.stderr
+
+
+def test_verify_rejects_future_signing_time(
+    content: Path, key_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "dist"
+    release(
+        content, out, signing.load_secret_key(key_files[0]), version=Version.parse("2026.12.0")
+    )
+    _resign(out, key_files[0], "2099-01-01T00:00:00Z")
+    report = tmp_path / "v.json"
+    done = run(
+        "verify",
+        str(bundle_path(out, "2026.12.0")),
+        "--public-key",
+        str(key_files[1]),
+        "--json",
+        str(report),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "which is in the future" in done.stderr
+    written = json.loads(report.read_text(encoding="utf-8"))
+    assert written["verified"] is False
+    assert "which is in the future" in written["error"]
+
+
+def test_verify_rejects_backdated_expired_key(
+    content: Path, key_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from pipeline.trust import TrustedKey, write_trusted_keys
+
+    out = tmp_path / "dist"
+    release(
+        content, out, signing.load_secret_key(key_files[0]), version=Version.parse("2026.12.0")
+    )
+    # The key expired in 2020; the signer claims to have signed in 2019.
+    _resign(out, key_files[0], "2019-06-01T00:00:00Z")
+    trusted_file = tmp_path / "trusted-keys.json"
+    expired = TrustedKey(
+        public=signing.load_public_key(key_files[1]),
+        valid_from=datetime(2018, 1, 1, tzinfo=UTC),
+        valid_until=datetime(2020, 1, 1, tzinfo=UTC),
+        revoked=False,
+        comment="retired release key",
+    )
+    write_trusted_keys(trusted_file, [expired])
+    done = run(
+        "verify",
+        str(bundle_path(out, "2026.12.0")),
+        "--trusted-keys",
+        str(trusted_file),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "before the release commit's time" in done.stderr
+    assert expired.public.key_id_hex in done.stderr
+
+
+def test_verify_accepts_rotation_into_trusted_keys(
+    content: Path, key_files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime
+
+    from pipeline.rotation import rotate_trusted_keys
+    from pipeline.trust import load_trusted_keys, trusted_keys_from_public_key, write_trusted_keys
+
+    secret = signing.load_secret_key(key_files[0])
+    trusted_file = tmp_path / "trusted-keys.json"
+    write_trusted_keys(trusted_file, trusted_keys_from_public_key(key_files[1]))
+    signing.generate_keypair(tmp_path / "next.key", tmp_path / "next.pub")
+    rotate_trusted_keys(
+        trusted_file,
+        signing.load_public_key(tmp_path / "next.pub"),
+        tmp_path / "next.json",
+        valid_from=datetime(2020, 1, 2, tzinfo=UTC),
+        retire_at=datetime(2099, 1, 1, tzinfo=UTC),
+        comment="next release key",
+    )
+    out = tmp_path / "dist"
+    release(
+        content,
+        out,
+        secret,
+        version=Version.parse("2026.12.0"),
+        next_trusted_keys=tmp_path / "next.json",
+    )
+    done = run(
+        "verify",
+        str(bundle_path(out, "2026.12.0")),
+        "--trusted-keys",
+        str(trusted_file),
+        "--accept-rotation",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wrote the bundle's next trusted keys" in done.stdout
+    ids = [key.public.key_id_hex for key in load_trusted_keys(trusted_file)]
+    assert signing.load_public_key(tmp_path / "next.pub").key_id_hex in ids
+    assert secret.public.key_id_hex in ids
