@@ -333,7 +333,7 @@ def test_demo_content_has_every_kind() -> None:
     assert len(list_items(REPO_ROOT, Kind.FIX)) == 3
     assert len(list_items(REPO_ROOT, Kind.REPORT)) == 1
     assert len(list_items(REPO_ROOT, Kind.FORM)) == 1
-    assert len(list_items(REPO_ROOT, Kind.TREASURY)) == 6
+    assert len(list_items(REPO_ROOT, Kind.TREASURY)) == 8
 
 
 @pytest.mark.parametrize(("kind", "item"), demo_items(), ids=lambda v: str(v))

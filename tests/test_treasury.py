@@ -79,6 +79,8 @@ def test_demo_formats_pass_validation() -> None:
     assert ids == [
         "1c-kk-statement-import",
         "1c-ru-statement-import",
+        "certificate-export",
+        "financing-plan-export",
         "mt940-bank-statement-import",
         "mt940-statement-import",
         "mt942-bank-interim-import",
@@ -86,6 +88,36 @@ def test_demo_formats_pass_validation() -> None:
     ]
     for format_id in ids:
         assert check_definition(REPO_ROOT, Kind.TREASURY, format_id) == [], format_id
+
+
+def test_demo_formats_cover_documents_and_syntaxes() -> None:
+    formats = [load_format(REPO_ROOT, i) for i in list_items(REPO_ROOT, Kind.TREASURY)]
+    documents = {f.document for f in formats}
+    assert documents == {"statement", "payment_order", "financing_plan", "certificate"}
+    syntaxes = {f.syntax for f in formats}
+    assert syntaxes == {"mt940", "mt942", "1c_exchange", "fixed_width", "delimited"}
+    exports = {(f.document, f.syntax, f.encoding) for f in formats if f.direction == "export"}
+    assert ("financing_plan", "fixed_width", "kz1048") in exports
+    assert ("certificate", "delimited", "utf-8") in exports
+
+
+def test_financing_plan_fixed_width_line() -> None:
+    fmt = load_format(REPO_ROOT, "financing-plan-export")
+    sample = FORMATS / fmt.id / "samples" / "financing-plan-2027.txt"
+    first = sample.read_bytes().decode("kz1048").split("\r\n")[0]
+    assert len(first) == 105
+    assert first[47:65] == "000000018450000.00"
+    records = parse_file(fmt, sample)
+    assert records[0]["period_start"] == "2027-01-01"
+    assert records[0]["amount"] == 1_845_000_000
+
+
+def test_certificate_negative_balance_round_trip() -> None:
+    fmt = load_format(REPO_ROOT, "certificate-export")
+    sample = FORMATS / fmt.id / "samples" / "certificates-2026-12-04.txt"
+    records = parse_file(fmt, sample)
+    assert records[1]["closing_balance"] == -1_250_000
+    assert render_records(fmt, records, "records.json") == sample.read_bytes()
 
 
 def test_mt940_sample_records() -> None:
@@ -758,20 +790,52 @@ def test_parse_task_writes_records(tmp_path: Path) -> None:
     assert records[0]["payee_name"] == "Сәрсенбаев Қайрат Өмірұлы"
 
 
-def test_render_task_reports_cp1251_error(tmp_path: Path) -> None:
+def test_render_task_rejects_import_format(tmp_path: Path) -> None:
     records = tmp_path / "records.json"
     records.write_text('[{"doc_number": "1", "purpose": "Қазына"}]', encoding="utf-8")
+    out = tmp_path / "out.txt"
     result = run_inv(
-        "treasury.render",
-        "--format",
-        "1c-ru-statement-import",
-        str(records),
-        "--out",
-        str(tmp_path / "out.txt"),
+        "treasury.render", "--format", "1c-ru-statement-import", str(records), "--out", str(out)
     )
     assert result.returncode == 1
     assert "expected an export format" in result.stderr
-    assert not (tmp_path / "out.txt").exists()
+    assert not out.exists()
+
+
+def cp1251_export(tmp_path: Path) -> Path:
+    """Return a content root with a CP1251 variant of the payment-order export."""
+    root = copy_format(tmp_path, "payment-order-export")
+    folder = root / "packages/treasury/payment-order-export"
+    rewrite(folder / "format.json", lambda d: d.update(encoding="cp1251"))
+    document = json.loads((folder / "format.json").read_text(encoding="utf-8"))
+    expected = [{"doc_number": "1", "doc_date": "2026-12-04", "amount": 100, "purpose": "Оплата"}]
+    sample = document["samples"][0]
+    (folder / sample["expected"]).write_text(json.dumps(expected, ensure_ascii=False), "utf-8")
+    data = render_records(format_from_document(document), expected, "expected.json")
+    (folder / sample["file"]).write_bytes(data)
+    return root
+
+
+def test_render_task_reports_cp1251_error(tmp_path: Path) -> None:
+    root = cp1251_export(tmp_path)
+    records = tmp_path / "records.json"
+    records.write_text(
+        '[{"doc_number": "1"}, {"doc_number": "2", "purpose": "Жылу үшін"}]', encoding="utf-8"
+    )
+    out = tmp_path / "out.txt"
+    arguments = ["--format", "payment-order-export", "--repo", str(root), "--out", str(out)]
+    result = run_inv("treasury.render", *arguments, str(records))
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr
+    assert "record 2, field purpose (НАЗНАЧЕНИЕ)" in result.stderr
+    assert "character 'ү' (U+04AF)" in result.stderr
+    assert "cannot be written in CP1251" in result.stderr
+    assert not out.exists()
+
+    records.write_text('[{"doc_number": "3", "purpose": "Оплата"}]', encoding="utf-8")
+    result = run_inv("treasury.render", *arguments, str(records))
+    assert result.returncode == 0, result.stderr
+    assert "Оплата".encode("cp1251") in out.read_bytes()
 
 
 @pytest.mark.parametrize(
