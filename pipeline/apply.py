@@ -294,13 +294,16 @@ def apply_bundle(
     allow_downgrade: bool = False,
     lock_timeout: float = 30.0,
     backup_dir: Path | None = None,
+    create: bool = False,
     keep_backups: int = DEFAULT_KEEP_BACKUPS,
 ) -> ApplyResult:
     """Apply `bundle` to `database`, running the steps of the module docstring.
 
     `install_dir` receives the fix payload files; without it they are not
     installed. `backup_dir` defaults to `default_backup_dir`; after the apply
-    it keeps the newest `keep_backups` backups of this database.
+    it keeps the newest `keep_backups` backups of this database. With `create`, a
+    missing SQLite file is created empty once the bundle has verified, for a
+    fresh install.
 
     Raises:
         VerificationError: the bundle failed verification.
@@ -314,6 +317,9 @@ def apply_bundle(
     started = time.perf_counter()
     verified = verify_bundle(bundle, _public_keys(keys))
     _check_trusted_key(keys, verified.key_id, verified.trusted_comment)
+    if create and engine_of(database) == "sqlite" and not sqlite_file(database, root).exists():
+        open_database(database, root, create=True).close()
+        logger.info("created the empty SQLite database %s", sqlite_file(database, root))
     folder = backup_dir or default_backup_dir(database, root)
     with tempfile.TemporaryDirectory(prefix="parus-apply-") as work:
         extracted, manifest = _extract(bundle, Path(work))

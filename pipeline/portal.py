@@ -11,11 +11,18 @@ A portal is a folder that any static web server can serve::
     releases/<version>/notes/kk.md, notes/ru.md (and any other notes file)
     releases/<version>/provenance.json (+ .minisig), when the release wrote them
 
-`publish` verifies the bundle against the trusted keys first, then adds it.
+`publish` checks that the signing key is trusted and valid now, and verifies
+the bundle against the trusted keys, before it changes anything.
 Publishing a bundle that the feed already lists with the same SHA-256 and
 channel changes nothing. A publish writes through a transaction: when any
 step fails, every file it replaced is restored and every file it added is
 removed, so the portal stays as it was.
+
+Publish and refresh take an exclusive `fcntl.flock` on `.publish.lock` in the
+portal folder, and writing offline media takes a shared one, so two publishes
+never overwrite each other's feed. The highest feed version ever signed is
+kept outside the portal folder in `<portal>.feed-version` beside it, so a
+portal restored from a backup never reissues a version that clients accepted.
 """
 
 # The kk and ru texts are Cyrillic on purpose, next to Latin names.
@@ -23,12 +30,15 @@ removed, so the portal stays as it was.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -37,8 +47,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import archive
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, SignatureError
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
+from pipeline.keys import format_key_id
 from pipeline.manifest import MANIFEST_NAME, parse_manifest
 from pipeline.notes import PRODUCT_TITLE
 from pipeline.portal_feed import (
@@ -51,6 +62,8 @@ from pipeline.portal_feed import (
     FeedError,
     Release,
     format_time,
+    parse_feed,
+    parse_time,
     plan_chain,
     sign_feed,
     verify_feed,
@@ -58,7 +71,12 @@ from pipeline.portal_feed import (
 )
 from pipeline.portal_pages import LANGUAGES, render_language_page, render_root_page
 from pipeline.signing import SecretKey, signature_path_for
-from pipeline.trust import TrustedKey, find_trusted_key, trusted_keys_document
+from pipeline.trust import (
+    TrustedKey,
+    check_key_usable,
+    find_trusted_key,
+    trusted_keys_document,
+)
 from pipeline.verify import MANIFEST_SIGNATURE_NAME, MAX_MANIFEST_BYTES
 
 logger = logging.getLogger(__name__)
@@ -74,6 +92,11 @@ OPTIONAL_FILES = {
 # NOTE: an estimate far above the size of generated Markdown notes; it bounds
 # what a notes file may take in memory and in the feed.
 MAX_NOTES_BYTES = 4 * 1024 * 1024
+LOCK_NAME = ".publish.lock"
+# Seconds a publish waits for another publish of the same portal to finish.
+DEFAULT_LOCK_TIMEOUT = 120.0
+# Days the feed on offline media must stay valid at least, by default.
+DEFAULT_MIN_VALID_DAYS = 30
 
 
 class PublishError(PipelineError):
@@ -99,14 +122,17 @@ def publish(
     *,
     channel: str = "stable",
     expiry_days: int = DEFAULT_EXPIRY_DAYS,
+    force: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     now: datetime | None = None,
 ) -> PublishResult:
     """Verify `bundle` and add it with its signatures, manifest and notes to the portal folder.
 
     The bundle's signature is `<bundle>.minisig` and the manifest's signature
     `manifest.json.minisig` beside the bundle, as `inv release` writes them.
-    The feed is re-signed with `key` with a feed version one higher and an
-    expiry `expiry_days` days from now.
+    The feed is re-signed with `key` with a feed version one higher than any
+    issued before and an expiry `expiry_days` days from now. Moving a stable
+    release back to testing needs `force`.
 
     NOTE: an encrypted bundle (`inv release --password`) fails verification
     here, because publishing takes no password and clients would need one.
@@ -114,11 +140,15 @@ def publish(
     Raises:
         VerificationError: the bundle failed verification.
         FeedError: the portal's current feed does not verify.
-        PublishError: the version is already published with other bytes, an
-            option is invalid, or writing failed (the portal is then unchanged).
+        PublishError: `key` is not a trusted key valid now, or the version is
+            already published with other bytes. Also when the release would
+            move from stable to testing without `force`, the lock timed out
+            after `lock_timeout` seconds, an option is invalid, or writing
+            failed (the portal is then unchanged).
     """
     _check_options(channel, expiry_days)
     moment = now or datetime.now(UTC)
+    check_signing_key(key, trusted, moment)
     manifest_signature = bundle.parent / MANIFEST_SIGNATURE_NAME
     if not manifest_signature.is_file():
         raise PublishError(
@@ -128,43 +158,52 @@ def publish(
     verified = verify_trusted_bundle(bundle, trusted, manifest_signature=manifest_signature)
     manifest_data = archive.read_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES)
     manifest = parse_manifest(manifest_data, f"{bundle}:{MANIFEST_NAME}")
-    current = read_portal_feed(portal, trusted, allow_expired=True)
-    if current is not None and current.product != manifest["product"]:
-        raise PublishError(
-            f"{bundle} is a bundle of {manifest['product']}, but the portal {portal} publishes"
-            f" {current.product}"
-        )
     digest = _sha256(bundle)
-    existing = current.find(verified.version) if current else None
-    if existing is not None and existing.sha256 != digest:
-        raise PublishError(
-            f"{portal}: version {verified.version} is already published with SHA-256"
-            f" {existing.sha256}, but {bundle} has {digest}; a published version never"
-            " changes, so release a new version"
-        )
-    if current is not None and existing is not None and existing.channel == channel:
-        logger.info(
-            "%s %s is already published on %s; nothing changed", portal, verified.version, channel
-        )
-        return PublishResult(verified.version, channel, current.feed_version, False, portal)
-
-    with _transaction(portal) as transaction:
-        if existing is None:
-            staged = _stage_release(
-                transaction, bundle, manifest, manifest_data, verified.key_id, trusted, digest
+    with portal_lock(portal, lock_timeout, exclusive=True):
+        current = read_portal_feed(portal, trusted, allow_expired=True)
+        if current is not None and current.product != manifest["product"]:
+            raise PublishError(
+                f"{bundle} is a bundle of {manifest['product']}, but the portal {portal}"
+                f" publishes {current.product}"
             )
-            release = replace(staged, channel=channel, published=format_time(moment))
-        else:
-            # The same bytes moved to another channel, such as testing to stable.
-            release = replace(existing, channel=channel)
-        base = current or Feed(manifest["product"], 0, "", "")
-        feed = replace(
-            base.with_release(release),
-            feed_version=base.feed_version + 1,
-            published=format_time(moment),
-            expires=format_time(moment + timedelta(days=expiry_days)),
-        )
-        _write_feed_and_pages(transaction, feed, key, moment)
+        existing = current.find(verified.version) if current else None
+        if existing is not None and existing.sha256 != digest:
+            raise PublishError(
+                f"{portal}: version {verified.version} is already published with SHA-256"
+                f" {existing.sha256}, but {bundle} has {digest}; a published version never"
+                " changes, so release a new version"
+            )
+        if current is not None and existing is not None and existing.channel == channel:
+            logger.info(
+                "%s %s is already published on %s; nothing changed",
+                portal,
+                verified.version,
+                channel,
+            )
+            return PublishResult(verified.version, channel, current.feed_version, False, portal)
+        if existing is not None and existing.channel == "stable" and not force:
+            raise PublishError(
+                f"{portal}: {verified.version} is published on stable; moving it to"
+                f" {channel} would withdraw it from stable clients. Pass --force to do so"
+            )
+
+        with _transaction(portal) as transaction:
+            if existing is None:
+                staged = _stage_release(
+                    transaction, bundle, manifest, manifest_data, verified.key_id, trusted, digest
+                )
+                release = replace(staged, channel=channel, published=format_time(moment))
+            else:
+                # The same bytes moved to another channel, such as testing to stable.
+                release = replace(existing, channel=channel)
+            base = current or Feed(manifest["product"], 0, "", "")
+            feed = replace(
+                base.with_release(release),
+                feed_version=_next_feed_version(portal, base.feed_version),
+                published=format_time(moment),
+                expires=format_time(moment + timedelta(days=expiry_days)),
+            )
+            _write_feed_and_pages(transaction, feed, key, moment)
     logger.info(
         "published %s on %s to %s: feed version %d",
         release.version,
@@ -181,29 +220,158 @@ def refresh_feed(
     trusted: Sequence[TrustedKey],
     *,
     expiry_days: int = DEFAULT_EXPIRY_DAYS,
+    force_resign: bool = False,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     now: datetime | None = None,
 ) -> Feed:
     """Re-sign the portal's feed with a higher feed version and a new expiry; return it.
 
+    With `force_resign`, a feed whose signature does not verify with `trusted`
+    is re-signed all the same, as when a key that is no longer trusted signed
+    it. Before that, every bundle it lists must verify with `trusted` and
+    match the size and SHA-256 that the feed lists.
+
     Raises:
-        FeedError: the portal has no feed, or it does not verify.
+        FeedError: the portal has no feed, or it does not verify (without
+            `force_resign`).
+        VerificationError: with `force_resign`, a listed bundle failed verification.
+        PublishError: `key` is not a trusted key valid now, or another publish
+            holds the lock past `lock_timeout`.
     """
     _check_options("stable", expiry_days)
     moment = now or datetime.now(UTC)
-    current = read_portal_feed(portal, trusted, allow_expired=True)
-    if current is None:
-        raise FeedError(f"{portal} has no {FEED_NAME}; publish a bundle first")
-    feed = replace(
-        current,
-        feed_version=current.feed_version + 1,
-        published=format_time(moment),
-        expires=format_time(moment + timedelta(days=expiry_days)),
-    )
-    with _transaction(portal) as transaction:
-        _write_feed_and_pages(transaction, feed, key, moment)
+    check_signing_key(key, trusted, moment)
+    with portal_lock(portal, lock_timeout, exclusive=True):
+        try:
+            current = read_portal_feed(portal, trusted, allow_expired=True)
+        except FeedError as exc:
+            if not force_resign:
+                raise FeedError(
+                    f"{exc}. If a key that is no longer trusted signed the feed, re-sign it"
+                    " with `inv publish.refresh --portal DIR --key FILE --trusted-keys FILE"
+                    " --force-resign`, which verifies every listed bundle first"
+                ) from exc
+            current = _read_feed_checking_bundles(portal, trusted)
+        if current is None:
+            raise FeedError(f"{portal} has no {FEED_NAME}; publish a bundle first")
+        feed = replace(
+            current,
+            feed_version=_next_feed_version(portal, current.feed_version),
+            published=format_time(moment),
+            expires=format_time(moment + timedelta(days=expiry_days)),
+        )
+        with _transaction(portal) as transaction:
+            _write_feed_and_pages(transaction, feed, key, moment)
     logger.info(
         "refreshed %s: feed version %d, expires %s", portal, feed.feed_version, feed.expires
     )
+    return feed
+
+
+def check_signing_key(key: SecretKey, trusted: Sequence[TrustedKey], moment: datetime) -> None:
+    """Raise PublishError unless `key` is among `trusted` and usable at `moment`.
+
+    A feed signed by any other key is rejected by every client that reads
+    the same trusted keys, so publishing with it would break the portal.
+    """
+    key_id = format_key_id(key.key_id)
+    try:
+        check_key_usable(find_trusted_key(trusted, key_id), moment)
+    except SignatureError as exc:
+        raise PublishError(
+            f"the signing key {key_id} cannot sign the feed: {exc}. Clients would reject"
+            " the feed; sign with a key that the trusted-keys file lists as valid now"
+        ) from exc
+
+
+def feed_version_path(portal: Path) -> Path:
+    """Return the file beside the portal folder that keeps the highest feed version issued."""
+    folder = portal.resolve()
+    return folder.with_name(folder.name + ".feed-version")
+
+
+def _next_feed_version(portal: Path, current: int) -> int:
+    """Return a feed version above `current` and above any issued before; record it.
+
+    The record is written before the feed and is not rolled back, because a
+    skipped version number does no harm but a reused one makes clients
+    reject the feed.
+    """
+    record = feed_version_path(portal)
+    issued = 0
+    if record.exists():
+        text = record.read_text(encoding="utf-8").strip()
+        if not text.isdigit():
+            raise PublishError(
+                f"{record}: expected the highest feed version issued as a number, found"
+                f" {text[:40]!r}; write the highest feed_version ever published into it"
+            )
+        issued = int(text)
+    version = max(current, issued) + 1
+    atomic_write_text(record, f"{version}\n")
+    if issued > current:
+        logger.info(
+            "%s lists feed version %d but %d was issued before; signing %d",
+            portal,
+            current,
+            issued,
+            version,
+        )
+    return version
+
+
+@contextmanager
+def portal_lock(portal: Path, timeout: float, *, exclusive: bool) -> Iterator[None]:
+    """Hold `fcntl.flock` on the portal's lock file, waiting up to `timeout` seconds.
+
+    Raises:
+        PublishError: another process held the lock for longer than `timeout`.
+    """
+    portal.mkdir(parents=True, exist_ok=True)
+    path = portal / LOCK_NAME
+    operation = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+    deadline = time.monotonic() + timeout
+    with path.open("a") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, operation | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise PublishError(
+                        f"{path}: another publish of this portal is still running after"
+                        f" {timeout:g} seconds; wait for it to finish and run the command again"
+                    ) from None
+                time.sleep(0.1)
+        logger.debug("locked %s", path)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _read_feed_checking_bundles(portal: Path, trusted: Sequence[TrustedKey]) -> Feed:
+    """Parse a feed whose signature does not verify, and verify every bundle it lists."""
+    try:
+        data = (portal / FEED_NAME).read_bytes()
+    except OSError as exc:
+        raise FeedError(f"cannot read the feed of {portal}: {exc}") from exc
+    feed = parse_feed(data, str(portal / FEED_NAME))
+    for release in feed.releases:
+        bundle = portal / release.files["bundle"]
+        verify_trusted_bundle(
+            bundle,
+            trusted,
+            signature=portal / release.files["signature"],
+            manifest_signature=portal / release.files["manifest_signature"],
+        )
+        size, digest = bundle.stat().st_size, _sha256(bundle)
+        if (size, digest) != (release.size, release.sha256):
+            raise FeedError(
+                f"{bundle}: the feed lists {release.size} bytes with SHA-256 {release.sha256},"
+                f" found {size} bytes with {digest}; the feed was not re-signed"
+            )
+    logger.info("verified the %d bundles of %s before re-signing", len(feed.releases), portal)
     return feed
 
 
@@ -432,6 +600,8 @@ def write_offline_media(
     trusted: Sequence[TrustedKey],
     *,
     channel: str = "stable",
+    min_valid_days: int = DEFAULT_MIN_VALID_DAYS,
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     now: datetime | None = None,
 ) -> list[Release]:
     """Write a self-contained folder that updates a database from `from_version` without network.
@@ -439,24 +609,87 @@ def write_offline_media(
     The folder holds the portal's signed feed, every release of the chain
     from `from_version` (None: from an empty database) to the newest on
     `channel`, the trusted keys and instructions in kk and ru. Returns the
-    releases of the chain.
+    releases of the chain. A feed that expires within `DEFAULT_MIN_VALID_DAYS`
+    is logged as a warning.
 
     Raises:
         FeedError: the portal's feed does not verify or has expired.
-        PublishError: `media` exists and is not empty, there is nothing newer
-            than `from_version`, or a release file on the portal is damaged.
+        PublishError: `portal` is a URL or has no feed, the feed expires within
+            `min_valid_days`, `media` exists and is not empty, there is
+            nothing newer than `from_version`, or a release file on the
+            portal is damaged.
     """
-    feed = read_portal_feed(portal, trusted, now=now)
-    if feed is None:
+    check_portal_folder(str(portal))
+    if not (portal / FEED_NAME).is_file():
         raise PublishError(f"{portal} has no {FEED_NAME}; publish a bundle first")
-    chain = plan_chain(feed, from_version, channel)
-    if not chain:
+    moment = now or datetime.now(UTC)
+    with portal_lock(portal, lock_timeout, exclusive=False):
+        feed = read_portal_feed(portal, trusted, now=moment)
+        if feed is None:
+            raise PublishError(f"{portal} has no {FEED_NAME}; publish a bundle first")
+        _check_media_expiry(portal, feed, moment, min_valid_days)
+        chain = plan_chain(feed, from_version, channel)
+        if not chain:
+            raise PublishError(
+                f"{portal}: no release on channel {channel} is newer than {from_version};"
+                " the offline media would be empty"
+            )
+        if media.exists() and (not media.is_dir() or any(media.iterdir())):
+            raise PublishError(f"{media} already exists and is not empty; choose a new folder")
+        _write_media(portal, media, feed, chain, from_version, trusted_keys, trusted, channel)
+    logger.info("wrote offline media %s: %s", media, ", ".join(r.version for r in chain))
+    return chain
+
+
+def check_portal_folder(portal: str) -> Path:
+    """Return `portal` as a folder path; raise PublishError for a URL.
+
+    Publishing and writing media read and write the portal's files directly,
+    so they need the folder that the web server serves.
+    """
+    scheme = urllib.parse.urlsplit(portal).scheme.lower()
+    if scheme in ("http", "https", "ftp", "file") or portal.lower().startswith(
+        ("http:/", "https:/", "file:/")
+    ):
         raise PublishError(
-            f"{portal}: no release on channel {channel} is newer than {from_version};"
-            " the offline media would be empty"
+            f"--portal {portal}: URLs are not supported here; pass the portal folder that the"
+            " web server serves"
         )
-    if media.exists() and (not media.is_dir() or any(media.iterdir())):
-        raise PublishError(f"{media} already exists and is not empty; choose a new folder")
+    return Path(portal)
+
+
+def _check_media_expiry(portal: Path, feed: Feed, moment: datetime, min_valid_days: int) -> None:
+    expires = parse_time(feed.expires, f"{portal / FEED_NAME} $.expires")
+    days_left = (expires - moment) / timedelta(days=1)
+    refresh = (
+        f"`inv publish.refresh --portal {portal} --key FILE --trusted-keys FILE` first,"
+        " then write the media again"
+    )
+    if days_left < min_valid_days:
+        raise PublishError(
+            f"{portal / FEED_NAME} expires at {feed.expires}, in {days_left:.1f} days, but the"
+            f" offline media must stay valid for at least {min_valid_days} days; run {refresh}"
+        )
+    if days_left < DEFAULT_MIN_VALID_DAYS:
+        logger.warning(
+            "%s expires at %s, in %.1f days; clients reject the media after that. Run %s",
+            portal / FEED_NAME,
+            feed.expires,
+            days_left,
+            refresh,
+        )
+
+
+def _write_media(
+    portal: Path,
+    media: Path,
+    feed: Feed,
+    chain: Sequence[Release],
+    from_version: str | None,
+    trusted_keys: Path,
+    trusted: Sequence[TrustedKey],
+    channel: str,
+) -> None:
     media.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{media.name}-", dir=media.parent))
     try:
@@ -478,8 +711,6 @@ def write_offline_media(
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    logger.info("wrote offline media %s: %s", media, ", ".join(r.version for r in chain))
-    return chain
 
 
 def _copy_release(portal: Path, media: Path, release: Release) -> None:
@@ -510,9 +741,11 @@ _INSTRUCTIONS = {
 
 Дерекқорды жаңарту:
 
-    inv update --portal ҚАЛТА --database URL --trusted-keys trusted-keys.json
+    parus-release update --portal ҚАЛТА --database URL --trusted-keys trusted-keys.json
 
 ҚАЛТА - осы қалтаның жолы, URL - дерекқордың адресі (мысалы, sqlite:///budget.sqlite).
+Бос дерекқорға орнатқанда SQLite файлы жоқ болса, parus-release update оны өзі жасайды.
+PostgreSQL дерекқорын алдын ала жасаңыз (createdb АТАУЫ).
 Алдымен --check жалаушасымен іске қосып, не орнатылатынын көріңіз. Жеткізушіден
 бұрын алған сенімді кілттер файлыңыз болса, осы қалтадағы trusted-keys.json орнына
 соны пайдаланыңыз: тасымалдағыштағы кілтке тек тасымалдағыштың өзі сияқты сенуге болады.
@@ -529,9 +762,11 @@ _INSTRUCTIONS = {
 
 Обновление базы данных:
 
-    inv update --portal ПАПКА --database URL --trusted-keys trusted-keys.json
+    parus-release update --portal ПАПКА --database URL --trusted-keys trusted-keys.json
 
 ПАПКА - путь к этой папке, URL - адрес базы данных (например, sqlite:///budget.sqlite).
+При установке в пустую базу parus-release update сам создаёт отсутствующий файл SQLite.
+Базу PostgreSQL создайте заранее (createdb ИМЯ).
 Сначала запустите с флагом --check, чтобы увидеть, что будет установлено. Если у вас
 есть файл доверенных ключей, полученный от поставщика раньше, используйте его вместо
 trusted-keys.json из этой папки: ключу с носителя можно доверять не больше, чем носителю.

@@ -290,7 +290,8 @@ def verify_feed(
         raise FeedError(
             f"{name}: the feed expired at {feed.expires} (now {format_time(moment)});"
             " the portal has not been re-signed, so its releases may be out of date."
-            " Ask the vendor to refresh the feed with `inv publish --refresh`"
+            " The vendor re-signs it with `inv publish.refresh --portal DIR --key FILE"
+            " --trusted-keys FILE`"
         )
     logger.info(
         "verified feed %s: version %d, %d releases", name, feed.feed_version, len(feed.releases)

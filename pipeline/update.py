@@ -7,11 +7,14 @@
    feed's expiry (see pipeline.portal_feed).
 2. Reject a feed whose `feed_version` is lower than the last one accepted
    for the product, or equal to it with other bytes (rollback). The state
-   file records the accepted version.
+   file records the accepted version. It belongs to the database, not to
+   the current folder (see `default_state_path`), so every run for one
+   database reads the same state.
 3. Read the installed version of the database and plan the chain of
-   releases up to the newest on the channel.
+   releases up to the newest on the channel. A missing SQLite file is an
+   empty database: a fresh install.
 4. With `check_only`, return the plan; nothing is downloaded or written.
-5. Record the feed as accepted.
+5. Create a missing SQLite file, and record the feed as accepted.
 6. For each release of the chain, in order: download the bundle and its
    signatures, and check the size and SHA-256 that the feed lists. An
    interrupted download resumes with an HTTP Range request, and a failed
@@ -44,7 +47,9 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from pipeline.apply import apply_bundle, installed_version
-from pipeline.errors import PipelineError
+from pipeline.database import open_database, redact_url
+from pipeline.db_backup import engine_of, sqlite_file
+from pipeline.errors import ConfigError, PipelineError
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
 from pipeline.portal_feed import (
     FEED_NAME,
@@ -62,10 +67,13 @@ from pipeline.verify import MAX_SIGNATURE_BYTES
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_WORK_DIR = Path(".parus-update")
-STATE_NAME = "state.json"
+# Suffix of the state file beside an SQLite database; the downloads folder
+# drops the `.json`.
+STATE_SUFFIX = ".parus-update.json"
 STATE_FORMAT = 1
-DEFAULT_TIMEOUT = 30.0
+# Environment variable that moves the per-user state folder (XDG Base Directory).
+STATE_HOME_ENV = "XDG_STATE_HOME"
+DEFAULT_TIMEOUT = 30
 DEFAULT_RETRIES = 5
 # NOTE: an estimate: a feed entry with both notes takes a few KiB, so 16 MiB
 # allows thousands of releases.
@@ -125,14 +133,57 @@ class UpdatePlan:
 
 @dataclass
 class UpdateResult:
-    """The plan and the versions applied; `applied` is empty for a check."""
+    """The plan and the versions applied; `applied` is empty for a check.
+
+    `created_database` is the SQLite file that the update created for a fresh
+    install, or that a check found missing and would create.
+    """
 
     plan: UpdatePlan
     applied: list[str] = field(default_factory=list)
     checked_only: bool = False
+    created_database: Path | None = None
+    state_file: Path | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {**self.plan.to_json(), "applied": self.applied, "check": self.checked_only}
+        return {
+            **self.plan.to_json(),
+            "applied": self.applied,
+            "check": self.checked_only,
+            "created_database": str(self.created_database) if self.created_database else None,
+            "state_file": str(self.state_file) if self.state_file else None,
+        }
+
+
+def default_state_path(database: str, root: Path = Path(".")) -> Path:
+    """Return the state file of `database`: beside an SQLite file, or per user for PostgreSQL.
+
+    An SQLite database `budget.sqlite` keeps its state in
+    `budget.sqlite.parus-update.json`. A PostgreSQL database keeps it in
+    `$XDG_STATE_HOME/parus-update/` (default `~/.local/state/parus-update/`)
+    under a name derived from the URL without its password, so each database
+    has its own state.
+    """
+    if engine_of(database) == "sqlite":
+        path = sqlite_file(database, root).absolute()
+        return path.with_name(path.name + STATE_SUFFIX)
+    home = os.environ.get(STATE_HOME_ENV) or str(Path.home() / ".local" / "state")
+    key = hashlib.sha256(redact_url(database).encode("utf-8")).hexdigest()[:24]
+    return Path(home) / "parus-update" / f"{key}.json"
+
+
+def _check_limits(timeout: float, retries: int) -> None:
+    if retries < 0:
+        raise ConfigError(f"--retries: expected 0 or more, found {retries}")
+    if timeout <= 0:
+        raise ConfigError(f"--timeout: expected a number of seconds above 0, found {timeout}")
+
+
+def _missing_sqlite_file(database: str, root: Path) -> Path | None:
+    if engine_of(database) != "sqlite":
+        return None
+    path = sqlite_file(database, root)
+    return None if path.exists() else path
 
 
 def update(
@@ -142,7 +193,8 @@ def update(
     *,
     channel: str = "stable",
     check_only: bool = False,
-    work_dir: Path = DEFAULT_WORK_DIR,
+    work_dir: Path | None = None,
+    state_file: Path | None = None,
     root: Path = Path("."),
     install_dir: Path | None = None,
     backup_dir: Path | None = None,
@@ -153,25 +205,33 @@ def update(
 ) -> UpdateResult:
     """Update `database` from the portal URL or folder `portal`, running the module's steps.
 
-    `work_dir` contains the state file and the downloads. `root`, `install_dir`
-    and `backup_dir` go to the apply step (see pipeline.apply.apply_bundle).
+    `state_file` defaults to `default_state_path(database, root)`, and
+    `work_dir`, whose `downloads` folder receives the bundles, to the state
+    file's path without `.json`. `root`, `install_dir` and `backup_dir` go to the apply
+    step (see pipeline.apply.apply_bundle). A missing SQLite file is created
+    empty for a fresh install, except with `check_only`.
 
     Raises:
+        ConfigError: `retries` is negative or `timeout` is not positive.
         FeedError: the feed failed verification, expired, rolled back, or
             offers no chain from the installed version.
         DownloadError: a file could not be read from the portal.
         UpdateError: a bundle failed to download, verify or apply; earlier
             bundles of the chain stay applied.
     """
+    _check_limits(timeout, retries)
     source = open_source(portal, timeout=timeout, retries=retries, retry_delay=retry_delay)
     data = source.read(FEED_NAME, MAX_FEED_BYTES)
     signature = source.read(FEED_SIGNATURE_NAME, MAX_SIGNATURE_BYTES)
     feed = verify_feed(data, signature, trusted, name=source.describe(FEED_NAME), now=now)
-    state_path = work_dir / STATE_NAME
+    state_path = state_file or default_state_path(database, root)
+    work = work_dir or state_path.with_name(state_path.name.removesuffix(".json"))
+    logger.debug("state file %s, work folder %s", state_path, work)
     state = load_state(state_path)
     check_rollback(state, feed, hashlib.sha256(data).hexdigest(), source.describe(FEED_NAME))
 
-    installed = installed_version(database, root)
+    missing = _missing_sqlite_file(database, root)
+    installed = None if missing else installed_version(database, root)
     chain = plan_chain(feed, installed, channel)
     plan = UpdatePlan(portal, feed.feed_version, feed.expires, channel, installed, tuple(chain))
     logger.info(
@@ -182,13 +242,17 @@ def update(
         channel,
     )
     if check_only:
-        return UpdateResult(plan, checked_only=True)
+        return UpdateResult(plan, checked_only=True, created_database=missing)
 
+    created = missing if chain else None
+    result = UpdateResult(plan, created_database=created, state_file=state_path)
+    if created is not None:
+        open_database(database, root, create=True).close()
+        logger.info("created the empty SQLite database %s for a fresh install", created)
     record_feed(state_path, state, feed, hashlib.sha256(data).hexdigest(), now)
-    result = UpdateResult(plan)
     for release in chain:
         try:
-            bundle = fetch_release(source, release, work_dir / "downloads" / release.version)
+            bundle = fetch_release(source, release, work / "downloads" / release.version)
             # apply_bundle verifies the signatures, the manifest and every file hash
             # against the trusted keys before it changes anything.
             apply_bundle(

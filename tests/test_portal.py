@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from browser import dump_dom
+from browser import dump_dom, screenshot
 from conftest import REPO_ROOT, require_tool
 from portal_support import (
     KAZAKH_LETTERS,
@@ -26,15 +26,20 @@ from portal_support import (
     VERSIONS,
     Chain,
     build_chain,
+    png_colours,
     publish_chain,
     serve,
     tree_snapshot,
 )
 
 from pipeline import portal as portal_module
+from pipeline import signing
 from pipeline.errors import VerificationError
 from pipeline.portal import (
+    LOCK_NAME,
     PublishError,
+    feed_version_path,
+    portal_lock,
     publish,
     read_portal_feed,
     refresh_feed,
@@ -166,6 +171,7 @@ def test_publish_failure_restores_portal(
         publish(chain.bundle("2026.11.0"), portal, chain.key(), trusted)
     assert tree_snapshot(portal) == before
     assert sorted(p.name for p in portal.iterdir()) == [
+        ".publish.lock",
         "feed.json",
         "feed.json.minisig",
         "index.html",
@@ -188,7 +194,7 @@ def test_publish_first_failure_leaves_no_portal_files(
     monkeypatch.setattr(portal_module, "sign_feed", fail_signing)
     with pytest.raises(PublishError):
         publish(chain.bundle("2026.10.0"), portal, chain.key(), load_trust(chain.trusted_keys))
-    assert list(portal.iterdir()) == []
+    assert [p.name for p in portal.iterdir()] == [".publish.lock"]
 
 
 def test_publish_rejects_tampered_bundle(chain: Chain, tmp_path: Path) -> None:
@@ -415,8 +421,12 @@ def test_offline_media_holds_chain(chain: Chain, published: Path, tmp_path: Path
     kk = (media / "README.kk.txt").read_text(encoding="utf-8")
     ru = (media / "README.ru.txt").read_text(encoding="utf-8")
     assert "2026.10.0 нұсқасынан" in kk
-    assert "inv update --portal" in kk
+    assert "parus-release update --portal" in kk
+    assert "parus-release update --portal" in ru
+    assert "inv update" not in kk + ru
     assert "от версии 2026.10.0 до" in ru
+    assert "сам создаёт отсутствующий файл SQLite" in ru
+    assert "SQLite файлы жоқ болса, parus-release update оны өзі жасайды" in kk
     assert "--trusted-keys trusted-keys.json" in ru
     assert [p.name for p in tmp_path.iterdir()] == ["media"]
 
@@ -504,3 +514,237 @@ def test_cli_publish_needs_trusted_keys(chain: Chain, tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "publish needs --portal DIR and --trusted-keys FILE" in result.stderr
     assert not (tmp_path / "portal").exists()
+
+
+def other_key(tmp_path: Path) -> signing.SecretKey:
+    """Return a new key that the chain's trusted keys do not list."""
+    signing.generate_keypair(tmp_path / "other.key", tmp_path / "other.pub")
+    return signing.load_secret_key(tmp_path / "other.key")
+
+
+def test_publish_rejects_untrusted_signing_key(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    untrusted = other_key(tmp_path)
+    expected = r"cannot sign the feed: key ID \w+ is not a trusted key"
+    with pytest.raises(PublishError, match=expected):
+        publish(chain.bundle("2026.10.0"), portal, untrusted, load_trust(chain.trusted_keys))
+    assert not portal.exists()
+
+
+def test_refresh_rejects_untrusted_signing_key(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    trusted = load_trust(chain.trusted_keys)
+    publish(chain.bundle("2026.10.0"), portal, chain.key(), trusted)
+    before = tree_snapshot(portal)
+    with pytest.raises(PublishError, match="sign with a key that the trusted-keys file lists"):
+        refresh_feed(portal, other_key(tmp_path), trusted)
+    assert tree_snapshot(portal) == before
+
+
+def sign_with_untrusted_key(portal: Path, key: signing.SecretKey) -> None:
+    """Re-sign the portal's feed with `key`, as an earlier publish with a wrong key did."""
+    feed = parse_feed((portal / "feed.json").read_bytes(), "feed.json")
+    data, signature = sign_feed(feed, key, datetime.now(UTC))
+    (portal / "feed.json").write_bytes(data)
+    (portal / "feed.json.minisig").write_bytes(signature)
+
+
+def test_force_resign_repairs_untrusted_feed(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    publish_chain(chain, portal)
+    trusted = load_trust(chain.trusted_keys)
+    sign_with_untrusted_key(portal, other_key(tmp_path))
+    with pytest.raises(FeedError, match="--force-resign"):
+        refresh_feed(portal, chain.key(), trusted)
+    feed = refresh_feed(portal, chain.key(), trusted, force_resign=True)
+    assert feed.feed_version == 4
+    verified = read_portal_feed(portal, trusted)
+    assert verified is not None
+    assert verified.feed_version == 4
+    assert [r.version for r in verified.sorted_releases()] == list(VERSIONS)
+
+
+def test_force_resign_rejects_tampered_bundle(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    publish_chain(chain, portal)
+    sign_with_untrusted_key(portal, other_key(tmp_path))
+    bundle = portal / "releases/2026.11.0/parus-kaz-budget-2026.11.0.7z"
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    bundle.write_bytes(bytes(data))
+    before = tree_snapshot(portal)
+    with pytest.raises(VerificationError, match=r"parus-kaz-budget-2026\.11\.0\.7z"):
+        refresh_feed(portal, chain.key(), load_trust(chain.trusted_keys), force_resign=True)
+    assert tree_snapshot(portal) == before
+
+
+def test_refresh_after_restore_skips_issued_versions(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    trusted = load_trust(chain.trusted_keys)
+    publish(chain.bundle("2026.10.0"), portal, chain.key(), trusted)
+    publish(chain.bundle("2026.11.0"), portal, chain.key(), trusted)
+    backup = tmp_path / "backup"
+    shutil.copytree(portal, backup)
+    publish(chain.bundle("2026.12.0"), portal, chain.key(), trusted)
+    shutil.rmtree(portal)
+    shutil.copytree(backup, portal)
+    assert feed_of(portal)["feed_version"] == 2
+    feed = refresh_feed(portal, chain.key(), trusted)
+    assert feed.feed_version == 4
+    assert feed_version_path(portal).read_text(encoding="utf-8") == "4\n"
+    assert feed_version_path(portal).parent == tmp_path
+
+
+def test_publish_rejects_damaged_version_record(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    trusted = load_trust(chain.trusted_keys)
+    publish(chain.bundle("2026.10.0"), portal, chain.key(), trusted)
+    before = tree_snapshot(portal)
+    feed_version_path(portal).write_text("seven\n", encoding="utf-8")
+    with pytest.raises(PublishError, match=r"portal\.feed-version: expected the highest feed"):
+        publish(chain.bundle("2026.11.0"), portal, chain.key(), trusted)
+    assert tree_snapshot(portal) == before
+
+
+def test_publish_rejects_demotion_without_force(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    trusted = load_trust(chain.trusted_keys)
+    publish(chain.bundle("2026.10.0"), portal, chain.key(), trusted)
+    before = tree_snapshot(portal)
+    with pytest.raises(PublishError, match=r"2026\.10\.0 is published on stable.*Pass --force"):
+        publish(chain.bundle("2026.10.0"), portal, chain.key(), trusted, channel="testing")
+    assert tree_snapshot(portal) == before
+    demoted = publish(
+        chain.bundle("2026.10.0"), portal, chain.key(), trusted, channel="testing", force=True
+    )
+    assert demoted.changed is True
+    assert demoted.channel == "testing"
+
+
+def cli_publish(chain: Chain, version: str, portal: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "CI": "true"}
+    command = [CLI, "publish", str(chain.bundle(version)), "--portal", str(portal)]
+    command += ["--key", str(chain.secret_key), "--trusted-keys", str(chain.trusted_keys)]
+    return subprocess.Popen(
+        [*command, *extra],
+        cwd=portal.parent,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_concurrent_publishes_keep_both(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    trusted = load_trust(chain.trusted_keys)
+    publish(chain.bundle("2026.10.0"), portal, chain.key(), trusted)
+    processes = [cli_publish(chain, version, portal) for version in VERSIONS[1:]]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr
+    feed = read_portal_feed(portal, trusted)
+    assert feed is not None
+    assert [r.version for r in feed.sorted_releases()] == list(VERSIONS)
+    assert feed.feed_version == 3
+
+
+def test_publish_waits_for_lock_then_fails(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    trusted = load_trust(chain.trusted_keys)
+    publish(chain.bundle("2026.10.0"), portal, chain.key(), trusted)
+    before = tree_snapshot(portal)
+    with portal_lock(portal, 1.0, exclusive=True):
+        waiting = cli_publish(chain, "2026.11.0", portal, "--lock-timeout", "1")
+        _, stderr = waiting.communicate(timeout=300)
+    assert waiting.returncode == 1
+    assert f"{portal / LOCK_NAME}: another publish of this portal is still running" in stderr
+    assert "after 1 seconds" in stderr
+    assert tree_snapshot(portal) == before
+
+
+def test_offline_media_rejects_expiring_feed(
+    chain: Chain, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    portal = tmp_path / "portal"
+    trusted = load_trust(chain.trusted_keys)
+    publish(
+        chain.bundle("2026.10.0"),
+        portal,
+        chain.key(),
+        trusted,
+        now=datetime.now(UTC) - timedelta(days=20),
+    )
+    media = tmp_path / "media"
+    with pytest.raises(PublishError) as caught:
+        write_offline_media(portal, media, None, chain.trusted_keys, trusted)
+    message = str(caught.value)
+    assert "must stay valid for at least 30 days" in message
+    assert f"`inv publish.refresh --portal {portal} --key FILE --trusted-keys FILE`" in message
+    assert not media.exists()
+    releases = write_offline_media(
+        portal, media, None, chain.trusted_keys, trusted, min_valid_days=10
+    )
+    assert [r.version for r in releases] == ["2026.10.0"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("clients reject the media after that" in text for text in warnings)
+
+
+def test_offline_media_rejects_url(chain: Chain, tmp_path: Path) -> None:
+    with pytest.raises(PublishError, match="URLs are not supported here"):
+        write_offline_media(
+            Path("http://127.0.0.1:8000/portal"),
+            tmp_path / "media",
+            None,
+            chain.trusted_keys,
+            load_trust(chain.trusted_keys),
+        )
+
+
+def test_cli_publish_offline_media_syntax(chain: Chain, published: Path, tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    keys = ["--trusted-keys", str(chain.trusted_keys)]
+    written = run_cli(
+        "publish",
+        "--offline-media",
+        str(media),
+        "--from",
+        "2026.11.0",
+        "--portal",
+        str(published),
+        *keys,
+        cwd=tmp_path,
+    )
+    assert written.returncode == 0, written.stderr
+    assert "1 release, 2026.12.0; the feed expires" in written.stdout
+    assert sorted(p.name for p in (media / "releases").iterdir()) == ["2026.12.0"]
+
+    url = run_cli(
+        "publish.offline-media",
+        str(tmp_path / "other"),
+        "--portal",
+        "http://127.0.0.1:8000/portal/",
+        *keys,
+        cwd=tmp_path,
+    )
+    assert url.returncode == 1
+    assert "--portal http://127.0.0.1:8000/portal/: URLs are not supported here" in url.stderr
+
+
+def test_expired_feed_error_names_real_command(chain: Chain, published: Path) -> None:
+    with pytest.raises(FeedError) as caught:
+        verify_feed(
+            (published / "feed.json").read_bytes(),
+            (published / "feed.json.minisig").read_bytes(),
+            load_trust(chain.trusted_keys),
+            now=datetime.now(UTC) + timedelta(days=46),
+        )
+    assert "`inv publish.refresh --portal DIR --key FILE --trusted-keys FILE`" in str(caught.value)
+    assert "inv publish --refresh" not in str(caught.value)
+
+
+@pytest.mark.parametrize("language", ["kk", "ru"])
+def test_pages_screenshot_is_not_blank(published: Path, tmp_path: Path, language: str) -> None:
+    png = screenshot(published / language / "index.html", tmp_path / f"{language}.png")
+    colours = png_colours(png)
+    assert len(colours) > 1, f"{png} shows one colour only: {colours}"

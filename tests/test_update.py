@@ -16,9 +16,10 @@ import pytest
 from portal_support import VERSIONS, Chain, build_chain, publish_chain, serve
 
 from pipeline.apply import apply_bundle, installed_version
+from pipeline.errors import ApplyError, ConfigError
 from pipeline.portal import publish, write_offline_media
 from pipeline.portal_feed import FeedError, load_trust
-from pipeline.update import DownloadError, UpdateError, update
+from pipeline.update import DownloadError, UpdateError, default_state_path, update
 
 CLI = str(Path(sys.executable).parent / "parus-release")
 
@@ -80,7 +81,8 @@ def test_fresh_install_reaches_latest(
     with sqlite3.connect(tmp_path / "budget.sqlite") as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert "update_journal" in tables
-    state = json.loads((tmp_path / "client/state.json").read_text(encoding="utf-8"))
+    state_file = tmp_path / "budget.sqlite.parus-update.json"
+    state = json.loads(state_file.read_text(encoding="utf-8"))
     assert state["feeds"]["parus-kaz-budget"]["feed_version"] == 3
     assert all(path.startswith("/portal/") for path, _ in log.requests)
     assert not (tmp_path / "client/downloads/2026.12.0").exists()
@@ -172,7 +174,7 @@ def test_expired_feed_is_rejected(
     with serve(portal) as (base, _), pytest.raises(FeedError, match="the feed expired at"):
         run_update(base, database, chain, tmp_path, now=later)
     assert installed_version(database, tmp_path) is None
-    assert not (tmp_path / "client/state.json").exists()
+    assert not (tmp_path / "budget.sqlite.parus-update.json").exists()
 
 
 def test_rolled_back_feed_is_rejected(
@@ -181,7 +183,7 @@ def test_rolled_back_feed_is_rejected(
     old_feed = (portal / "feed.json").read_bytes()
     old_signature = (portal / "feed.json.minisig").read_bytes()
     trusted = load_trust(chain.trusted_keys)
-    publish(chain.bundle("2026.12.0"), portal, chain.key(), trusted, channel="testing")
+    publish(chain.bundle("2026.12.0"), portal, chain.key(), trusted, channel="testing", force=True)
     with serve(portal) as (base, _):
         assert run_update(base, database, chain, tmp_path) == ["2026.10.0", "2026.11.0"]
         (portal / "feed.json").write_bytes(old_feed)
@@ -320,3 +322,121 @@ def test_cli_update_reports_expired_feed(chain: Chain, tmp_path: Path) -> None:
     )
     assert updated.returncode == 1
     assert "the feed expired at" in updated.stderr
+
+
+def test_state_follows_database_not_folder(
+    chain: Chain, portal: Path, database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_feed = (portal / "feed.json").read_bytes()
+    old_signature = (portal / "feed.json.minisig").read_bytes()
+    publish(
+        chain.bundle("2026.12.0"),
+        portal,
+        chain.key(),
+        load_trust(chain.trusted_keys),
+        channel="testing",
+        force=True,
+    )
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    trusted = load_trust(chain.trusted_keys)
+    with serve(portal) as (base, _):
+        monkeypatch.chdir(first)
+        update(base, database, trusted, retry_delay=0.0)
+        (portal / "feed.json").write_bytes(old_feed)
+        (portal / "feed.json.minisig").write_bytes(old_signature)
+        monkeypatch.chdir(second)
+        with pytest.raises(FeedError, match="feed version 3 is older than version 4"):
+            update(base, database, trusted, retry_delay=0.0)
+    assert (tmp_path / "budget.sqlite.parus-update.json").is_file()
+    assert list(first.iterdir()) == []
+    assert list(second.iterdir()) == []
+
+
+def test_default_state_path_per_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_state_path("sqlite:///db/budget.sqlite", tmp_path) == (
+        tmp_path / "db" / "budget.sqlite.parus-update.json"
+    )
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    first = default_state_path("postgresql://app:secret@127.0.0.1:5432/budget")
+    same = default_state_path("postgresql://app:other@127.0.0.1:5432/budget")
+    other = default_state_path("postgresql://app@127.0.0.1:5432/budget_copy")
+    assert first.parent == tmp_path / "state" / "parus-update"
+    assert first == same
+    assert first != other
+    assert "secret" not in str(first)
+
+
+def test_fresh_install_creates_sqlite_file(chain: Chain, portal: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "new" / "budget.sqlite"
+    missing.parent.mkdir()
+    database = f"sqlite:///{missing}"
+    trusted = load_trust(chain.trusted_keys)
+    with serve(portal) as (base, _):
+        checked = update(base, database, trusted, check_only=True, retry_delay=0.0)
+        assert checked.created_database == missing
+        assert not missing.exists()
+        result = update(base, database, trusted, retry_delay=0.0)
+    assert result.created_database == missing
+    assert result.applied == list(VERSIONS)
+    assert installed_version(database, tmp_path) == "2026.12.0"
+
+
+def test_apply_creates_sqlite_file_on_request(chain: Chain, tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'budget.sqlite'}"
+    trusted = load_trust(chain.trusted_keys)
+    with pytest.raises(ApplyError, match=r"budget\.sqlite: SQLite database not found"):
+        apply_bundle(chain.bundle("2026.10.0"), database, trusted, root=tmp_path)
+    assert not (tmp_path / "budget.sqlite").exists()
+    apply_bundle(chain.bundle("2026.10.0"), database, trusted, root=tmp_path, create=True)
+    assert installed_version(database, tmp_path) == "2026.10.0"
+
+
+def test_negative_retries_are_rejected(
+    chain: Chain, portal: Path, database: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match="--retries: expected 0 or more, found -1"):
+        run_update(str(portal), database, chain, tmp_path, retries=-1)
+
+
+def test_cli_update_fresh_install_and_grammar(
+    chain: Chain, published: Path, tmp_path: Path
+) -> None:
+    database = f"sqlite:///{tmp_path / 'budget.sqlite'}"
+    common = ["--database", database, "--trusted-keys", str(chain.trusted_keys)]
+    media = tmp_path / "media"
+    write_offline_media(
+        published, media, "2026.11.0", chain.trusted_keys, load_trust(chain.trusted_keys)
+    )
+    apply_bundle(chain.bundle("2026.10.0"), database, load_trust(chain.trusted_keys), create=True)
+    apply_bundle(chain.bundle("2026.11.0"), database, load_trust(chain.trusted_keys))
+    checked = run_cli("update", "--portal", str(media), *common, "--check", cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert "would apply 1 release: 2026.12.0" in checked.stdout
+
+    fresh = tmp_path / "fresh.sqlite"
+    created = run_cli(
+        "update",
+        "--portal",
+        str(published),
+        "--database",
+        f"sqlite:///{fresh}",
+        "--trusted-keys",
+        str(chain.trusted_keys),
+        cwd=tmp_path,
+    )
+    assert created.returncode == 0, created.stderr
+    assert f"created the empty SQLite database {fresh} for a fresh install" in created.stdout
+    assert "applied 3 releases" in created.stdout
+
+    negative = run_cli("update", "--portal", str(media), *common, "--retries", "-1", cwd=tmp_path)
+    assert negative.returncode == 1
+    assert "--retries: expected 0 or more, found -1" in negative.stderr
+
+
+def test_cli_update_help_gives_timeout_type(tmp_path: Path) -> None:
+    help_text = run_cli("update", "--help", cwd=tmp_path)
+    assert help_text.returncode == 0, help_text.stderr
+    assert "--timeout=INT" in help_text.stdout
+    assert "seconds to wait for each network request" in help_text.stdout
