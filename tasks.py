@@ -236,6 +236,7 @@ def catalog_import(
         " repeat for several; replaces the configured ones",
         "jobs": "sample databases to dry-run at once, each in its own process (default: 1)",
         "shard": "run only share I of N of the sample databases, such as 1/2, for a CI matrix",
+        "allow_empty_shard": "pass a --shard that selects no sample database instead of failing",
         "lock_timeout_ms": "PostgreSQL lock_timeout in milliseconds (default: [tool.pipeline])",
         "statement_timeout_ms": "PostgreSQL statement_timeout in milliseconds"
         " (default: [tool.pipeline])",
@@ -252,6 +253,7 @@ def dry_run(
     database: list[str] | None = None,
     jobs: int = 1,
     shard: str | None = None,
+    allow_empty_shard: bool = False,
     lock_timeout_ms: int = 0,
     statement_timeout_ms: int = 0,
     cache: bool = True,
@@ -272,7 +274,14 @@ def dry_run(
     samples = [SampleDatabase(url=url) for url in database or []] or None
     selected = Shard.parse(shard) if shard else None
     try:
-        result = run_dry_run(config, samples, jobs=jobs, shard=selected, use_cache=cache)
+        result = run_dry_run(
+            config,
+            samples,
+            jobs=jobs,
+            shard=selected,
+            use_cache=cache,
+            allow_empty_shard=allow_empty_shard,
+        )
     except PipelineError as exc:
         # CI shows the report files, so a dry-run that could not start still writes them.
         failure = Finding(rule="dry-run", file=str(Path(repo) / "migrations"), message=str(exc))

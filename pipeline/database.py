@@ -19,6 +19,11 @@ hold locks on its tables.
 
 A migration marked `-- pipeline: no-transaction` runs statement by statement
 in autocommit mode instead, and its `MigrationRun` has `transactional=False`.
+A SQLite migration marked `-- pipeline: rebuild-tables` runs with foreign key
+enforcement off and a foreign key check of every table before COMMIT.
+Before each migration the runner sets the session settings (PostgreSQL
+timeouts, SQLite foreign keys) to the configured values again, so a `SET`
+in one migration does not carry over into the next.
 
 Supported URLs: `sqlite:///relative/path` (taken from the repository root),
 `sqlite:////absolute/path` and `postgresql://user@host:port/database`.
@@ -44,6 +49,7 @@ from pipeline.findings import Finding
 from pipeline.migrations import (
     CONCURRENTLY_MESSAGE,
     FOREIGN_KEYS_MESSAGE,
+    REBUILD_TABLES_MARK,
     Migration,
     Statement,
     concurrent_operation,
@@ -112,6 +118,8 @@ class Database(abc.ABC):
 
     def __init__(self, url: str) -> None:
         self.url = url
+        # The name in messages; a dry-run sets it to the sample that a throwaway copy was made of.
+        self.label = display_name(url)
 
     @property
     @abc.abstractmethod
@@ -160,6 +168,10 @@ class Database(abc.ABC):
 
     def check_deferred_constraints(self) -> None:
         """Check deferred constraints now instead of at COMMIT (a no-op where COMMIT suffices)."""
+        return None
+
+    def reset_session(self) -> None:
+        """Set the configured session settings again, undoing what a migration changed."""
         return None
 
     def insert_rows(
@@ -235,7 +247,7 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise MigrationError(f"cannot open SQLite database {path}: {exc}") from exc
         # Must run before any transaction: inside one, SQLite ignores it.
-        self.connection.execute("PRAGMA foreign_keys=ON")
+        self.reset_session()
 
     @property
     def engine_version(self) -> str:
@@ -246,6 +258,10 @@ class SQLiteDatabase(Database):
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         self.connection.executemany(sql, rows)
+
+    def reset_session(self) -> None:
+        # A no-op inside a transaction, where SQLite ignores the pragma.
+        self.connection.execute("PRAGMA foreign_keys=ON")
 
     def tables(self) -> list[str]:
         rows = self.execute(
@@ -324,6 +340,9 @@ class PostgresDatabase(Database):
             self.connection = psycopg.connect(self.conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise MigrationError(f"cannot connect to {redact_url(url)}: {exc}") from exc
+        self.reset_session()
+
+    def reset_session(self) -> None:
         self.connection.execute(f"SET lock_timeout = {self.lock_timeout_ms}")
         self.connection.execute(f"SET statement_timeout = {self.statement_timeout_ms}")
 
@@ -573,7 +592,7 @@ def pending_migrations(db: Database, migrations: Sequence[Migration]) -> list[Mi
     unknown = sorted(set(applied) - known)
     if unknown:
         raise MigrationError(
-            f"{display_name(db.url)} has migration(s) {', '.join(unknown)} applied that no file"
+            f"{db.label} has migration(s) {', '.join(unknown)} applied that no file"
             " in migrations/ provides; the database is newer than this content"
         )
     pending = []
@@ -633,8 +652,7 @@ def _run_statement(db: Database, migration: Migration, statement: Statement) -> 
     except db.errors as exc:
         text = db.describe_error(exc) + db.error_hint(exc, statement.sql)
         raise StatementError(
-            f"{migration.path}:{statement.line}: statement failed on"
-            f" {display_name(db.url)}: {text}",
+            f"{migration.path}:{statement.line}: statement failed on {db.label}: {text}",
             migration.path,
             statement.line,
             text,
@@ -694,11 +712,13 @@ def _check_foreign_keys(db: Database, migration: Migration) -> None:
         except db.errors as exc:
             raise MigrationError(
                 f"{migration.path}: a deferred constraint fails at the end of the migration"
-                f" on {display_name(db.url)}: {db.describe_error(exc)}"
+                f" on {db.label}: {db.describe_error(exc)}"
             ) from exc
     if db.enforces_foreign_keys:
         return
     tables = touched_tables(split_statements(migration.text, db.engine))
+    if migration.rebuilds_tables:
+        tables = None
     logger.debug("%s: foreign key check on %s", migration.path, tables or "every table")
     violations = db.foreign_key_violations(tables)
     if violations:
@@ -728,6 +748,7 @@ def apply_migration(
         MigrationError: the file is rejected or the foreign key check failed.
     """
     statements = migration_statements(migration, db.engine)
+    _prepare_session(db, migration, savepoint=savepoint)
     started = time.perf_counter()
     if not migration.transactional:
         logger.info("applying %s statement by statement without a transaction", migration.path)
@@ -758,13 +779,43 @@ def apply_migration(
             db.execute("COMMIT")
         except db.errors as exc:
             raise MigrationError(
-                f"{migration.path}: COMMIT failed on {display_name(db.url)}:"
-                f" {db.describe_error(exc)}"
+                f"{migration.path}: COMMIT failed on {db.label}:"
+                f" {db.describe_error(exc)}" + _commit_hint(db, exc)
             ) from exc
     except BaseException:
         _rollback(db)
         raise
     return MigrationRun(migration.version, migration.path, seconds, transactional=True)
+
+
+def _prepare_session(db: Database, migration: Migration, *, savepoint: bool) -> None:
+    """Undo the session settings of the previous migration; switch foreign keys off to rebuild.
+
+    SQLite counts the child rows of a dropped referenced table as a deferred
+    violation that renaming the new table into its place does not undo, so a
+    rebuild (create new, copy, drop, rename) fails at COMMIT even with
+    `PRAGMA defer_foreign_keys`. A migration marked `-- pipeline: rebuild-tables`
+    therefore runs with foreign key enforcement off, as SQLite's documented
+    ALTER TABLE procedure does, and `_check_foreign_keys` searches every table
+    before COMMIT. The next migration's reset switches enforcement on again.
+
+    Raises:
+        MigrationError: a rebuild on SQLite inside the caller's transaction, where
+            the pragma has no effect.
+    """
+    db.reset_session()
+    if not (migration.rebuilds_tables and db.engine == "sqlite"):
+        return
+    if savepoint or not migration.transactional:
+        raise MigrationError(
+            f"{migration.path}: a migration marked '{REBUILD_TABLES_MARK}' must run in a"
+            " transaction of its own on SQLite, because foreign keys can be switched off only"
+            " between transactions; remove the mark, or apply the migration on its own"
+        )
+    # NOTE: `apply` runs transactional migrations as savepoints of one transaction,
+    # so it raises here for a marked migration that the dry-run applies fine.
+    logger.debug("%s: foreign keys off for a table rebuild", migration.path)
+    db.execute("PRAGMA foreign_keys=OFF")
 
 
 def _apply_in_savepoint(
@@ -792,12 +843,23 @@ def _apply_in_savepoint(
     return MigrationRun(migration.version, migration.path, seconds, transactional=True)
 
 
+def _commit_hint(db: Database, error: Exception) -> str:
+    if db.engine != "sqlite" or "FOREIGN KEY" not in str(error):
+        return ""
+    return (
+        "; PRAGMA foreign_key_check finds no orphan rows, so the failure is SQLite's count of"
+        " deferred violations, which DROP TABLE of a referenced table raises and a later"
+        f" RENAME does not lower; to rebuild a referenced table, mark the file"
+        f" '{REBUILD_TABLES_MARK}' instead of using PRAGMA defer_foreign_keys"
+    )
+
+
 def _rollback(db: Database) -> None:
     try:
         db.execute("ROLLBACK")
     except db.errors as exc:
         # A failed COMMIT has already ended the transaction on PostgreSQL.
-        logger.debug("ROLLBACK on %s: %s", display_name(db.url), exc)
+        logger.debug("ROLLBACK on %s: %s", db.label, exc)
 
 
 def table_row_counts(db: Database) -> dict[str, int]:
@@ -811,7 +873,7 @@ def table_row_counts(db: Database) -> dict[str, int]:
 
 def check_integrity(db: Database) -> list[Finding]:
     """Run the integrity and foreign key checks; return one finding per problem."""
-    name = display_name(db.url)
+    name = db.label
     findings = [
         Finding(rule="database.integrity", file=name, message=f"integrity check: {problem}")
         for problem in db.integrity_problems()
@@ -840,11 +902,10 @@ def run_migrations(
     """
     ensure_history(db)
     pending = pending_migrations(db, migrations)
-    logger.info(
-        "%s: %d of %d migration(s) pending", display_name(db.url), len(pending), len(migrations)
-    )
+    logger.info("%s: %d of %d migration(s) pending", db.label, len(pending), len(migrations))
     result = RunResult() if result is None else result
     for migration in pending:
         result.applied.append(apply_migration(db, migration, bundle_version))
+    db.reset_session()
     result.findings.extend(check_integrity(db))
     return result

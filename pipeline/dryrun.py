@@ -16,8 +16,11 @@ For every configured sample database:
 Samples run in parallel when `jobs` is above 1 (threads for SQLite samples,
 processes when a PostgreSQL sample is among them), and `shard` takes
 every N-th sample for one job of a CI matrix (`report_merge` joins the
-reports again). A failure is returned as findings in the result; only a
-misconfigured sample (missing file without `generate`, unsupported URL) raises.
+reports again). A failure is returned as a failed result with findings, and
+so is a sample that cannot be opened or copied, so the other samples still
+run. Only an empty selection of samples and malformed migration files raise.
+On SIGTERM or Ctrl+C the parent stops its worker processes, which cancel
+their running statement and drop their copies.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import contextlib
 import hashlib
 import logging
 import multiprocessing
+import os
 import shutil
 import signal
 import sqlite3
@@ -137,6 +141,8 @@ class DatabaseResult:
     applied: list[MigrationRun] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None
+    # The process id and thread id that ran the dry-run, such as `pid 812 thread 1402`.
+    worker: str = ""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DatabaseResult:
@@ -150,6 +156,7 @@ class DatabaseResult:
             applied=[MigrationRun(**run) for run in data.get("applied", [])],
             findings=[Finding(**finding) for finding in data.get("findings", [])],
             error=data.get("error"),
+            worker=data.get("worker", ""),
         )
 
 
@@ -159,6 +166,8 @@ class DryRunResult:
 
     results: list[DatabaseResult]
     shard: Shard | None = None
+    # True when this shard selected no sample and `allow_empty_shard` let it pass.
+    empty_shard: bool = False
     # Results taken from the cache instead of a run; not part of the JSON report.
     cached: int = 0
 
@@ -178,6 +187,11 @@ class DryRunResult:
     def summary(self) -> list[str]:
         """Return the human summary: one line per database, one per migration and finding."""
         lines = []
+        if self.empty_shard:
+            lines.append(
+                f"shard {self.shard}: no sample database in this shard,"
+                " passed because empty shards are allowed"
+            )
         for result in self.results:
             status = "passed" if result.passed else "FAILED"
             lines.append(
@@ -187,7 +201,8 @@ class DryRunResult:
             for run in result.applied:
                 mode = "" if run.transactional else ", without a transaction"
                 lines.append(f"  {run.path}: {run.seconds:.3f} s{mode}")
-            if result.error:
+            # A failed migration is also a finding; print its error only once.
+            if result.error and not errors_only(result.findings):
                 lines.append(f"  error: {result.error}")
             lines.extend(f"  {finding.severity}: {finding}" for finding in result.findings)
         return lines
@@ -195,16 +210,19 @@ class DryRunResult:
     def cases(self) -> list[CheckCase]:
         """Return JUnit check cases: one per applied migration and one for each database's checks.
 
-        The class name carries the engine and its version, such as `dry-run.sqlite-3.40.1`.
+        The class name is the engine, such as `dry-run.sqlite`, and each test name
+        starts with the database and the engine version, such as
+        `small.sqlite (sqlite 3.40.1): migrations/0002_kbk.sql`.
         """
         cases = []
         for result in self.results:
-            classname = f"dry-run.{result.engine}-{result.engine_version}"
+            classname = f"dry-run.{result.engine}"
+            prefix = f"{result.database} ({result.engine} {result.engine_version})"
             for run in result.applied:
                 mode = "" if run.transactional else " (no transaction)"
                 cases.append(
                     CheckCase(
-                        name=f"{result.database}: {run.path}{mode}",
+                        name=f"{prefix}: {run.path}{mode}",
                         classname=classname,
                         seconds=run.seconds,
                     )
@@ -215,9 +233,7 @@ class DryRunResult:
                     Finding(rule="dry-run", file=result.database, message=result.error)
                 )
             cases.append(
-                CheckCase(
-                    name=f"{result.database}: checks", classname=classname, findings=findings
-                )
+                CheckCase(name=f"{prefix}: checks", classname=classname, findings=findings)
             )
         return cases
 
@@ -359,7 +375,9 @@ def _postgres_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]
             )
     except psycopg.Error as exc:
         raise MigrationError(
-            f"cannot copy sample database {redact_url(sample.url)}: {exc}"
+            f"cannot copy sample database {redact_url(sample.url)}: {exc}; no other session"
+            " may be connected to the sample while PostgreSQL copies it, so close those"
+            " sessions and run again"
         ) from exc
     logger.debug("cloned %s into %s", template, copy_name)
     try:
@@ -369,6 +387,7 @@ def _postgres_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]
             lock_timeout_ms=config.lock_timeout_ms,
             statement_timeout_ms=config.statement_timeout_ms,
         )
+        db.label = display_name(sample.url)
         try:
             yield db
         finally:
@@ -432,6 +451,26 @@ def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> Da
     return result
 
 
+def _unavailable(sample: SampleDatabase, error: Exception) -> DatabaseResult:
+    """Return the failed result of a sample that could not be opened or copied."""
+    name = display_name(sample.url)
+    logger.error("dry-run on %s not started: %s", redact_url(sample.url), error)
+    return DatabaseResult(
+        database=name,
+        url=redact_url(sample.url),
+        engine=sample.engine,
+        engine_version="unknown",
+        passed=False,
+        findings=[Finding(rule="dry-run.sample", file=name, message=str(error))],
+        error=str(error),
+        worker=_worker(),
+    )
+
+
+def _worker() -> str:
+    return f"pid {os.getpid()} thread {threading.get_ident()}"
+
+
 def _dry_run_one(sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
     """Dry-run one sample without the report query findings; the function each worker runs."""
     logger.info("dry-run on %s", redact_url(sample.url))
@@ -440,12 +479,21 @@ def _dry_run_one(sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
     elif sample.engine in ("postgresql", "postgres"):
         copy = _postgres_copy(inputs.config, sample)
     else:
-        raise ConfigError(
-            f"unsupported sample database URL {redact_url(sample.url)!r}:"
-            " expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+        return _unavailable(
+            sample,
+            ConfigError(
+                f"unsupported sample database URL {redact_url(sample.url)!r}:"
+                " expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+            ),
         )
-    with _terminate_as_interrupt(), copy as db:
-        return _check_database(db, sample, inputs)
+    with _terminate_as_interrupt(), contextlib.ExitStack() as stack:
+        try:
+            db = stack.enter_context(copy)
+        except (ConfigError, MigrationError) as exc:
+            return _unavailable(sample, exc)
+        result = _check_database(db, sample, inputs)
+    result.worker = _worker()
+    return result
 
 
 def _finish(result: DatabaseResult, inputs: _Inputs) -> DatabaseResult:
@@ -509,9 +557,52 @@ def _run_samples(
     # so none inherits an open psycopg or sqlite3 connection and none imports again.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    with _terminate_as_interrupt(), ProcessPoolExecutor(workers, context) as pool:
-        futures = [pool.submit(_dry_run_one, sample, inputs) for sample in samples]
-        return [future.result() for future in futures]
+    pool = ProcessPoolExecutor(workers, context)
+    try:
+        with _terminate_as_interrupt():
+            futures = [pool.submit(_dry_run_one, sample, inputs) for sample in samples]
+            return [future.result() for future in futures]
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Send SIGTERM to every worker, so each cancels its statement and drops its copy.
+
+    A worker in `_dry_run_one` turns SIGTERM into KeyboardInterrupt; psycopg
+    then cancels the running statement on the server, and the copy's `finally`
+    drops it. An idle worker ends at once. ProcessPoolExecutor has no public
+    way to reach its processes, so this reads its `_processes` mapping.
+    """
+    processes = dict(getattr(pool, "_processes", None) or {})
+    for process in processes.values():
+        if process.is_alive():
+            logger.info("stopping dry-run worker process %s", process.pid)
+            process.terminate()
+
+
+def _check_empty(
+    config: Config,
+    databases: Sequence[SampleDatabase] | None,
+    shard: Shard | None,
+    allow_empty_shard: bool,
+) -> None:
+    """Raise for an empty selection of samples, unless it is an allowed empty shard."""
+    configured = len(config.sample_databases if databases is None else databases)
+    if configured == 0:
+        raise ConfigError(
+            "no sample database to dry-run on: set sample_databases in [tool.pipeline] of"
+            f" {config.root / 'pyproject.toml'}, or pass --database URL"
+        )
+    if shard is not None and not allow_empty_shard:
+        raise ConfigError(
+            f"no sample database to dry-run on: shard {shard} of {configured} sample"
+            " database(s) selects none; use fewer shards, or pass --allow-empty-shard"
+        )
+    logger.warning("shard %s: no sample database in this shard", shard)
 
 
 def dry_run(
@@ -522,6 +613,7 @@ def dry_run(
     jobs: int = 1,
     shard: Shard | None = None,
     use_cache: bool = False,
+    allow_empty_shard: bool = False,
 ) -> DryRunResult:
     """Migrate a throwaway copy of every sample database and check it and the report queries.
 
@@ -530,18 +622,20 @@ def dry_run(
     samples at once in separate processes; `shard` keeps only this job's share.
     With `use_cache`, a SQLite sample whose passing result is stored in
     `.pipeline-cache/dry-run.json` under the same inputs is not run again; a
-    failing result is never stored.
+    failing result is never stored. A shard that selects no sample raises
+    unless `allow_empty_shard` is set; then it passes and its summary says so.
 
     Raises:
-        ConfigError: a sample is missing without `generate`, or its URL is unsupported.
-        MigrationError: the migration files are malformed, or a copy cannot be made.
+        ConfigError: there is no sample database to dry-run on.
+        MigrationError: the migration files are malformed.
     """
     samples = list(config.sample_databases if databases is None else databases)
     if shard is not None:
         samples = select_shard(samples, shard)
         logger.info("shard %s: %d sample database(s)", shard, len(samples))
     if not samples:
-        logger.warning("no sample databases to dry-run")
+        _check_empty(config, databases, shard, allow_empty_shard)
+        return DryRunResult([], shard, empty_shard=True)
     queries, query_findings = load_report_queries(config.root)
     inputs = _Inputs(
         config,

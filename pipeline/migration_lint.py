@@ -2,12 +2,15 @@
 
 Each rule has an id, the reason it exists and the fix. A finding names the
 migration file and the statement's line. An author who has weighed the risk
-acknowledges a rule for one file with a comment line anywhere in it:
+acknowledges one finding with a comment line above its statement:
 
     -- lint-ack index-without-concurrently: kbk_code is new, so the index is empty
 
-An acknowledged finding stays in the reports as a warning that carries the
-reason. An acknowledgment without a reason, or of an unknown rule, is an error.
+The comment covers the first finding of that rule on a line after it, so a
+file with two such findings needs two comments. A `--` line inside a string
+literal is not a comment and acknowledges nothing. An acknowledged finding
+stays in the reports as a warning that carries the reason. An acknowledgment
+without a reason, or of an unknown rule, is an error.
 
 `inv validate` lints without a database, so a table created by an earlier
 migration counts as having rows and as large. The dry-run lints against the
@@ -40,6 +43,7 @@ from pipeline.migrations import (
     NO_TRANSACTION_MARK,
     Migration,
     Statement,
+    line_comments,
     load_migrations,
     replace_parameters,
     split_statements,
@@ -90,6 +94,13 @@ RULES = {
             f"use CREATE INDEX CONCURRENTLY in a migration marked '{NO_TRANSACTION_MARK}'",
         ),
         Rule(
+            "session-timeout",
+            "a SET or RESET without LOCAL changes the setting for the rest of the session,"
+            " so the statements after this migration run with it",
+            "use SET LOCAL inside the migration's transaction; in a migration marked"
+            f" '{NO_TRANSACTION_MARK}', set the configured value again at its end",
+        ),
+        Rule(
             "missing-lock-timeout",
             "without lock_timeout a statement that waits for a lock queues every later"
             " query of the table behind it",
@@ -99,7 +110,7 @@ RULES = {
     )
 }
 
-_ACK = re.compile(r"^\s*--\s*lint-ack\b[ \t]*([\w-]*)[ \t]*(?::[ \t]*(.*))?$", re.MULTILINE)
+_ACK = re.compile(r"^--\s*lint-ack\b[ \t]*([\w-]*)[ \t]*(?::[ \t]*(.*))?$")
 _NAME = r'(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[\w$]+)(?:\s*\.\s*(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[\w$]+))?'
 _ALTER_TABLE = re.compile(
     rf"^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?({_NAME})\s+(.*)$", re.I | re.S
@@ -129,6 +140,12 @@ _TRUNCATE = re.compile(rf"^TRUNCATE\s+(?:TABLE\s+)?(?:ONLY\s+)?({_NAME})", re.I)
 _SET_LOCK_TIMEOUT = re.compile(
     r"^(?:SET\s+(SESSION\s+|LOCAL\s+)?lock_timeout\s*(?:=|\s+TO\s)\s*(.+)|RESET\s+lock_timeout)$",
     re.I | re.S,
+)
+_SESSION_TIMEOUT = re.compile(
+    r"^(?:SET\s+(?:SESSION\s+)?|RESET\s+)(lock_timeout|statement_timeout)\b", re.I
+)
+_RENAME_TO = re.compile(
+    rf"^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?{_NAME}\s+RENAME\s+TO\s+({_NAME})", re.I
 )
 
 
@@ -292,6 +309,9 @@ class _Linter:
         self.migration = migration
         self.context = context
         self.created: set[str] = set()
+        # Tables that a RENAME TO in this migration puts back under their old
+        # name, as in SQLite's rebuild: CREATE x_new, copy, DROP x, RENAME x_new TO x.
+        self.recreated: set[str] = set()
         self.lock_timeout_ms = context.lock_timeout_ms
         self.findings: list[Finding] = []
 
@@ -325,13 +345,26 @@ class _Linter:
         )
 
     def lint(self, statements: Sequence[Statement]) -> list[Finding]:
-        for statement in statements:
-            text = " ".join(strip_comments(statement.sql, self.context.dialect).split())
+        texts = [
+            " ".join(strip_comments(statement.sql, self.context.dialect).split())
+            for statement in statements
+        ]
+        for text in texts:
+            if match := _RENAME_TO.match(text):
+                self.recreated.add(_bare_name(match.group(1)))
+        for statement, text in zip(statements, texts, strict=True):
             self.statement(statement, text)
         return self.findings
 
     def statement(self, statement: Statement, text: str) -> None:
         postgresql = self.context.dialect == "postgresql"
+        if postgresql and (match := _SESSION_TIMEOUT.match(text)):
+            self.report(
+                "session-timeout",
+                statement,
+                f"{text.split(None, 1)[0].upper()} {match.group(1).lower()} stays in force"
+                " for the rest of the session",
+            )
         if match := _SET_LOCK_TIMEOUT.match(text):
             self.set_lock_timeout(match)
             return
@@ -416,6 +449,10 @@ class _Linter:
 
     def drop_table(self, statement: Statement, table: str, verb: str) -> None:
         users = self.context.used.tables.get(table)
+        if verb == "drops" and table in self.recreated:
+            # A dropped column of the new table fails the dry-run's report query check.
+            logger.debug("%s: %s is rebuilt under its name", self.migration.path, table)
+            return
         if users and table not in self.created:
             self.report(
                 "drop-used-object",
@@ -434,13 +471,19 @@ class _Linter:
             )
 
 
-def _acknowledge(migration: Migration, findings: list[Finding]) -> list[Finding]:
-    """Turn findings of acknowledged rules into warnings; report malformed acknowledgments."""
-    acknowledged: dict[str, str] = {}
+def _acknowledge(migration: Migration, dialect: str, findings: list[Finding]) -> list[Finding]:
+    """Turn acknowledged findings into warnings; report malformed or unused acknowledgments.
+
+    Each `-- lint-ack RULE: REASON` comment covers the first finding of RULE on
+    a later line that no earlier comment covers.
+    """
     problems: list[Finding] = []
-    for match in _ACK.finditer(migration.text):
+    reasons: dict[int, str] = {}
+    for line, comment in line_comments(migration.text, dialect):
+        match = _ACK.match(comment)
+        if match is None:
+            continue
         rule, reason = match.group(1), (match.group(2) or "").strip()
-        line = migration.text.count("\n", 0, match.start()) + 1
         if rule not in RULES:
             problems.append(
                 Finding(
@@ -451,7 +494,8 @@ def _acknowledge(migration: Migration, findings: list[Finding]) -> list[Finding]
                     f" known rules: {', '.join(RULES)}",
                 )
             )
-        elif not reason:
+            continue
+        if not reason:
             problems.append(
                 Finding(
                     rule="lint.ack",
@@ -460,11 +504,25 @@ def _acknowledge(migration: Migration, findings: list[Finding]) -> list[Finding]
                     message=f"lint-ack {rule} has no reason; write '-- lint-ack {rule}: REASON'",
                 )
             )
+            continue
+        covered = next(
+            (
+                index
+                for index, finding in enumerate(findings)
+                if finding.rule == f"lint.{rule}"
+                and (finding.line or 0) > line
+                and index not in reasons
+            ),
+            None,
+        )
+        if covered is None:
+            # A portable file's acknowledgment may concern a rule of the other dialect.
+            logger.debug("%s:%d: no %s finding after lint-ack", migration.path, line, rule)
         else:
-            acknowledged[rule] = reason
+            reasons[covered] = reason
     result: list[Finding] = []
-    for finding in findings:
-        reason = acknowledged.get(finding.rule.removeprefix("lint."))
+    for index, finding in enumerate(findings):
+        reason = reasons.get(index)
         if reason is None:
             result.append(finding)
         else:
@@ -496,7 +554,11 @@ def lint_migrations(migrations: Sequence[Migration], context: LintContext) -> li
         current = dataclasses.replace(context, row_counts=counts)
         linter = _Linter(migration, current)
         findings.extend(
-            _acknowledge(migration, linter.lint(split_statements(migration.text, current.dialect)))
+            _acknowledge(
+                migration,
+                current.dialect,
+                linter.lint(split_statements(migration.text, current.dialect)),
+            )
         )
         if counts is not None:
             for table in linter.created:

@@ -27,6 +27,7 @@ from pipeline.findings import Finding, errors_only
 DIALECTS = ("sqlite", "postgresql")
 MIGRATIONS_FOLDER = KIND_FOLDERS[Kind.MIGRATION]
 NO_TRANSACTION_MARK = "-- pipeline: no-transaction"
+REBUILD_TABLES_MARK = "-- pipeline: rebuild-tables"
 
 _NAME = re.compile(
     r"^(?P<version>\d{4})_(?P<slug>[a-z0-9]+(?:_[a-z0-9]+)*)"
@@ -37,6 +38,7 @@ _NAME_RULE = (
     " (a 4-digit version and a slug of lower-case letters, digits and underscores)"
 )
 _NO_TRANSACTION = re.compile(r"^--\s*pipeline:\s*no-transaction\s*$", re.IGNORECASE)
+_REBUILD_TABLES = re.compile(r"^--\s*pipeline:\s*rebuild-tables\s*$", re.IGNORECASE)
 _FOREIGN_KEYS_PRAGMA = re.compile(
     r"^PRAGMA\s+(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?foreign_keys\b", re.IGNORECASE
 )
@@ -87,6 +89,11 @@ class Migration:
         """The file name, such as `0002_kbk.sql`."""
         return self.path.rsplit("/", 1)[-1]
 
+    @property
+    def rebuilds_tables(self) -> bool:
+        """True when the leading comment block contains `-- pipeline: rebuild-tables`."""
+        return _header_has(self.text, _REBUILD_TABLES)
+
 
 @dataclass(frozen=True)
 class Statement:
@@ -129,15 +136,20 @@ def checksum_text(text: str) -> str:
 
 def is_transactional(text: str) -> bool:
     """Return False when the leading comment block contains `-- pipeline: no-transaction`."""
+    return not _header_has(text, _NO_TRANSACTION)
+
+
+def _header_has(text: str, mark: re.Pattern[str]) -> bool:
+    """Return True when a line of the leading comment block matches `mark`."""
     for line in text.split("\n"):
         stripped = line.strip()
         if not stripped:
             continue
         if not stripped.startswith("--"):
-            return True
-        if _NO_TRANSACTION.match(stripped):
             return False
-    return True
+        if mark.match(stripped):
+            return True
+    return False
 
 
 def sets_foreign_keys(statement: Statement) -> bool:
@@ -175,6 +187,20 @@ def sqlite_version_problem(
 
 def _is_rename_table(statement: Statement) -> bool:
     return re.match(r"^ALTER\s+TABLE\s+\S+\s+RENAME\s+TO\s", statement.sql, re.I) is not None
+
+
+def line_comments(text: str, dialect: str) -> list[tuple[int, str]]:
+    """Return the 1-based line and text of every `--` comment outside quotes.
+
+    Raises:
+        MigrationError: an unterminated quote or comment.
+    """
+    lines = _Lines(text)
+    return [
+        (lines.line(first), text[first:end])
+        for kind, first, end in _segments(text, dialect)
+        if kind == "comment" and text.startswith("--", first)
+    ]
 
 
 def strip_comments(sql: str, dialect: str) -> str:

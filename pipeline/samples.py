@@ -470,6 +470,11 @@ def generate_postgres_sample(root: Path, url: str, size: str, upto: str | None =
                     sql.Identifier(loading), sql.Identifier(name)
                 )
             )
+            # A template database cannot be dropped by mistake, and any user
+            # with CREATEDB can clone it; drop_sample() clears the mark first.
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} IS_TEMPLATE true").format(sql.Identifier(name))
+            )
         except BaseException:
             admin.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(loading))
@@ -539,6 +544,37 @@ def generate_samples(
         (redact_url(sample.url), ensure_sample(config.root, sample, upto=upto, force=force))
         for sample in chosen
     ]
+
+
+def drop_sample(url: str) -> None:
+    """Drop a PostgreSQL sample database, first clearing its template mark.
+
+    A database that does not exist is left alone. Sessions still connected to
+    the sample are ended.
+
+    Raises:
+        MigrationError: the server cannot be reached or refused the drop.
+    """
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://", 1)
+    name = str(conninfo_to_dict(conninfo).get("dbname") or "")
+    if not name:
+        raise ConfigError(f"{redact_url(url)}: expected a database name in the URL")
+    try:
+        with psycopg.connect(make_conninfo(conninfo, dbname="postgres"), autocommit=True) as admin:
+            if not admin.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (name,)
+            ).fetchall():
+                return
+            identifier = sql.Identifier(name)
+            admin.execute(sql.SQL("ALTER DATABASE {} IS_TEMPLATE false").format(identifier))
+            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(identifier))
+    except psycopg.Error as exc:
+        raise MigrationError(f"cannot drop sample database {redact_url(url)}: {exc}") from exc
+    logger.info("dropped sample database %s", redact_url(url))
 
 
 def postgres_database_exists(url: str) -> bool:

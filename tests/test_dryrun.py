@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -140,13 +141,60 @@ def test_missing_sample_is_generated(tmp_path: Path) -> None:
     assert [run.version for run in result.results[0].applied] == ["0002", "0003"]
 
 
-def test_missing_sample_without_generate(tmp_path: Path) -> None:
+def test_missing_sample_fails_only_its_result(tmp_path: Path) -> None:
     root = make_content(tmp_path / "content")
-    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///absent.sqlite"),))
+    generate_sample(root, root / "present.sqlite", "small")
+    config = Config(
+        root=root,
+        sample_databases=(
+            SampleDatabase("sqlite:///absent.sqlite"),
+            SampleDatabase("sqlite:///present.sqlite"),
+        ),
+    )
+    result = dry_run(config)
+    assert not result.passed
+    absent, present = result.results
+    assert absent.database == "absent.sqlite"
+    assert not absent.passed
+    assert absent.error is not None
+    assert f"sample database {root / 'absent.sqlite'} not found" in absent.error
+    assert 'generate = "small"' in absent.error
+    assert absent.applied == []
+    assert present.passed
+    assert [run.version for run in present.applied] == ["0002", "0003"]
+    assert json.loads(json.dumps(result.to_json()))["passed"] is False
+
+
+def test_no_sample_database_is_an_error(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
     with pytest.raises(ConfigError) as caught:
-        dry_run(config)
-    assert f"sample database {root / 'absent.sqlite'} not found" in str(caught.value)
-    assert 'generate = "small"' in str(caught.value)
+        dry_run(Config(root=root, sample_databases=()))
+    assert "no sample database to dry-run on" in str(caught.value)
+    assert "set sample_databases in [tool.pipeline] of" in str(caught.value)
+    assert "or pass --database URL" in str(caught.value)
+
+
+def test_empty_shard_needs_explicit_flag(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    config = Config(
+        root=root,
+        sample_databases=(
+            SampleDatabase("sqlite:///one.sqlite"),
+            SampleDatabase("sqlite:///two.sqlite"),
+        ),
+    )
+    with pytest.raises(ConfigError) as caught:
+        dry_run(config, shard=Shard.parse("3/3"))
+    assert "no sample database to dry-run on: shard 3/3 of 2 sample database(s)" in str(
+        caught.value
+    )
+    assert "--allow-empty-shard" in str(caught.value)
+    result = dry_run(config, shard=Shard.parse("3/3"), allow_empty_shard=True)
+    assert result.passed
+    assert result.results == []
+    assert result.summary() == [
+        "shard 3/3: no sample database in this shard, passed because empty shards are allowed"
+    ]
 
 
 # -- PostgreSQL on the local test server ---------------------------------------------------------
@@ -254,6 +302,82 @@ def test_rebuilt_table_meets_null_rows(tmp_path: Path) -> None:
     assert "NOT NULL constraint failed: organizations_new.name_kk" in database.error
 
 
+REBUILD_ACCOUNTS = (
+    "CREATE TABLE accounts_new (id INTEGER PRIMARY KEY,"
+    " organization_id INTEGER NOT NULL REFERENCES organizations (id),"
+    " iban TEXT UNIQUE NOT NULL, currency TEXT NOT NULL DEFAULT 'KZT');\n"
+    "INSERT INTO accounts_new SELECT id, organization_id, iban, coalesce(currency, 'KZT')"
+    " FROM accounts{where};\n"
+    "DROP TABLE accounts;\n"
+    "ALTER TABLE accounts_new RENAME TO accounts;\n"
+    "CREATE INDEX accounts_organization ON accounts (organization_id);\n"
+)
+
+
+def rebuild_content(tmp_path: Path, header: str, where: str = "") -> Config:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    (root / "migrations" / "0004_currency_required.sqlite.sql").write_text(
+        header + REBUILD_ACCOUNTS.format(where=where), "utf-8"
+    )
+    (root / "migrations" / "0004_currency_required.postgresql.sql").write_text(
+        "ALTER TABLE accounts ALTER COLUMN currency SET DEFAULT 'KZT';\n", "utf-8"
+    )
+    return Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+
+def test_rebuild_of_referenced_table_passes(tmp_path: Path) -> None:
+    config = rebuild_content(tmp_path, "-- pipeline: rebuild-tables\n")
+    result = dry_run(config)
+    (database,) = result.results
+    assert database.error is None
+    assert database.findings == []
+    assert [run.version for run in database.applied] == ["0002", "0003", "0004"]
+    assert result.passed
+
+
+def test_rebuild_losing_rows_names_orphans(tmp_path: Path) -> None:
+    config = rebuild_content(tmp_path, "-- pipeline: rebuild-tables\n", " WHERE id % 2 = 0")
+    (database,) = dry_run(config).results
+    assert database.error is not None
+    assert "migrations/0004_currency_required.sqlite.sql: foreign key check failed" in (
+        database.error
+    )
+    assert "table payment_documents foreign key (account_id) -> accounts(id):" in (database.error)
+    assert "rowid " in database.error
+    assert [run.version for run in database.applied] == ["0002", "0003"]
+
+
+def test_rebuild_with_defer_foreign_keys(tmp_path: Path) -> None:
+    config = rebuild_content(tmp_path, "PRAGMA defer_foreign_keys = ON;\n")
+    (database,) = dry_run(config).results
+    assert database.error is not None
+    assert "COMMIT failed" in database.error
+    assert "PRAGMA foreign_key_check finds no orphan rows" in database.error
+    assert "'-- pipeline: rebuild-tables'" in database.error
+
+
+def test_rebuild_with_defer_names_orphans(tmp_path: Path) -> None:
+    config = rebuild_content(tmp_path, "PRAGMA defer_foreign_keys = ON;\n", " WHERE id % 2 = 0")
+    (database,) = dry_run(config).results
+    assert database.error is not None
+    assert "table payment_documents foreign key (account_id) -> accounts(id):" in (database.error)
+    assert "COMMIT failed" not in database.error
+
+
+def test_summary_shows_failure_once(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    (root / "migrations" / "0004_broken.sql").write_text(
+        "SELECT no_such_column FROM organizations;\n", "utf-8"
+    )
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+    summary = dry_run(config).summary()
+    failures = [line for line in summary if "no such column: no_such_column" in line]
+    assert len(failures) == 1
+    assert "migrations/0004_broken.sql:1" in failures[0]
+
+
 def three_samples(root: Path) -> Config:
     samples = []
     for name in ("first", "second", "third"):
@@ -275,6 +399,9 @@ def test_parallel_matches_serial(tmp_path: Path) -> None:
     assert [[run.version for run in r.applied] for r in parallel.results] == [
         [run.version for run in r.applied] for r in serial.results
     ]
+    assert len({r.worker for r in serial.results}) == 1
+    assert serial.results[0].worker.startswith(f"pid {os.getpid()} thread ")
+    assert len({r.worker for r in parallel.results}) == 2
 
 
 def test_shards_split_samples(tmp_path: Path) -> None:
@@ -357,14 +484,13 @@ def test_reports_name_engine_version_and_times(tmp_path: Path) -> None:
     junit = tmp_path / "dry-run.xml"
     write_junit_report(junit, "dry-run", result.cases())
     cases = ET.parse(junit).getroot().findall(".//testcase")
+    engine = f"sqlite {sqlite3.sqlite_version}"
     assert [case.get("name") for case in cases] == [
-        "sample.sqlite: migrations/0002_budget_classification.sql",
-        "sample.sqlite: migrations/0003_treasury_statements.sqlite.sql",
-        "sample.sqlite: checks",
+        f"sample.sqlite ({engine}): migrations/0002_budget_classification.sql",
+        f"sample.sqlite ({engine}): migrations/0003_treasury_statements.sqlite.sql",
+        f"sample.sqlite ({engine}): checks",
     ]
-    assert {case.get("classname") for case in cases} == {
-        f"dry-run.sqlite-{sqlite3.sqlite_version}"
-    }
+    assert {case.get("classname") for case in cases} == {"dry-run.sqlite"}
     assert cases[0].get("time") == f"{entry['applied'][0]['seconds']:.3f}"
 
 
@@ -438,6 +564,14 @@ def test_tasks_samples_shards_and_merge(tmp_path: Path) -> None:
     assert merged.returncode == 0, merged.stderr
     assert f"one.sqlite (sqlite {sqlite3.sqlite_version}): passed" in merged.stdout
     assert "merged 2 report(s): 2 sample database(s)" in merged.stdout
+    empty = run_task("dry-run", "--repo", str(root), "--shard", "3/3", *databases)
+    assert empty.returncode == 1
+    assert "no sample database to dry-run on: shard 3/3 of 2" in empty.stderr
+    allowed = run_task(
+        "dry-run", "--repo", str(root), "--shard", "3/3", "--allow-empty-shard", *databases
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "shard 3/3: no sample database in this shard" in allowed.stdout
     incomplete = run_task("report.merge", *reports[:2])
     assert incomplete.returncode == 1
     assert "shard(s) 2/2 missing from the merge" in incomplete.stderr

@@ -7,6 +7,9 @@ import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +28,13 @@ from pipeline.database import (
 )
 from pipeline.errors import MigrationError
 from pipeline.migrations import load_migrations
-from pipeline.samples import PLANS, ensure_sample, is_valid_bin, is_valid_iban
+from pipeline.samples import (
+    PLANS,
+    drop_sample,
+    ensure_sample,
+    is_valid_bin,
+    is_valid_iban,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -50,8 +59,8 @@ def sample_url(postgres_server: str) -> Iterator[str]:
     """URL of a sample database name that does not exist yet; dropped after the test."""
     name = f"parus_sample_test_{uuid.uuid4().hex[:10]}"
     yield f"{postgres_server.rsplit('/', 1)[0]}/{name}"
+    drop_sample(f"{postgres_server.rsplit('/', 1)[0]}/{name}")
     with psycopg.connect(postgres_server, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         leftovers = admin.execute(
             "SELECT datname FROM pg_database WHERE datname LIKE %s", (f"{name}_loading_%",)
         ).fetchall()
@@ -157,6 +166,120 @@ def test_sigterm_drops_clone(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
+def test_sample_is_marked_as_template(
+    generated_sample: tuple[Path, str], postgres_server: str
+) -> None:
+    _, url = generated_sample
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT datistemplate FROM pg_database WHERE datname = %s", (name,)
+        ).fetchall()
+    assert rows == [(True,)]
+
+
+def test_template_in_use_fails_only_its_result(
+    generated_sample: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, url = generated_sample
+    from pipeline.samples import generate_sample
+
+    generate_sample(root, root / "other.sqlite", "small")
+    config = Config(
+        root=root,
+        sample_databases=(SampleDatabase(url), SampleDatabase("sqlite:///other.sqlite")),
+    )
+    with psycopg.connect(url):
+        result = dryrun.dry_run(config)
+    assert not result.passed
+    busy, other = result.results
+    name = url.rsplit("/", 1)[1]
+    assert busy.database == name
+    assert not busy.passed
+    assert busy.error is not None
+    assert f"cannot copy sample database {url}: source database" in busy.error
+    assert "is being accessed by other users" in busy.error
+    assert "no other session may be connected to the sample" in busy.error
+    assert other.passed
+
+
+def test_errors_name_sample_not_copy(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    (root / "migrations" / "0004_broken.sql").write_text(
+        "INSERT INTO knp VALUES (NULL, 'x', 'y');\n", "utf-8"
+    )
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+    (database,) = result.results
+    name = url.rsplit("/", 1)[1]
+    assert database.error is not None
+    assert f"statement failed on {name}:" in database.error
+    assert "pipeline_dry_run_" not in database.error
+    assert all("pipeline_dry_run_" not in line for line in result.summary())
+
+
+STOPPABLE_RUN = """
+import logging, sys
+from pathlib import Path
+from pipeline.config import Config, SampleDatabase
+from pipeline.dryrun import dry_run
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    root = Path(sys.argv[1])
+    samples = tuple(SampleDatabase(url) for url in sys.argv[2:])
+    dry_run(Config(root=root, sample_databases=samples), jobs=2)
+"""
+
+
+def running_sleeps(server: str) -> int:
+    with psycopg.connect(server, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(600)%'"
+        ).fetchall()
+    return int(rows[0][0])
+
+
+def test_sigterm_stops_parallel_workers(
+    generated_sample: tuple[Path, str], postgres_server: str, tmp_path: Path
+) -> None:
+    root, url = generated_sample
+    second = f"{url}_copy"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        admin.execute(
+            f'CREATE DATABASE "{second.rsplit("/", 1)[1]}" TEMPLATE "{url.rsplit("/", 1)[1]}"'
+        )
+    try:
+        (root / "migrations" / "0004_wait.postgresql.sql").write_text(
+            "SELECT pg_sleep(600);\n", "utf-8"
+        )
+        (root / "migrations" / "0004_wait.sqlite.sql").write_text("SELECT 1;\n", "utf-8")
+        before = set(database_names(postgres_server, "pipeline_dry_run_%"))
+        script = tmp_path / "run.py"
+        script.write_text(STOPPABLE_RUN, "utf-8")
+        process = subprocess.Popen(
+            [sys.executable, str(script), str(root), url, second],
+            cwd=REPO_ROOT,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            while running_sleeps(postgres_server) < 2 and process.poll() is None:
+                time.sleep(0.1)
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            process.send_signal(signal.SIGTERM)
+            _, errors = process.communicate(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode != 0
+        assert "KeyboardInterrupt" in errors
+        assert running_sleeps(postgres_server) == 0
+        assert set(database_names(postgres_server, "pipeline_dry_run_%")) - before == set()
+    finally:
+        drop_sample(second)
+
+
 def test_new_not_null_meets_null_rows(generated_sample: tuple[Path, str]) -> None:
     root, url = generated_sample
     (root / "migrations" / "0004_kk_required.sql").write_text(
@@ -199,9 +322,15 @@ def test_lock_held_by_other_session(tmp_path: Path, postgres_database: str) -> N
     with psycopg.connect(postgres_database) as holder:
         holder.execute("SELECT count(*) FROM organizations").fetchall()
         holder_pid = holder.info.backend_pid
-        with open_database(postgres_database, root, lock_timeout_ms=300) as db:
+        with open_database(
+            postgres_database, root, lock_timeout_ms=300, statement_timeout_ms=20_000
+        ) as db:
+            # The margin is what the same migrations take without the lock, so a
+            # failure after the 20 s statement timeout cannot pass.
+            started = time.monotonic()
             with pytest.raises(StatementError) as caught:
                 run_migrations(db, migrations)
+            elapsed = time.monotonic() - started
             columns = db.execute(
                 "SELECT column_name FROM information_schema.columns"
                 " WHERE table_name = 'organizations' AND column_name = 'status'"
@@ -213,6 +342,57 @@ def test_lock_held_by_other_session(tmp_path: Path, postgres_database: str) -> N
     assert "no lock was granted within lock_timeout (300 ms)" in message
     assert f"table organizations is locked in AccessShareLock by process {holder_pid}" in message
     assert columns == []
+    assert elapsed < 0.3 + unlocked_seconds(root, postgres_database) + 1.0
+
+
+def unlocked_seconds(root: Path, url: str) -> float:
+    """Return how long the pending migrations of `root` take on `url` with no lock held."""
+    with open_database(url, root) as db:
+        started = time.monotonic()
+        run_migrations(db, load_migrations(root, "postgresql"))
+        return time.monotonic() - started
+
+
+def test_session_lock_timeout_reset_per_migration(tmp_path: Path, postgres_database: str) -> None:
+    root = make_content(
+        tmp_path / "content",
+        {
+            "0004_no_lock_timeout.postgresql.sql": "SET lock_timeout = 0;\nSELECT 1;\n",
+            "0004_no_lock_timeout.sqlite.sql": "SELECT 1;\n",
+            "0005_status.sql": "ALTER TABLE organizations ADD COLUMN status TEXT;\n",
+        },
+    )
+    migrations = load_migrations(root, "postgresql")
+    with open_database(postgres_database, root) as db:
+        run_migrations(db, migrations[:3])
+    with psycopg.connect(postgres_database) as holder:
+        holder.execute("SELECT count(*) FROM organizations").fetchall()
+        with open_database(
+            postgres_database, root, lock_timeout_ms=300, statement_timeout_ms=20_000
+        ) as db:
+            started = time.monotonic()
+            with pytest.raises(StatementError) as caught:
+                run_migrations(db, migrations)
+            elapsed = time.monotonic() - started
+            applied = db.execute(f"SELECT version FROM {HISTORY_TABLE} ORDER BY version")
+            setting = db.execute("SHOW lock_timeout")
+        holder.rollback()
+    message = str(caught.value)
+    assert "migrations/0005_status.sql:1" in message
+    assert "canceling statement due to lock timeout" in message
+    assert "no lock was granted within lock_timeout (300 ms)" in message
+    assert applied[-1] == ("0004",)
+    assert setting == [("300ms",)]
+    # Without the reset the statement waits for the 20 s statement timeout.
+    assert elapsed < 0.3 + unlocked_seconds(root, postgres_database) + 1.0
+
+
+def test_migration_times_include_sleep(tmp_path: Path, postgres_database: str) -> None:
+    root = make_content(tmp_path / "content", {"0004_slow.sql": "SELECT pg_sleep(0.2);\n"})
+    with open_database(postgres_database, root) as db:
+        result = run_migrations(db, load_migrations(root, "postgresql"))
+    (slow,) = [run for run in result.applied if run.version == "0004"]
+    assert slow.seconds >= 0.2
 
 
 def test_new_enum_value_in_same_transaction(tmp_path: Path, postgres_database: str) -> None:

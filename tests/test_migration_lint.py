@@ -67,6 +67,7 @@ def test_rules_have_reason_and_fix() -> None:
         "index-without-concurrently",
         "missing-lock-timeout",
         "not-null-without-default",
+        "session-timeout",
         "table-rewrite",
     ]
     assert all(rule.reason and rule.fix for rule in RULES.values())
@@ -292,6 +293,109 @@ def test_malformed_acknowledgments(tmp_path: Path) -> None:
     ]
     assert "lint-ack not-null-without-default has no reason" in findings[0][3]
     assert "expected a lint rule id after lint-ack, found 'no-such-rule'" in findings[1][3]
+
+
+def test_ack_inside_string_literal_ignored(tmp_path: Path) -> None:
+    root = write_content(
+        tmp_path,
+        {
+            "0002_status.sql": "INSERT INTO organizations (id, bin, name_kk) VALUES (1, '1', '\n"
+            "-- lint-ack not-null-without-default: text in a literal, not a comment\n"
+            "');\n"
+            "ALTER TABLE organizations ADD COLUMN status TEXT NOT NULL;\n"
+        },
+    )
+    findings = lint(root, "sqlite", ROWS)
+    assert [(rule, severity, line) for rule, severity, line, _ in findings] == [
+        ("lint.not-null-without-default", "error", 4)
+    ]
+
+
+def test_ack_covers_next_finding_only(tmp_path: Path) -> None:
+    root = write_content(
+        tmp_path,
+        {
+            "0002_status.sql": "-- lint-ack not-null-without-default: filled by the importer\n"
+            "ALTER TABLE organizations ADD COLUMN status TEXT NOT NULL;\n"
+            "ALTER TABLE payment_documents ADD COLUMN kbe TEXT NOT NULL;\n"
+        },
+    )
+    findings = lint(root, "sqlite", ROWS)
+    assert [(rule, severity, line) for rule, severity, line, _ in findings] == [
+        ("lint.not-null-without-default", "warning", 2),
+        ("lint.not-null-without-default", "error", 3),
+    ]
+
+
+def test_ack_without_finding_after_it(tmp_path: Path) -> None:
+    root = write_content(
+        tmp_path,
+        {
+            "0002_status.sql": "ALTER TABLE organizations ADD COLUMN status TEXT NOT NULL;\n"
+            "-- lint-ack not-null-without-default: written after the statement\n"
+        },
+    )
+    findings = lint(root, "sqlite", ROWS)
+    assert [(rule, severity, line) for rule, severity, line, _ in findings] == [
+        ("lint.not-null-without-default", "error", 1),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("statement", "setting"),
+    [
+        ("SET lock_timeout = 0", "lock_timeout"),
+        ("SET SESSION lock_timeout TO '10s'", "lock_timeout"),
+        ("SET statement_timeout = '1min'", "statement_timeout"),
+        ("RESET statement_timeout", "statement_timeout"),
+    ],
+)
+def test_session_timeout_reported(tmp_path: Path, statement: str, setting: str) -> None:
+    root = write_content(
+        tmp_path,
+        {
+            "0002_timeouts.postgresql.sql": f"{statement};\nSELECT 1;\n",
+            "0002_timeouts.sqlite.sql": "SELECT 1;",
+        },
+    )
+    findings = [f for f in lint(root, "postgresql", ROWS) if f[0] == "lint.session-timeout"]
+    assert [(rule, line) for rule, _, line, _ in findings] == [("lint.session-timeout", 1)]
+    assert f"{setting} stays in force for the rest of the session" in findings[0][3]
+    assert "SET LOCAL" in findings[0][3]
+
+
+def test_set_local_timeout_passes(tmp_path: Path) -> None:
+    root = write_content(
+        tmp_path,
+        {
+            "0002_timeouts.postgresql.sql": "SET LOCAL lock_timeout = '2s';\n"
+            "SET LOCAL statement_timeout = '1min';\n"
+            "ALTER TABLE organizations ADD COLUMN status TEXT;\n",
+            "0002_timeouts.sqlite.sql": "SELECT 1;",
+        },
+    )
+    assert lint(root, "postgresql", ROWS) == []
+
+
+def test_recreated_table_not_a_drop(tmp_path: Path) -> None:
+    root = write_content(
+        tmp_path,
+        {
+            "0002_rebuild.sql": "CREATE TABLE payment_documents_new (id INTEGER PRIMARY KEY,"
+            " organization_id INTEGER, amount BIGINT NOT NULL, purpose TEXT);\n"
+            "INSERT INTO payment_documents_new SELECT * FROM payment_documents;\n"
+            "DROP TABLE payment_documents;\n"
+            "ALTER TABLE payment_documents_new RENAME TO payment_documents;\n"
+        },
+        query="SELECT purpose FROM payment_documents",
+    )
+    assert lint(root, "sqlite", ROWS) == []
+    dropped = write_content(
+        tmp_path / "dropped",
+        {"0002_drop.sql": "DROP TABLE payment_documents;\n"},
+        query="SELECT purpose FROM payment_documents",
+    )
+    assert [rule for rule, _, _, _ in lint(dropped, "sqlite", ROWS)] == ["lint.drop-used-object"]
 
 
 def test_validate_lints_without_database(tmp_path: Path) -> None:
