@@ -123,7 +123,7 @@ def build_bundle(
             content cannot be staged, or the archive cannot be written or
             is readable without the password.
     """
-    _check_version(version, changes.base_tag)
+    check_version(version, changes.base_tag)
     if password is not None and not password:
         raise BundleError(
             "the archive password is empty; pass a password, or none to skip encryption"
@@ -264,7 +264,8 @@ def source_date_epoch(commit_time: int) -> int:
     return value
 
 
-def _check_version(version: Version, base_tag: str | None) -> None:
+def check_version(version: Version, base_tag: str | None) -> None:
+    """Raise BundleError unless `version` is newer than the base release's."""
     if base_tag is None:
         return
     base = Version.from_tag(base_tag)

@@ -28,7 +28,7 @@ from typing import Any
 import git
 
 from pipeline import rotation, signing
-from pipeline.build import BuildResult, build_bundle, source_date_epoch
+from pipeline.build import BuildResult, build_bundle, check_version, source_date_epoch
 from pipeline.collect import ChangeSet, collect
 from pipeline.config import Config, SampleDatabase, load_config
 from pipeline.dryrun import DryRunResult, dry_run
@@ -181,6 +181,7 @@ def _release_into(
         work = Path(work_name)
         step(f"collect: changes up to {rev} for {version}")
         changes = collect(repo, rev)
+        check_version(version, changes.base_tag)
         if changes.base_tag and not changes.changes and not allow_empty:
             raise BundleError(
                 f"nothing to release: no content changed between {changes.base_tag} and"

@@ -194,7 +194,7 @@ def test_failed_validation_leaves_no_output(
     out = tmp_path / "dist"
     with pytest.raises(ValidationError, match="catalogs/knp/rows.csv"):
         release(demo_repo, out, secret_key, version=Version.parse("2026.12.0"))
-    assert list(out.iterdir()) == []
+    assert not out.exists()
 
 
 def test_failed_dry_run_leaves_no_output(
@@ -210,7 +210,7 @@ def test_failed_dry_run_leaves_no_output(
     out = tmp_path / "dist"
     with pytest.raises(MigrationError, match=f"{migration.name}.*no_such_table"):
         release(demo_repo, out, secret_key, version=Version.parse("2026.12.0"))
-    assert list(out.iterdir()) == []
+    assert not out.exists()
 
 
 def test_release_ignores_uncommitted_edits(
