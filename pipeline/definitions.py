@@ -201,6 +201,10 @@ def _check_texts(document: dict[str, Any], file: str, schema_paths: set[str]) ->
     return findings
 
 
+# Keys of objects keyed by language that hold identifiers, not texts.
+_NOT_TEXT_KEYS = frozenset(["by_language"])
+
+
 def _text_pairs(node: object, path: str) -> Iterator[tuple[str, object, object, str, str]]:
     """Yield each Kazakh and Russian text pair as (object path, kk, ru, kk path, ru path).
 
@@ -232,6 +236,8 @@ def _text_pairs(node: object, path: str) -> Iterator[tuple[str, object, object, 
             yield path, kk, ru, kk_path, ru_path
         return
     for key, value in node.items():
+        if key in _NOT_TEXT_KEYS:
+            continue
         yield from _text_pairs(value, child_path(path, key))
 
 
@@ -407,12 +413,6 @@ def _check_unlisted_payload(folder: Path, file: str, listed: set[str]) -> list[F
 # 6. report and form queries
 
 
-# A query parameter that every report and form may use without declaring it:
-# the language of the page, "kk" or "ru", so a query can select `name_kk` or
-# `name_ru` to match the captions.
-LANGUAGE_PARAMETER = "lang"
-
-
 def _check_query(document: dict[str, Any], file: str) -> list[Finding]:
     query = document.get("query")
     if not isinstance(query, str) or not query.strip():
@@ -516,17 +516,7 @@ def _check_placeholders(statement: exp.Expression, parameters: object, file: str
                     " use it in the query or remove it",
                 )
             )
-    if LANGUAGE_PARAMETER in declared:
-        findings.append(
-            _finding(
-                "query.reserved-parameter",
-                file,
-                f"$.parameters[{declared[LANGUAGE_PARAMETER]}].name",
-                f"parameter {LANGUAGE_PARAMETER!r} is reserved: the application binds"
-                f" :{LANGUAGE_PARAMETER} to the page's language (kk or ru); rename the parameter",
-            )
-        )
-    for name in sorted(used - set(declared) - {LANGUAGE_PARAMETER}):
+    for name in sorted(used - set(declared)):
         findings.append(
             _finding(
                 "query.undeclared-parameter",
@@ -580,6 +570,20 @@ def _check_layout_outputs(
                     f" expected one of {outputs}",
                 )
             )
+        by_language = column.get("by_language")
+        if not isinstance(by_language, dict):
+            continue
+        for language, output in by_language.items():
+            if isinstance(output, str) and output not in outputs:
+                findings.append(
+                    _finding(
+                        "query.layout-column",
+                        file,
+                        f"$.layout.columns[{index}].by_language.{language}",
+                        f"{language} output {output!r} of layout column {name!r} is not an"
+                        f" output of the query; expected one of {outputs}",
+                    )
+                )
     return findings
 
 

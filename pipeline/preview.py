@@ -3,8 +3,9 @@
 `render_preview` runs a definition's query on a sample database with the
 definition's preview parameters and writes one self-contained HTML page per
 language: the title, the legal basis, the parameter values and the result
-table with the language's column captions. The query runs once per language
-with `:lang` bound to "kk" or "ru", so it can select `name_kk` or `name_ru`.
+table with the language's column captions. A layout column's `by_language`
+names the query output shown on each language's page, such as `name_kk` on
+the kk page beside `name_ru` on the ru page.
 Amounts of a `money` column are stored in tiyn and shown in tenge with two
 decimals.
 """
@@ -26,7 +27,7 @@ from pipeline.collect import collect
 from pipeline.config import load_config
 from pipeline.content import Kind, definition_path, list_items
 from pipeline.database import Database, display_name, open_database
-from pipeline.definitions import LANGUAGE_PARAMETER, load_definition
+from pipeline.definitions import load_definition
 from pipeline.errors import ConfigError, ValidationError
 from pipeline.fsutil import atomic_write_text
 from pipeline.migrations import replace_parameters
@@ -77,22 +78,17 @@ def render_preview(
     # A plain string such as "report" compares equal to its Kind, so normalise it.
     kind = Kind(kind)
     definition = load_definition(root, kind, code)
-    results = {}
+    parameters = preview_parameters(definition)
     with open_database(database_url, root) as db:
-        for language in LANGUAGES:
-            parameters = preview_parameters(definition, language)
-            names, rows = _run_query(db, definition, parameters, f"{kind}/{code}")
-            results[language] = (parameters, names, rows)
+        names, rows = _run_query(db, definition, parameters, f"{kind}/{code}")
         database = display_name(database_url)
     pages: dict[str, Path] = {}
-    for language, (parameters, names, rows) in results.items():
+    for language in LANGUAGES:
         page = render_page(definition, language, parameters, names, rows, database)
         path = out_dir / f"{kind.value}-{code}.{language}.html"
         atomic_write_text(path, page)
         pages[language] = path
-        logger.info(
-            "previewed %s %s in %s on %s: %d row(s)", kind, code, language, database, len(rows)
-        )
+    logger.info("previewed %s %s on %s: %d row(s)", kind, code, database, len(rows))
     return pages
 
 
@@ -148,14 +144,13 @@ def _configured_sample(root: Path) -> str:
     return sample.url
 
 
-def preview_parameters(definition: dict[str, Any], language: str = "ru") -> dict[str, Any]:
+def preview_parameters(definition: dict[str, Any]) -> dict[str, Any]:
     """Return the parameter values of a preview: the definition's own, else one per type.
 
     A date parameter without a value takes the definition's effective date.
-    The reserved `lang` parameter is `language`.
     """
     given = definition.get("preview", {}).get("parameters", {})
-    values: dict[str, Any] = {LANGUAGE_PARAMETER: language}
+    values: dict[str, Any] = {}
     for parameter in definition.get("parameters", []):
         name = parameter["name"]
         if name in given:
@@ -206,6 +201,11 @@ def render_page(
     effective = _date(definition["effective_date"])
     formats = {c["name"]: c.get("format", "text") for c in definition["layout"]["columns"]}
     columns = [c["name"] for c in definition["layout"]["columns"]]
+    # The query output that holds each column's value on this language's page.
+    sources = {
+        c["name"]: c.get("by_language", {}).get(language, c["name"])
+        for c in definition["layout"]["columns"]
+    }
     positions = {name: index for index, name in enumerate(names)}
     parts = [
         "<!DOCTYPE html>",
@@ -233,7 +233,8 @@ def render_page(
     for row in rows[:MAX_ROWS]:
         cells = []
         for column in columns:
-            value = row[positions[column]] if column in positions else None
+            source = sources[column]
+            value = row[positions[source]] if source in positions else None
             kind = formats[column]
             css = ' class="number"' if kind in ("integer", "decimal", "money") else ""
             cells.append(f"<td{css}>{_e(format_cell(value, kind))}</td>")

@@ -374,10 +374,9 @@ def migrated_sample(tmp_path: Path) -> sqlite3.Connection:
     return connection
 
 
-def sample_arguments(document: dict[str, Any], language: str = "ru") -> dict[str, object]:
+def sample_arguments(document: dict[str, Any]) -> dict[str, object]:
     values = {"integer": 1, "date": "2026-11-01", "decimal": 0, "string": "", "boolean": 0}
     arguments: dict[str, object] = {p["name"]: values[p["type"]] for p in document["parameters"]}
-    arguments["lang"] = language
     if "date_to" in arguments:
         arguments["date_to"] = "2026-11-30"
     return arguments
@@ -388,10 +387,8 @@ def test_demo_report_runs_on_sqlite(tmp_path: Path) -> None:
     document = load_definition(REPO_ROOT, Kind.REPORT, "knp-payments-monthly")
     cursor = connection.execute(document["query"], sample_arguments(document))
     columns = [d[0] for d in cursor.description]
-    assert columns == [c["name"] for c in document["layout"]["columns"]]
-    assert cursor.fetchall() == [("311", "Заработная плата", 2, 4501250)]
-    cursor = connection.execute(document["query"], sample_arguments(document, "kk"))
-    assert cursor.fetchall() == [("311", "Жалақы", 2, 4501250)]
+    assert columns == [*(c["name"] for c in document["layout"]["columns"]), "knp_name_kk"]
+    assert cursor.fetchall() == [("311", "Заработная плата", 2, 4501250, "Жалақы")]
 
 
 def test_demo_form_runs_on_sqlite(tmp_path: Path) -> None:
@@ -399,12 +396,11 @@ def test_demo_form_runs_on_sqlite(tmp_path: Path) -> None:
     document = load_definition(REPO_ROOT, Kind.FORM, "payment-order")
     cursor = connection.execute(document["query"], sample_arguments(document))
     columns = [d[0] for d in cursor.description]
-    assert columns == [c["name"] for c in document["layout"]["columns"]]
+    assert columns == [*(c["name"] for c in document["layout"]["columns"]), "payer_name_kk"]
     row = cursor.fetchone()
     assert row[0] == "PP-1482"
     assert row[2] == "ГУ «Отдел финансов»"
-    row = connection.execute(document["query"], sample_arguments(document, "kk")).fetchone()
-    assert row[2] == "«Қаржы бөлімі» ММ"
+    assert row[-1] == "«Қаржы бөлімі» ММ"
 
 
 def test_demo_treasury_sample_matches_expected() -> None:
@@ -564,17 +560,14 @@ def test_payload_names_that_clash_on_windows(tmp_path: Path) -> None:
     assert len(duplicates) == 2
 
 
-def test_lang_parameter_is_reserved(tmp_path: Path) -> None:
+def test_by_language_output_must_exist(tmp_path: Path) -> None:
     folder = tmp_path / "packages/reports/knp-payments-monthly"
     shutil.copytree(REPO_ROOT / "packages/reports/knp-payments-monthly", folder)
     path = folder / "report.json"
     document = json.loads(path.read_text(encoding="utf-8"))
-    document["parameters"].append(
-        {"name": "lang", "type": "string", "title": {"kk": "Тіл", "ru": "Язык"}}
-    )
+    document["layout"]["columns"][1]["by_language"] = {"kk": "knp_title_kk"}
     path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
     findings = check_definition(tmp_path, Kind.REPORT, "knp-payments-monthly")
-    reserved = [f for f in findings if f.rule == "query.reserved-parameter"]
-    assert len(reserved) == 1
-    assert reserved[0].json_path == "$.parameters[3].name"
-    assert "binds :lang to the page's language" in reserved[0].message
+    assert [f.rule for f in findings] == ["query.layout-column"]
+    assert findings[0].json_path == "$.layout.columns[1].by_language.kk"
+    assert "kk output 'knp_title_kk' of layout column 'knp_name'" in findings[0].message

@@ -157,8 +157,7 @@ def test_preview_parameters_defaults() -> None:
         ],
         "preview": {"parameters": {"organization_id": 7}},
     }
-    assert preview_parameters(definition, "kk") == {
-        "lang": "kk",
+    assert preview_parameters(definition) == {
         "organization_id": 7,
         "date_from": "2026-12-01",
         "flag": False,
