@@ -201,7 +201,7 @@ def render_page(
     effective = _date(definition["effective_date"])
     formats = {c["name"]: c.get("format", "text") for c in definition["layout"]["columns"]}
     columns = [c["name"] for c in definition["layout"]["columns"]]
-    # The query output that holds each column's value on this language's page.
+    # The query output that contains each column's value on this language's page.
     sources = {
         c["name"]: c.get("by_language", {}).get(language, c["name"])
         for c in definition["layout"]["columns"]

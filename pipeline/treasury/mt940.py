@@ -87,9 +87,9 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
         )
     messages = _split_messages(lines, fmt, file)
     if not messages:
-        what = "the file is empty" if not text.strip() else "the file has no field tags"
+        problem = "the file is empty" if not text.strip() else "the file has no field tags"
         raise TreasuryFormatError(
-            f"no statement found: {what}; expected at least one message with fields such as"
+            f"no statement found: {problem}; expected at least one message with fields such as"
             " :20: and :61:",
             file=file,
         )
