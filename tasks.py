@@ -1091,6 +1091,10 @@ def apply(
                 f"  catalog {catalog_id}: {counts['added']} added, {counts['changed']} changed,"
                 f" {counts['removed']} removed"
             )
+    if result.status == "applied" and trusted_keys and trusted_keys.endswith(".json"):
+        # A bundle that carries the next trusted keys moves the customer to them.
+        keys_ = list(_trusted_keys(trusted_keys))
+        _accept_rotation(Path(bundle), keys_, trusted_keys, None)
     if json:
         write_json_report(Path(json), result.to_json())
 
@@ -1527,6 +1531,7 @@ def update(
         install_dir=Path(install_dir) if install_dir else None,
         timeout=float(timeout),
         retries=int(retries),
+        trusted_keys_file=Path(trusted_keys),
     )
     plan = result.plan
     print(

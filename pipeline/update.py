@@ -62,7 +62,8 @@ from pipeline.portal_feed import (
     plan_chain,
     verify_feed,
 )
-from pipeline.trust import TrustedKey
+from pipeline.rotation import accept_rotation
+from pipeline.trust import TrustedKey, write_trusted_keys
 from pipeline.verify import MAX_SIGNATURE_BYTES
 
 logger = logging.getLogger(__name__)
@@ -202,6 +203,7 @@ def update(
     retries: int = DEFAULT_RETRIES,
     retry_delay: float = 1.0,
     now: datetime | None = None,
+    trusted_keys_file: Path | None = None,
 ) -> UpdateResult:
     """Update `database` from the portal URL or folder `portal`, running the module's steps.
 
@@ -209,7 +211,9 @@ def update(
     `work_dir`, whose `downloads` folder receives the bundles, to the state
     file's path without `.json`. `root`, `install_dir` and `backup_dir` go to the apply
     step (see pipeline.apply.apply_bundle). A missing SQLite file is created
-    empty for a fresh install, except with `check_only`.
+    empty for a fresh install, except with `check_only`. A bundle that carries
+    the next trusted keys, signed by a trusted key, moves the rest of the
+    chain to them, and they are written to `trusted_keys_file` when given.
 
     Raises:
         ConfigError: `retries` is negative or `timeout` is not positive.
@@ -263,6 +267,7 @@ def update(
                 install_dir=install_dir,
                 backup_dir=backup_dir,
             )
+            trusted = _take_rotation(bundle, trusted, trusted_keys_file)
         except PipelineError as exc:
             reached = result.applied[-1] if result.applied else installed or "no version"
             raise UpdateError(
@@ -273,6 +278,23 @@ def update(
         logger.info("applied %s to %s", release.version, database)
         shutil.rmtree(bundle.parent, ignore_errors=True)
     return result
+
+
+def _take_rotation(
+    bundle: Path, trusted: Sequence[TrustedKey], trusted_keys_file: Path | None
+) -> Sequence[TrustedKey]:
+    """Return the trusted keys for the bundles after `bundle`, which may carry new ones."""
+    accepted = accept_rotation(bundle, trusted)
+    if [k.public.key_id_hex for k in accepted] == [k.public.key_id_hex for k in trusted]:
+        return trusted
+    logger.info(
+        "%s moves the trusted keys to %s",
+        bundle.name,
+        ", ".join(k.public.key_id_hex for k in accepted),
+    )
+    if trusted_keys_file is not None and trusted_keys_file.suffix == ".json":
+        write_trusted_keys(trusted_keys_file, accepted)
+    return accepted
 
 
 def _name(release: Release, key: str) -> str:

@@ -395,3 +395,24 @@ def test_verify_accepts_rotation_into_trusted_keys(
     ids = [key.public.key_id_hex for key in load_trusted_keys(trusted_file)]
     assert signing.load_public_key(tmp_path / "next.pub").key_id_hex in ids
     assert secret.public.key_id_hex in ids
+
+    # A customer applying the bundle moves to the new keys without a manual step.
+    customer = tmp_path / "customer-trusted-keys.json"
+    write_trusted_keys(customer, trusted_keys_from_public_key(key_files[1]))
+    database = tmp_path / "customer.sqlite"
+    applied = run(
+        "apply",
+        str(bundle_path(out, "2026.12.0")),
+        "--database",
+        f"sqlite:///{database}",
+        "--trusted-keys",
+        str(customer),
+        "--create",
+        "--install-dir",
+        str(tmp_path / "install"),
+        cwd=tmp_path,
+    )
+    assert applied.returncode == 0, applied.stderr
+    assert "wrote the bundle's next trusted keys" in applied.stdout
+    customer_ids = [key.public.key_id_hex for key in load_trusted_keys(customer)]
+    assert signing.load_public_key(tmp_path / "next.pub").key_id_hex in customer_ids
