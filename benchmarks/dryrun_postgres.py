@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from pipeline.config import Config, SampleDatabase  # noqa: E402
 from pipeline.dryrun import dry_run  # noqa: E402
 from pipeline.migrations import load_migrations  # noqa: E402
-from pipeline.samples import ensure_sample  # noqa: E402
+from pipeline.samples import drop_sample, ensure_sample  # noqa: E402
 
 
 def psql_run(psql: str, server: str, template: str, files: list[Path]) -> float:
@@ -119,9 +119,10 @@ def main() -> None:
             )
     finally:
         if not args.keep_samples:
-            with psycopg.connect(f"{args.server}/postgres", autocommit=True) as connection:
-                for template in templates:
-                    connection.execute(f'DROP DATABASE IF EXISTS "{template}" WITH (FORCE)')
+            # Samples are marked as templates, which DROP DATABASE refuses; drop_sample
+            # clears the mark first.
+            for template in templates:
+                drop_sample(f"{args.server}/{template}")
 
 
 if __name__ == "__main__":
