@@ -427,7 +427,13 @@ def _pruning(database: str, folder: Path, keep: int) -> Iterator[None]:
     try:
         yield
     finally:
-        prune_backups(database, folder, keep)
+        try:
+            prune_backups(database, folder, keep)
+        except (OSError, ApplyError) as exc:
+            # The apply's own outcome matters more than the clean-up, so it is not replaced.
+            logger.warning(
+                "old backups of %s in %s not pruned: %s", display_name(database), folder, exc
+            )
 
 
 def prune_backups(database: str, folder: Path, keep: int) -> list[Path]:
