@@ -145,7 +145,7 @@ def collect(repo: Path, rev: str = "HEAD", before: Version | None = None) -> Cha
         commit, tags = _resolve_and_list_tags(handle, repo, rev, before)
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
             guess = _start_guessed_range(handle, pool, tags, commit)
-            base = _find_base(handle, repo, commit, tags)
+            base = _find_base(handle, repo, commit, tags, include_own=before is not None)
             base_tag, base_commit = base if base is not None else (None, None)
             if guess is not None and guess.tag == base_tag:
                 entries, history = guess.entries.result(), guess.history.result()
@@ -266,7 +266,7 @@ def _resolve_and_find_base(
 ) -> tuple[str, tuple[str, str] | None]:
     """Return the full id of the commit `rev` names and its base tag and tag commit."""
     commit, tags = _resolve_and_list_tags(handle, repo, rev, before)
-    return commit, _find_base(handle, repo, commit, tags)
+    return commit, _find_base(handle, repo, commit, tags, include_own=before is not None)
 
 
 def _resolve_and_list_tags(
@@ -318,9 +318,17 @@ def _start_guessed_range(
 
 
 def _find_base(
-    handle: git.Repo, repo: Path, commit: str, tags: list[tuple[Version, str]]
+    handle: git.Repo,
+    repo: Path,
+    commit: str,
+    tags: list[tuple[Version, str]],
+    include_own: bool = False,
 ) -> tuple[str, str] | None:
     """Return the highest of `tags` whose commit is a proper ancestor of `commit`.
+
+    With `include_own`, a tag on `commit` itself counts too: `tags` then holds
+    only versions below the one being built, so such a tag is an earlier
+    release of the same commit, not a rebuild of this one.
 
     For each tag, the ancestry check of the tag's commit runs in a thread
     while the tag is peeled, because it can name that commit as
@@ -335,6 +343,9 @@ def _find_base(
             if tagged is None:
                 continue
             if tagged == commit:
+                if include_own:
+                    log.debug("base tag %s is on the release commit itself", tag)
+                    return tag, tagged
                 log.debug("tag %s is on the release commit itself, so it is not the base", tag)
                 continue
             if is_ancestor is None:

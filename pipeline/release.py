@@ -29,7 +29,7 @@ import git
 
 from pipeline import rotation, signing
 from pipeline.build import BuildResult, build_bundle, check_version, source_date_epoch
-from pipeline.collect import ChangeSet, collect
+from pipeline.collect import ChangeSet, collect, find_base_tag
 from pipeline.config import Config, SampleDatabase, load_config
 from pipeline.dryrun import DryRunResult, dry_run
 from pipeline.errors import (
@@ -180,8 +180,8 @@ def _release_into(
     with tempfile.TemporaryDirectory(prefix=prefix, dir=out) as work_name:
         work = Path(work_name)
         step(f"collect: changes up to {rev} for {version}")
-        changes = collect(repo, rev)
-        check_version(version, changes.base_tag)
+        changes = collect(repo, rev, before=version)
+        _check_newer_than_released(repo, changes.commit, version)
         if changes.base_tag and not changes.changes and not allow_empty:
             raise BundleError(
                 f"nothing to release: no content changed between {changes.base_tag} and"
@@ -273,6 +273,23 @@ def _release_into(
             files.append(target)
     logger.info("released %s into %s", version, out)
     return ReleaseResult(version, changes, validation, dry, built, verified, files)
+
+
+def _check_newer_than_released(repo: Path, commit: str, version: Version) -> None:
+    """Reject `version` when a release tag reachable from `commit` is as new or newer.
+
+    A tag of `version` itself on `commit` is a rebuild and passes.
+    """
+    newest = find_base_tag(repo, commit)
+    check_version(version, newest[0] if newest else None)
+    on_commit = git.Repo(repo).git.tag("--points-at", commit).split()
+    for tag in on_commit:
+        tagged = Version.from_tag(tag)
+        if tagged is not None and tagged > version:
+            raise BundleError(
+                f"version {version} is older than {tag} on the same commit;"
+                f" choose a version greater than {tagged}"
+            )
 
 
 def _remove_stale_work_folders(out: Path) -> None:

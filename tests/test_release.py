@@ -409,3 +409,32 @@ def test_cli_lists_report_tasks() -> None:
     listed = run_cli("--list", cwd=REPO_ROOT)
     names = {line.split()[0] for line in listed.stdout.splitlines() if line.startswith("  ")}
     assert {"report.merge", "report.preview", "publish.refresh", "db.recover"} <= names
+
+
+def test_release_on_tagged_commit_uses_that_tag(
+    demo_repo: Path, secret_key: signing.SecretKey, tmp_path: Path
+) -> None:
+    git(demo_repo, "tag", "release/2026.11.0")
+    result = release(
+        demo_repo, tmp_path / "o", secret_key, version=Version.parse("2026.12.0"), allow_empty=True
+    )
+    assert result.changes.base_tag == "release/2026.11.0"
+    assert result.changes.changes == ()
+
+
+def test_rebuild_of_tagged_release_keeps_earlier_base(
+    demo_repo: Path, secret_key: signing.SecretKey, tmp_path: Path
+) -> None:
+    git(demo_repo, "tag", "release/2026.11.0")
+    (demo_repo / "migrations/0099_x.sql").write_text("SELECT 1;\n", encoding="utf-8")
+    names = sorted(p.name for p in (demo_repo / "migrations").glob("*.sql"))
+    (demo_repo / "migrations/0099_x.sql").rename(
+        demo_repo / f"migrations/{int(names[-2][:4]) + 1:04d}_x.sql"
+    )
+    git(demo_repo, "add", "-A")
+    git(demo_repo, "commit", "-q", "-m", "Add a migration")
+    git(demo_repo, "tag", "release/2026.12.0")
+    result = release(demo_repo, tmp_path / "o", secret_key, version=Version.parse("2026.12.0"))
+    assert result.changes.base_tag == "release/2026.11.0"
+    with pytest.raises(BundleError, match=r"2026\.11\.5 is older than release/2026\.12\.0"):
+        release(demo_repo, tmp_path / "p", secret_key, version=Version.parse("2026.11.5"))
