@@ -1,5 +1,8 @@
 """The release end to end: real git repositories, real keys, real 7-Zip and minisign."""
 
+# The notes are in Kazakh and Russian, whose capitals look like Latin letters.
+# ruff: noqa: RUF001
+
 from __future__ import annotations
 
 import json
@@ -10,13 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO_ROOT, git, require_shared_data, require_tool
 
 from pipeline import signing
 from pipeline.errors import BundleError, MigrationError, ValidationError
 from pipeline.release import release
 from pipeline.verify import verify_bundle
 from pipeline.versions import Version
-from conftest import REPO_ROOT, git, require_shared_data, require_tool
 
 CLI = str(Path(sys.executable).parent / "parus-release")
 DEMO_FOLDERS = ("catalogs", "migrations", "packages")
@@ -192,7 +195,7 @@ def test_failed_validation_leaves_no_output(
     rows.write_text("\n".join([*lines, lines[1]]) + "\n", encoding="utf-8")
     git(demo_repo, "commit", "-q", "-am", "Duplicate a KNP row")
     out = tmp_path / "dist"
-    with pytest.raises(ValidationError, match="catalogs/knp/rows.csv"):
+    with pytest.raises(ValidationError, match=r"catalogs/knp/rows\.csv"):
         release(demo_repo, out, secret_key, version=Version.parse("2026.12.0"))
     assert not out.exists()
 
@@ -300,7 +303,8 @@ def test_kato_release_and_refresh(
         encoding="utf-8",
     )
     (repo / "pyproject.toml").write_text(
-        '[tool.pipeline]\nsample_databases = [{ url = "sqlite:///.samples/s.sqlite", generate = "small" }]\n',
+        "[tool.pipeline]\n"
+        'sample_databases = [{ url = "sqlite:///.samples/s.sqlite", generate = "small" }]\n',
         encoding="utf-8",
     )
     (repo / ".gitignore").write_text(".samples/\n", encoding="utf-8")
