@@ -32,7 +32,13 @@ from pipeline.config import (
     signing_key_from_env,
 )
 from pipeline.console import StepPrinter
-from pipeline.errors import ConfigError, PipelineError, SignatureError, ValidationError
+from pipeline.errors import (
+    ConfigError,
+    PipelineError,
+    SignatureError,
+    ValidationError,
+    VerificationError,
+)
 from pipeline.findings import CheckCase, Finding, write_json_report, write_junit_report
 from pipeline.versions import Version
 
@@ -78,6 +84,13 @@ def guarded(positional: tuple[str, ...] = ()) -> Callable[[F], F]:
                 raise Exit(f"error: {exc}", code=1) from exc
             except KeyboardInterrupt as exc:
                 raise Exit("interrupted", code=130) from exc
+            except BrokenPipeError:
+                # The reader of standard output went away (`inv collect | head`): stop quietly.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise Exit(code=141) from None
+            except OSError as exc:
+                # A report or output path that cannot be written: name it, no traceback.
+                raise Exit(f"error: {exc}", code=1) from exc
 
         return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
 
@@ -315,6 +328,7 @@ def dry_run(
         "dry_run_report": "JSON report of `inv dry-run` whose passed databases the manifest lists",
         "full": "ship every item whole, catalogs included, instead of the changes since the"
         " base release",
+        "allow_empty": "build even when no content changed since the base release",
         "encrypt": "encrypt the archive with AES-256; the password comes from"
         f" {BUNDLE_PASSWORD_ENV} or is asked for on a terminal",
     }
@@ -329,6 +343,7 @@ def build(
     dry_run_report: str | None = None,
     full: bool = False,
     encrypt: bool = False,
+    allow_empty: bool = False,
 ) -> None:
     """Build the bundle and its manifest (unsigned) from the release commit."""
     if not version:
@@ -346,6 +361,11 @@ def build(
     if Path(out).exists() and not Path(out).is_dir():
         raise ConfigError(f"--out {out} is a file; expected a folder for the bundle")
     changes = collect_changes(root, rev)
+    if changes.base_tag and not changes.changes and not allow_empty:
+        raise ConfigError(
+            f"nothing to build: no content changed between {changes.base_tag} and"
+            f" {changes.commit[:12]}; pass --allow-empty to build it anyway"
+        )
     entries: list[dict[str, Any]] = []
     if dry_run_report:
         report = json_module.loads(Path(dry_run_report).read_text(encoding="utf-8"))
@@ -557,7 +577,9 @@ def _bundle_password(new: bool) -> str:
     return first
 
 
-def _load_signing_key(key: str | None, demo_key: bool = False) -> signing.SecretKey:
+def _load_signing_key(
+    key: str | None, demo_key: bool = False, repo: str | None = None
+) -> signing.SecretKey:
     env_key, passphrase = signing_key_from_env()
     path = Path(key) if key else env_key
     if path is None:
@@ -567,6 +589,13 @@ def _load_signing_key(key: str | None, demo_key: bool = False) -> signing.Secret
                 " add --demo-key to sign with a throwaway key under .keys/"
             )
         return _demo_key()
+    repo_root = Path(repo).resolve() if repo else None
+    if repo_root is not None and path.resolve().is_relative_to(repo_root):
+        raise SignatureError(
+            f"secret key {path} lies inside the content repository {repo_root};"
+            " keep signing keys outside the repository and name them with --key or"
+            f" {SIGNING_KEY_ENV}"
+        )
     if not path.is_file():
         source = "--key" if key else SIGNING_KEY_ENV
         raise SignatureError(f"signing key {path} (from {source}) does not exist or is not a file")
@@ -674,6 +703,8 @@ def verify(
         raise SignatureError(
             "verify needs --trusted-keys FILE or --public-key FILE (the release's minisign.pub)"
         )
+    if not Path(bundle).is_file():
+        raise VerificationError(f"bundle {bundle} not found")
     signature = Path(manifest_signature) if manifest_signature else None
     if signature is None and not allow_unsigned_manifest:
         beside = Path(bundle).parent / "manifest.json.minisig"
@@ -779,7 +810,7 @@ def release(
     """Collect, validate, dry-run, build, sign and verify a release."""
     from pipeline.release import release as run_release
 
-    secret = _load_signing_key(key, demo_key)
+    secret = _load_signing_key(key, demo_key, repo)
     wanted = Version.parse(version) if version else None
     result = run_release(
         Path(repo),

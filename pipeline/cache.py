@@ -225,6 +225,10 @@ class ResultCache:
         document = {"format": CACHE_FORMAT, "fingerprint": self.fingerprint, "entries": entries}
         try:
             atomic_write_text(self.path, json.dumps(document, ensure_ascii=False) + "\n")
+            # The folder ignores itself, so `git add -A` in a content repository skips it.
+            ignore = self.path.parent / ".gitignore"
+            if not ignore.exists():
+                atomic_write_text(ignore, "*\n")
         except OSError as exc:
             # A cache that cannot be written costs time on the next run, not correctness.
             logger.warning("cannot write cache file %s: %s", self.path, exc)

@@ -35,6 +35,11 @@ def export_commit(repo_path: Path, commit: str, dest: Path) -> Path:
         buffer.seek(0)
         with tarfile.open(fileobj=buffer, mode="r:") as archive:
             # The "data" filter rejects absolute paths, `..` and links that leave `dest`.
-            archive.extractall(dest, filter="data")
+            try:
+                archive.extractall(dest, filter="data")
+            except tarfile.FilterError as exc:
+                raise CollectError(
+                    f"{repo_path} at {commit[:12]}: {exc}; content must be regular files"
+                ) from exc
     logger.debug("exported %s of %s to %s", commit[:12], repo_path, dest)
     return dest

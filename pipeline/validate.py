@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -108,6 +109,9 @@ def validate(
         progress.close()
     if cache is not None:
         cache.save()
+    result.cases.append(
+        CheckCase(name="links", classname="validate.content", findings=_check_links(root))
+    )
     logger.info(
         "validated %d items (%d from the cache): %d errors, %d warnings",
         len(result.cases),
@@ -116,6 +120,26 @@ def validate(
         len(result.findings) - len(result.errors),
     )
     return result
+
+
+def _check_links(root: Path) -> list[Finding]:
+    """Report symbolic links in the content folders: a bundle ships files, never links."""
+    findings = []
+    for folder in sorted(set(KIND_FOLDERS.values())):
+        base = root / folder
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*")):
+            if path.is_symlink():
+                findings.append(
+                    Finding(
+                        rule="content.symlink",
+                        file=path.relative_to(root).as_posix(),
+                        message=f"expected a regular file, found a symbolic link to"
+                        f" {os.readlink(path)!r}; commit the file itself",
+                    )
+                )
+    return findings
 
 
 def _items(root: Path) -> list[_Item]:

@@ -416,3 +416,67 @@ def test_verify_accepts_rotation_into_trusted_keys(
     assert "wrote the bundle's next trusted keys" in applied.stdout
     customer_ids = [key.public.key_id_hex for key in load_trusted_keys(customer)]
     assert signing.load_public_key(tmp_path / "next.pub").key_id_hex in customer_ids
+
+
+def test_symlinked_migration_fails_validation(content: Path, tmp_path: Path) -> None:
+    names = sorted(p.name for p in (content / "migrations").glob("*.sql"))
+    link = content / f"migrations/{int(names[-1][:4]) + 1:04d}_link.sql"
+    link.symlink_to("/nonexistent/x.sql")
+    git(content, "add", "-A")
+    git(content, "commit", "-q", "-m", "Add a linked migration")
+    checked = run("validate", "--repo", str(content), "--no-cache", cwd=content)
+    assert checked.returncode == 1
+    assert "found a symbolic link to '/nonexistent/x.sql'" in checked.stdout + checked.stderr
+    built = run(
+        "build",
+        "--repo",
+        str(content),
+        "--version",
+        "2026.12.0",
+        "--out",
+        str(tmp_path / "o"),
+        cwd=content,
+    )
+    assert built.returncode == 1
+    assert "Traceback" not in built.stderr
+    assert link.name in built.stderr
+
+
+def test_report_path_that_cannot_be_written(content: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x", encoding="utf-8")
+    done = run("collect", "--repo", str(content), "--json", str(blocker / "x.json"), cwd=content)
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "error:" in done.stderr
+
+
+def test_secret_key_inside_repository_is_rejected(content: Path, tmp_path: Path) -> None:
+    signing.generate_keypair(content / "inside.key", content / "inside.pub")
+    done = run(
+        "release",
+        "--repo",
+        str(content),
+        "--key",
+        str(content / "inside.key"),
+        "--out",
+        str(tmp_path / "o"),
+        cwd=tmp_path,
+    )
+    assert done.returncode == 1
+    assert "lies inside the content repository" in done.stderr
+
+
+def test_verify_missing_bundle(tmp_path: Path, key_files: tuple[Path, Path]) -> None:
+    done = run(
+        "verify", str(tmp_path / "absent.7z"), "--public-key", str(key_files[1]), cwd=tmp_path
+    )
+    assert done.returncode == 1
+    assert "bundle" in done.stderr and "absent.7z not found" in done.stderr
+
+
+def test_cache_folder_ignores_itself(content: Path) -> None:
+    done = run("validate", "--repo", str(content), cwd=content)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (content / ".pipeline-cache/.gitignore").read_text(encoding="utf-8") == "*\n"
+    assert git(content, "status", "--porcelain", "--untracked-files=all") == ""
