@@ -93,7 +93,7 @@ def definition_path(root: Path, kind: Kind, item: str) -> Path:
 def list_items(root: Path, kind: Kind) -> list[str]:
     """List the items of a folder-per-item kind in the work tree, sorted by id.
 
-    A folder counts as an item when it holds the kind's definition file.
+    A folder counts as an item when it contains the kind's definition file.
     """
     folder = root / KIND_FOLDERS[kind]
     if not folder.is_dir():

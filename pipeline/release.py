@@ -55,7 +55,7 @@ Progress = Callable[[str], None]
 
 @dataclass
 class ReleaseResult:
-    """What a release produced and what each stage found."""
+    """Outputs of a release and the findings of each stage."""
 
     version: Version
     changes: ChangeSet
@@ -317,7 +317,7 @@ def _process_running(pid: int) -> bool:
 
 
 def release_version_of(path: Path) -> Version | None:
-    """Return the release version of a bundle, manifest or provenance file, if it can be told.
+    """Return the release version of a bundle, manifest or provenance file, or None.
 
     The manifest beside the file is read first; a bundle's name
     `<product>-<version>.7z` is the fallback.
