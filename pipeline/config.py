@@ -70,7 +70,9 @@ def load_config(root: Path) -> Config:
     known = {"product", "sample_databases", "lock_timeout_ms", "statement_timeout_ms"}
     product = table.get("product", DEFAULT_PRODUCT)
     if not isinstance(product, str) or not product:
-        raise ConfigError(f"{pyproject}: [tool.pipeline] product: expected a name, found {product!r}")
+        raise ConfigError(
+            f"{pyproject}: [tool.pipeline] product: expected a name, found {product!r}"
+        )
     return Config(
         root=root,
         product=product,
@@ -90,7 +92,9 @@ def _samples(pyproject: Path, entries: object) -> list[SampleDatabase]:
         if isinstance(entry, str):
             entry = {"url": entry}
         if not isinstance(entry, dict) or not isinstance(entry.get("url"), str):
-            raise ConfigError(f"{where}[{index}]: expected a URL or {{ url = ... }}, found {entry!r}")
+            raise ConfigError(
+                f"{where}[{index}]: expected a URL or {{ url = ... }}, found {entry!r}"
+            )
         generate = entry.get("generate")
         if generate is not None and generate not in SAMPLE_SIZES:
             raise ConfigError(

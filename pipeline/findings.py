@@ -93,7 +93,9 @@ def write_junit_report(path: Path, suite: str, cases: Sequence[CheckCase]) -> No
         )
         errors = [f for f in case.findings if f.severity == "error"]
         if errors:
-            failure = ET.SubElement(element, "failure", message=str(errors[0]), type=errors[0].rule)
+            failure = ET.SubElement(
+                element, "failure", message=str(errors[0]), type=errors[0].rule
+            )
             failure.text = "\n".join(str(f) for f in errors)
         elif case.skipped:
             ET.SubElement(element, "skipped", message=case.skipped)

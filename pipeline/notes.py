@@ -6,9 +6,6 @@ entries of a release, so they never disagree with the bundle. Each language
 gets its own file; both have the same sections in the same order.
 """
 
-# The product title and the notes' words are Cyrillic on purpose.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import html

@@ -25,9 +25,6 @@ kept outside the portal folder in `<portal>.feed-version` beside it, so a
 portal restored from a backup never reissues a version that clients accepted.
 """
 
-# The kk and ru texts are Cyrillic on purpose, next to Latin names.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import fcntl

@@ -6,9 +6,6 @@ work from any static web server and from `file://`. The pages use no script
 and no file from another host.
 """
 
-# The kk and ru texts are Cyrillic on purpose, next to Latin names.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import html

@@ -13,9 +13,6 @@ come from a seeded `random.Random`, the history rows get a fixed time, and the
 file is rebuilt with VACUUM before it is moved into place.
 """
 
-# The kk and ru sample texts are Cyrillic on purpose.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import logging

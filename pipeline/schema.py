@@ -47,7 +47,7 @@ _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf", "prefixItems")
 
 
 def unknown_keywords(schema: Any, path: str = "$") -> Iterator[str]:
-    """Yield the JSON path of every keyword in `schema` that no Draft 2020-12 vocabulary defines."""
+    """Yield the JSON path of each keyword in `schema` that no Draft 2020-12 vocabulary has."""
     if not isinstance(schema, dict):
         return
     for key, value in schema.items():
@@ -64,7 +64,7 @@ def unknown_keywords(schema: Any, path: str = "$") -> Iterator[str]:
 
 
 def check_schema(schema: dict[str, Any], name: str) -> None:
-    """Raise ConfigError when `schema` is not a valid Draft 2020-12 schema or has unknown keywords."""
+    """Raise ConfigError unless `schema` is valid Draft 2020-12 with only known keywords."""
     try:
         Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as exc:

@@ -30,9 +30,6 @@ so each one starts with a precompiled regular expression that rejects clean
 text in one scan, and only suspicious words get the slower per-word work.
 """
 
-# This module names Cyrillic letters that look like Latin ones on purpose.
-# ruff: noqa: RUF001, RUF002, RUF003
-
 from __future__ import annotations
 
 import dataclasses

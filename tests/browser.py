@@ -56,8 +56,12 @@ def dump_dom(target: str | Path, timeout: float = 60) -> str:
 def screenshot(target: str | Path, png: Path, width: int = 1200, height: int = 900) -> Path:
     """Render a page to a PNG file and return its path."""
     result = _run(
-        [f"--screenshot={png}", f"--window-size={width},{height}", "--hide-scrollbars",
-         page_url(target)],
+        [
+            f"--screenshot={png}",
+            f"--window-size={width},{height}",
+            "--hide-scrollbars",
+            page_url(target),
+        ],
         timeout=60,
     )
     if result.returncode != 0 or not png.exists():

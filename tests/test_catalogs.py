@@ -5,9 +5,6 @@ content repository root with one defect. Import sources are written by the
 tests in the encoding under test.
 """
 
-# Kazakh and Russian values are Cyrillic on purpose, so RUF001 (Latin look-alikes) does not apply.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import csv

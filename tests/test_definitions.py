@@ -5,9 +5,6 @@ A test copies it into a content repository made in tmp_path, under the folder
 of the kind its definition file belongs to.
 """
 
-# Kazakh and Russian words here contain letters that look like Latin ones.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import json

@@ -396,7 +396,7 @@ def test_touched_tables_limit_foreign_key_check() -> None:
         "ALTER TABLE payments ADD COLUMN kbk_code TEXT REFERENCES kbk (code);\n"
         "CREATE INDEX payments_kbk ON payments (kbk_code);\n"
         "ALTER TABLE old_name RENAME TO new_name;\n"
-        'INSERT OR REPLACE INTO "knp" VALUES (\'010\', \'x\');\n',
+        "INSERT OR REPLACE INTO \"knp\" VALUES ('010', 'x');\n",
         "sqlite",
     )
     assert touched_tables(statements) == {"kbk", "payments", "old_name", "new_name", "knp"}

@@ -1,8 +1,5 @@
 """Release notes in Kazakh and Russian, as Markdown and as HTML."""
 
-# Kazakh and Russian words here contain letters that look like Latin ones.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import re

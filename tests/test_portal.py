@@ -1,8 +1,5 @@
 """The update portal: publish, feed, pages and offline media, with real bundles and keys."""
 
-# The kk and ru texts are Cyrillic on purpose.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import hashlib

@@ -1,8 +1,5 @@
 """HTML previews of reports and forms on a generated sample database."""
 
-# Kazakh and Russian words here contain letters that look like Latin ones.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import json

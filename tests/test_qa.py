@@ -1,8 +1,5 @@
 """QA reports: a real bundle applied to copies of test databases, checked in headless Chromium."""
 
-# The report shows kk and ru captions, which are Cyrillic on purpose.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import hashlib

@@ -1,8 +1,5 @@
 """The release end to end: real git repositories, real keys, real 7-Zip and minisign."""
 
-# The notes are in Kazakh and Russian, whose capitals look like Latin letters.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 import json

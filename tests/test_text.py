@@ -1,8 +1,5 @@
 """Checks of Kazakh and Russian texts."""
 
-# The cases mix Latin and Cyrillic look-alike letters on purpose.
-# ruff: noqa: RUF001, RUF003
-
 from __future__ import annotations
 
 import json

@@ -1,8 +1,5 @@
 """Treasury formats: parsing, rendering, encodings and the conformance of samples."""
 
-# Kazakh and Russian words here contain letters that look like Latin ones.
-# ruff: noqa: RUF001, RUF003
-
 from __future__ import annotations
 
 import json

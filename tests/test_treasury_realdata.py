@@ -6,9 +6,6 @@ deviations these banks send: envelope lines, SOH and ETX bytes, messages
 without `:20:` and a missing final line break.
 """
 
-# Kazakh and Russian words here contain letters that look like Latin ones.
-# ruff: noqa: RUF001
-
 from __future__ import annotations
 
 from decimal import Decimal

@@ -5,9 +5,6 @@ the other Kazakh letters, so writing Kazakh text to CP1251 is an error that
 names the character, never a silent `?`.
 """
 
-# The docstring names Cyrillic letters that look like Latin ones on purpose.
-# ruff: noqa: RUF002
-
 from __future__ import annotations
 
 import re
