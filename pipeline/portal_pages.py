@@ -257,10 +257,26 @@ _BOLD = re.compile(r"\*\*(.+?)\*\*")
 _CODE = re.compile(r"`([^`]+)`")
 
 
+_BACKSLASH_ESCAPE = re.compile(r"\\([!-/:-@\[-`{-~])")
+# Private-use characters stand in for backslash-escaped characters while the
+# bold and code patterns run, so an escaped `*` never starts bold text.
+_HOLDER_BASE = 0xF0000
+
+
 def _inline(text: str) -> str:
-    escaped = html.escape(text, quote=False)
+    literals: list[str] = []
+
+    def hold(match: re.Match[str]) -> str:
+        literals.append(match[1])
+        return chr(_HOLDER_BASE + len(literals) - 1)
+
+    held = _BACKSLASH_ESCAPE.sub(hold, text)
+    escaped = html.escape(held, quote=False)
     escaped = _CODE.sub(r"<code>\1</code>", escaped)
-    return _BOLD.sub(r"<strong>\1</strong>", escaped)
+    escaped = _BOLD.sub(r"<strong>\1</strong>", escaped)
+    for index, literal in enumerate(literals):
+        escaped = escaped.replace(chr(_HOLDER_BASE + index), html.escape(literal, quote=False))
+    return escaped
 
 
 def markdown_to_html(text: str, shift: int = 0) -> str:

@@ -745,3 +745,15 @@ def test_pages_screenshot_is_not_blank(published: Path, tmp_path: Path, language
     png = screenshot(published / language / "index.html", tmp_path / f"{language}.png")
     colours = png_colours(png)
     assert len(colours) > 1, f"{png} shows one colour only: {colours}"
+
+
+def test_escaped_notes_render_without_backslashes() -> None:
+    from pipeline.notes import escape_markdown
+    from pipeline.portal_pages import markdown_to_html
+
+    title = escape_markdown("Отчёт <img src=x> a_b & x *не жирный*")
+    rendered = markdown_to_html(f"- **report\\_1** — {title}")
+    assert "\\" not in rendered
+    assert "<strong>report_1</strong>" in rendered
+    assert "&lt;img src=x&gt; a_b &amp; x *не жирный*" in rendered
+    assert "<img" not in rendered

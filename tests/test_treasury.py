@@ -865,3 +865,16 @@ def test_1c_export_round_trip() -> None:
     assert "СуммаРасход=18450.00\r\n" in text
     assert text.endswith("КонецДокумента\r\nКонецФайла\r\n")
     assert parse_bytes(fmt, data, "export.txt") == [record]
+
+
+def test_accept_definition_change_with_record_present(tmp_path: Path) -> None:
+    root, _ = committed_format(tmp_path, "mt940-statement-import")
+    folder = root / "packages/treasury/mt940-statement-import"
+    rewrite(folder / "format.json", lambda d: d["accepts"]["deviations"].append("decimal_point"))
+    assert (folder / "conformance.json").exists()
+    with pytest.raises(ValidationError, match=r"no sample changed"):
+        record_conformance(root, "mt940-statement-import")
+    record_conformance(root, "mt940-statement-import", accept_reason="banks send 1.5 too")
+    recorded = json.loads((folder / "conformance.json").read_text(encoding="utf-8"))
+    assert recorded["accepted_definition_change"]["reason"] == "banks send 1.5 too"
+    assert check_definition(root, Kind.TREASURY, "mt940-statement-import") == []
