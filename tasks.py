@@ -887,7 +887,7 @@ def publish_bundle(
     if offline_media:
         # `inv publish --offline-media DIR`: invoke has no optional positional
         # argument, so the flag is a switch and DIR fills the BUNDLE position.
-        _write_media(bundle, from_, portal, trusted_keys, channel, min_valid_days)
+        _write_media(bundle, from_, portal, trusted_keys, channel, min_valid_days, lock_timeout)
         return
     if not portal or not trusted_keys:
         raise ConfigError("publish needs --portal DIR and --trusted-keys FILE")
@@ -930,6 +930,7 @@ def publish_bundle(
         "trusted_keys": PORTAL_TRUSTED_KEYS_HELP + "; copied onto the media",
         "channel": "release channel: stable or testing (default: stable)",
         "min_valid_days": MEDIA_VALID_HELP + " (default: 30)",
+        "lock_timeout": LOCK_WAIT_HELP,
     },
 )
 @guarded(positional=("media",))
@@ -941,9 +942,10 @@ def publish_offline_media(
     trusted_keys: str | None = None,
     channel: str = "stable",
     min_valid_days: int = 30,
+    lock_timeout: int = 120,
 ) -> None:
     """Write a folder that updates a database from a version without network."""
-    _write_media(media, from_, portal, trusted_keys, channel, min_valid_days)
+    _write_media(media, from_, portal, trusted_keys, channel, min_valid_days, lock_timeout)
 
 
 def _write_media(
@@ -953,6 +955,7 @@ def _write_media(
     trusted_keys: str | None,
     channel: str,
     min_valid_days: int,
+    lock_timeout: int = 120,
 ) -> None:
     from pipeline.portal import check_portal_folder, read_portal_feed, write_offline_media
     from pipeline.portal_feed import load_trust
@@ -972,6 +975,7 @@ def _write_media(
         trusted,
         channel=channel,
         min_valid_days=int(min_valid_days),
+        lock_timeout=float(lock_timeout),
     )
     feed = read_portal_feed(Path(media), trusted)
     expires = f"; the feed expires {feed.expires}" if feed else ""

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from pipeline.apply import apply_bundle, installed_version
-from pipeline.database import open_database, redact_url
+from pipeline.database import open_database
 from pipeline.db_backup import engine_of, sqlite_file
 from pipeline.errors import ConfigError, PipelineError
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
@@ -169,8 +169,23 @@ def default_state_path(database: str, root: Path = Path(".")) -> Path:
         path = sqlite_file(database, root).absolute()
         return path.with_name(path.name + STATE_SUFFIX)
     home = os.environ.get(STATE_HOME_ENV) or str(Path.home() / ".local" / "state")
-    key = hashlib.sha256(redact_url(database).encode("utf-8")).hexdigest()[:24]
+    key = hashlib.sha256(_database_identity(database).encode("utf-8")).hexdigest()[:24]
     return Path(home) / "parus-update" / f"{key}.json"
+
+
+def _database_identity(database: str) -> str:
+    """Return one spelling of a PostgreSQL URL: the scheme, user, host, port and database.
+
+    `postgres://` and `postgresql://`, a missing default port and query
+    options such as `connect_timeout` name the same database, so they share
+    one state file and one rollback record.
+    """
+    parts = urllib.parse.urlsplit(database)
+    host = (parts.hostname or "localhost").lower()
+    port = parts.port or 5432
+    user = parts.username or ""
+    name = parts.path.lstrip("/") or user
+    return f"postgresql://{user}@{host}:{port}/{name}"
 
 
 def _check_limits(timeout: float, retries: int) -> None:

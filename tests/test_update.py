@@ -440,3 +440,19 @@ def test_cli_update_help_gives_timeout_type(tmp_path: Path) -> None:
     assert help_text.returncode == 0, help_text.stderr
     assert "--timeout=INT" in help_text.stdout
     assert "seconds to wait for each network request" in help_text.stdout
+
+
+def test_postgres_state_ignores_url_spelling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.update import default_state_path
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    first = default_state_path("postgresql://postgres@127.0.0.1:5432/budget")
+    for spelling in (
+        "postgres://postgres@127.0.0.1/budget",
+        "postgresql://postgres:secret@127.0.0.1:5432/budget?connect_timeout=5",
+        "postgresql://postgres@127.0.0.1/budget",
+    ):
+        assert default_state_path(spelling) == first
+    assert default_state_path("postgresql://postgres@127.0.0.1:5432/other") != first
