@@ -28,6 +28,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sqlglot
+from sqlglot import exp
+
 from pipeline.apply import apply_bundle
 from pipeline.apply_store import load_definitions
 from pipeline.database import Database, display_name, open_database
@@ -138,6 +141,7 @@ def _preview(
     sql = document.get("query")
     if not isinstance(sql, str) or not sql.strip():
         return preview
+    sql_text = sql
     values = preview_parameters(document)
     if db.engine == "postgresql":
         sql = replace_parameters(sql.replace("%", "%%"), db.engine, r"%(\1)s")
@@ -147,11 +151,27 @@ def _preview(
         preview.error = db.describe_error(exc)
         return preview
     layout = document.get("layout", {}).get("columns", [])
-    preview.columns = [str(c.get("name")) for c in layout] or list(preview.captions.get("ru", {}))
+    # The query's own output names: layout columns are matched to them by name,
+    # never by position, and a column may read another output per language.
+    statement = sqlglot.parse_one(sql_text)
+    names = list(statement.named_selects) if isinstance(statement, exp.Query) else []
+    positions = {name: index for index, name in enumerate(names)}
+    preview.columns = [str(c.get("name")) for c in layout] or list(names)
     formats = {str(c.get("name")): str(c.get("format", "text")) for c in layout}
     preview.formats = [formats.get(name, "text") for name in preview.columns]
-    preview.rows = [[_cell(v) for v in row] for row in rows[:PREVIEW_ROWS]]
-    preview.pages = _write_pages(code, document, values, preview.columns, rows, db, pages)
+    sources = {
+        str(c.get("name")): str(c.get("by_language", {}).get("ru", c.get("name"))) for c in layout
+    }
+    preview.rows = [
+        [
+            _cell(row[positions[sources.get(name, name)]])
+            if sources.get(name, name) in positions
+            else None
+            for name in preview.columns
+        ]
+        for row in rows[:PREVIEW_ROWS]
+    ]
+    preview.pages = _write_pages(code, document, values, names, rows, db, pages)
     return preview
 
 

@@ -104,6 +104,12 @@ def test_qa_html_in_browser(bundles: Bundles, samples: list[Path], tmp_path: Pat
     assert f">{serialized}</td>" in inline
     assert f"<td>{amount}</td>" not in inline
     assert f">{serialized}</td>" in dump_dom(page)
+    # Columns are matched by name: every inline cell of the first row has a value.
+    assert all(cell not in (None, "") for cell in monthly.rows[0])
+    kk_page = result.html.parent / "previews/clean.sqlite/report/knp-payments-monthly.kk.html"
+    kk_table = dump_dom(kk_page).split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert "<td></td>" not in kk_table
+    assert any(letter in kk_table for letter in "әғқңөұүһі")
     failed = dom[dom.index('id="db-reserved-knp.sqlite"') :]
     failed = failed[: failed.index("</section>")]
     assert "Failed step: apply transaction" in failed
