@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -108,7 +109,7 @@ def test_qa_html_in_browser(bundles: Bundles, samples: list[Path], tmp_path: Pat
     assert all(cell not in (None, "") for cell in monthly.rows[0])
     kk_page = result.html.parent / "previews/clean.sqlite/report/knp-payments-monthly.kk.html"
     kk_table = dump_dom(kk_page).split("<tbody>", 1)[1].split("</tbody>", 1)[0]
-    assert "<td></td>" not in kk_table
+    assert re.search(r"<td[^>]*></td>", kk_table) is None
     assert any(letter in kk_table for letter in "әғқңөұүһі")
     failed = dom[dom.index('id="db-reserved-knp.sqlite"') :]
     failed = failed[: failed.index("</section>")]
