@@ -803,7 +803,12 @@ def transfer_database(
                     " migrations; the source has tables outside the pipeline's schema"
                 )
             keys = foreign_keys(source)
-            for table in dependency_order(tables, keys):
+            order = dependency_order(tables, keys)
+            # Data migrations already put rows into the new target; the source's rows
+            # replace them, children cleared before their parents.
+            for table in reversed(order):
+                target.execute(f'DELETE FROM "{table}"')
+            for table in order:
                 _copy_table(source, target, table, keys)
             _reset_sequences(target, tables)
             target.execute("COMMIT")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -446,3 +447,22 @@ def test_repair_relink_placeholder_type_checked(sample: Path, tmp_path: Path) ->
     assert f"placeholder '{padded}' for organizations.id" in message
     assert "expected an integer" in message
     assert f"relink:{first_organization}" in message
+
+
+def test_transfer_after_data_migration(tmp_path: Path) -> None:
+    repo = tmp_path / "content"
+    shutil.copytree(REPO_ROOT / "migrations", repo / "migrations")
+    number = int(sorted(p.name for p in (repo / "migrations").glob("*.sql"))[-1][:4]) + 1
+    (repo / f"migrations/{number:04d}_seed_note.sql").write_text(
+        "CREATE TABLE seed_note (id INTEGER PRIMARY KEY, text TEXT NOT NULL);\n"
+        "INSERT INTO seed_note (id, text) VALUES (1, 'first'), (2, 'second');\n",
+        encoding="utf-8",
+    )
+    source = generate_sample(repo, tmp_path / "source.sqlite", "small", upto=f"{number:04d}")
+    raw(source, "UPDATE seed_note SET text = 'edited' WHERE id = 2")
+    target = tmp_path / "target.sqlite"
+    result = transfer_database(url_of(source), url_of(target), repo=repo)
+    assert "seed_note" in result.tables
+    with sqlite3.connect(target) as connection:
+        rows = connection.execute("SELECT id, text FROM seed_note ORDER BY id").fetchall()
+    assert rows == [(1, "first"), (2, "edited")]
