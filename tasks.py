@@ -1383,7 +1383,7 @@ def qa(
     keys_ = _trusted_keys(trusted_keys)
     result = qa_bundle(Path(bundle), database, keys_, Path(out), root=Path(repo))
     for db in result.databases:
-        print(f"{db.database} ({db.engine}): {db.status}{'' if db.passed else ', FAILED'}")
+        print(f"{db.database} ({db.engine}): {db.status}")
         if db.error:
             print(f"  error: {db.error}")
     print(f"wrote {result.html}, {result.json} and {result.junit}")
