@@ -24,6 +24,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import shutil
 import sqlite3
 import sys
@@ -38,7 +39,11 @@ sys.path.insert(0, str(PROJECT))
 from pipeline.apply_store import canonical_digest, ensure_tables, load_catalog  # noqa: E402
 from pipeline.database import open_database  # noqa: E402
 
-SOURCE = PROJECT.parent / "shared" / "data" / "catalogs" / "kato_2022_ru.csv"
+SOURCE = (
+    Path(os.environ.get("PIPELINE_SHARED_DATA", PROJECT.parent / "shared" / "data"))
+    / "catalogs"
+    / "kato_2022_ru.csv"
+)
 COLUMNS = ["id", "parent_id", "code", "name"]
 ADDED = 50
 REMOVED = 50
