@@ -186,8 +186,8 @@ def verify_bundle(
     with _temporary_folder() as work:
         extracted = work / "bundle"
         with _check(5, "files and hashes", bundle):
-            reader.extract_all(extracted, max_total=max_total, max_ratio=max_ratio)
-            _check_files(extracted, files, manifest_data)
+            hashes = reader.extract_all(extracted, max_total=max_total, max_ratio=max_ratio)
+            _check_files(extracted, files, manifest_data, hashes)
             _check_folders(extracted, manifest.get("folders", []))
         with _check(6, "provenance and next trusted keys", bundle):
             _check_attachments(bundle, extracted, manifest, info, trusted)
@@ -238,10 +238,12 @@ class ArchiveReader:
     def check_entries(self, *, max_total: int, max_ratio: float) -> None:
         self._call(archive.check_entries, self.bundle, max_total=max_total, max_ratio=max_ratio)
 
-    def extract_all(self, dest: Path, *, max_total: int, max_ratio: float) -> None:
-        self._call(
+    def extract_all(self, dest: Path, *, max_total: int, max_ratio: float) -> dict[str, str]:
+        """Extract the archive and return the SHA-256 of each file, hashed while written."""
+        hashes = self._call(
             archive.extract_all, self.bundle, dest, max_total=max_total, max_ratio=max_ratio
         )
+        return dict(hashes or {})
 
 
 def signing_time(info: SignatureInfo) -> datetime | None:
@@ -419,8 +421,17 @@ def _check_trusted_comment(info: SignatureInfo, manifest: dict[str, Any]) -> Non
         )
 
 
-def _check_files(extracted: Path, files: list[dict[str, Any]], manifest_data: bytes) -> None:
-    """Compare the extracted tree with the manifest: file set, sizes, SHA-256 hashes."""
+def _check_files(
+    extracted: Path,
+    files: list[dict[str, Any]],
+    manifest_data: bytes,
+    hashes: dict[str, str] | None = None,
+) -> None:
+    """Compare the extracted tree with the manifest: file set, sizes, SHA-256 hashes.
+
+    `hashes` are the digests the extraction computed while writing each file;
+    a file without one is read and hashed here.
+    """
     listed: dict[str, dict[str, Any]] = {}
     for entry in files:
         if entry["path"] in listed:
@@ -451,7 +462,7 @@ def _check_files(extracted: Path, files: list[dict[str, Any]], manifest_data: by
         )
 
     for path, entry in listed.items():
-        _check_file(extracted / path, path, entry)
+        _check_file(extracted / path, path, entry, (hashes or {}).get(path))
 
 
 def _extracted_files(extracted: Path) -> set[str]:
@@ -465,12 +476,13 @@ def _extracted_files(extracted: Path) -> set[str]:
     return found
 
 
-def _check_file(path: Path, name: str, entry: dict[str, Any]) -> None:
+def _check_file(path: Path, name: str, entry: dict[str, Any], digest: str | None = None) -> None:
     size = path.stat().st_size
     if size != entry["size"]:
         raise VerificationError(f"{name}: expected {entry['size']} bytes, found {size}")
-    with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    if digest is None:
+        with path.open("rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
     if digest != entry["sha256"]:
         raise VerificationError(f"{name}: expected SHA-256 {entry['sha256']}, found {digest}")
 
