@@ -200,3 +200,24 @@ def postgres_database(postgres_server: str):  # type: ignore[no-untyped-def]
     finally:
         with psycopg.connect(postgres_server, autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# Folders of the demo content and the settings a copy of it needs.
+DEMO_FOLDERS = ("catalogs", "migrations", "packages")
+PIPELINE_TABLE = """\
+[tool.pipeline]
+product = "parus-kaz-budget"
+sample_databases = [{ url = "sqlite:///.samples/small.sqlite", generate = "small" }]
+"""
+
+
+@pytest.fixture
+def demo_repo(git_repo: Path) -> Path:
+    """A content repository holding this repository's demo content in one commit."""
+    for folder in DEMO_FOLDERS:
+        shutil.copytree(REPO_ROOT / folder, git_repo / folder)
+    (git_repo / "pyproject.toml").write_text(PIPELINE_TABLE, encoding="utf-8")
+    (git_repo / ".gitignore").write_text(".samples/\n", encoding="utf-8")
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "Add the demo content", "--date", "2026-12-01T09:00:00Z")
+    return git_repo

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, git, require_shared_data, require_tool
+from conftest import (
+    REPO_ROOT,
+    git,
+    require_shared_data,
+    require_tool,
+)
 
 from pipeline import signing
 from pipeline.errors import BundleError, MigrationError, ValidationError
@@ -19,13 +23,6 @@ from pipeline.verify import verify_bundle
 from pipeline.versions import Version
 
 CLI = str(Path(sys.executable).parent / "parus-release")
-DEMO_FOLDERS = ("catalogs", "migrations", "packages")
-
-PIPELINE_TABLE = """\
-[tool.pipeline]
-product = "parus-kaz-budget"
-sample_databases = [{ url = "sqlite:///.samples/small.sqlite", generate = "small" }]
-"""
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -34,18 +31,6 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
     )
-
-
-@pytest.fixture
-def demo_repo(git_repo: Path) -> Path:
-    """A content repository holding this repository's demo content in one commit."""
-    for folder in DEMO_FOLDERS:
-        shutil.copytree(REPO_ROOT / folder, git_repo / folder)
-    (git_repo / "pyproject.toml").write_text(PIPELINE_TABLE, encoding="utf-8")
-    (git_repo / ".gitignore").write_text(".samples/\n", encoding="utf-8")
-    git(git_repo, "add", "-A")
-    git(git_repo, "commit", "-q", "-m", "Add the demo content", "--date", "2026-12-01T09:00:00Z")
-    return git_repo
 
 
 @pytest.fixture

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, git, require_tool
-from test_release import CLI, DEMO_FOLDERS, PIPELINE_TABLE, bundle_path
+from conftest import git, require_tool
+from test_release import CLI, bundle_path, run_cli
 
 from pipeline import signing
 from pipeline.errors import BundleError, ConfigError
@@ -20,22 +19,13 @@ from pipeline.versions import Version
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CI": "true"}
-    env.pop("PIPELINE_SIGNING_KEY", None)
-    return subprocess.run(
-        [CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
+    return run_cli(*args, cwd=cwd)
 
 
 @pytest.fixture
-def content(git_repo: Path) -> Path:
-    for folder in DEMO_FOLDERS:
-        shutil.copytree(REPO_ROOT / folder, git_repo / folder)
-    (git_repo / "pyproject.toml").write_text(PIPELINE_TABLE, encoding="utf-8")
-    (git_repo / ".gitignore").write_text(".samples/\n", encoding="utf-8")
-    git(git_repo, "add", "-A")
-    git(git_repo, "commit", "-q", "-m", "Add the demo content")
-    return git_repo
+def content(demo_repo: Path) -> Path:
+    """The demo content repository, as the release tests use it."""
+    return demo_repo
 
 
 @pytest.fixture
