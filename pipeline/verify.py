@@ -22,18 +22,17 @@ is involved, and the reason:
    names. A BCJ2 archive made by the 7-Zip CLI fails here, or already in
    check 3 when its manifest is stored with BCJ2. The unpacked size is at most
    the sum of the manifest's file sizes plus the manifest itself, and the
-   unpacked-to-packed ratio is at most `max_ratio`. Nothing is written
-   before this check passes.
-5. The archive extracted into a temporary folder contains exactly the files
-   that the manifest lists, plus `manifest.json` itself, and each file's size
-   and SHA-256 equal the manifest's, empty files included. Its folders are
-   exactly the manifest's `folders`, empty folders included.
+   unpacked-to-packed ratio is at most `max_ratio`.
+5. The archive contains exactly the files that the manifest lists, plus
+   `manifest.json` itself, and each file's size and SHA-256, hashed while it
+   is decoded in memory, equal the manifest's, empty files included. Its
+   folders are exactly the manifest's `folders`, empty folders included.
 6. The provenance statement agrees with the manifest (pipeline.provenance),
    a `provenance.json` beside the bundle has the same bytes, and a rotating
    bundle's `keys/trusted-keys.json` is signed by the key that signed the
    bundle.
 
-The temporary folder is removed whether the checks pass or fail.
+Verification writes nothing to disk.
 """
 
 from __future__ import annotations
@@ -42,9 +41,6 @@ import contextlib
 import hashlib
 import inspect
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -183,14 +179,14 @@ def verify_bundle(
         max_total = sum(entry["size"] for entry in files) + len(manifest_data)
         reader.check_entries(max_total=max_total, max_ratio=max_ratio)
 
-    with _temporary_folder() as work:
-        extracted = work / "bundle"
-        with _check(5, "files and hashes", bundle):
-            hashes = reader.extract_all(extracted, max_total=max_total, max_ratio=max_ratio)
-            _check_files(extracted, files, manifest_data, hashes)
-            _check_folders(extracted, manifest.get("folders", []))
-        with _check(6, "provenance and next trusted keys", bundle):
-            _check_attachments(bundle, extracted, manifest, info, trusted)
+    # Checks 5 and 6 decode and hash every file in memory; nothing is written to disk.
+    with _check(5, "files and hashes", bundle):
+        hashes = reader.digest_entries(max_total=max_total, max_ratio=max_ratio)
+        entries = reader.list_entries()
+        _check_files(entries, hashes, files, manifest_data)
+        _check_folders(entries, manifest.get("folders", []))
+    with _check(6, "provenance and next trusted keys", bundle):
+        _check_attachments(bundle, reader, manifest, info, trusted)
 
     log.info("verified %s: version %s, %d files", bundle, manifest["version"], len(files))
     return VerifyResult(
@@ -230,6 +226,13 @@ class ArchiveReader:
     def read_file(self, name: str, max_size: int) -> bytes:
         data: bytes = self._call(archive.read_file, self.bundle, name, max_size)
         return data
+
+    def digest_entries(self, *, max_total: int, max_ratio: float) -> dict[str, str]:
+        """Check every entry, decode every file and return {name: SHA-256}."""
+        hashes: dict[str, str] = self._call(
+            archive.digest_entries, self.bundle, max_total=max_total, max_ratio=max_ratio
+        )
+        return hashes
 
     def list_entries(self) -> list[archive.Entry]:
         entries: list[archive.Entry] = self._call(archive.list_entries, self.bundle)
@@ -354,16 +357,6 @@ def _check(number: int, title: str, bundle: Path) -> Iterator[None]:
     log.info("%s: check %d (%s) passed", bundle, number, title)
 
 
-@contextlib.contextmanager
-def _temporary_folder() -> Iterator[Path]:
-    """Yield a new temporary folder and remove it afterwards, also when the block raises."""
-    folder = Path(tempfile.mkdtemp(prefix="parus-verify-"))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder)
-
-
 def _beside(bundle: Path, name: str) -> Path | None:
     path = bundle.parent / name
     return path if path.is_file() else None
@@ -422,15 +415,14 @@ def _check_trusted_comment(info: SignatureInfo, manifest: dict[str, Any]) -> Non
 
 
 def _check_files(
-    extracted: Path,
+    entries: Sequence[archive.Entry],
+    hashes: dict[str, str],
     files: list[dict[str, Any]],
     manifest_data: bytes,
-    hashes: dict[str, str] | None = None,
 ) -> None:
-    """Compare the extracted tree with the manifest: file set, sizes, SHA-256 hashes.
+    """Compare the archive's files with the manifest: file set, sizes, SHA-256 hashes.
 
-    `hashes` are the digests the extraction computed while writing each file;
-    a file without one is read and hashed here.
+    `hashes` are the digests computed while every file was decoded.
     """
     listed: dict[str, dict[str, Any]] = {}
     for entry in files:
@@ -442,7 +434,8 @@ def _check_files(
             f"{MANIFEST_NAME} lists itself in `files`; expected every file except itself"
         )
 
-    found = _extracted_files(extracted)
+    sizes = {entry.name: entry.size for entry in entries if not entry.is_dir}
+    found = set(sizes)
     missing = sorted(set(listed) - found, key=str.encode)
     extra = sorted(found - set(listed) - {MANIFEST_NAME}, key=str.encode)
     if missing:
@@ -455,36 +448,18 @@ def _check_files(
             f"{len(extra)} file(s) in the archive are not listed in {MANIFEST_NAME}:"
             f" {', '.join(extra[:10])}"
         )
-    if (extracted / MANIFEST_NAME).read_bytes() != manifest_data:
+    if hashes.get(MANIFEST_NAME) != hashlib.sha256(manifest_data).hexdigest():
         raise VerificationError(
-            f"the extracted {MANIFEST_NAME} differs from the one read in check 3;"
+            f"the {MANIFEST_NAME} in the archive differs from the one read in check 3;"
             " the bundle changed during verification"
         )
 
     for path, entry in listed.items():
-        _check_file(extracted / path, path, entry, (hashes or {}).get(path))
-
-
-def _extracted_files(extracted: Path) -> set[str]:
-    found: set[str] = set()
-    for root, _, filenames in os.walk(extracted):
-        for name in filenames:
-            path = Path(root, name)
-            if not path.is_file() or path.is_symlink():
-                raise VerificationError(f"extracted {path} is not a regular file")
-            found.add(path.relative_to(extracted).as_posix())
-    return found
-
-
-def _check_file(path: Path, name: str, entry: dict[str, Any], digest: str | None = None) -> None:
-    size = path.stat().st_size
-    if size != entry["size"]:
-        raise VerificationError(f"{name}: expected {entry['size']} bytes, found {size}")
-    if digest is None:
-        with path.open("rb") as handle:
-            digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    if digest != entry["sha256"]:
-        raise VerificationError(f"{name}: expected SHA-256 {entry['sha256']}, found {digest}")
+        if sizes[path] != entry["size"]:
+            raise VerificationError(f"{path}: expected {entry['size']} bytes, found {sizes[path]}")
+        digest = hashes.get(path)
+        if digest != entry["sha256"]:
+            raise VerificationError(f"{path}: expected SHA-256 {entry['sha256']}, found {digest}")
 
 
 def _check_same_bytes(path: Path, expected: bytes, bundle: Path) -> None:
@@ -512,12 +487,12 @@ def _check_provenance_signature(
     check_signing_time(info, trusted, str(signature))
 
 
-def _check_folders(extracted: Path, folders: list[str]) -> None:
-    found = {
-        Path(root, name).relative_to(extracted).as_posix()
-        for root, dirnames, _ in os.walk(extracted)
-        for name in dirnames
-    }
+def _check_folders(entries: Sequence[archive.Entry], folders: list[str]) -> None:
+    # Folders an extraction would create: those stored as entries and every parent of an entry.
+    found = {entry.name for entry in entries if entry.is_dir}
+    for entry in entries:
+        parts = entry.name.split("/")[:-1]
+        found.update("/".join(parts[: depth + 1]) for depth in range(len(parts)))
     missing = sorted(set(folders) - found, key=str.encode)
     extra = sorted(found - set(folders), key=str.encode)
     if missing:
@@ -534,13 +509,13 @@ def _check_folders(extracted: Path, folders: list[str]) -> None:
 
 def _check_attachments(
     bundle: Path,
-    extracted: Path,
+    reader: ArchiveReader,
     manifest: dict[str, Any],
     info: SignatureInfo,
     trusted: Sequence[TrustedKey],
 ) -> None:
     """Check the provenance statement and the signature of a rotation's trusted-keys file."""
-    provenance_data = (extracted / manifest["provenance"]).read_bytes()
+    provenance_data = reader.read_file(manifest["provenance"], MAX_MANIFEST_BYTES)
     check_provenance(provenance_data, manifest, f"{bundle}:{manifest['provenance']}")
     _check_same_bytes(bundle.parent / PROVENANCE_NAME, provenance_data, bundle)
     rotation = manifest["next_trusted_keys"]
@@ -549,8 +524,8 @@ def _check_attachments(
     name = f"{bundle}:{rotation['path']}"
     signer = find_trusted_key(trusted, info.key_id_hex)
     keys_info = verify_bytes(
-        (extracted / rotation["path"]).read_bytes(),
-        (extracted / rotation["signature"]).read_bytes(),
+        reader.read_file(rotation["path"], MAX_MANIFEST_BYTES),
+        reader.read_file(rotation["signature"], MAX_MANIFEST_BYTES),
         [signer.public],
         name,
     )
