@@ -130,6 +130,17 @@ class Entry:
 # --------------------------------------------------------------------------- writing
 
 
+# Small files that verification reads whole get folders of their own, so reading
+# one never decodes the payload: the manifest, the provenance statement and the
+# next trusted keys of a rotating release.
+SEPARATE_FILES = (
+    MANIFEST_NAME,
+    "provenance.json",
+    "keys/trusted-keys.json",
+    "keys/trusted-keys.json.minisig",
+)
+
+
 def write_archive(
     staging: Path,
     out: Path,
@@ -173,7 +184,7 @@ def write_archive(
         [(preset, list(suffixes)) for preset, suffixes in compression.presets],
         compression.preset,
         compression.block_size,
-        separate=(MANIFEST_NAME,),
+        separate=SEPARATE_FILES,
     )
     log.debug("%s: %d folders, %d blocks", out, len(folders), sum(len(f.blocks) for f in folders))
     try:

@@ -150,6 +150,7 @@ def verify_bundle(
 
     files: list[dict[str, Any]] = manifest["files"]
     with _check(4, "archive entries", bundle):
+        entries = reader.list_entries()
         listed = {entry["path"] for entry in files} | {MANIFEST_NAME}
         listed |= {
             folder if isinstance(folder, str) else folder.get("path", "")
@@ -158,7 +159,7 @@ def verify_bundle(
         # Links and special files are left to check_entries, which names what they are.
         unlisted = sorted(
             entry.name
-            for entry in reader.list_entries()
+            for entry in entries
             if not (entry.is_dir or entry.is_symlink or entry.is_special)
             and entry.name not in listed
             and _plain_relative(entry.name)
@@ -169,7 +170,7 @@ def verify_bundle(
                 count = "1 archive entry is"
             raise VerificationError(f"{count} not in the manifest: {', '.join(unlisted[:5])}")
         sizes = {entry["path"]: entry["size"] for entry in files}
-        for entry in reader.list_entries():
+        for entry in entries:
             expected = sizes.get(entry.name)
             if expected is not None and not entry.is_dir and entry.size != expected:
                 raise VerificationError(
@@ -182,7 +183,6 @@ def verify_bundle(
     # Checks 5 and 6 decode and hash every file in memory; nothing is written to disk.
     with _check(5, "files and hashes", bundle):
         hashes = reader.digest_entries(max_total=max_total, max_ratio=max_ratio)
-        entries = reader.list_entries()
         _check_files(entries, hashes, files, manifest_data)
         _check_folders(entries, manifest.get("folders", []))
     with _check(6, "provenance and next trusted keys", bundle):
