@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from browser import dump_dom, screenshot
+from browser import dump_dom, png_colours, screenshot
 from conftest import REPO_ROOT, require_tool
 from portal_support import (
     KAZAKH_LETTERS,
@@ -23,7 +23,6 @@ from portal_support import (
     VERSIONS,
     Chain,
     build_chain,
-    png_colours,
     publish_chain,
     serve,
     tree_snapshot,
