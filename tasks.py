@@ -50,7 +50,7 @@ DEMO_PUBLIC_KEY = Path(".keys/minisign.pub")
 REPO_HELP = "content repository to read (default: the current folder)"
 JSON_HELP = "write a machine-readable JSON report to this file"
 JUNIT_HELP = "write a JUnit XML report to this file"
-# Environment variable that holds the password of an encrypted bundle.
+# Environment variable that contains the password of an encrypted bundle.
 BUNDLE_PASSWORD_ENV = "PIPELINE_BUNDLE_PASSWORD"
 
 
@@ -1610,7 +1610,7 @@ ns.add_task(update)
 _TASK_NAMES["publish-bundle"] = "publish"
 _TASK_NAMES["publish-offline-media"] = "publish.offline-media"
 ns.add_collection(treasury)
-# The report collection already holds `merge`; `preview` joins it.
+# The report collection already contains `merge`, and `preview` joins it.
 report.add_task(report_preview, "preview")
 _TASK_NAMES.update(
     {

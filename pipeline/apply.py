@@ -774,7 +774,7 @@ RecoverAction = Literal["nothing", "undone", "restored", "finished"]
 
 @dataclass(frozen=True)
 class RecoverResult:
-    """What `recover` found and did."""
+    """Outcome of `recover`: the state it found and the action it took."""
 
     action: RecoverAction
     bundle_version: str | None
@@ -814,7 +814,8 @@ def recover(
         committed = installed == journal.bundle_version
         if committed and journal.phase != "committed":
             logger.info(
-                "%s has %s installed although the journal says %s: the COMMIT went through",
+                "%s has %s installed although the journal records phase %s,"
+                " so the COMMIT went through",
                 display_name(database),
                 installed,
                 journal.phase,

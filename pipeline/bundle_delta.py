@@ -130,7 +130,7 @@ class CatalogComparison:
     `base` is None when the base commit has no such catalog or has it with
     other columns. `counts` (added, changed, removed) is None when no delta
     can be computed: no base, other columns, or a key value that occurs twice
-    on one side. `delta` holds the changed rows themselves, and only when
+    on one side. `delta` contains the changed rows themselves, and only when
     they were requested and `counts` is set.
     """
 
@@ -153,7 +153,7 @@ class _Unsorted(Exception):
 
 @dataclass
 class _SideState:
-    """What streaming one side of a comparison has found so far."""
+    """State of one side of a streamed comparison so far."""
 
     name: str
     hasher: _CanonicalHash

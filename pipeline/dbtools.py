@@ -578,7 +578,7 @@ class ReindexResult:
 
     `indexes_before` and `indexes_after` map each index name to its size, and
     `index_size_*` is their sum. On SQLite they come from the dbstat virtual
-    table; without it they are None and `index_note` says why.
+    table; without it they are None and `index_note` gives the reason.
     """
 
     database: str

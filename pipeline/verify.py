@@ -320,7 +320,7 @@ def _check_signing_time_bounds(
     must also be usable at the commit's time when that is later.
 
     NOTE: a signer who also writes a false commit time into the manifest
-    still passes; revoke a leaked key with `revoked: true`, which applies at
+    still passes. Revoke a leaked key with `revoked: true`, which applies at
     any time.
     """
     if signed_at is None:

@@ -152,9 +152,9 @@ class ServerLog:
     requests: list[tuple[str, str | None]] = field(default_factory=list)
     # Paths whose first full response is cut off after half the body.
     truncate_once: set[str] = field(default_factory=set)
-    # Paths answered with this status every time.
+    # Paths served with this status every time.
     fail_with: dict[str, int] = field(default_factory=dict)
-    # Paths answered with a 302 redirect to the given URL.
+    # Paths served with a 302 redirect to the given URL.
     redirect: dict[str, str] = field(default_factory=dict)
 
 
@@ -213,7 +213,7 @@ def serve(portal: Path) -> Iterator[tuple[str, ServerLog]]:
     """Serve `portal` on a free port of 127.0.0.1; yield its URL and the request log.
 
     The server's root is the portal's parent, so the portal URL has a path
-    (`/<name>/`) and a client that leaves it asks for files outside it.
+    (`/<name>/`) and a client that leaves it requests files outside it.
     """
     state = ServerLog()
 

@@ -462,7 +462,8 @@ def test_verify_missing_bundle(tmp_path: Path, key_files: tuple[Path, Path]) -> 
         "verify", str(tmp_path / "absent.7z"), "--public-key", str(key_files[1]), cwd=tmp_path
     )
     assert done.returncode == 1
-    assert "bundle" in done.stderr and "absent.7z not found" in done.stderr
+    assert "bundle" in done.stderr
+    assert "absent.7z not found" in done.stderr
 
 
 def test_cache_folder_ignores_itself(content: Path) -> None:

@@ -316,7 +316,7 @@ RU_1C_HEADER = "1CClientBankExchange\nВерсияФормата=1.03\nКоди�
 
 
 def ru_1c_error(name: str, body: str) -> TreasuryFormatError:
-    """Parse a Russian 1C file written from `body`; `name` says its defect."""
+    """Parse a Russian 1C file written from `body`; `name` names its defect."""
     data = (RU_1C_HEADER + body + "КонецФайла\n").encode("cp1251")
     with pytest.raises(TreasuryFormatError) as caught:
         parse_bytes(load_format(REPO_ROOT, "1c-ru-statement-import"), data, name)

@@ -247,7 +247,7 @@ def record_conformance(root: Path, format_id: str, accept_reason: str | None = N
     The previous record is the file itself or, when it is missing, the one
     committed at HEAD. A definition that changed since that record while no
     sample changed is rejected unless `accept_reason` explains why the samples
-    still show the definition; the reason is written into the record.
+    still show the definition. The reason is written into the record.
 
     Raises:
         ValidationError: the definition or a sample fails, or the definition
