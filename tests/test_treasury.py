@@ -234,11 +234,172 @@ def test_garbled_statement_line_names_field() -> None:
     assert "'26120D250,00'" in str(error)
 
 
+MT940_FIELDS = {
+    "20": "ST2612010001",
+    "25": "KZ86125KZT5004100100",
+    "28C": "00001/001",
+    "60F": "C261130KZT1000,00",
+    "61": "2612011201D250,00NTRFPP-1",
+    "86": "/KNP/311/NAZN/Salary",
+    "62F": "C261201KZT750,00",
+}
+MT942_FIELDS = {
+    "20": "IR2612040007",
+    "25": "KZ86125KZT5004100100",
+    "28C": "00338/001",
+    "34F": "KZT0,",
+    "13D": "2612041015+0500",
+    "61": "2612041204C1500,00NTRFNONREF",
+    "86": "/KNP/311/NAZN/Salary",
+}
+
+
+def swift_message(fields: dict[str, str], *without: str) -> bytes:
+    """Return one MT940 or MT942 message of `fields` in their order, minus the tags `without`."""
+    lines = [f":{tag}:{value}" for tag, value in fields.items() if tag not in without]
+    return ("\r\n".join([*lines, "-"]) + "\r\n").encode("ascii")
+
+
+def swift_error(fmt: TreasuryFormat, data: bytes, name: str) -> TreasuryFormatError:
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, data, name)
+    return caught.value
+
+
+def test_only_20_rejected() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-statement-import")
+    error = error_of(fmt, "only-20.sta")
+    assert error.line == 1
+    assert error.field == ":25:"
+    assert str(error).startswith(
+        "only-20.sta:1: missing field :25: (account identification) in the statement starting"
+        " on this line"
+    )
+    assert "the format requires :20:, :25:, :28C:, :60F: and :62F:" in str(error)
+
+
+def test_only_20_and_25_rejected() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-statement-import")
+    error = error_of(fmt, "only-20-and-25.sta")
+    assert error.line == 1
+    assert error.field == ":28C:"
+    assert "missing field :28C: (statement number)" in str(error)
+
+
+@pytest.mark.parametrize("tag", ["20", "25", "28C", "60F", "62F"])
+def test_mt940_required_tag_missing(tag: str) -> None:
+    # Without missing_statement_reference a message that lacks :20: is rejected too.
+    fmt = variant("mt940-statement-import", encoding="utf-8")
+    error = swift_error(fmt, swift_message(MT940_FIELDS, tag), "statement.sta")
+    assert error.line == 1
+    assert error.field == f":{tag}:"
+    assert f"missing field :{tag}:" in str(error)
+
+
+@pytest.mark.parametrize("tag", ["20", "25", "28C", "34F", "13D"])
+def test_mt942_required_tag_missing(tag: str) -> None:
+    fmt = load_format(REPO_ROOT, "mt942-bank-interim-import")
+    error = swift_error(fmt, swift_message(MT942_FIELDS, tag), "interim.sta")
+    assert error.line == 1
+    assert error.field == f":{tag}:"
+    assert f"missing field :{tag}:" in str(error)
+    if tag != "20":
+        assert "the format requires :20:, :25:, :28C:, :34F: and :13D:" in str(error)
+
+
+def test_required_tag_names_statement_start() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    error = error_of(fmt, "second-statement-without-62F.sta")
+    assert error.line == 9
+    assert error.field == ":62F:"
+    assert "missing field :62F: or :62M: (closing balance)" in str(error)
+
+
+def test_bank_variant_relaxes_statement_number() -> None:
+    old_number = {**MT940_FIELDS, "28": "00001/001"}
+    data = swift_message(old_number, "28C")
+    strict = variant("mt940-statement-import", encoding="utf-8")
+    error = swift_error(strict, data, "old-number.sta")
+    assert error.field == ":28C:"
+    bank = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    assert parse_bytes(bank, data, "old-number.sta")[0]["amount"] == 25_000
+
+
+def test_continued_statement_checks_tags_of_all_messages() -> None:
+    # :62F: comes in the message that continues the statement.
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    first = swift_message(MT940_FIELDS, "62F")
+    continued = b":61:2612011201D1,00NTRFPP-2\r\n:62F:C261201KZT749,00\r\n-\r\n"
+    assert len(parse_bytes(fmt, first + continued, "continued.sta")) == 2
+    error = swift_error(fmt, first + continued.replace(b":62F:", b":64:"), "cut.sta")
+    assert error.line == 1
+    assert error.field == ":62F:"
+
+
+def test_statement_begun_before_file_needs_closing_balance() -> None:
+    # The bank definition reads a message without :20: first in the file as the rest
+    # of a statement whose first fields are not in the file.
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    tail = b":62F:C100323EUR42570,04\r\n-\r\n"
+    assert parse_bytes(fmt, tail, "tail.sta") == []
+    error = swift_error(fmt, b":61:2612011201D1,00NTRFPP-2\r\n-\r\n", "no-balance.sta")
+    assert error.line == 1
+    assert error.field == ":62F:"
+
+
+def test_required_tags_in_schema() -> None:
+    document = demo_document("mt940-statement-import")
+    del document["required_tags"]
+    findings = validate_document(document, "treasury", "format.json")
+    assert [f.json_path for f in findings] == ["$"]
+    assert "missing required field 'required_tags'" in findings[0].message
+    document["required_tags"] = [":20:", "25"]
+    findings = validate_document(document, "treasury", "format.json")
+    assert [f.json_path for f in findings] == ["$.required_tags[1]"]
+
+
+def test_mt940_format_rejects_mt942_file() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    error = error_of(fmt, "mt942-interim-report.sta")
+    assert error.line == 4
+    assert error.field == ":34F:"
+    assert str(error) == (
+        "mt942-interim-report.sta:4: expected an MT940 statement (:60F: opening balance),"
+        " found an MT942 interim report (:34F: floor limit indicator on line 4); parse the"
+        " file with an MT942 definition"
+    )
+
+
+def test_mt942_format_rejects_mt940_file() -> None:
+    fmt = load_format(REPO_ROOT, "mt942-bank-interim-import")
+    error = error_of(fmt, "mt940-statement.sta")
+    assert error.line == 4
+    assert error.field == ":60F:"
+    assert str(error) == (
+        "mt940-statement.sta:4: expected an MT942 interim report (:34F: floor limit"
+        " indicator), found an MT940 statement (:60F: opening balance on line 4); parse the"
+        " file with an MT940 definition"
+    )
+
+
+def test_mt940_with_mt942_field_rejected() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    mixed = dict(MT940_FIELDS)
+    mixed["13D"] = "2612041015+0500"
+    error = swift_error(fmt, swift_message(mixed), "mixed.sta")
+    assert error.line == 8
+    assert error.field == ":13D:"
+    assert "found the MT942 field :13D: date and time indication on line 8" in str(error)
+    assert "beside the MT940 field :60F: on line 4" in str(error)
+
+
 def wrapped_purpose(*lines: str) -> str:
     """Parse one transaction whose :86: field has `lines`; return its purpose."""
     text = (
-        ":20:ST1\r\n:25:KZ86125KZT5004100100\r\n:60F:C261130KZT0,00\r\n"
-        ":61:2612011201D1,00NTRFPP-1\r\n:86:" + "\r\n".join(lines) + "\r\n-\r\n"
+        ":20:ST1\r\n:25:KZ86125KZT5004100100\r\n:28C:1/1\r\n:60F:C261130KZT0,00\r\n"
+        ":61:2612011201D1,00NTRFPP-1\r\n:86:"
+        + "\r\n".join(lines)
+        + "\r\n:62F:C261201KZT0,00\r\n-\r\n"
     )
     fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
     purpose: str = parse_bytes(fmt, text.encode("utf-8"), "wrapped.sta")[0]["purpose"]
@@ -261,9 +422,9 @@ def test_mt940_short_line_joins_with_space() -> None:
 def test_mt940_wrapped_subfield_keeps_word_break() -> None:
     fmt = load_format(REPO_ROOT, "mt940-statement-import")
     text = (
-        ":20:ST1\r\n:25:KZ86125KZT5004100100\r\n:60F:C261130KZT0,00\r\n"
+        ":20:ST1\r\n:25:KZ86125KZT5004100100\r\n:28C:1/1\r\n:60F:C261130KZT0,00\r\n"
         ":61:2612011201D1,00NTRFPP-1\r\n:86:/KNP/311/NAZN/Қызметкерлерге үшін\r\n"
-        "жалақы\r\n-\r\n"
+        "жалақы\r\n:62F:C261201KZT0,00\r\n-\r\n"
     )
     records = parse_bytes(fmt, text.encode("kz1048"), "wrapped.sta")
     assert records[0]["purpose"] == "Қызметкерлерге үшін жалақы"

@@ -72,6 +72,9 @@ class TreasuryFormat:
     version: str
     mapping: dict[str, str]
     deviations: frozenset[str] = frozenset()
+    # Each entry is a tag such as ":25:" or a tuple of alternatives (":60F:", ":60M:").
+    required_tags: tuple[tuple[str, ...], ...] = ()
+    required_fields: tuple[str, ...] = ()
     versions: tuple[str, ...] = ()
     encoding_labels: tuple[str, ...] = ()
     columns: tuple[Column, ...] = ()
@@ -111,6 +114,11 @@ def format_from_document(document: dict[str, Any], folder: Path | None = None) -
         version=document["version"],
         mapping=dict(document["mapping"]),
         deviations=frozenset(accepts.get("deviations", [])),
+        required_tags=tuple(
+            (tag,) if isinstance(tag, str) else tuple(tag)
+            for tag in document.get("required_tags", [])
+        ),
+        required_fields=tuple(document.get("required_fields", [])),
         versions=tuple(accepts.get("versions", [])),
         encoding_labels=tuple(accepts.get("encoding_labels", [])),
         columns=columns,

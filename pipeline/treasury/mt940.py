@@ -17,11 +17,24 @@ Source field names, as the format mapping uses them:
   after a line shorter than 65 characters); `:86:/KNP/` is the value after the
   code `/KNP/` up to the next `/CODE/`.
 
+Each statement is checked before its fields are read:
+
+1. it belongs to the definition's syntax: an MT940 statement has no MT942
+   field (`:34F:`, `:13D:`, `:90D:`, `:90C:`) and an MT942 interim report no
+   balance (`:60F:`, `:62F:`, ...);
+2. it has every tag of the definition's `required_tags`, where an entry with
+   alternatives such as `:60F:` or `:60M:` needs one of them. A missing tag
+   is an error naming the line where the statement starts.
+
 Deviations a definition may accept (strict parsing rejects each one):
 `missing_final_newline`, `message_wrappers` (SOH and ETX bytes around a
 message), `header_lines` (text before the first tag and after `-`, such as a
 bank's envelope), `missing_statement_reference` (a message without `:20:`
 continues the statement before it), `decimal_point` (45000.00 for 45000,00).
+With `missing_statement_reference`, a message without `:20:` at the start of
+the file continues a statement that began before the file, so the tags that
+come before the first `:61:` (`:20:`, `:25:`, `:28C:`, the opening balance,
+...) are not required of it; the ones after it, such as `:62F:`, still are.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from pipeline.treasury.codec import find_control
@@ -48,6 +62,31 @@ _STATEMENT_LINE = re.compile(
 )
 _SUBFIELD = re.compile(r"/([A-Z]{2,4})/")
 _BALANCE_TAGS = frozenset(["60F", "60M", "62F", "62M", "64", "65"])
+# Fields that only one of the two syntaxes has.
+_MT940_ONLY = frozenset(["60F", "60M", "62F", "62M", "64", "65"])
+_MT942_ONLY = frozenset(["34F", "13D", "90D", "90C"])
+# Fields that come before the first :61: of a statement.
+_HEADER_TAGS = frozenset(["20", "21", "25", "28C", "28", "60F", "60M", "34F", "13D"])
+# The SWIFT names of the fields, for messages.
+_TAG_NAMES = {
+    "20": "transaction reference",
+    "21": "related reference",
+    "25": "account identification",
+    "28C": "statement number",
+    "28": "statement number",
+    "60F": "opening balance",
+    "60M": "opening balance",
+    "61": "statement line",
+    "62F": "closing balance",
+    "62M": "closing balance",
+    "64": "closing available balance",
+    "65": "forward available balance",
+    "86": "information to account owner",
+    "34F": "floor limit indicator",
+    "13D": "date and time indication",
+    "90D": "number and sum of debit entries",
+    "90C": "number and sum of credit entries",
+}
 _WRAPPERS = "\x01\x03"
 # The width of each line of a field such as :86: (SWIFT 6*65x).
 _LINE_WIDTH = 65
@@ -62,6 +101,27 @@ class _Field:
     @property
     def text(self) -> str:
         return "\n".join(self.lines)
+
+
+@dataclass
+class _StatementFields:
+    """The fields of one statement, split by the messages they came in.
+
+    `start` is the line of its first field; `continued` is true for a
+    statement that began before the file (see the module docstring).
+    """
+
+    start: int
+    continued: bool = False
+    segments: list[list[_Field]] = field(default_factory=list)
+
+    def first(self, tags: Collection[str]) -> _Field | None:
+        """Return the first field, in file order, with one of `tags`."""
+        for segment in self.segments:
+            for item in segment:
+                if item.tag in tags:
+                    return item
+        return None
 
 
 @dataclass
@@ -93,9 +153,11 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
             " :20: and :61:",
             file=file,
         )
-    statements: list[_Statement] = []
-    for message in messages:
-        _read_message(message, statements, fmt, file)
+    grouped = _group_statements(messages, fmt, file)
+    for fields in grouped:
+        _check_syntax(fields, fmt, file)
+        _check_required(fields, fmt, file)
+    statements = [_read_statement(fields, fmt, file) for fields in grouped]
     records: list[SourceRecord] = []
     for statement in statements:
         _set_currency(statement)
@@ -152,38 +214,106 @@ def _split_messages(lines: list[str], fmt: TreasuryFormat, file: str) -> list[li
     return [m for m in messages if m]
 
 
-def _read_message(
-    message: list[_Field], statements: list[_Statement], fmt: TreasuryFormat, file: str
-) -> None:
-    if message[0].tag != "20":
-        if not fmt.accepts("missing_statement_reference"):
-            raise TreasuryFormatError(
-                f"missing field :20: (transaction reference); expected the message to start"
-                f" with :20:, found :{message[0].tag}:",
-                file=file,
-                line=message[0].line,
-                field=":20:",
-            )
-        if not statements:
-            statements.append(_Statement())
-    statement = statements[-1] if statements else _Statement()
-    last_tag = ""
-    for item in message:
-        if item.tag == "20":
-            statement = _Statement()
-            statements.append(statement)
-        if item.tag == "61":
-            statement.transactions.append(_statement_line(item, statement, fmt, file))
-        elif item.tag == "86" and last_tag == "61":
-            statement.transactions[-1].update(_information(item))
-        elif item.tag in _BALANCE_TAGS:
-            statement.values.update(_balance(item, fmt, file))
-        elif item.tag == "34F":
-            statement.values[":34F:"] = Value(item.text, item.line)
-            statement.values.setdefault(":34F:/currency", Value(item.text[:3], item.line))
-        elif item.tag != "86":
-            statement.values[f":{item.tag}:"] = Value(item.text, item.line)
-        last_tag = item.tag
+def _group_statements(
+    messages: list[list[_Field]], fmt: TreasuryFormat, file: str
+) -> list[_StatementFields]:
+    """Split the messages into statements: each `:20:` starts one."""
+    statements: list[_StatementFields] = []
+    for message in messages:
+        if message[0].tag != "20":
+            if not fmt.accepts("missing_statement_reference"):
+                raise TreasuryFormatError(
+                    f"missing field :20: (transaction reference); expected the message to start"
+                    f" with :20:, found :{message[0].tag}:",
+                    file=file,
+                    line=message[0].line,
+                    field=":20:",
+                )
+            if not statements:
+                statements.append(_StatementFields(message[0].line, continued=True))
+            statements[-1].segments.append([])
+        for item in message:
+            if item.tag == "20":
+                statements.append(_StatementFields(item.line, segments=[[]]))
+            statements[-1].segments[-1].append(item)
+    return statements
+
+
+_DOCUMENTS = {
+    "mt940": ("MT940", "an MT940 statement", ":60F: opening balance"),
+    "mt942": ("MT942", "an MT942 interim report", ":34F: floor limit indicator"),
+}
+
+
+def _check_syntax(fields: _StatementFields, fmt: TreasuryFormat, file: str) -> None:
+    """Reject an MT942 interim report given to an MT940 definition, and the reverse."""
+    own_tags, other_tags = _MT940_ONLY, _MT942_ONLY
+    other_syntax = "mt942"
+    if fmt.syntax == "mt942":
+        own_tags, other_tags = _MT942_ONLY, _MT940_ONLY
+        other_syntax = "mt940"
+    found = fields.first(other_tags)
+    if found is None:
+        return
+    name, document, marker = _DOCUMENTS[fmt.syntax]
+    other_name, other_document, _ = _DOCUMENTS[other_syntax]
+    own = fields.first(own_tags)
+    evidence = f":{found.tag}: {_TAG_NAMES[found.tag]} on line {found.line}"
+    if own is None:
+        message = (
+            f"expected {document} ({marker}), found {other_document} ({evidence});"
+            f" parse the file with an {other_name} definition"
+        )
+    else:
+        message = (
+            f"expected {document} ({marker}) without {other_name} fields, found the"
+            f" {other_name} field {evidence} beside the {name} field :{own.tag}:"
+            f" on line {own.line}"
+        )
+    raise TreasuryFormatError(message, file=file, line=found.line, field=f":{found.tag}:")
+
+
+def _check_required(fields: _StatementFields, fmt: TreasuryFormat, file: str) -> None:
+    present = {f":{item.tag}:" for segment in fields.segments for item in segment}
+    for alternatives in fmt.required_tags:
+        if present.intersection(alternatives):
+            continue
+        if fields.continued and all(tag.strip(":") in _HEADER_TAGS for tag in alternatives):
+            continue
+        name = _TAG_NAMES.get(alternatives[0].strip(":"), "field")
+        required = [" or ".join(a) for a in fmt.required_tags]
+        listed = ", ".join(required[:-1]) + " and " + required[-1]
+        if len(required) == 1:
+            listed = required[0]
+        document = _DOCUMENTS[fmt.syntax][1].removeprefix("an ")
+        raise TreasuryFormatError(
+            f"missing field {' or '.join(alternatives)} ({name}) in the statement starting on"
+            f" this line; the format requires {listed} in every {document}",
+            file=file,
+            line=fields.start,
+            field=alternatives[0],
+        )
+
+
+def _read_statement(fields: _StatementFields, fmt: TreasuryFormat, file: str) -> _Statement:
+    statement = _Statement()
+    for segment in fields.segments:
+        # A :86: belongs to the :61: right before it in the same message.
+        last_tag = ""
+        for item in segment:
+            if item.tag == "61":
+                statement.transactions.append(_statement_line(item, statement, fmt, file))
+            elif item.tag == "86" and last_tag == "61":
+                statement.transactions[-1].update(_information(item))
+            elif item.tag in _BALANCE_TAGS:
+                statement.values.update(_balance(item, fmt, file))
+            elif item.tag == "34F":
+                statement.values[":34F:"] = Value(item.text, item.line)
+                statement.values.setdefault(":34F:/currency", Value(item.text[:3], item.line))
+            elif item.tag != "86":
+                statement.values[f":{item.tag}:"] = Value(item.text, item.line)
+            last_tag = item.tag
+    return statement
 
 
 def _set_currency(statement: _Statement) -> None:
