@@ -393,6 +393,60 @@ def test_mt940_with_mt942_field_rejected() -> None:
     assert "beside the MT940 field :60F: on line 4" in str(error)
 
 
+def test_1c_format_rejects_mt940_file() -> None:
+    fmt = load_format(REPO_ROOT, "1c-ru-statement-import")
+    error = error_of(fmt, "mt940-statement.sta")
+    assert error.line == 1
+    assert str(error) == (
+        "mt940-statement.sta:1: expected the first line '1CClientBankExchange', found"
+        " ':20:ST2612010001', the start of an MT940 or MT942 file; parse it with an MT940 or"
+        " MT942 definition"
+    )
+
+
+@pytest.mark.parametrize("deviations", [[], ["header_lines"]])
+def test_mt940_format_rejects_1c_file(deviations: list[str]) -> None:
+    fmt = variant("mt940-statement-import", accepts={"deviations": deviations})
+    error = error_of(fmt, "1c-kk-good.txt")
+    assert error.line == 1
+    assert str(error) == (
+        "1c-kk-good.txt:1: expected an MT940 file, found a 1CClientBankExchange file;"
+        " parse it with a 1c_exchange definition"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "found"),
+    [
+        ("mt940-statement.sta", "an MT940 or MT942 file; parse it with an MT940 or MT942"),
+        ("1c-kk-good.txt", "a 1CClientBankExchange file; parse it with a 1c_exchange"),
+    ],
+)
+def test_delimited_format_rejects_other_syntax(name: str, found: str) -> None:
+    fmt = load_format(REPO_ROOT, "payment-order-export")
+    error = error_of(fmt, name)
+    assert error.line == 1
+    assert str(error) == f"{name}:1: expected a delimited file, found {found} definition"
+
+
+def test_delimited_format_names_fixed_width_line() -> None:
+    layout = {**demo_document("certificate-export")["layout"], "header": False}
+    fmt = variant("certificate-export", layout=layout)
+    line = b"CRT-0001  20261204KZ86125KZT5004100100\n"
+    error = swift_error(fmt, line, "fixed.txt")
+    assert error.line == 1
+    assert "expected 8 columns separated by '|', found 1" in str(error)
+    assert "the line has no '|', so the file may be fixed-width" in str(error)
+
+
+def test_fixed_width_line_longer_than_layout() -> None:
+    line = "00004220261204     1234.56Қазына              ;НАЗНАЧЕНИЕ\n"
+    error = swift_error(fixed_format(), line.encode("kz1048"), "long.txt")
+    assert error.line == 1
+    assert "expected at most 46 characters, where the last column TEXT ends" in str(error)
+    assert "found 57 with ';НАЗНАЧЕНИЕ' past it" in str(error)
+
+
 def wrapped_purpose(*lines: str) -> str:
     """Parse one transaction whose :86: field has `lines`; return its purpose."""
     text = (

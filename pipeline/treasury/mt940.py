@@ -48,7 +48,13 @@ from dataclasses import dataclass, field
 from pipeline.treasury.codec import find_control
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
 from pipeline.treasury.records import ValueFormatError, parse_amount
-from pipeline.treasury.source import SourceRecord, Value, split_lines
+from pipeline.treasury.source import (
+    SWIFT_FILE,
+    SourceRecord,
+    Value,
+    reject_other_syntax,
+    split_lines,
+)
 
 _TAG = re.compile(r"^:(?P<tag>\d{2}[A-Z]?):(?P<rest>.*)$")
 _TRAILER = re.compile(r"^-(?P<rest>.*)$")
@@ -138,6 +144,7 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
             not accept; the message names the line and the field.
     """
     lines = split_lines(text)
+    reject_other_syntax(lines, f"an {fmt.syntax.upper()} file", SWIFT_FILE, file)
     if text and not text.endswith("\n") and not fmt.accepts("missing_final_newline"):
         raise TreasuryFormatError(
             "the file does not end with a line break; expected the last line to end with"

@@ -33,9 +33,17 @@ from collections.abc import Mapping, Sequence
 from pipeline.treasury.codec import find_control
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
 from pipeline.treasury.records import CANONICAL_FIELDS
-from pipeline.treasury.source import SourceRecord, Value, split_lines
+from pipeline.treasury.source import (
+    ONEC_FILE,
+    ONEC_FIRST_LINE,
+    SYNTAX_OF_FILE,
+    SourceRecord,
+    Value,
+    recognize,
+    split_lines,
+)
 
-FIRST_LINE = "1CClientBankExchange"
+FIRST_LINE = ONEC_FIRST_LINE
 DATE_FORMAT = "%d.%m.%Y"
 DOCUMENT_KEY = "СекцияДокумент"
 _ACCOUNT_START = "СекцияРасчСчет"
@@ -68,9 +76,11 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
         )
     if not lines or _marker(lines[0], fmt) != _key(FIRST_LINE, fmt):
         found = lines[0] if lines else ""
-        raise TreasuryFormatError(
-            f"expected the first line {FIRST_LINE!r}, found {found!r}", file=file, line=1
-        )
+        message = f"expected the first line {FIRST_LINE!r}, found {found!r}"
+        kind = recognize(found)
+        if kind is not None and kind != ONEC_FILE:
+            message += f", the start of {kind}; parse it with {SYNTAX_OF_FILE[kind]} definition"
+        raise TreasuryFormatError(message, file=file, line=1)
     header: SourceRecord = {}
     accounts: list[SourceRecord] = []
     documents: list[SourceRecord] = []

@@ -1,8 +1,11 @@
-"""Source values as the syntax parsers return them, before mapping to canonical records."""
+"""Source values as the syntax parsers return them, and recognition of a file's syntax."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from pipeline.treasury.model import TreasuryFormatError
 
 
 @dataclass(frozen=True)
@@ -26,3 +29,47 @@ def split_lines(text: str) -> list[str]:
     if lines and lines[-1] == "":
         lines.pop()
     return [line.removesuffix("\r") for line in lines]
+
+
+# The first line of an MT940 or MT942 file: a field tag, after an optional SOH byte.
+_SWIFT_START = re.compile(r"^\x01?:\d{2}[A-Z]?:")
+ONEC_FIRST_LINE = "1CClientBankExchange"
+SWIFT_FILE = "an MT940 or MT942 file"
+ONEC_FILE = "a 1CClientBankExchange file"
+# The definition syntax that reads each kind of file.
+SYNTAX_OF_FILE = {SWIFT_FILE: "an MT940 or MT942", ONEC_FILE: "a 1c_exchange"}
+
+
+def recognize(line: str) -> str | None:
+    """Return which kind of file starts with `line`, such as "an MT940 or MT942 file", or None.
+
+    Only the two syntaxes with a fixed start are recognized: a SWIFT field tag
+    such as `:20:`, and the line `1CClientBankExchange` in any letter case.
+    """
+    if _SWIFT_START.match(line):
+        return SWIFT_FILE
+    if line.strip().casefold() == ONEC_FIRST_LINE.casefold():
+        return ONEC_FILE
+    return None
+
+
+def reject_other_syntax(lines: list[str], expected: str, own: str | None, file: str) -> None:
+    """Reject a file whose first line starts a syntax other than `own`.
+
+    `expected` names the file the definition reads, such as "an MT940 file".
+
+    Raises:
+        TreasuryFormatError: the first line that is not blank starts another syntax.
+    """
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        kind = recognize(line)
+        if kind is not None and kind != own:
+            raise TreasuryFormatError(
+                f"expected {expected}, found {kind}; parse it with {SYNTAX_OF_FILE[kind]}"
+                " definition",
+                file=file,
+                line=number,
+            )
+        return

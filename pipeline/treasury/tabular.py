@@ -1,9 +1,11 @@
 """Fixed-width and delimited files: one record per line, one column per source field.
 
 A fixed-width column has a 1-based `start` and a `width`; its value is
-stripped of the column's pad character. A delimited file separates columns
-with the definition's delimiter and may start with a header line of the column
-names. Values that contain the delimiter or a quote are quoted as CSV does.
+stripped of the column's pad character. Text past the last column is an
+error, because it means the layout does not fit the file. A delimited file
+separates columns with the definition's delimiter and may start with a header
+line of the column names. Values that contain the delimiter or a quote are
+quoted as CSV does.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 
 from pipeline.treasury.codec import find_control
 from pipeline.treasury.model import Column, TreasuryFormat, TreasuryFormatError
-from pipeline.treasury.source import SourceRecord, Value, split_lines
+from pipeline.treasury.source import SourceRecord, Value, reject_other_syntax, split_lines
 
 
 def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
@@ -25,6 +27,8 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
             holds a control character; the message names the line and the column.
     """
     lines = split_lines(text)
+    syntax = "fixed-width" if fmt.syntax == "fixed_width" else "delimited"
+    reject_other_syntax(lines, f"a {syntax} file", None, file)
     if text and not text.endswith("\n") and not fmt.accepts("missing_final_newline"):
         raise TreasuryFormatError(
             "the file does not end with a line break; expected every line to end with one",
@@ -46,6 +50,16 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
 
 
 def _fixed(line: str, number: int, columns: Sequence[Column], file: str) -> SourceRecord:
+    last = max(columns, key=lambda c: (c.start or 1) + (c.width or 0))
+    end = (last.start or 1) - 1 + (last.width or 0)
+    if line[end:].strip():
+        raise TreasuryFormatError(
+            f"expected at most {end} characters, where the last column {last.name} ends,"
+            f" found {len(line)} with {line[end:]!r} past it; check the file against the"
+            " layout, or whether it is a delimited file",
+            file=file,
+            line=number,
+        )
     record: SourceRecord = {}
     for column in columns:
         start = (column.start or 1) - 1
@@ -81,11 +95,12 @@ def _delimited(lines: list[str], fmt: TreasuryFormat, file: str) -> list[SourceR
                 )
             continue
         if len(row) != len(names):
-            raise TreasuryFormatError(
-                f"expected {len(names)} columns separated by {fmt.delimiter!r}, found {len(row)}",
-                file=file,
-                line=number,
+            message = (
+                f"expected {len(names)} columns separated by {fmt.delimiter!r}, found {len(row)}"
             )
+            if len(row) == 1:
+                message += f"; the line has no {fmt.delimiter!r}, so the file may be fixed-width"
+            raise TreasuryFormatError(message, file=file, line=number)
         records.append(
             {
                 name: Value(value.strip(), number)
