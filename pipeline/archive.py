@@ -28,7 +28,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import py7zr
@@ -208,7 +208,7 @@ def _file_size(path: Path) -> int:
 def _check_encrypted(path: Path, out: Path, password: str, count: int) -> None:
     """Prove that `path` lists its entries with `password` and hides them without it."""
     try:
-        with _open_native(path, None):
+        with OpenArchive(path, None):
             pass
     except sevenzip_reader.PasswordError:
         pass
@@ -264,34 +264,142 @@ def _file_type(mode: int) -> str:
 # --------------------------------------------------------------------------- reading
 
 
-@contextlib.contextmanager
-def _open_native(archive: Path, password: str | None) -> Iterator[sevenzip_reader.Archive | None]:
-    """Open `archive` with the own reader; yield None when its header needs py7zr.
+class OpenArchive:
+    """An archive opened once for several reads; its header is parsed one time.
 
-    Any failure inside the block becomes a BundleError that names the archive.
+    Use it as a context manager. The module functions `list_entries`,
+    `read_file`, `check_entries`, `digest_entries` and `extract_all` each open
+    the archive anew. A caller that needs several of them, as verification
+    does, opens it once here instead. Any failure becomes a BundleError that
+    names the archive.
+
+    Raises:
+        BundleError: on entering, the file is missing, is not a 7z archive, its
+            header is corrupted, or the header is encrypted and the password is
+            missing or wrong.
     """
-    if not archive.is_file():
-        raise BundleError(f"archive {archive} does not exist or is not a file")
+
+    def __init__(self, archive: Path, password: str | None = None) -> None:
+        self.path = archive
+        self.password = password
+        self._stack = contextlib.ExitStack()
+        self._native: sevenzip_reader.Archive | None = None
+        self._entries: list[Entry] | None = None
+        self._passed: set[tuple[int, float]] = set()
+
+    def __enter__(self) -> OpenArchive:
+        archive = self.path
+        if not archive.is_file():
+            raise BundleError(f"archive {archive} does not exist or is not a file")
+        with _data_errors(archive):
+            handle = self._stack.enter_context(archive.open("rb"))
+        try:
+            with _data_errors(archive):
+                self._native = _parse_native(archive, handle, self.password)
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stack.close()
+
+    def entries(self) -> list[Entry]:
+        """Return the entries in the order the header stores them."""
+        if self._entries is None:
+            if self._native is not None:
+                self._entries = _native_entries(self._native)
+            else:
+                with sevenzip_py7zr.open_py7zr(self.path, self.password) as handle:
+                    fields = sevenzip_py7zr.member_fields(handle)
+                self._entries = [Entry(**one) for one in fields]
+        return self._entries
+
+    def read_file(self, name: str, max_size: int) -> bytes:
+        """Return the bytes of the regular file `name`; see the module function `read_file`."""
+        entry = _single_file(self.path, self.entries(), name, max_size)
+        if self._native is not None:
+            with _data_errors(self.path):
+                return _read_native(self._native, entry)
+        data = sevenzip_py7zr.read_member(self.path, name, max_size, self.password)
+        if len(data) != entry.size:
+            raise BundleError(
+                f"{self.path}: {name}: expected {entry.size} bytes, unpacked {len(data)}"
+            )
+        return data
+
+    def check_entries(self, *, max_total: int, max_ratio: float) -> list[Entry]:
+        """Check every entry for safe extraction; see the module function `check_entries`."""
+        entries = _checked(self.path, self.entries(), max_total, max_ratio)
+        self._passed.add((max_total, max_ratio))
+        return entries
+
+    def digest_entries(self, *, max_total: int, max_ratio: float) -> dict[str, str]:
+        """Check the entries unless done with these limits, then hash every file in memory."""
+        entries = self._checked_entries(max_total, max_ratio)
+        if self._native is not None:
+            with _data_errors(self.path):
+                return _stream_native(self._native, entries, lambda record: None)
+        with tempfile.TemporaryDirectory(prefix="parus-archive-") as work:
+            return self.extract_all(Path(work) / "x", max_total=max_total, max_ratio=max_ratio)
+
+    def extract_all(self, dest: Path, *, max_total: int, max_ratio: float) -> dict[str, str]:
+        """Extract into the new or empty folder `dest`; see the module function `extract_all`."""
+        entries = self._checked_entries(max_total, max_ratio)
+        created = not dest.exists()
+        if not created and (not dest.is_dir() or any(dest.iterdir())):
+            raise BundleError(f"extraction folder {dest} must be missing or empty")
+        dest.mkdir(parents=True, exist_ok=True)
+        total = sum(entry.size for entry in entries)
+        try:
+            if self._native is not None:
+                with _data_errors(self.path):
+                    digests = _extract_native(self._native, entries, dest)
+            else:
+                sevenzip_py7zr.extract_members(self.path, dest, total, self.password)
+                digests = _hash_tree(dest, entries)
+            _normalize_extracted(dest)
+        except BaseException:
+            _empty_folder(dest)
+            if created:
+                dest.rmdir()
+            raise
+        log.info("extracted %s: %d entries, %d bytes", self.path, len(entries), total)
+        return digests
+
+    def _checked_entries(self, max_total: int, max_ratio: float) -> list[Entry]:
+        if (max_total, max_ratio) in self._passed:
+            return self.entries()
+        return self.check_entries(max_total=max_total, max_ratio=max_ratio)
+
+
+def _parse_native(
+    archive: Path, handle: BinaryIO, password: str | None
+) -> sevenzip_reader.Archive | None:
+    """Parse the header with the own reader; return None when it needs py7zr."""
     try:
-        with archive.open("rb") as handle:
-            try:
-                opened = sevenzip_reader.open_archive(archive, handle, password, _cpu_threads())
-            except fmt.UnsupportedFeature as exc:
-                log.debug("%s: read with py7zr, because the header uses %s", archive, exc)
-                opened = None
-            except sevenzip_reader.PasswordError:
-                raise
-            except _HEADER_ERRORS as exc:
-                raise _unreadable(archive, exc) from exc
-            try:
-                yield opened
-            except BundleError:
-                raise
-            except _NATIVE_ERRORS as exc:
-                raise BundleError(
-                    f"{archive}: the archive data is corrupted: {type(exc).__name__}: {exc};"
-                    " download or rebuild the bundle"
-                ) from exc
+        return sevenzip_reader.open_archive(archive, handle, password, _cpu_threads())
+    except fmt.UnsupportedFeature as exc:
+        log.debug("%s: read with py7zr, because the header uses %s", archive, exc)
+        return None
+    except sevenzip_reader.PasswordError:
+        raise
+    except _HEADER_ERRORS as exc:
+        raise _unreadable(archive, exc) from exc
+
+
+@contextlib.contextmanager
+def _data_errors(archive: Path) -> Iterator[None]:
+    """Turn the exceptions of reading malformed archive data into a BundleError."""
+    try:
+        yield
+    except BundleError:
+        raise
+    except _NATIVE_ERRORS as exc:
+        raise BundleError(
+            f"{archive}: the archive data is corrupted: {type(exc).__name__}: {exc};"
+            " download or rebuild the bundle"
+        ) from exc
     except OSError as exc:
         raise BundleError(f"{archive}: cannot read the archive: {exc}") from exc
 
@@ -313,11 +421,8 @@ def list_entries(archive: Path, password: str | None = None) -> list[Entry]:
         BundleError: the file is missing, is not a 7z archive, its header is
             corrupted, or the header is encrypted and `password` is missing or wrong.
     """
-    with _open_native(archive, password) as opened:
-        if opened is not None:
-            return _native_entries(opened)
-    with sevenzip_py7zr.open_py7zr(archive, password) as handle:
-        return [Entry(**fields) for fields in sevenzip_py7zr.member_fields(handle)]
+    with OpenArchive(archive, password) as opened:
+        return opened.entries()
 
 
 def _native_entries(opened: sevenzip_reader.Archive) -> list[Entry]:
@@ -362,17 +467,8 @@ def read_file(archive: Path, name: str, max_size: int, password: str | None = No
             this tool does not read, its data is corrupted, or the archive is
             encrypted and `password` is missing or wrong.
     """
-    with _open_native(archive, password) as opened:
-        entries = (
-            _native_entries(opened) if opened is not None else list_entries(archive, password)
-        )
-        entry = _single_file(archive, entries, name, max_size)
-        if opened is not None:
-            return _read_native(opened, entry)
-    data = sevenzip_py7zr.read_member(archive, name, max_size, password)
-    if len(data) != entry.size:
-        raise BundleError(f"{archive}: {name}: expected {entry.size} bytes, unpacked {len(data)}")
-    return data
+    with OpenArchive(archive, password) as opened:
+        return opened.read_file(name, max_size)
 
 
 def _single_file(archive: Path, entries: list[Entry], name: str, max_size: int) -> Entry:
@@ -446,7 +542,8 @@ def check_entries(
         BundleError: the archive cannot be read.
         VerificationError: an entry fails a check; the message names the entry.
     """
-    return _checked(archive, list_entries(archive, password), max_total, max_ratio)
+    with OpenArchive(archive, password) as opened:
+        return opened.check_entries(max_total=max_total, max_ratio=max_ratio)
 
 
 def _checked(archive: Path, entries: list[Entry], max_total: int, max_ratio: float) -> list[Entry]:
@@ -468,11 +565,15 @@ def _checked(archive: Path, entries: list[Entry], max_total: int, max_ratio: flo
             )
     files = {entry.name for entry in entries if not entry.is_dir}
     for entry in entries:
-        for parent in PurePosixPath(entry.name).parents:
-            if str(parent) in files:
+        name = entry.name
+        cut = name.rfind("/")
+        while cut > 0:
+            parent = name[:cut]
+            if parent in files:
                 raise VerificationError(
-                    f"{archive}: {entry.name}: its parent {parent} is a file in the archive"
+                    f"{archive}: {name}: its parent {parent} is a file in the archive"
                 )
+            cut = name.rfind("/", 0, cut)
     _check_sizes(archive, entries, max_total, max_ratio)
     return entries
 
@@ -530,14 +631,8 @@ def digest_entries(
             encrypted and `password` is missing or wrong.
         VerificationError: an entry fails a check; the message names the entry.
     """
-    with _open_native(archive, password) as opened:
-        if opened is not None:
-            entries = _checked(archive, _native_entries(opened), max_total, max_ratio)
-            return _stream_native(opened, entries, lambda record: None)
-    with tempfile.TemporaryDirectory(prefix="parus-archive-") as work:
-        return extract_all(
-            archive, Path(work) / "x", max_total=max_total, max_ratio=max_ratio, password=password
-        )
+    with OpenArchive(archive, password) as opened:
+        return opened.digest_entries(max_total=max_total, max_ratio=max_ratio)
 
 
 def _stream_native(
@@ -576,30 +671,8 @@ def extract_all(
             missing nor an empty folder.
         VerificationError: an entry fails a check; the message names the entry.
     """
-    with _open_native(archive, password) as opened:
-        entries = (
-            _native_entries(opened) if opened is not None else list_entries(archive, password)
-        )
-        _checked(archive, entries, max_total, max_ratio)
-        created = not dest.exists()
-        if not created and (not dest.is_dir() or any(dest.iterdir())):
-            raise BundleError(f"extraction folder {dest} must be missing or empty")
-        dest.mkdir(parents=True, exist_ok=True)
-        total = sum(entry.size for entry in entries)
-        try:
-            if opened is not None:
-                digests = _extract_native(opened, entries, dest)
-            else:
-                sevenzip_py7zr.extract_members(archive, dest, total, password)
-                digests = _hash_tree(dest, entries)
-            _normalize_extracted(dest)
-        except BaseException:
-            _empty_folder(dest)
-            if created:
-                dest.rmdir()
-            raise
-    log.info("extracted %s: %d entries, %d bytes", archive, len(entries), total)
-    return digests
+    with OpenArchive(archive, password) as opened:
+        return opened.extract_all(dest, max_total=max_total, max_ratio=max_ratio)
 
 
 def _extract_native(

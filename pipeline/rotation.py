@@ -211,7 +211,8 @@ def _read_member(source: Path, name: str, max_size: int, password: str | None) -
         if size > max_size:
             raise BundleError(f"{path} is {size} bytes; expected at most {max_size}")
         return path.read_bytes()
-    return ArchiveReader(source, password).read_file(name, max_size)
+    with ArchiveReader(source, password) as reader:
+        return reader.read_file(name, max_size)
 
 
 __all__ = [

@@ -20,7 +20,7 @@ import lzma
 import os
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,27 +364,63 @@ def decode_folder(
             yield from block.pieces()
 
 
-def _ordered_output(blocks: list[_Block], threads: int) -> Iterator[bytes]:
-    """Yield the output of `blocks` in order, decoding whole blocks ahead on a thread pool."""
+def _ordered_output(
+    blocks: Iterable[tuple[int, _Block]], threads: int
+) -> Iterator[tuple[int, bytes]]:
+    """Yield (tag, bytes) of each block's output in order, decoding whole blocks ahead.
+
+    `blocks` pairs each block with a tag, the position of its folder. Blocks
+    are taken from it only as the window of blocks decoded ahead moves, so the
+    next folder's first blocks decode on the thread pool while the current
+    folder's last ones are still being consumed.
+    """
     window = max(1, threads) * 2
+    source = iter(blocks)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        futures: deque[Future[bytes] | None] = deque()
-        submitted = 0
+        ahead: deque[tuple[int, _Block, Future[bytes] | None]] = deque()
         try:
-            for index, block in enumerate(blocks):
-                while submitted < len(blocks) and submitted < index + window:
-                    ahead = blocks[submitted]
-                    futures.append(pool.submit(ahead.decode) if ahead.decode else None)
-                    submitted += 1
-                future = futures.popleft()
+            while True:
+                while len(ahead) < window:
+                    item = next(source, None)
+                    if item is None:
+                        break
+                    tag, block = item
+                    future = pool.submit(block.decode) if block.decode else None
+                    ahead.append((tag, block, future))
+                if not ahead:
+                    return
+                tag, block, future = ahead.popleft()
                 if future is not None:
-                    yield future.result()
+                    yield tag, future.result()
                 elif block.pieces is not None:
-                    yield from block.pieces()
+                    for piece in block.pieces():
+                        yield tag, piece
         finally:
-            for pending in futures:
+            for _, _, pending in ahead:
                 if pending is not None:
                     pending.cancel()
+
+
+class _TaggedOutput:
+    """Output of several folders in a row, taken folder by folder."""
+
+    def __init__(self, pieces: Iterator[tuple[int, bytes]]) -> None:
+        self.pieces = pieces
+        self.head: tuple[int, bytes] | None = None
+
+    def folder(self, tag: int) -> Iterator[bytes]:
+        """Yield the output of folder `tag`, skipping what earlier folders left unread."""
+        while True:
+            if self.head is None:
+                self.head = next(self.pieces, None)
+                if self.head is None:
+                    return
+            head_tag, piece = self.head
+            if head_tag > tag:
+                return
+            self.head = None
+            if head_tag == tag:
+                yield piece
 
 
 # --------------------------------------------------------------------------- files
@@ -418,21 +454,32 @@ def stream_files(
     for record in archive.header.files:
         if record.has_stream and record.folder is not None and wanted(record):
             by_folder.setdefault(record.folder, []).append(record)
+    plan = [
+        (index, sorted(by_folder[index], key=lambda record: record.offset))
+        for index in sorted(by_folder)
+    ]
+
+    def blocks() -> Iterator[tuple[int, _Block]]:
+        for tag, (index, records) in enumerate(plan):
+            end = max(record.offset + record.size for record in records)
+            covered = 0
+            for block in _folder_blocks(archive, streams, index, f"folder {index}"):
+                if covered >= end:
+                    break
+                yield tag, block
+                covered += block.size
+
     results: list[FileResult] = []
-    for folder_index in sorted(by_folder):
-        records = sorted(by_folder[folder_index], key=lambda record: record.offset)
-        end = max(record.offset + record.size for record in records)
-        blocks = []
-        covered = 0
-        for block in _folder_blocks(archive, streams, folder_index, f"folder {folder_index}"):
-            if covered >= end:
-                break
-            blocks.append(block)
-            covered += block.size
-        output = _FolderOutput(_ordered_output(blocks, archive.threads))
-        folder = streams.folders[folder_index]
-        for record in records:
-            results.append(_copy_file(archive, folder, output, record, open_sink(record)))
+    pieces = _ordered_output(blocks(), archive.threads)
+    try:
+        shared = _TaggedOutput(pieces)
+        for tag, (index, records) in enumerate(plan):
+            output = _FolderOutput(shared.folder(tag))
+            folder = streams.folders[index]
+            for record in records:
+                results.append(_copy_file(archive, folder, output, record, open_sink(record)))
+    finally:
+        pieces.close()
     return results
 
 

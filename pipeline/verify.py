@@ -39,9 +39,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import inspect
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,8 +113,19 @@ def verify_bundle(
     if not keys:
         raise VerificationError(f"{bundle}: no trusted keys given; pass the release's public key")
     trusted = as_trusted_keys(keys)
+    with ArchiveReader(bundle, password) as reader:
+        return _verify(bundle, trusted, reader, manifest_signature, signature, max_ratio)
+
+
+def _verify(
+    bundle: Path,
+    trusted: list[TrustedKey],
+    reader: ArchiveReader,
+    manifest_signature: Path | None,
+    signature: Path | None,
+    max_ratio: float,
+) -> VerifyResult:
     publics = [key.public for key in trusted]
-    reader = ArchiveReader(bundle, password)
 
     with _check(1, "archive signature", bundle):
         signature_path = signature or signature_path_for(bundle)
@@ -201,22 +211,32 @@ def verify_bundle(
 
 
 class ArchiveReader:
-    """Calls into pipeline.archive that pass the password only for an encrypted bundle."""
+    """Reads of one bundle's archive, its header parsed on the first read and kept.
+
+    The archive opens on the first call, not on creation, so verification
+    parses nothing of it before the archive signature has passed. Use it as a
+    context manager to close the file.
+    """
 
     def __init__(self, bundle: Path, password: str | None) -> None:
         self.bundle = bundle
         self.password = password
+        self._opened: archive.OpenArchive | None = None
 
-    def _call(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.password is not None:
-            if "password" not in inspect.signature(function).parameters:
-                raise BundleError(
-                    f"{self.bundle}: this version of pipeline.archive cannot open encrypted"
-                    " archives"
-                )
-            kwargs["password"] = self.password
+    def __enter__(self) -> ArchiveReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._opened is not None:
+            self._opened.__exit__(None, None, None)
+            self._opened = None
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[archive.OpenArchive]:
         try:
-            return function(*args, **kwargs)
+            if self._opened is None:
+                self._opened = archive.OpenArchive(self.bundle, self.password).__enter__()
+            yield self._opened
         except BundleError as exc:
             if self.password is None:
                 raise
@@ -224,29 +244,26 @@ class ArchiveReader:
             raise BundleError(f"{exc}; the password may be wrong") from exc
 
     def read_file(self, name: str, max_size: int) -> bytes:
-        data: bytes = self._call(archive.read_file, self.bundle, name, max_size)
-        return data
-
-    def digest_entries(self, *, max_total: int, max_ratio: float) -> dict[str, str]:
-        """Check every entry, decode every file and return {name: SHA-256}."""
-        hashes: dict[str, str] = self._call(
-            archive.digest_entries, self.bundle, max_total=max_total, max_ratio=max_ratio
-        )
-        return hashes
+        with self._reading() as opened:
+            return opened.read_file(name, max_size)
 
     def list_entries(self) -> list[archive.Entry]:
-        entries: list[archive.Entry] = self._call(archive.list_entries, self.bundle)
-        return entries
+        with self._reading() as opened:
+            return opened.entries()
 
     def check_entries(self, *, max_total: int, max_ratio: float) -> None:
-        self._call(archive.check_entries, self.bundle, max_total=max_total, max_ratio=max_ratio)
+        with self._reading() as opened:
+            opened.check_entries(max_total=max_total, max_ratio=max_ratio)
+
+    def digest_entries(self, *, max_total: int, max_ratio: float) -> dict[str, str]:
+        """Check every entry unless already done, decode every file and return {name: SHA-256}."""
+        with self._reading() as opened:
+            return opened.digest_entries(max_total=max_total, max_ratio=max_ratio)
 
     def extract_all(self, dest: Path, *, max_total: int, max_ratio: float) -> dict[str, str]:
         """Extract the archive and return the SHA-256 of each file, hashed while written."""
-        hashes = self._call(
-            archive.extract_all, self.bundle, dest, max_total=max_total, max_ratio=max_ratio
-        )
-        return dict(hashes or {})
+        with self._reading() as opened:
+            return opened.extract_all(dest, max_total=max_total, max_ratio=max_ratio)
 
 
 def signing_time(info: SignatureInfo) -> datetime | None:

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from test_build import commit_all, make_content_repo
 
+from pipeline import sevenzip_reader
 from pipeline.archive import Compression, write_archive
 from pipeline.errors import VerificationError
 from pipeline.manifest import file_entry, manifest_bytes
@@ -215,6 +216,41 @@ def test_verify_good_bundle(bundle: Path, signer: Signer, isolated_tmp: Path) ->
     assert result.trusted_comment == COMMENT
     assert result.files == len(CONTENT) + 1  # provenance.json
     assert list(isolated_tmp.iterdir()) == []
+
+
+def test_verify_parses_the_header_once(
+    bundle: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[Path] = []
+    original = sevenzip_reader.open_archive
+
+    def counting(path: Path, *args: Any) -> sevenzip_reader.Archive:
+        opened.append(path)
+        return original(path, *args)
+
+    monkeypatch.setattr(sevenzip_reader, "open_archive", counting)
+
+    verify_bundle(bundle, [signer.public])
+
+    assert opened == [bundle]
+
+
+def test_archive_not_parsed_before_its_signature_passes(
+    bundle: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[Path] = []
+    original = sevenzip_reader.open_archive
+
+    def counting(path: Path, *args: Any) -> sevenzip_reader.Archive:
+        opened.append(path)
+        return original(path, *args)
+
+    monkeypatch.setattr(sevenzip_reader, "open_archive", counting)
+    flip(bundle, bundle.stat().st_size // 2)
+
+    with pytest.raises(VerificationError, match=r"check 1 \(archive signature\) failed"):
+        verify_bundle(bundle, [signer.public])
+    assert opened == []
 
 
 def test_verify_among_several_keys(bundle: Path, signer: Signer, other_key: PublicKey) -> None:
