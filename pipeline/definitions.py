@@ -37,7 +37,7 @@ from sqlglot import exp
 
 from pipeline.content import DEFINITION_FILES, KIND_FOLDERS, Kind, definition_path, item_folder
 from pipeline.errors import ConfigError, ValidationError
-from pipeline.findings import Finding, errors_only
+from pipeline.findings import Finding, child_path, errors_only
 from pipeline.schema import load_json, validate_document
 from pipeline.text import check_pair
 from pipeline.treasury.conformance import check_conformance
@@ -55,7 +55,6 @@ _WINDOWS_RESERVED_CHARS = re.compile(r'[<>:"|?*\x00-\x1f]')
 _WINDOWS_RESERVED_NAMES = frozenset(
     ["CON", "PRN", "AUX", "NUL"] + [f"{p}{n}" for p in ("COM", "LPT") for n in range(1, 10)]
 )
-_JSON_PATH_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
 # Statements that change data or schema; none may appear anywhere in a query,
 # including inside a common table expression.
 _WRITE_NODES = (
@@ -146,16 +145,6 @@ def _definition_file(kind: Kind, item: str) -> str:
 
 def _finding(rule: str, file: str, json_path: str, message: str, **extra: Any) -> Finding:
     return Finding(rule=rule, file=file, json_path=json_path, message=message, **extra)
-
-
-def child_path(path: str, key: str | int) -> str:
-    """Return the JSON path of `key` below `path`, spelled as jsonschema spells it."""
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    if _JSON_PATH_NAME.match(key):
-        return f"{path}.{key}"
-    escaped = key.replace("\\", "\\\\").replace("'", "\\'")
-    return f"{path}['{escaped}']"
 
 
 def _objects(value: object) -> list[tuple[int, dict[str, Any]]]:

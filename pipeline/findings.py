@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -12,6 +13,18 @@ from typing import Any, Literal
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
 
 Severity = Literal["error", "warning"]
+
+_JSON_PATH_NAME = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
+
+
+def child_path(path: str, key: str | int) -> str:
+    """Return the JSON path of `key` below `path`, spelled as jsonschema spells it."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    if _JSON_PATH_NAME.match(key):
+        return f"{path}.{key}"
+    escaped = key.replace("\\", "\\\\").replace("'", "\\'")
+    return f"{path}['{escaped}']"
 
 
 @dataclass(frozen=True)

@@ -686,8 +686,9 @@ def test_cp1251_export_names_kazakh_letter() -> None:
     with pytest.raises(TreasuryFormatError) as caught:
         render_records(fmt, records, "records.json")
     message = str(caught.value)
-    assert "record 2" in message
-    assert "purpose (НАЗНАЧЕНИЕ)" in message
+    assert message.startswith("records.json $[1].purpose: ")
+    assert caught.value.json_path == "$[1].purpose"
+    assert "column НАЗНАЧЕНИЕ" in message
     assert "character 'ү' (U+04AF)" in message
     assert "cannot be written in CP1251" in message
 
@@ -745,7 +746,8 @@ def test_render_rejects_value_that_breaks_line(purpose: str, problem: str) -> No
     records = [{"doc_number": "1"}, {"doc_number": "2", "purpose": purpose}]
     with pytest.raises(TreasuryFormatError) as caught:
         render_records(fmt, records, "records.json")
-    assert "record 2, field purpose: " in str(caught.value)
+    assert str(caught.value).startswith("records.json $[1].purpose: ")
+    assert caught.value.json_path == "$[1].purpose"
     assert problem in str(caught.value)
     assert caught.value.field == "purpose"
 
@@ -767,7 +769,9 @@ def test_fixed_width_round_trip() -> None:
 def test_fixed_width_value_too_wide() -> None:
     with pytest.raises(TreasuryFormatError) as caught:
         render_records(fixed_format(), [{"doc_number": "1234567"}], "records.json")
-    assert "record 1, field NUM" in str(caught.value)
+    assert str(caught.value).startswith("records.json $[0].doc_number: ")
+    assert caught.value.json_path == "$[0].doc_number"
+    assert "column NUM" in str(caught.value)
     assert "has 7 characters, the column is 6 wide" in str(caught.value)
 
 
@@ -782,8 +786,9 @@ def test_render_rejects_unmapped_field() -> None:
     fmt = load_format(REPO_ROOT, "payment-order-export")
     with pytest.raises(TreasuryFormatError) as caught:
         render_records(fmt, [{"doc_number": "1", "iban": "KZ00"}], "records.json")
-    assert "record 1, field iban" in str(caught.value)
-    assert "maps no source field to it" in str(caught.value)
+    assert str(caught.value).startswith("records.json $[0].iban: ")
+    assert caught.value.json_path == "$[0].iban"
+    assert "maps no source field to iban" in str(caught.value)
 
 
 def test_render_rejects_import_format() -> None:
@@ -890,7 +895,8 @@ def test_sample_difference_names_record_and_field(tmp_path: Path) -> None:
     mismatch = [f for f in findings if f.rule == "treasury.sample-mismatch"]
     assert len(mismatch) == 1
     assert mismatch[0].json_path == "$[1].kbe"
-    assert "record 1, field kbe: expected '17', the sample parses to '11'" in mismatch[0].message
+    assert mismatch[0].message.startswith("expected '17', the sample parses to '11'")
+    assert "record" not in mismatch[0].message
     assert mismatch[0].file.endswith("samples/statement-2026-12-01.expected.json")
 
 
@@ -915,6 +921,21 @@ def test_export_sample_difference_names_line(tmp_path: Path) -> None:
     assert "18450.10" in render[0].message
     mismatch = [f for f in findings if f.rule == "treasury.sample-mismatch"]
     assert mismatch[0].json_path == "$[0].amount"
+
+
+def test_export_sample_render_error_names_record(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "payment-order-export")
+    samples = root / "packages/treasury/payment-order-export/samples"
+    expected = samples / "payment-orders-2026-12-04.expected.json"
+    rewrite(expected, lambda records: records[1].update(amount="18450.00"))
+    findings = errors_only(check_definition(root, Kind.TREASURY, "payment-order-export"))
+    render = [f for f in findings if f.rule == "treasury.sample-render"]
+    assert len(render) == 1
+    assert render[0].file.endswith("samples/payment-orders-2026-12-04.expected.json")
+    assert render[0].json_path == "$[1].amount"
+    assert "record" not in render[0].message
+    mismatch = [f for f in findings if f.rule == "treasury.sample-mismatch"]
+    assert mismatch[0].json_path == "$[1].amount"
 
 
 def test_missing_conformance_record(tmp_path: Path) -> None:
@@ -1039,7 +1060,8 @@ def test_render_task_reports_cp1251_error(tmp_path: Path) -> None:
     result = run_inv("treasury.render", *arguments, str(records))
     assert result.returncode == 1, result.stdout
     assert "Traceback" not in result.stderr
-    assert "record 2, field purpose (НАЗНАЧЕНИЕ)" in result.stderr
+    assert f"{records} $[1].purpose: " in result.stderr
+    assert "column НАЗНАЧЕНИЕ" in result.stderr
     assert "character 'ү' (U+04AF)" in result.stderr
     assert "cannot be written in CP1251" in result.stderr
     assert not out.exists()

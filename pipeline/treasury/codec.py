@@ -81,8 +81,12 @@ def find_control(line: str) -> re.Match[str] | None:
     return _CONTROL.search(line)
 
 
-def encode_value(value: str, encoding: str, file: str, record: int, field: str) -> bytes:
-    """Encode one field value; a character the encoding lacks is an error.
+def encode_value(
+    value: str, encoding: str, file: str, *, json_path: str, field: str, column: str
+) -> bytes:
+    """Encode the value of the canonical `field`, written to `column` of the export.
+
+    `json_path` names the record and the field, such as `$[0].purpose`.
 
     Raises:
         TreasuryFormatError: `value` contains a character that `encoding` cannot
@@ -93,11 +97,12 @@ def encode_value(value: str, encoding: str, file: str, record: int, field: str) 
     except UnicodeEncodeError as exc:
         char = value[exc.start]
         raise TreasuryFormatError(
-            f"record {record}, field {field}: character {char!r} (U+{ord(char):04X}) in"
-            f" {value!r} cannot be written in {ENCODING_NAMES.get(encoding, encoding)};"
-            " use a format definition in KZ-1048 or UTF-8 for Kazakh text",
+            f"character {char!r} (U+{ord(char):04X}) in {value!r} (column {column}) cannot be"
+            f" written in {ENCODING_NAMES.get(encoding, encoding)}; use a format definition"
+            " in KZ-1048 or UTF-8 for Kazakh text",
             file=file,
             field=field,
+            json_path=json_path,
         ) from None
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from pipeline.content import KIND_FOLDERS, Kind, definition_path, item_folder, list_items
 from pipeline.errors import ValidationError
-from pipeline.findings import CheckCase, Finding, errors_only
+from pipeline.findings import CheckCase, Finding, child_path, errors_only
 from pipeline.fsutil import atomic_write_text
 from pipeline.schema import load_json
 from pipeline.treasury.engine import parse_bytes, render_records
@@ -82,7 +82,11 @@ def _check_sample(
             return [
                 *findings,
                 Finding(
-                    "treasury.sample-render", exc.file, exc.detail, json_path=where, line=exc.line
+                    "treasury.sample-render",
+                    exc.file,
+                    exc.detail,
+                    json_path=exc.json_path,
+                    line=exc.line,
                 ),
             ]
         findings += _compare_bytes(rendered, sample_path.read_bytes(), sample_file, fmt.encoding)
@@ -92,7 +96,10 @@ def _check_sample(
 def compare_records(
     parsed: list[dict[str, Any]], wanted: object, expected_file: str, file: str, where: str
 ) -> list[Finding]:
-    """Compare parsed records with expected ones; each difference names the record and field."""
+    """Compare parsed records with expected ones.
+
+    Each difference names the record and field by JSON path, such as `$[0].amount`.
+    """
     if not isinstance(wanted, list):
         return []
     findings = []
@@ -114,9 +121,9 @@ def compare_records(
                     Finding(
                         "treasury.sample-mismatch",
                         expected_file,
-                        f"record {index}, field {name}: expected {want.get(name)!r},"
-                        f" the sample parses to {got.get(name)!r} with {file} {where}",
-                        json_path=f"$[{index}].{name}",
+                        f"expected {want.get(name)!r}, the sample parses to {got.get(name)!r}"
+                        f" with {file} {where}",
+                        json_path=child_path(child_path("$", index), name),
                     )
                 )
     return findings

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline.findings import child_path
 from pipeline.text import find_mojibake
 from pipeline.treasury import codec, mt940, onec, tabular
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
@@ -174,14 +175,15 @@ def render_records(fmt: TreasuryFormat, records: Sequence[Record], file: str) ->
     reverse: dict[str, str] = {}
     for source_name, canonical in fmt.mapping.items():
         reverse.setdefault(canonical, source_name)
-    rows = [
-        _to_source(record, index, reverse, fmt, file) for index, record in enumerate(records, 1)
-    ]
+    rows = [_to_source(record, index, reverse, fmt, file) for index, record in enumerate(records)]
     # Values are checked one by one first, so an error names its record and field.
-    for index, row in enumerate(rows, 1):
+    for index, row in enumerate(rows):
         for source_name, value in row.items():
-            field = f"{fmt.mapping[source_name]} ({source_name})"
-            codec.encode_value(value, fmt.encoding, file, index, field)
+            canonical = fmt.mapping[source_name]
+            path = child_path(child_path("$", index), canonical)
+            codec.encode_value(
+                value, fmt.encoding, file, json_path=path, field=canonical, column=source_name
+            )
     if fmt.syntax == "1c_exchange":
         order = list(fmt.mapping)
         documents = [sorted(row.items(), key=lambda item: order.index(item[0])) for row in rows]
@@ -196,25 +198,30 @@ def render_records(fmt: TreasuryFormat, records: Sequence[Record], file: str) ->
 def _to_source(
     record: object, index: int, reverse: dict[str, str], fmt: TreasuryFormat, file: str
 ) -> dict[str, str]:
+    record_path = child_path("$", index)
     if not isinstance(record, dict):
         raise TreasuryFormatError(
-            f"record {index}: expected a JSON object, found {type(record).__name__}", file=file
+            f"expected a JSON object, found {type(record).__name__}",
+            file=file,
+            json_path=record_path,
         )
     row: dict[str, str] = {}
     for canonical, value in record.items():
+        path = child_path(record_path, canonical)
         source_name = reverse.get(canonical)
         if source_name is None:
             raise TreasuryFormatError(
-                f"record {index}, field {canonical}: the format {fmt.id} maps no source field"
-                f" to it; expected one of {sorted(reverse)}",
+                f"the format {fmt.id} maps no source field to {canonical}; expected one of"
+                f" {sorted(reverse)}",
                 file=file,
                 field=canonical,
+                json_path=path,
             )
         try:
             row[source_name] = _format_value(value, CANONICAL_FIELDS.get(canonical, "text"), fmt)
         except ValueFormatError as exc:
             raise TreasuryFormatError(
-                f"record {index}, field {canonical}: {exc}", file=file, field=canonical
+                f"{exc} (column {source_name})", file=file, field=canonical, json_path=path
             ) from None
     return row
 

@@ -34,19 +34,30 @@ class TreasuryFormatError(PipelineError):
     """A treasury file does not follow its format, or records cannot be written in it.
 
     `line` is the 1-based line of the file (None when the problem is not on one
-    line), `field` the source field or canonical field concerned, and `detail`
-    the message without the file and line, for a finding that adds its own.
+    line), `json_path` the record and field of a JSON records file, such as
+    `$[0].purpose` for the first record, `field` the source field or canonical
+    field concerned, and `detail` the message without the file and location,
+    for a finding that adds its own.
     """
 
     def __init__(
-        self, message: str, *, file: str, line: int | None = None, field: str | None = None
+        self,
+        message: str,
+        *,
+        file: str,
+        line: int | None = None,
+        field: str | None = None,
+        json_path: str | None = None,
     ) -> None:
         where = file if line is None else f"{file}:{line}"
+        if json_path is not None:
+            where += f" {json_path}"
         super().__init__(f"{where}: {message}")
         self.detail = message
         self.file = file
         self.line = line
         self.field = field
+        self.json_path = json_path
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ import csv
 import io
 from collections.abc import Sequence
 
+from pipeline.findings import child_path
 from pipeline.treasury.codec import find_control
 from pipeline.treasury.model import Column, TreasuryFormat, TreasuryFormatError
 from pipeline.treasury.source import SourceRecord, Value, reject_other_syntax, split_lines
@@ -115,11 +116,11 @@ def render(rows: Sequence[dict[str, str]], fmt: TreasuryFormat, file: str) -> st
     """Return fixed-width or delimited text with one line per row of source values.
 
     Raises:
-        TreasuryFormatError: a value is wider than its fixed-width column; the message
-            names the record (1-based) and the column.
+        TreasuryFormatError: a value is wider than its fixed-width column; the error
+            names the record and field by JSON path, such as `$[0].purpose`, and the column.
     """
     if fmt.syntax == "fixed_width":
-        lines = [_fixed_line(row, index, fmt.columns, file) for index, row in enumerate(rows, 1)]
+        lines = [_fixed_line(row, index, fmt, file) for index, row in enumerate(rows)]
         return "".join(line + fmt.line_ending for line in lines)
     buffer = io.StringIO()
     writer = csv.writer(buffer, delimiter=fmt.delimiter, lineterminator=fmt.line_ending)
@@ -131,17 +132,19 @@ def render(rows: Sequence[dict[str, str]], fmt: TreasuryFormat, file: str) -> st
     return buffer.getvalue()
 
 
-def _fixed_line(row: dict[str, str], index: int, columns: Sequence[Column], file: str) -> str:
+def _fixed_line(row: dict[str, str], index: int, fmt: TreasuryFormat, file: str) -> str:
     line = ""
-    for column in sorted(columns, key=lambda c: c.start or 1):
+    for column in sorted(fmt.columns, key=lambda c: c.start or 1):
         width = column.width or 0
         value = row.get(column.name, "")
         if len(value) > width:
+            canonical = fmt.mapping.get(column.name, column.name)
             raise TreasuryFormatError(
-                f"record {index}, field {column.name}: value {value!r} has {len(value)}"
-                f" characters, the column is {width} wide",
+                f"value {value!r} (column {column.name}) has {len(value)} characters, the"
+                f" column is {width} wide",
                 file=file,
-                field=column.name,
+                field=canonical,
+                json_path=child_path(child_path("$", index), canonical),
             )
         line = line.ljust((column.start or 1) - 1)
         if column.align == "right":
