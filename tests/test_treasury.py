@@ -734,15 +734,24 @@ FIXED_MAPPING = {"NUM": "doc_number", "DATE": "doc_date", "SUM": "amount", "TEXT
 @pytest.mark.parametrize(
     ("purpose", "problem"),
     [
-        ("Бірінші\nекінші", "line break U+000A at offset 7"),
-        ("Бірінші\r", "line break U+000D at offset 7"),
-        ("Қоңырау\x07", "control character U+0007 at offset 7"),
+        ("Бірінші\nекінші", "character U+000A LINE FEED at offset 7"),
+        ("Бірінші\r", "character U+000D CARRIAGE RETURN at offset 7"),
+        ("Қоңырау\x07", "character U+0007 BELL at offset 7"),
+        ("Жылу\tүшін", "character U+0009 TAB at offset 4"),
+        ("Жылу\u2028үшін", "character U+2028 LINE SEPARATOR at offset 4"),
+        ("Жылу\u2029үшін", "character U+2029 PARAGRAPH SEPARATOR at offset 4"),
+        ("Жылу\x85үшін", "character U+0085 NEXT LINE at offset 4"),
+        ("Жылу\x9bүшін", "character U+009B CONTROL CHARACTER at offset 4"),
+        ("Жылу\u200bүшін", "character U+200B ZERO WIDTH SPACE at offset 4"),
+        ("Жылу\u202eүшін", "character U+202E RIGHT-TO-LEFT OVERRIDE at offset 4"),
+        ("\ufeffЖылу", "character U+FEFF ZERO WIDTH NO-BREAK SPACE at offset 0"),
         (" Қазына", "leading or trailing whitespace in ' Қазына'"),
         ("Қазына ", "leading or trailing whitespace in 'Қазына '"),
     ],
 )
 def test_render_rejects_value_that_breaks_line(purpose: str, problem: str) -> None:
-    fmt = load_format(REPO_ROOT, "payment-order-export")
+    # UTF-8, so that every character could be encoded and only the check rejects it.
+    fmt = variant("payment-order-export", encoding="utf-8")
     records = [{"doc_number": "1"}, {"doc_number": "2", "purpose": purpose}]
     with pytest.raises(TreasuryFormatError) as caught:
         render_records(fmt, records, "records.json")

@@ -8,6 +8,7 @@ names the character, never a silent `?`.
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from pipeline.treasury.model import TreasuryFormatError
 
@@ -17,6 +18,24 @@ _ICONV_NAMES = {"cp1251": "CP1251", "kz1048": "RK1048"}
 
 # C0 controls other than tab, line feed and carriage return, DEL and C1 controls.
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# Unicode categories that a text value of an export may not contain: controls
+# (Cc, tab and line breaks included), invisible format characters such as
+# U+200B and U+202E (Cf), and the line and paragraph separators (Zl, Zp).
+_NOT_IN_TEXT = frozenset(["Cc", "Cf", "Zl", "Zp"])
+# The Unicode database gives controls no name, so the usual ones are named here.
+_CONTROL_NAMES = {
+    0x00: "NULL",
+    0x07: "BELL",
+    0x08: "BACKSPACE",
+    0x09: "TAB",
+    0x0A: "LINE FEED",
+    0x0B: "VERTICAL TAB",
+    0x0C: "FORM FEED",
+    0x0D: "CARRIAGE RETURN",
+    0x1B: "ESCAPE",
+    0x7F: "DELETE",
+    0x85: "NEXT LINE",
+}
 
 
 def decode(data: bytes, encoding: str, file: str) -> str:
@@ -74,6 +93,20 @@ def _reject_utf8(data: bytes, encoding: str, file: str) -> None:
         file=file,
         line=number,
     )
+
+
+def describe_char(char: str) -> str:
+    """Return a character's code point and name, such as `U+0009 TAB`."""
+    name = _CONTROL_NAMES.get(ord(char)) or unicodedata.name(char, "CONTROL CHARACTER")
+    return f"U+{ord(char):04X} {name}"
+
+
+def find_not_in_text(value: str) -> int | None:
+    """Return the offset of the first control, format or separator character, or None."""
+    for index, char in enumerate(value):
+        if unicodedata.category(char) in _NOT_IN_TEXT:
+            return index
+    return None
 
 
 def find_control(line: str) -> re.Match[str] | None:

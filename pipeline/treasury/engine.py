@@ -8,8 +8,10 @@ for "Қазақстан") is rejected with the repaired text.
 
 Rendering runs the same steps backwards, and a character the encoding lacks
 is an error naming the character, the record and the field. A text value
-with a line break or a control character is rejected, because it would split
-or corrupt a line of the export. A text value with leading or trailing
+with a line break, a tab, a control character, an invisible format character
+(such as U+200B or U+202E) or a line or paragraph separator (U+2028,
+U+2029) is rejected, because it would split, shift or hide part of a line
+of the export. A text value with leading or trailing
 whitespace is rejected too: canonical text has none, and parsing strips it,
 so such a value would not survive the round trip.
 """
@@ -244,13 +246,13 @@ def _format_value(value: object, field_type: str, fmt: TreasuryFormat) -> str:
 
 def _check_one_line(value: str) -> None:
     """Reject a text value that cannot be written as it is on one line of an export."""
-    for index, char in enumerate(value):
-        if char in "\r\n" or codec.find_control(char) is not None:
-            kind = "line break" if char in "\r\n" else "control character"
-            raise ValueFormatError(
-                f"{kind} U+{ord(char):04X} at offset {index} in {value!r}; expected one line"
-                " of text"
-            )
+    index = codec.find_not_in_text(value)
+    if index is not None:
+        raise ValueFormatError(
+            f"character {codec.describe_char(value[index])} at offset {index} in {value!r};"
+            " expected one line of printable text without control, format or separator"
+            " characters"
+        )
     if value != value.strip():
         raise ValueFormatError(
             f"leading or trailing whitespace in {value!r}; parsing strips it, so strip the"
