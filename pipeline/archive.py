@@ -334,6 +334,15 @@ class OpenArchive:
         self._passed.add((max_total, max_ratio))
         return entries
 
+    def check_filters(self) -> None:
+        """Check that every entry is stored with filters this tool reads, from the header alone.
+
+        Raises:
+            VerificationError: an entry uses another filter, such as 7-Zip's BCJ2.
+        """
+        for entry in self.entries():
+            _check_filters(self.path, entry)
+
     def digest_entries(self, *, max_total: int, max_ratio: float) -> dict[str, str]:
         """Check the entries unless done with these limits, then hash every file in memory."""
         entries = self._checked_entries(max_total, max_ratio)
@@ -557,12 +566,7 @@ def _checked(archive: Path, entries: list[Entry], max_total: int, max_ratio: flo
             raise VerificationError(
                 f"{archive}: {entry.name}: expected a regular file or folder, found {_kind(entry)}"
             )
-        unreadable = [f for f in entry.filters if f not in READABLE_FILTERS]
-        if unreadable:
-            raise VerificationError(
-                f"{archive}: {entry.name}: stored with filter {', '.join(unreadable)};"
-                f" this tool reads only {', '.join(sorted(READABLE_FILTERS))}"
-            )
+        _check_filters(archive, entry)
     files = {entry.name for entry in entries if not entry.is_dir}
     for entry in entries:
         name = entry.name
@@ -576,6 +580,15 @@ def _checked(archive: Path, entries: list[Entry], max_total: int, max_ratio: flo
             cut = name.rfind("/", 0, cut)
     _check_sizes(archive, entries, max_total, max_ratio)
     return entries
+
+
+def _check_filters(archive: Path, entry: Entry) -> None:
+    unreadable = [f for f in entry.filters if f not in READABLE_FILTERS]
+    if unreadable:
+        raise VerificationError(
+            f"{archive}: {entry.name}: stored with filter {', '.join(unreadable)};"
+            f" this tool reads only {', '.join(sorted(READABLE_FILTERS))}"
+        )
 
 
 def _check_name(archive: Path, name: str) -> None:

@@ -366,7 +366,7 @@ def decode_folder(
 
 def _ordered_output(
     blocks: Iterable[tuple[int, _Block]], threads: int
-) -> Iterator[tuple[int, bytes]]:
+) -> Generator[tuple[int, bytes], None, None]:
     """Yield (tag, bytes) of each block's output in order, decoding whole blocks ahead.
 
     `blocks` pairs each block with a tag, the position of its folder. Blocks

@@ -19,8 +19,9 @@ is involved, and the reason:
    `manifest.json` beside the bundle has the same bytes as the archive's.
 4. Every archive entry is safe to extract: only LZMA2, LZMA or COPY filters,
    relative paths without `..`, no links or special files, no duplicate
-   names. A BCJ2 archive made by the 7-Zip CLI fails here, or already in
-   check 3 when its manifest is stored with BCJ2. The unpacked size is at most
+   names. The filters are checked from the header right after check 1, so a
+   BCJ2 archive made by the 7-Zip CLI fails here even when its manifest is
+   stored with BCJ2 and checks 2 and 3 could not read it. The unpacked size is at most
    the sum of the manifest's file sizes plus the manifest itself, and the
    unpacked-to-packed ratio is at most `max_ratio`.
 5. The archive contains exactly the files that the manifest lists, plus
@@ -134,6 +135,13 @@ def _verify(
 
     manifest_data: bytes | None = None
     manifest_signature = manifest_signature or _beside(bundle, MANIFEST_SIGNATURE_NAME)
+    # The first check that reads the manifest reports an unreadable header. The
+    # filters come from the header alone: checked before the manifest is read,
+    # they name the real reason when the manifest itself is stored with BCJ2.
+    with _check(*_first_reading_check(manifest_signature), bundle, part=True):
+        reader.open()
+    with _check(4, "archive entries", bundle, part=True):
+        reader.check_filters()
     provenance_signature = _beside(bundle, PROVENANCE_NAME + ".minisig")
     if manifest_signature is None:
         log.info("%s: no %s beside the bundle; check 2 skipped", bundle, MANIFEST_SIGNATURE_NAME)
@@ -251,6 +259,15 @@ class ArchiveReader:
         with self._reading() as opened:
             return opened.entries()
 
+    def open(self) -> None:
+        """Open the archive and parse its header, unless done already."""
+        with self._reading():
+            pass
+
+    def check_filters(self) -> None:
+        with self._reading() as opened:
+            opened.check_filters()
+
     def check_entries(self, *, max_total: int, max_ratio: float) -> None:
         with self._reading() as opened:
             opened.check_entries(max_total=max_total, max_ratio=max_ratio)
@@ -363,15 +380,25 @@ def _check_signing_time_bounds(
 
 
 @contextlib.contextmanager
-def _check(number: int, title: str, bundle: Path) -> Iterator[None]:
-    """Run one check; turn any pipeline error inside it into a VerificationError naming it."""
+def _check(number: int, title: str, bundle: Path, *, part: bool = False) -> Iterator[None]:
+    """Run one check; turn any pipeline error inside it into a VerificationError naming it.
+
+    With `part`, the block is only the start of the check, so no pass is logged.
+    """
     try:
         yield
     except PipelineError as exc:
         # Most messages name the bundle already; the others get it as a prefix.
         where = "" if str(bundle) in str(exc) else f"{bundle}: "
         raise VerificationError(f"{where}check {number} ({title}) failed: {exc}") from exc
-    log.info("%s: check %d (%s) passed", bundle, number, title)
+    if not part:
+        log.info("%s: check %d (%s) passed", bundle, number, title)
+
+
+def _first_reading_check(manifest_signature: Path | None) -> tuple[int, str]:
+    if manifest_signature is None:
+        return 3, "manifest and trusted comment"
+    return 2, "manifest signature"
 
 
 def _beside(bundle: Path, name: str) -> Path | None:

@@ -564,7 +564,8 @@ def test_bcj2_archive_rejected(tmp_path: Path, dist: Path, signer: Signer) -> No
     sign_archive(bundle, signer)
 
     with pytest.raises(
-        VerificationError, match=r"check 3 .* manifest\.json is stored with filter BCJ2"
+        VerificationError,
+        match=r"check 4 \(archive entries\) failed: .*: stored with filter BCJ2; this tool reads",
     ):
         verify_bundle(bundle, [signer.public])
 
