@@ -25,6 +25,8 @@ records the build's time, duration, host, user or any absolute path.
 
 from __future__ import annotations
 
+import _lzma
+import ctypes
 import logging
 import os
 import platform
@@ -236,12 +238,30 @@ def build_bundle(
 
 
 def tool_versions() -> dict[str, str]:
-    """Return the versions of this tool, Python and py7zr, which the build records."""
+    """Return the versions of this tool, Python, liblzma and py7zr, which the build records.
+
+    The archive's compressed bytes depend on the liblzma that compressed them, so
+    a rebuild that should give the same bundle needs the same liblzma version.
+    """
     return {
         "parus-kaz-release": __version__,
         "python": platform.python_version(),
+        "liblzma": liblzma_version(),
         "py7zr": py7zr.__version__,
     }
+
+
+def liblzma_version() -> str:
+    """Return the version of the liblzma that Python's lzma module runs, or "unknown"."""
+    try:
+        # The extension module's handle also finds the symbols of the liblzma it
+        # links, whether that library is shared or linked in.
+        function = ctypes.CDLL(_lzma.__file__).lzma_version_string
+    except (OSError, AttributeError):
+        return "unknown"
+    function.restype = ctypes.c_char_p
+    version: bytes = function()
+    return version.decode("ascii", "replace")
 
 
 def source_date_epoch(commit_time: int) -> int:

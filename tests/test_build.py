@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -146,7 +147,8 @@ def test_manifest_lists_folders_and_build_facts(content_repo: Path, tmp_path: Pa
     assert manifest["build"]["source_date_epoch"] == COMMIT_TIME
     assert manifest["build"]["encrypted"] is False
     assert manifest["build"]["tools"]["py7zr"] == py7zr.__version__
-    assert set(manifest["build"]["tools"]) == {"parus-kaz-release", "python", "py7zr"}
+    assert set(manifest["build"]["tools"]) == {"parus-kaz-release", "python", "liblzma", "py7zr"}
+    assert re.fullmatch(r"\d+\.\d+\.\d+\S*", manifest["build"]["tools"]["liblzma"])
     assert manifest["build"]["compression"]["filter"] == "LZMA2"
 
 
