@@ -12,8 +12,10 @@
 6. a report or form query is one read-only SELECT whose `:name` placeholders
    are exactly the declared parameters, and every layout column is an output
    of the query with a caption in both languages;
-7. a treasury format's sample files exist and decode in the format's encoding,
-   and each expected file is a JSON array of records that use canonical field
+7. a treasury format has `required_tags` only in MT940 and MT942 syntax and
+   `required_fields` only as an export, where each is a source field of its
+   mapping; its sample files exist and decode in the format's encoding, and
+   each expected file is a JSON array of records that use canonical field
    names of the mapping; then every sample parses to its expected records (an
    export also renders them back to the sample), and a changed definition
    comes with changed samples (`pipeline.treasury.conformance`);
@@ -129,6 +131,7 @@ def _check(root: Path, kind: Kind, item: str) -> tuple[dict[str, Any] | None, li
     if kind is Kind.FIX:
         findings.extend(_check_payload(document, folder, file))
     elif kind is Kind.TREASURY:
+        findings.extend(_check_required(document, file))
         findings.extend(_check_samples(document, folder, file))
         if not errors_only(findings):
             findings.extend(check_conformance(document, folder, file))
@@ -633,6 +636,45 @@ def _check_captions(document: dict[str, Any], file: str) -> list[Finding]:
 
 
 # 7. treasury samples
+
+
+def _check_required(document: dict[str, Any], file: str) -> list[Finding]:
+    """Check that `required_tags` and `required_fields` fit the format's syntax and direction.
+
+    The schema requires each list where it applies. It cannot reject one
+    where it does not apply with a useful message, so this check does.
+    """
+    findings: list[Finding] = []
+    syntax = document.get("syntax")
+    if "required_tags" in document and syntax not in ("mt940", "mt942"):
+        message = (
+            f"required_tags applies to mt940 and mt942 definitions, found syntax {syntax!r};"
+            " remove it"
+        )
+        findings.append(_finding("treasury.required-tags", file, "$.required_tags", message))
+    required = document.get("required_fields")
+    if required is not None and document.get("direction") != "export":
+        message = (
+            "required_fields applies to export definitions, found direction"
+            f" {document.get('direction')!r}; remove it"
+        )
+        findings.append(_finding("treasury.required-fields", file, "$.required_fields", message))
+        return findings
+    mapping = document.get("mapping")
+    if not isinstance(required, list) or not isinstance(mapping, dict):
+        return findings
+    for index, name in enumerate(required):
+        if name not in mapping:
+            findings.append(
+                _finding(
+                    "treasury.unknown-required-field",
+                    file,
+                    child_path("$.required_fields", index),
+                    f"{name!r} is not a source field of mapping; expected one of"
+                    f" {sorted(mapping)}",
+                )
+            )
+    return findings
 
 
 def _check_samples(document: dict[str, Any], folder: Path, file: str) -> list[Finding]:

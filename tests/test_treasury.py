@@ -68,6 +68,26 @@ def rules(findings: list[Finding]) -> list[str]:
     return [f.rule for f in findings]
 
 
+def payment_order(**changes: Any) -> dict[str, Any]:
+    """Return a payment order with every field the payment-order export requires."""
+    order: dict[str, Any] = {
+        "doc_number": "1",
+        "doc_date": "2026-12-04",
+        "amount": 100,
+        "payer_bin": "940140000385",
+        "payer_iban": "KZ86125KZT5004100100",
+        "payee_name": "Алматы",
+        "payee_bin": "020240003456",
+        "payee_iban": "KZ92826A1KZTD2011234",
+        "payee_bank_bic": "ALMNKZKA",
+        "knp_code": "342",
+        "kbe": "17",
+        "purpose": "Оплата",
+    }
+    order.update(changes)
+    return order
+
+
 # -- demo content ------------------------------------------------------------------------------
 
 
@@ -672,7 +692,7 @@ KAZAKH_LETTERS = "ӘәҒғҚқҢңӨөҰұҮүҺһІі"
 @pytest.mark.parametrize("encoding", ["utf-8", "kz1048"])
 def test_kazakh_letters_survive_export_and_import(encoding: str) -> None:
     fmt = variant("payment-order-export", encoding=encoding)
-    record = {"doc_number": "1", "amount": 100, "purpose": f"Барлық әріптер: {KAZAKH_LETTERS}"}
+    record = payment_order(purpose=f"Барлық әріптер: {KAZAKH_LETTERS}")
     data = render_records(fmt, [record], "records.json")
     assert parse_bytes(fmt, data, "orders.txt") == [record]
 
@@ -680,8 +700,8 @@ def test_kazakh_letters_survive_export_and_import(encoding: str) -> None:
 def test_cp1251_export_names_kazakh_letter() -> None:
     fmt = variant("payment-order-export", encoding="cp1251")
     records = [
-        {"doc_number": "1", "purpose": "Оплата"},
-        {"doc_number": "2", "payee_name": "ТОО «Алтын»", "purpose": "Жылу үшін төлем"},
+        payment_order(),
+        payment_order(doc_number="2", payee_name="ТОО «Алтын»", purpose="Жылу үшін төлем"),
     ]
     with pytest.raises(TreasuryFormatError) as caught:
         render_records(fmt, records, "records.json")
@@ -696,7 +716,7 @@ def test_cp1251_export_names_kazakh_letter() -> None:
 def test_cp1251_export_keeps_kazakh_i() -> None:
     # CP1251 has І and і, the one pair of Kazakh letters it can write.
     fmt = variant("payment-order-export", encoding="cp1251")
-    data = render_records(fmt, [{"doc_number": "1", "purpose": "Білім"}], "records.json")
+    data = render_records(fmt, [payment_order(purpose="Білім")], "records.json")
     assert "Білім".encode("cp1251") in data
 
 
@@ -752,7 +772,7 @@ FIXED_MAPPING = {"NUM": "doc_number", "DATE": "doc_date", "SUM": "amount", "TEXT
 def test_render_rejects_value_that_breaks_line(purpose: str, problem: str) -> None:
     # UTF-8, so that every character could be encoded and only the check rejects it.
     fmt = variant("payment-order-export", encoding="utf-8")
-    records = [{"doc_number": "1"}, {"doc_number": "2", "purpose": purpose}]
+    records = [payment_order(), payment_order(doc_number="2", purpose=purpose)]
     with pytest.raises(TreasuryFormatError) as caught:
         render_records(fmt, records, "records.json")
     assert str(caught.value).startswith("records.json $[1].purpose: ")
@@ -761,9 +781,73 @@ def test_render_rejects_value_that_breaks_line(purpose: str, problem: str) -> No
     assert caught.value.field == "purpose"
 
 
+@pytest.mark.parametrize("value", [None, ""])
+def test_render_rejects_missing_required_value(value: str | None) -> None:
+    fmt = load_format(REPO_ROOT, "payment-order-export")
+    incomplete = payment_order(doc_number="2", payee_name=value)
+    if value is None:
+        del incomplete["payee_name"]
+    with pytest.raises(TreasuryFormatError) as caught:
+        render_records(fmt, [payment_order(), incomplete], "records.json")
+    assert caught.value.json_path == "$[1].payee_name"
+    assert caught.value.field == "payee_name"
+    assert str(caught.value) == (
+        "records.json $[1].payee_name: missing value; the format payment-order-export"
+        " requires column ПОЛУЧАТЕЛЬ in every record"
+    )
+
+
+def test_render_accepts_missing_optional_value() -> None:
+    # A budget classification code (КБК) is given for budget payments only.
+    fmt = load_format(REPO_ROOT, "payment-order-export")
+    order = payment_order()
+    assert "kbk_code" not in order
+    data = render_records(fmt, [order], "records.json")
+    assert parse_bytes(fmt, data, "orders.txt") == [order]
+
+
+def test_required_fields_in_schema() -> None:
+    document = demo_document("payment-order-export")
+    del document["required_fields"]
+    findings = validate_document(document, "treasury", "format.json")
+    assert [f.json_path for f in findings] == ["$"]
+    assert "missing required field 'required_fields'" in findings[0].message
+
+
+def test_required_lists_only_where_they_apply(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "1c-ru-statement-import")
+    folder = root / "packages/treasury/1c-ru-statement-import"
+    rewrite(folder / "format.json", lambda d: d.update(required_fields=["Номер"]))
+    rewrite(folder / "format.json", lambda d: d.update(required_tags=[":20:"]))
+    findings = errors_only(check_definition(root, Kind.TREASURY, "1c-ru-statement-import"))
+    assert rules(findings) == ["treasury.required-tags", "treasury.required-fields"]
+    assert findings[0].json_path == "$.required_tags"
+    assert "found syntax '1c_exchange'" in findings[0].message
+    assert findings[1].json_path == "$.required_fields"
+    assert "applies to export definitions, found direction 'import'" in findings[1].message
+
+
+def test_required_field_must_be_mapped(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "certificate-export")
+    folder = root / "packages/treasury/certificate-export"
+    rewrite(folder / "format.json", lambda d: d["required_fields"].append("stamp"))
+    findings = errors_only(check_definition(root, Kind.TREASURY, "certificate-export"))
+    unmapped = [f for f in findings if f.rule == "treasury.unknown-required-field"]
+    assert len(unmapped) == 1
+    assert (
+        unmapped[0].json_path
+        == f"$.required_fields[{len(demo_document('certificate-export')['required_fields'])}]"
+    )
+    assert "'stamp' is not a source field of mapping" in unmapped[0].message
+
+
 def fixed_format() -> TreasuryFormat:
     return variant(
-        "payment-order-export", syntax="fixed_width", layout=FIXED_LAYOUT, mapping=FIXED_MAPPING
+        "payment-order-export",
+        syntax="fixed_width",
+        layout=FIXED_LAYOUT,
+        mapping=FIXED_MAPPING,
+        required_fields=["NUM"],
     )
 
 
@@ -794,7 +878,7 @@ def test_fixed_width_short_line() -> None:
 def test_render_rejects_unmapped_field() -> None:
     fmt = load_format(REPO_ROOT, "payment-order-export")
     with pytest.raises(TreasuryFormatError) as caught:
-        render_records(fmt, [{"doc_number": "1", "iban": "KZ00"}], "records.json")
+        render_records(fmt, [payment_order(iban="KZ00")], "records.json")
     assert str(caught.value).startswith("records.json $[0].iban: ")
     assert caught.value.json_path == "$[0].iban"
     assert "maps no source field to iban" in str(caught.value)
@@ -1050,7 +1134,7 @@ def cp1251_export(tmp_path: Path) -> Path:
     folder = root / "packages/treasury/payment-order-export"
     rewrite(folder / "format.json", lambda d: d.update(encoding="cp1251"))
     document = json.loads((folder / "format.json").read_text(encoding="utf-8"))
-    expected = [{"doc_number": "1", "doc_date": "2026-12-04", "amount": 100, "purpose": "Оплата"}]
+    expected = [payment_order()]
     sample = document["samples"][0]
     (folder / sample["expected"]).write_text(json.dumps(expected, ensure_ascii=False), "utf-8")
     data = render_records(format_from_document(document), expected, "expected.json")
@@ -1061,9 +1145,8 @@ def cp1251_export(tmp_path: Path) -> Path:
 def test_render_task_reports_cp1251_error(tmp_path: Path) -> None:
     root = cp1251_export(tmp_path)
     records = tmp_path / "records.json"
-    records.write_text(
-        '[{"doc_number": "1"}, {"doc_number": "2", "purpose": "Жылу үшін"}]', encoding="utf-8"
-    )
+    orders = [payment_order(), payment_order(doc_number="2", purpose="Жылу үшін")]
+    records.write_text(json.dumps(orders, ensure_ascii=False), encoding="utf-8")
     out = tmp_path / "out.txt"
     arguments = ["--format", "payment-order-export", "--repo", str(root), "--out", str(out)]
     result = run_inv("treasury.render", *arguments, str(records))
@@ -1075,7 +1158,7 @@ def test_render_task_reports_cp1251_error(tmp_path: Path) -> None:
     assert "cannot be written in CP1251" in result.stderr
     assert not out.exists()
 
-    records.write_text('[{"doc_number": "3", "purpose": "Оплата"}]', encoding="utf-8")
+    records.write_text(json.dumps([payment_order(doc_number="3")]), encoding="utf-8")
     result = run_inv("treasury.render", *arguments, str(records))
     assert result.returncode == 0, result.stderr
     assert "Оплата".encode("cp1251") in out.read_bytes()
@@ -1094,7 +1177,12 @@ def test_parse_task_unreadable_path(tmp_path: Path, path: str, problem: str) -> 
 
 
 def test_1c_export_round_trip() -> None:
-    fmt = variant("1c-kk-statement-import", direction="export", document="payment_order")
+    fmt = variant(
+        "1c-kk-statement-import",
+        direction="export",
+        document="payment_order",
+        required_fields=["СекцияДокумент", "Номер", "Дата"],
+    )
     record = {
         "document_kind": "Төлем тапсырмасы",
         "doc_number": "12",

@@ -119,7 +119,8 @@ def encode_value(
 ) -> bytes:
     """Encode the value of the canonical `field`, written to `column` of the export.
 
-    `json_path` names the record and the field, such as `$[0].purpose`.
+    `json_path` names the record and the field, such as `$[0].purpose`, and
+    `column` the place in the export, such as `column НАЗНАЧЕНИЕ`.
 
     Raises:
         TreasuryFormatError: `value` contains a character that `encoding` cannot
@@ -130,7 +131,7 @@ def encode_value(
     except UnicodeEncodeError as exc:
         char = value[exc.start]
         raise TreasuryFormatError(
-            f"character {char!r} (U+{ord(char):04X}) in {value!r} (column {column}) cannot be"
+            f"character {char!r} (U+{ord(char):04X}) in {value!r} ({column}) cannot be"
             f" written in {ENCODING_NAMES.get(encoding, encoding)}; use a format definition"
             " in KZ-1048 or UTF-8 for Kazakh text",
             file=file,

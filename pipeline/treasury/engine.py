@@ -165,8 +165,9 @@ def render_records(fmt: TreasuryFormat, records: Sequence[Record], file: str) ->
 
     Raises:
         TreasuryFormatError: the format is not an export of a renderable syntax, a
-            record has a field the mapping lacks or a value of the wrong type, or a
-            character cannot be encoded; the message names the record and the field.
+            record has a field the mapping lacks, a value of the wrong type or no
+            value for a field of `required_fields`, or a character cannot be encoded;
+            the error names the record and the field by JSON path, such as `$[0].purpose`.
     """
     if fmt.direction != "export" or fmt.syntax in ("mt940", "mt942"):
         raise TreasuryFormatError(
@@ -184,7 +185,12 @@ def render_records(fmt: TreasuryFormat, records: Sequence[Record], file: str) ->
             canonical = fmt.mapping[source_name]
             path = child_path(child_path("$", index), canonical)
             codec.encode_value(
-                value, fmt.encoding, file, json_path=path, field=canonical, column=source_name
+                value,
+                fmt.encoding,
+                file,
+                json_path=path,
+                field=canonical,
+                column=f"{_source_word(fmt)} {source_name}",
             )
     if fmt.syntax == "1c_exchange":
         order = list(fmt.mapping)
@@ -223,9 +229,26 @@ def _to_source(
             row[source_name] = _format_value(value, CANONICAL_FIELDS.get(canonical, "text"), fmt)
         except ValueFormatError as exc:
             raise TreasuryFormatError(
-                f"{exc} (column {source_name})", file=file, field=canonical, json_path=path
+                f"{exc} ({_source_word(fmt)} {source_name})",
+                file=file,
+                field=canonical,
+                json_path=path,
             ) from None
+    for source_name in fmt.required_fields:
+        if not row.get(source_name):
+            canonical = fmt.mapping.get(source_name, source_name)
+            raise TreasuryFormatError(
+                f"missing value; the format {fmt.id} requires {_source_word(fmt)} {source_name}"
+                " in every record",
+                file=file,
+                field=canonical,
+                json_path=child_path(record_path, canonical),
+            )
     return row
+
+
+def _source_word(fmt: TreasuryFormat) -> str:
+    return "key" if fmt.syntax == "1c_exchange" else "column"
 
 
 def _format_value(value: object, field_type: str, fmt: TreasuryFormat) -> str:
