@@ -644,6 +644,37 @@ def test_1c_section_case_accepted_when_declared() -> None:
     ]
 
 
+KK_1C_HEADER = "1CClientBankExchange\nВерсияФормата=2.00\nКодировка=KZ-1048\n"
+
+
+def kk_document(*amounts: str) -> bytes:
+    """Return a Kazakh 1C file with one document that has the amount lines `amounts`."""
+    document = "СекцияДокумент=Төлем тапсырмасы\nНомер=7\nДата=01.12.2026\n"
+    lines = "".join(f"{amount}\n" for amount in amounts)
+    text = KK_1C_HEADER + document + lines + "КонецДокумента\nКонецФайла\n"
+    return text.encode("kz1048")
+
+
+def test_1c_document_both_debit_and_credit() -> None:
+    data = kk_document("СуммаРасход=100.00", "СуммаПриход=50.00")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(kk_1c(), data, "both-amounts.txt")
+    assert caught.value.line == 4
+    assert caught.value.field == "СуммаРасход"
+    assert str(caught.value) == (
+        "both-amounts.txt:4: the document has both a debit amount (СуммаРасход=100.00 on"
+        " line 7) and a credit amount (СуммаПриход=50.00 on line 8); expected one of them,"
+        " because a document is either a debit or a credit"
+    )
+
+
+@pytest.mark.parametrize("zero", ["СуммаПриход=0.00", "СуммаПриход=0", "СуммаПриход=0,00"])
+def test_1c_document_with_zero_other_amount(zero: str) -> None:
+    records = parse_bytes(kk_1c(), kk_document("СуммаРасход=100.00", zero), "zero.txt")
+    assert records[0]["debit_amount"] == 10_000
+    assert records[0]["credit_amount"] == 0
+
+
 def test_1c_unknown_version_rejected() -> None:
     error = error_of(kk_1c(), "1c-kk-version-3.txt")
     assert error.line == 2

@@ -18,7 +18,9 @@ or payee account (`ПлательщикСчет`, `ПолучательСчет`
 `ПолучательИИК` in the Kazakh variant); a document that matches none or
 several is an error. A key repeated in one section, a section opened before
 the previous one is closed, and a document without any key that the mapping
-reads as an amount are errors naming the line and key.
+reads as an amount are errors naming the line and key. So is a document with
+a non-zero debit amount and a non-zero credit amount (`СуммаРасход` and
+`СуммаПриход` in the Kazakh variant), because a document moves money one way.
 
 The definition lists the accepted `ВерсияФормата` values and `Кодировка`
 labels. Deviations it may accept: `section_name_case` (section markers in
@@ -32,7 +34,7 @@ from collections.abc import Mapping, Sequence
 
 from pipeline.treasury.codec import find_control
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
-from pipeline.treasury.records import CANONICAL_FIELDS
+from pipeline.treasury.records import CANONICAL_FIELDS, ValueFormatError, parse_amount
 from pipeline.treasury.source import (
     ONEC_FILE,
     ONEC_FIRST_LINE,
@@ -143,6 +145,7 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
     _check_header(header, fmt, file)
     for document in documents:
         _check_amount(document, fmt, file)
+        _check_debit_or_credit(document, fmt, file)
     return [
         {**header, **_account_of(document, accounts, file), **document} for document in documents
     ]
@@ -161,6 +164,45 @@ def _check_amount(document: SourceRecord, fmt: TreasuryFormat, file: str) -> Non
             line=document[DOCUMENT_KEY].line,
             field=amount_keys[0],
         )
+
+
+def _check_debit_or_credit(document: SourceRecord, fmt: TreasuryFormat, file: str) -> None:
+    """Reject a document with a non-zero debit amount and a non-zero credit amount."""
+    debit = _nonzero_amount(document, fmt, "debit_amount")
+    credit = _nonzero_amount(document, fmt, "credit_amount")
+    if debit is None or credit is None:
+        return
+    debit_key, debit_value = debit
+    credit_key, credit_value = credit
+    raise TreasuryFormatError(
+        f"the document has both a debit amount ({debit_key}={debit_value.value} on line"
+        f" {debit_value.line}) and a credit amount ({credit_key}={credit_value.value} on line"
+        f" {credit_value.line}); expected one of them, because a document is either a debit"
+        " or a credit",
+        file=file,
+        line=document[DOCUMENT_KEY].line,
+        field=debit_key,
+    )
+
+
+def _nonzero_amount(
+    document: SourceRecord, fmt: TreasuryFormat, canonical: str
+) -> tuple[str, Value] | None:
+    """Return the key and value of the document's non-zero amount mapped to `canonical`.
+
+    A malformed amount counts as absent here, because converting it to the
+    canonical record reports it with its own message.
+    """
+    for key, name in fmt.mapping.items():
+        value = document.get(key)
+        if name != canonical or value is None or isinstance(value.value, int):
+            continue
+        try:
+            if parse_amount(value.value, separators(fmt)) != 0:
+                return key, value
+        except ValueFormatError:
+            continue
+    return None
 
 
 def _account_of(document: SourceRecord, accounts: list[SourceRecord], file: str) -> SourceRecord:
