@@ -207,8 +207,8 @@ def test_amount_with_dot_rejected_by_strict_format() -> None:
     error = error_of(strict_mt940(), "amount-with-dot.sta")
     assert error.line == 5
     assert error.field == ":61:/amount"
-    assert "expected the decimal separator ','" in str(error)
-    assert "'250.00'" in str(error)
+    assert "expected an amount with a decimal comma, such as 45000,00" in str(error)
+    assert "found '250.00' with a decimal point" in str(error)
 
 
 def test_amount_with_dot_accepted_when_declared() -> None:
@@ -675,6 +675,73 @@ def test_1c_document_with_zero_other_amount(zero: str) -> None:
     assert records[0]["credit_amount"] == 0
 
 
+CERTIFICATE_HEADER = "certificate_number|issue_date|iban|currency|balance|holder|holder_bin|note\n"
+MT940_CREDIT_LINE = MT940_FIELDS["61"]
+
+
+def mt940_amount(amount: str) -> bytes:
+    return swift_message({**MT940_FIELDS, "61": MT940_CREDIT_LINE.replace("250,00", amount)})
+
+
+def certificate_balance(balance: str) -> bytes:
+    line = f"C-1|2026-12-04|KZ86125KZT5004100100|KZT|{balance}|ММ|940140000385|\n"
+    return (CERTIFICATE_HEADER + line).encode("utf-8")
+
+
+@pytest.mark.parametrize(
+    ("fmt", "data", "message"),
+    [
+        (
+            variant("mt940-statement-import", encoding="utf-8", accepts={"deviations": []}),
+            mt940_amount("250.00"),
+            "field :61:/amount: expected an amount with a decimal comma, such as 45000,00,"
+            " found '250.00' with a decimal point",
+        ),
+        (
+            variant("mt940-statement-import", encoding="utf-8", accepts={"deviations": []}),
+            mt940_amount("250"),
+            "field :61:/amount: expected an amount with a decimal comma, such as 45000,00,"
+            " found '250'",
+        ),
+        (
+            variant(
+                "mt940-statement-import",
+                encoding="utf-8",
+                accepts={"deviations": ["decimal_point"]},
+            ),
+            mt940_amount("250"),
+            "field :61:/amount: expected an amount with a decimal comma or point, such as"
+            " 45000,00 or 45000.00, found '250'",
+        ),
+        (
+            kk_1c(deviations=[]),
+            kk_document("СуммаРасход=100,00"),
+            "field СуммаРасход: expected an amount with a decimal point, such as 45000.00,"
+            " found '100,00' with a decimal comma",
+        ),
+        (
+            kk_1c(),
+            kk_document("СуммаРасход=1 000.00"),
+            "field СуммаРасход: expected an amount with a decimal point or comma, such as"
+            " 45000.00 or 45000,00, found '1 000.00'",
+        ),
+        (
+            load_format(REPO_ROOT, "certificate-export"),
+            certificate_balance("-12500,00"),
+            "field balance: expected an amount with a decimal point, such as 45000.00,"
+            " found '12500,00' with a decimal comma",
+        ),
+    ],
+    ids=["mt940-point", "mt940-none", "mt940-both", "1c-comma", "1c-space", "delimited-comma"],
+)
+def test_amount_error_names_expected_separator(
+    fmt: TreasuryFormat, data: bytes, message: str
+) -> None:
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, data, "amounts.txt")
+    assert caught.value.detail == message
+
+
 def test_1c_unknown_version_rejected() -> None:
     error = error_of(kk_1c(), "1c-kk-version-3.txt")
     assert error.line == 2
@@ -698,7 +765,8 @@ def test_1c_decimal_comma_needs_declaration() -> None:
     error = error_of(kk_1c(deviations=[]), "1c-kk-decimal-comma.txt")
     assert error.line == 7
     assert error.field == "СуммаРасход"
-    assert "found ','" in str(error)
+    assert "expected an amount with a decimal point, such as 45000.00" in str(error)
+    assert "found '100,00' with a decimal comma" in str(error)
     data = (DATA / "1c-kk-decimal-comma.txt").read_bytes()
     assert parse_bytes(kk_1c(), data, "comma.txt")[0]["debit_amount"] == 10_000
 

@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 
 from pipeline.treasury.codec import find_control
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
-from pipeline.treasury.records import ValueFormatError, parse_amount
+from pipeline.treasury.records import ValueFormatError, expected_amount, parse_amount
 from pipeline.treasury.source import (
     SWIFT_FILE,
     SourceRecord,
@@ -333,15 +333,15 @@ def _set_currency(statement: _Statement) -> None:
 
 
 def _amount(text: str, fmt: TreasuryFormat, file: str, line: int, name: str) -> int:
+    separators = ",." if fmt.accepts("decimal_point") else ","
+    # A SWIFT amount always has its decimal comma, even without decimals (6800,).
     if "," not in text and "." not in text:
         raise TreasuryFormatError(
-            f"field {name}: expected an amount with a decimal comma, such as 45000,00,"
-            f" found {text!r}",
+            f"field {name}: expected {expected_amount(separators)}, found {text!r}",
             file=file,
             line=line,
             field=name,
         )
-    separators = ",." if fmt.accepts("decimal_point") else ","
     try:
         return parse_amount(text, separators)
     except ValueFormatError as exc:

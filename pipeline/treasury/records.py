@@ -67,6 +67,19 @@ class ValueFormatError(ValueError):
     """A source value does not have the form its canonical type needs."""
 
 
+_SEPARATOR_NAMES = {",": "comma", ".": "point"}
+
+
+def expected_amount(separators: str) -> str:
+    """Describe the amounts that `separators` allow, for error messages.
+
+    For `","` the description is `an amount with a decimal comma, such as 45000,00`.
+    """
+    names = " or ".join(_SEPARATOR_NAMES[s] for s in separators)
+    examples = " or ".join(f"45000{s}00" for s in separators)
+    return f"an amount with a decimal {names}, such as {examples}"
+
+
 def parse_amount(text: str, separators: str) -> int:
     """Return the minor units of an unsigned amount such as `45000,00` or `6800,`.
 
@@ -74,17 +87,17 @@ def parse_amount(text: str, separators: str) -> int:
 
     Raises:
         ValueFormatError: the text is not an amount with at most two decimals, or it
-            uses a separator outside `separators`.
+            uses a separator outside `separators`; the message names the separators
+            expected and the one found.
     """
     match = _AMOUNT.match(text)
     if match is None:
-        raise ValueFormatError(f"expected an amount such as 45000,00, found {text!r}")
+        raise ValueFormatError(f"expected {expected_amount(separators)}, found {text!r}")
     separator = match.group("separator")
     if separator and separator not in separators:
-        expected = " or ".join(repr(s) for s in separators)
         raise ValueFormatError(
-            f"expected the decimal separator {expected} in the amount {text!r},"
-            f" found {separator!r}"
+            f"expected {expected_amount(separators)}, found {text!r} with a decimal"
+            f" {_SEPARATOR_NAMES[separator]}"
         )
     fraction = (match.group("fraction") or "").ljust(2, "0")
     return int(match.group("units")) * MINOR_UNITS + int(fraction)
