@@ -5,11 +5,16 @@ pending migration it:
 
 1. splits the file into statements and rejects `PRAGMA foreign_keys`, and
    transaction control in a transactional migration;
-2. runs `BEGIN`, then the statements one by one (never `executescript`, which
-   commits by itself);
+2. runs `SAVEPOINT` (or `BEGIN`, see below), then the statements one by one
+   (never `executescript`, which commits by itself);
 3. checks deferred constraints (PostgreSQL: `SET CONSTRAINTS ALL IMMEDIATE`)
    and runs the foreign key check, because SQLite reports orphans only on request;
-4. inserts the history row and runs `COMMIT`, or `ROLLBACK` on any failure.
+4. inserts the history row and runs `RELEASE SAVEPOINT` (or `COMMIT`), or rolls
+   the migration back on any failure.
+
+`apply_pending` sets the transaction boundaries: the pending migrations run as
+savepoints of one transaction, and only a migration that `needs_own_transaction`
+commits the work before it and runs in a transaction of its own (or in none).
 
 Before running anything it also rejects `CREATE INDEX CONCURRENTLY` in a
 transactional migration and ALTER TABLE forms that the SQLite library is too
@@ -19,8 +24,9 @@ hold locks on its tables.
 
 A migration marked `-- pipeline: no-transaction` runs statement by statement
 in autocommit mode instead, and its `MigrationRun` has `transactional=False`.
-A SQLite migration marked `-- pipeline: rebuild-tables` runs with foreign key
-enforcement off and a foreign key check of every table before COMMIT.
+A SQLite migration marked `-- pipeline: rebuild-tables` runs in a transaction
+of its own with foreign key enforcement off, a foreign key check of every
+table before COMMIT, and enforcement on again afterwards.
 Before each migration the runner sets the session settings (PostgreSQL
 timeouts, SQLite foreign keys) to the configured values again, so a `SET`
 in one migration does not carry over into the next.
@@ -49,6 +55,7 @@ from pipeline.findings import Finding
 from pipeline.migrations import (
     CONCURRENTLY_MESSAGE,
     FOREIGN_KEYS_MESSAGE,
+    NO_TRANSACTION_MARK,
     REBUILD_TABLES_MARK,
     Migration,
     Statement,
@@ -153,6 +160,11 @@ class Database(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Close the connection."""
+
+    @property
+    @abc.abstractmethod
+    def in_transaction(self) -> bool:
+        """True while a transaction is open on the connection."""
 
     # True when the engine checks every foreign key at each statement, so the
     # per-migration orphan search can be left to the final integrity check.
@@ -318,6 +330,10 @@ class SQLiteDatabase(Database):
     def close(self) -> None:
         self.connection.close()
 
+    @property
+    def in_transaction(self) -> bool:
+        return self.connection.in_transaction
+
 
 class PostgresDatabase(Database):
     """A PostgreSQL connection through psycopg 3 in autocommit mode."""
@@ -374,7 +390,15 @@ class PostgresDatabase(Database):
                 copy.write_row(row)
 
     def check_deferred_constraints(self) -> None:
-        self.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        # Inside a savepoint that is rolled back afterwards: PostgreSQL then
+        # restores each constraint's mode, so a later migration in the same
+        # transaction still defers its checks. The checks run again at COMMIT.
+        self.execute("SAVEPOINT pipeline_constraints")
+        try:
+            self.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        finally:
+            self.execute("ROLLBACK TO SAVEPOINT pipeline_constraints")
+            self.execute("RELEASE SAVEPOINT pipeline_constraints")
 
     def foreign_key_violations(self, tables: Collection[str] | None = None) -> list[str]:
         """Search every foreign key for child rows without a parent row, a few keys each.
@@ -442,8 +466,10 @@ class PostgresDatabase(Database):
             return self._lock_holders(statement)
         if state == "55P04":
             return (
-                "; a new enum value cannot be used in the transaction that adds it:"
-                " add the value in a migration of its own and use it in a later one"
+                "; a new enum value cannot be used in the transaction that adds it, and the"
+                " pending migrations share one transaction: add the value in a migration of"
+                f" its own marked '{NO_TRANSACTION_MARK}', so it is committed before a later"
+                " migration uses it"
             )
         if state == "57014":
             return (
@@ -484,6 +510,12 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self.connection.close()
+
+    @property
+    def in_transaction(self) -> bool:
+        import psycopg
+
+        return self.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
 
 _FOREIGN_KEYS_SQL = """
@@ -748,7 +780,7 @@ def apply_migration(
         MigrationError: the file is rejected or the foreign key check failed.
     """
     statements = migration_statements(migration, db.engine)
-    _prepare_session(db, migration, savepoint=savepoint)
+    foreign_keys_off = _prepare_session(db, migration, savepoint=savepoint)
     started = time.perf_counter()
     if not migration.transactional:
         logger.info("applying %s statement by statement without a transaction", migration.path)
@@ -766,8 +798,8 @@ def apply_migration(
         return _apply_in_savepoint(
             db, migration, statements, started, bundle_version, after_statement
         )
-    db.execute("BEGIN")
     try:
+        db.execute("BEGIN")
         for index, statement in enumerate(statements):
             _run_statement(db, migration, statement)
             if after_statement is not None:
@@ -775,20 +807,18 @@ def apply_migration(
         _check_foreign_keys(db, migration)
         seconds = time.perf_counter() - started
         _record(db, migration, seconds, bundle_version)
-        try:
-            db.execute("COMMIT")
-        except db.errors as exc:
-            raise MigrationError(
-                f"{migration.path}: COMMIT failed on {db.label}:"
-                f" {db.describe_error(exc)}" + _commit_hint(db, exc)
-            ) from exc
+        commit(db, migration.path)
     except BaseException:
         _rollback(db)
         raise
+    finally:
+        if foreign_keys_off:
+            # Outside the transaction again, where SQLite accepts the pragma.
+            db.reset_session()
     return MigrationRun(migration.version, migration.path, seconds, transactional=True)
 
 
-def _prepare_session(db: Database, migration: Migration, *, savepoint: bool) -> None:
+def _prepare_session(db: Database, migration: Migration, *, savepoint: bool) -> bool:
     """Undo the session settings of the previous migration; switch foreign keys off to rebuild.
 
     SQLite counts the child rows of a dropped referenced table as a deferred
@@ -797,7 +827,10 @@ def _prepare_session(db: Database, migration: Migration, *, savepoint: bool) -> 
     `PRAGMA defer_foreign_keys`. A migration marked `-- pipeline: rebuild-tables`
     therefore runs with foreign key enforcement off, as SQLite's documented
     ALTER TABLE procedure does, and `_check_foreign_keys` searches every table
-    before COMMIT. The next migration's reset switches enforcement on again.
+    before COMMIT. `apply_migration` switches enforcement on again afterwards.
+
+    Returns:
+        True when foreign key enforcement was switched off.
 
     Raises:
         MigrationError: a rebuild on SQLite inside the caller's transaction, where
@@ -805,17 +838,16 @@ def _prepare_session(db: Database, migration: Migration, *, savepoint: bool) -> 
     """
     db.reset_session()
     if not (migration.rebuilds_tables and db.engine == "sqlite"):
-        return
+        return False
     if savepoint or not migration.transactional:
         raise MigrationError(
             f"{migration.path}: a migration marked '{REBUILD_TABLES_MARK}' must run in a"
             " transaction of its own on SQLite, because foreign keys can be switched off only"
             " between transactions; remove the mark, or apply the migration on its own"
         )
-    # NOTE: `apply` runs transactional migrations as savepoints of one transaction,
-    # so it raises here for a marked migration that the dry-run applies fine.
     logger.debug("%s: foreign keys off for a table rebuild", migration.path)
     db.execute("PRAGMA foreign_keys=OFF")
+    return True
 
 
 def _apply_in_savepoint(
@@ -841,6 +873,21 @@ def _apply_in_savepoint(
         raise
     db.execute("RELEASE SAVEPOINT pipeline_migration")
     return MigrationRun(migration.version, migration.path, seconds, transactional=True)
+
+
+def commit(db: Database, contents: str) -> None:
+    """Run COMMIT. `contents` names the migrations of the transaction for the error message.
+
+    Raises:
+        MigrationError: the COMMIT failed; the transaction may still be open.
+    """
+    try:
+        db.execute("COMMIT")
+    except db.errors as exc:
+        raise MigrationError(
+            f"{contents}: COMMIT failed on {db.label}: {db.describe_error(exc)}"
+            + _commit_hint(db, exc)
+        ) from exc
 
 
 def _commit_hint(db: Database, error: Exception) -> str:
@@ -885,6 +932,108 @@ def check_integrity(db: Database) -> list[Finding]:
     return findings
 
 
+def needs_own_transaction(migration: Migration, engine: str) -> bool:
+    """Tell whether `migration` cannot run as a SAVEPOINT of a transaction shared with others.
+
+    A no-transaction migration runs outside any transaction. On SQLite, a
+    rebuild-tables migration needs foreign keys off, which SQLite allows only
+    between transactions. PostgreSQL runs a rebuild-tables migration like any other.
+    """
+    return not migration.transactional or (migration.rebuilds_tables and engine == "sqlite")
+
+
+class RunnerHooks:
+    """Calls that `apply_pending` makes between its steps; each one does nothing here.
+
+    `apply` overrides them to write its journal and to offer test pause points.
+    """
+
+    def before_commit(self) -> None:
+        """Run before the open transaction is committed for a migration that runs on its own."""
+
+    def after_commit(self) -> None:
+        """Run once that COMMIT has succeeded."""
+
+    def after_statement(self, index: int) -> None:
+        """Run after the statement at `index` of the current migration."""
+
+    def after_migration(self, migration: Migration) -> None:
+        """Run after `migration` has been applied and recorded."""
+
+
+def apply_pending(
+    db: Database,
+    pending: Sequence[Migration],
+    bundle_version: str | None,
+    applied: list[MigrationRun],
+    hooks: RunnerHooks | None = None,
+) -> list[Migration]:
+    """Apply `pending` in order, starting inside the caller's open transaction.
+
+    These are the transaction boundaries that `apply` and the dry-run share.
+    Each migration runs as a SAVEPOINT of the open transaction, except one
+    that `needs_own_transaction`. Before such a migration the open transaction
+    is committed. The migration then runs in a transaction of its own (or in
+    none, when it is marked no-transaction), and BEGIN opens the next one.
+    Each migration that was applied is appended to `applied`.
+
+    Returns:
+        The migrations in the transaction left open, which the caller ends
+        with COMMIT or ROLLBACK. After an exception, `db.in_transaction` tells
+        whether a transaction is open.
+
+    Raises:
+        StatementError: a statement failed; its migration is rolled back.
+        MigrationError: a migration was rejected, its foreign key check failed,
+            or a COMMIT failed. After a failed COMMIT, the migrations of that
+            transaction are rolled back and removed from `applied`.
+    """
+    hooks = hooks or RunnerHooks()
+    batch: list[Migration] = []
+    for migration in pending:
+        if not needs_own_transaction(migration, db.engine):
+            run = apply_migration(
+                db,
+                migration,
+                bundle_version,
+                savepoint=True,
+                after_statement=hooks.after_statement,
+            )
+            applied.append(run)
+            batch.append(migration)
+            hooks.after_migration(migration)
+            continue
+        hooks.before_commit()
+        _commit_batch(db, batch, applied, describe_batch(batch, migration))
+        hooks.after_commit()
+        batch = []
+        run = apply_migration(db, migration, bundle_version, after_statement=hooks.after_statement)
+        applied.append(run)
+        hooks.after_migration(migration)
+        db.execute("BEGIN")
+    return batch
+
+
+def _commit_batch(
+    db: Database, batch: Sequence[Migration], applied: list[MigrationRun], contents: str
+) -> None:
+    try:
+        commit(db, contents)
+    except BaseException:
+        _rollback(db)
+        del applied[len(applied) - len(batch) :]
+        raise
+
+
+def describe_batch(batch: Sequence[Migration], before: Migration | None = None) -> str:
+    """Name the migrations of one transaction for a message about its COMMIT."""
+    if batch:
+        return ", ".join(migration.path for migration in batch)
+    if before is not None:
+        return f"the transaction before {before.path}"
+    return "the transaction after the migrations"
+
+
 def run_migrations(
     db: Database,
     migrations: Sequence[Migration],
@@ -893,6 +1042,7 @@ def run_migrations(
 ) -> RunResult:
     """Apply every pending migration in order, then run the integrity checks.
 
+    The migrations run with the transaction boundaries of `apply_pending`.
     Stops at the first failing migration; the ones before it stay applied. A
     caller that passes `result` finds those in `result.applied` even after an
     exception.
@@ -904,8 +1054,36 @@ def run_migrations(
     pending = pending_migrations(db, migrations)
     logger.info("%s: %d of %d migration(s) pending", db.label, len(pending), len(migrations))
     result = RunResult() if result is None else result
-    for migration in pending:
-        result.applied.append(apply_migration(db, migration, bundle_version))
+    db.execute("BEGIN")
+    try:
+        batch = apply_pending(db, pending, bundle_version, result.applied)
+    except MigrationError:
+        _commit_before_failure(db)
+        raise
+    except BaseException:
+        _rollback(db)
+        raise
+    _commit_batch(db, batch, result.applied, describe_batch(batch))
     db.reset_session()
     result.findings.extend(check_integrity(db))
     return result
+
+
+def _commit_before_failure(db: Database) -> None:
+    """Commit the migrations that ran before a failed one in the same transaction.
+
+    The failed migration was rolled back to its SAVEPOINT already, so the
+    ones before it stay applied, as `run_migrations` promises.
+    """
+    if not db.in_transaction:
+        return
+    try:
+        db.execute("COMMIT")
+    except db.errors as exc:
+        _rollback(db)
+        logger.warning(
+            "%s: the migrations before the failed one were rolled back too,"
+            " because their COMMIT failed: %s",
+            db.label,
+            db.describe_error(exc),
+        )

@@ -7,7 +7,8 @@ For every configured sample database:
 2. copy it (a SQLite file into a temporary folder, or a PostgreSQL
    `CREATE DATABASE ... TEMPLATE`), so the sample itself never changes;
 3. lint the pending migrations against the copy's row counts;
-4. apply the pending migrations with the same runner that `apply` uses;
+4. apply the pending migrations with the runner and the transaction boundaries
+   that `apply` uses (`pipeline.database.apply_pending`);
 5. run the integrity and foreign key checks;
 6. compile every report and form query (`query` of `packages/reports/*/report.json`
    and `packages/forms/*/form.json`) with EXPLAIN against the migrated schema;

@@ -414,8 +414,39 @@ def test_new_enum_value_in_same_transaction(tmp_path: Path, postgres_database: s
     message = str(caught.value)
     assert "migrations/0005_sent.sql:2" in message
     assert 'unsafe use of new value "sent" of enum type document_status' in message
-    assert "add the value in a migration of its own and use it in a later one" in message
+    assert "add the value in a migration of its own marked" in message
     assert labels == [("draft",)]
+
+
+def enum_content(root: Path, mark: str) -> Path:
+    """Add a type in 0004, a value to it in 0005 (after `mark`) and use the value in 0006."""
+    return make_content(
+        root,
+        {
+            "0004_status.sql": "CREATE TYPE document_status AS ENUM ('draft');\n",
+            "0005_sent.sql": mark + "ALTER TYPE document_status ADD VALUE 'sent';\n",
+            "0006_use_sent.sql": "SELECT 'sent'::document_status;\n",
+        },
+    )
+
+
+def test_new_enum_value_in_earlier_migration(tmp_path: Path, postgres_database: str) -> None:
+    # The pending migrations share one transaction, as in apply.
+    root = enum_content(tmp_path / "content", "")
+    with open_database(postgres_database, root) as db, pytest.raises(StatementError) as caught:
+        run_migrations(db, load_migrations(root, "postgresql"))
+    message = str(caught.value)
+    assert "migrations/0006_use_sent.sql:1" in message
+    assert 'unsafe use of new value "sent" of enum type document_status' in message
+    assert "'-- pipeline: no-transaction'" in message
+
+
+def test_enum_value_added_without_transaction(tmp_path: Path, postgres_database: str) -> None:
+    root = enum_content(tmp_path / "content", "-- pipeline: no-transaction\n")
+    with open_database(postgres_database, root) as db:
+        result = run_migrations(db, load_migrations(root, "postgresql"))
+    assert [run.version for run in result.applied][-3:] == ["0004", "0005", "0006"]
+    assert [run.transactional for run in result.applied][-3:] == [True, False, True]
 
 
 def test_deferred_constraint_checked_before_commit(tmp_path: Path, postgres_database: str) -> None:
@@ -437,6 +468,28 @@ def test_deferred_constraint_checked_before_commit(tmp_path: Path, postgres_data
     assert "migrations/0004_deferred.sql: a deferred constraint fails at the end" in message
     assert 'violates foreign key constraint "audit_organization_id_fkey"' in message
     assert tables == []
+
+
+def test_deferred_constraint_stays_deferred(tmp_path: Path, postgres_database: str) -> None:
+    # The check at the end of 0004 must not make the key immediate for 0005,
+    # which shares its transaction and inserts the child row before the parent.
+    root = make_content(
+        tmp_path / "content",
+        {
+            "0004_audit.sql": "CREATE TABLE audit (\n"
+            "    id INTEGER PRIMARY KEY,\n"
+            "    organization_id INTEGER REFERENCES organizations (id)"
+            " DEFERRABLE INITIALLY DEFERRED\n);\n",
+            "0005_audit_first.sql": "INSERT INTO audit VALUES (1, 990001);\n"
+            "INSERT INTO organizations (id, bin, name_ru) VALUES (990001, '990001', 'x');\n",
+        },
+    )
+    with open_database(postgres_database, root) as db:
+        result = run_migrations(db, load_migrations(root, "postgresql"))
+        rows = db.execute("SELECT id, organization_id FROM audit")
+    assert [run.version for run in result.applied][-2:] == ["0004", "0005"]
+    assert result.findings == []
+    assert rows == [(1, 990001)]
 
 
 def test_orphans_and_not_valid_constraints(tmp_path: Path, postgres_database: str) -> None:

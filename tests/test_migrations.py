@@ -361,6 +361,37 @@ def test_non_transactional_migration(tmp_path: Path) -> None:
     assert [run.transactional for run in result.applied] == [True, False]
 
 
+REBUILD_KNP = """-- pipeline: rebuild-tables
+CREATE TABLE knp_new (code TEXT PRIMARY KEY, name_ru TEXT NOT NULL);
+INSERT INTO knp_new SELECT code, coalesce(name_ru, '') FROM knp;
+DROP TABLE knp;
+ALTER TABLE knp_new RENAME TO knp;
+"""
+
+
+def test_rebuild_turns_foreign_keys_on_again(tmp_path: Path) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": BASELINE + "INSERT INTO payments VALUES (1, '010', 500);\n",
+            "0002_rebuild_knp.sql": REBUILD_KNP,
+            "0003_orphan.sql": "INSERT INTO payments VALUES (2, '999', 700);\n",
+        },
+    )
+    migrations = load_migrations(tmp_path, "sqlite")
+    with open_sqlite(tmp_path) as db:
+        with pytest.raises(StatementError) as caught:
+            run_migrations(db, migrations)
+        enforcement = db.execute("PRAGMA foreign_keys")
+        history = db.execute(f"SELECT version FROM {HISTORY_TABLE} ORDER BY version")
+        orphans = db.execute("PRAGMA foreign_key_check")
+    assert "migrations/0003_orphan.sql:1" in str(caught.value)
+    assert "FOREIGN KEY constraint failed" in str(caught.value)
+    assert enforcement == [(1,)]
+    assert history == [("0001",), ("0002",)]
+    assert orphans == []
+
+
 def test_explain_query_names_missing_column(tmp_path: Path) -> None:
     write_migrations(tmp_path, {"0001_base.sql": BASELINE})
     with open_sqlite(tmp_path) as db:
