@@ -13,6 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.dates import format_date
+
 LANGUAGES = ("kk", "ru")
 PRODUCT_TITLE = "Парус-КАЗ.Бюджет"
 
@@ -184,17 +186,18 @@ def _entry_content(section: str, entry: NoteEntry, language: str) -> tuple[str, 
         basis = definition.get("legal_basis") or {}
         if basis.get("order") or basis.get("date"):
             issuer = _text(basis, "issuer", language)
-            text = words["basis"].format(
-                order=basis.get("order", ""), date=basis.get("date", ""), issuer=issuer
-            )
+            date = format_date(basis["date"], language) if basis.get("date") else ""
+            text = words["basis"].format(order=basis.get("order", ""), date=date, issuer=issuer)
             details.append(text.removesuffix(", "))
         if definition.get("effective_date"):
-            details.append(words["effective"].format(date=definition["effective_date"]))
+            effective = format_date(definition["effective_date"], language)
+            details.append(words["effective"].format(date=effective))
     elif section == "treasury" and definition:
         if definition.get("version"):
             details.append(words["version"].format(version=definition["version"]))
         if definition.get("effective_date"):
-            details.append(words["effective"].format(date=definition["effective_date"]))
+            effective = format_date(definition["effective_date"], language)
+            details.append(words["effective"].format(date=effective))
     return title, change, details
 
 

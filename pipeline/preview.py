@@ -12,7 +12,6 @@ decimals.
 
 from __future__ import annotations
 
-import datetime
 import html
 import logging
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from pipeline.collect import collect
 from pipeline.config import load_config
 from pipeline.content import Kind, definition_path, list_items
 from pipeline.database import Database, display_name, open_database
+from pipeline.dates import format_date
 from pipeline.definitions import load_definition
 from pipeline.errors import ConfigError, ValidationError
 from pipeline.fsutil import atomic_write_text
@@ -196,9 +196,9 @@ def render_page(
     title = definition["title"][language]
     basis = definition["legal_basis"]
     issuer = basis["issuer"][language]
-    order = words["order"].format(order=basis["order"], date=_date(basis["date"]))
+    order = words["order"].format(order=basis["order"], date=format_date(basis["date"], language))
     captions = definition["captions"][language]
-    effective = _date(definition["effective_date"])
+    effective = format_date(definition["effective_date"], language)
     formats = {c["name"]: c.get("format", "text") for c in definition["layout"]["columns"]}
     columns = [c["name"] for c in definition["layout"]["columns"]]
     # The query output that contains each column's value on this language's page.
@@ -225,7 +225,7 @@ def render_page(
     ]
     for parameter in definition.get("parameters", []):
         value = parameters.get(parameter["name"])
-        shown = _date(value) if parameter["type"] == "date" else str(value)
+        shown = format_date(value, language) if parameter["type"] == "date" else str(value)
         parts.append(f"<tr><th>{_e(parameter['title'][language])}</th><td>{_e(shown)}</td></tr>")
     parts += ["</table>", '<table class="data">', "<thead><tr>"]
     parts += [f'<th data-column="{_e(c)}">{_e(captions.get(c, c))}</th>' for c in columns]
@@ -237,7 +237,7 @@ def render_page(
             value = row[positions[source]] if source in positions else None
             kind = formats[column]
             css = ' class="number"' if kind in ("integer", "decimal", "money") else ""
-            cells.append(f"<td{css}>{_e(format_cell(value, kind))}</td>")
+            cells.append(f"<td{css}>{_e(format_cell(value, kind, language))}</td>")
         parts.append("<tr>" + "".join(cells) + "</tr>")
     parts.append("</tbody></table>")
     if not rows:
@@ -249,8 +249,8 @@ def render_page(
     return "\n".join(parts) + "\n"
 
 
-def format_cell(value: object, kind: str) -> str:
-    """Return a cell's text: money in tenge with two decimals, dates as DD.MM.YYYY."""
+def format_cell(value: object, kind: str, language: str) -> str:
+    """Return a cell's text: money in tenge with two decimals, dates in `language`'s format."""
     if value is None:
         return ""
     # PostgreSQL returns SUM() of a BIGINT column as a Decimal, SQLite as an int.
@@ -258,17 +258,8 @@ def format_cell(value: object, kind: str) -> str:
         tenge = f"{Decimal(value) / 100:,.2f}"
         return tenge.replace(",", "\u00a0").replace(".", ",")
     if kind == "date":
-        return _date(value)
+        return format_date(value, language)
     return str(value)
-
-
-def _date(value: object) -> str:
-    if isinstance(value, datetime.date):
-        return value.strftime("%d.%m.%Y")
-    try:
-        return datetime.date.fromisoformat(str(value)).strftime("%d.%m.%Y")
-    except ValueError:
-        return str(value)
 
 
 def _e(text: object) -> str:

@@ -342,6 +342,12 @@ def _schema_changes(db: DatabaseQA) -> str:
     return _table(["change", "table", "columns"], rows, "schema-changes")
 
 
+def _bilingual_cell(value: object, kind: str) -> str:
+    """Return a cell as the kk and ru pages show it, once when both show it alike."""
+    kk, ru = (format_cell(value, kind, language) for language in ("kk", "ru"))
+    return kk if kk == ru else f"{kk} / {ru}"
+
+
 def _preview_html(preview: ReportPreview) -> str:
     parts = [f"<h4>{_e(preview.kind)} {_e(preview.code)}</h4>"]
     for lang in ("kk", "ru"):
@@ -361,10 +367,11 @@ def _preview_html(preview: ReportPreview) -> str:
         for c in preview.columns
     ]
     if preview.columns:
-        # The same cell formats as the linked pages: money in tenge, dates as DD.MM.YYYY.
+        # The same cell formats as the linked pages: money in tenge, dates as each
+        # language writes them.
         kinds = preview.formats or ["text"] * len(preview.columns)
         shown = [
-            [format_cell(value, kind) for value, kind in zip(row, kinds, strict=False)]
+            [_bilingual_cell(value, kind) for value, kind in zip(row, kinds, strict=False)]
             for row in preview.rows
         ]
         parts.append(_table(headers, shown, "preview"))

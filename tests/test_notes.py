@@ -9,6 +9,7 @@ from pathlib import Path
 from browser import dump_dom
 
 from pipeline.notes import SECTIONS, NoteEntry, NotesInput, render_notes, render_notes_html
+from pipeline.preview import format_cell
 
 FIX = {
     "title": {"kk": "Төлем тапсырмасының сомасын дөңгелектеу", "ru": "Округление суммы поручения"},
@@ -108,7 +109,7 @@ def test_html_entries_carry_details() -> None:
     assert "<li>строк: 42</li>" in page
     assert "<li>добавлено: 2, изменено: 1, удалено: 0</li>" in page
     assert (
-        "<li>Основание: приказ № 540 от 2014-12-04, Министр финансов Республики Казахстан</li>"
+        "<li>Основание: приказ № 540 от 04.12.2014, Министр финансов Республики Казахстан</li>"
         in page
     )
     assert "<li>версия 1.01</li>" in page
@@ -175,8 +176,17 @@ def test_markdown_legal_basis_in_both_languages() -> None:
     kk = render_notes(notes_input(), "kk")
     ru = render_notes(notes_input(), "ru")
     assert (
-        "  - Негіздеме: №540 бұйрық, 2014-12-04, Қазақстан Республикасының Қаржы министрі\n" in kk
+        "  - Негіздеме: №540 бұйрық, 04.12.2014, Қазақстан Республикасының Қаржы министрі\n" in kk
     )
     assert (
-        "  - Основание: приказ № 540 от 2014-12-04, Министр финансов Республики Казахстан\n" in ru
+        "  - Основание: приказ № 540 от 04.12.2014, Министр финансов Республики Казахстан\n" in ru
     )
+
+
+def test_effective_date_as_in_previews() -> None:
+    for language, label in (("kk", "Күшіне енетін күні"), ("ru", "Дата вступления в силу")):
+        shown = format_cell("2026-12-01", "date", language)
+        assert shown == "01.12.2026"
+        markdown = render_notes(notes_input(), language)
+        assert f"  - {label}: {shown}\n" in markdown
+        assert f"<li>{label}: {shown}</li>" in render_notes_html(notes_input(), language)

@@ -127,7 +127,8 @@ def test_preview_parameters_defaults() -> None:
     ],
 )
 def test_format_cell(value: object, kind: str, text: str) -> None:
-    assert format_cell(value, kind) == text
+    for language in ("kk", "ru"):
+        assert format_cell(value, kind, language) == text
 
 
 def test_only_changed_items_previewed(git_repo: Path, sample_url: str, tmp_path: Path) -> None:

@@ -96,7 +96,7 @@ def test_qa_html_in_browser(bundles: Bundles, samples: list[Path], tmp_path: Pat
     assert "Код КНП" in dump_dom(page)
     monthly = result.databases[0].previews[0]
     amount = monthly.rows[0][monthly.columns.index("amount")]
-    tenge = format_cell(amount, "money")
+    tenge = format_cell(amount, "money", "ru")
     assert "," in tenge
     # Chromium serializes the no-break space that groups thousands as &nbsp;.
     serialized = tenge.replace("\u00a0", "&nbsp;")
