@@ -52,6 +52,10 @@ def strict_mt940() -> TreasuryFormat:
     return variant("mt940-statement-import", accepts={"deviations": []})
 
 
+def strict_mt940_utf8() -> TreasuryFormat:
+    return variant("mt940-statement-import", encoding="utf-8", accepts={"deviations": []})
+
+
 def error_of(fmt: TreasuryFormat, name: str) -> TreasuryFormatError:
     with pytest.raises(TreasuryFormatError) as caught:
         parse_bytes(fmt, (DATA / name).read_bytes(), name)
@@ -221,6 +225,33 @@ def test_missing_final_newline_rejected_by_strict_format() -> None:
     error = error_of(strict_mt940(), "missing-final-newline.sta")
     assert error.line == 8
     assert "does not end with a line break" in str(error)
+
+
+def test_missing_final_newline_names_last_field() -> None:
+    data = swift_message(MT940_FIELDS).removesuffix(b"\r\n-\r\n")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(strict_mt940_utf8(), data, "cut.sta")
+    assert caught.value.line == 7
+    assert caught.value.field == ":62F:"
+    assert "cut.sta:7: the file does not end with a line break" in str(caught.value)
+
+
+def test_1c_missing_final_newline_rejected() -> None:
+    # Neither 1C definition accepts missing_final_newline: these banks end every line.
+    data = kk_document("СуммаРасход=100.00").removesuffix(b"\n")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(kk_1c(), data, "cut.txt")
+    assert caught.value.line == 9
+    assert "the file does not end with a line break; expected CR LF after" in str(caught.value)
+
+
+def test_1c_binary_byte_names_key() -> None:
+    data = kk_document("СуммаРасход=100.00", "Получатель=Қаза\x00қ")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(kk_1c(), data, "binary.txt")
+    assert caught.value.line == 8
+    assert caught.value.field == "Получатель"
+    assert "key Получатель: control byte U+0000 at column 16" in str(caught.value)
 
 
 def test_missing_final_newline_accepted_by_demo_format() -> None:
@@ -692,13 +723,13 @@ def certificate_balance(balance: str) -> bytes:
     ("fmt", "data", "message"),
     [
         (
-            variant("mt940-statement-import", encoding="utf-8", accepts={"deviations": []}),
+            strict_mt940_utf8(),
             mt940_amount("250.00"),
             "field :61:/amount: expected an amount with a decimal comma, such as 45000,00,"
             " found '250.00' with a decimal point",
         ),
         (
-            variant("mt940-statement-import", encoding="utf-8", accepts={"deviations": []}),
+            strict_mt940_utf8(),
             mt940_amount("250"),
             "field :61:/amount: expected an amount with a decimal comma, such as 45000,00,"
             " found '250'",
@@ -948,6 +979,31 @@ def fixed_format() -> TreasuryFormat:
         mapping=FIXED_MAPPING,
         required_fields=["NUM"],
     )
+
+
+def test_fixed_width_binary_byte_names_column() -> None:
+    line = "00004220261204     1234.56Қаз\x00на              \n"
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fixed_format(), line.encode("kz1048"), "binary.txt")
+    assert caught.value.line == 1
+    assert caught.value.field == "TEXT"
+    assert "binary.txt:1: column TEXT: control byte U+0000 at column 30" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("holder", "column", "field"),
+    [("М\x07М", 47, "holder"), ('"М|\x07"', 49, "holder"), ("ММ", 62, "note")],
+)
+def test_delimited_binary_byte_names_column(holder: str, column: int, field: str) -> None:
+    fmt = load_format(REPO_ROOT, "certificate-export")
+    note = "\x1b" if field == "note" else ""
+    line = f"C-1|2026-12-04|KZ86125KZT5004100100|KZT|1.00|{holder}|940140000385|{note}\n"
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, (CERTIFICATE_HEADER + line).encode("utf-8"), "binary.txt")
+    assert caught.value.line == 2
+    assert caught.value.field == field
+    assert f"column {field}: control byte" in str(caught.value)
+    assert f"at column {column}" in str(caught.value)
 
 
 def test_fixed_width_round_trip() -> None:

@@ -146,11 +146,13 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
     lines = split_lines(text)
     reject_other_syntax(lines, f"an {fmt.syntax.upper()} file", SWIFT_FILE, file)
     if text and not text.endswith("\n") and not fmt.accepts("missing_final_newline"):
+        last_tag = _TAG.match(lines[-1])
         raise TreasuryFormatError(
             "the file does not end with a line break; expected the last line to end with"
             " CR LF or LF",
             file=file,
             line=len(lines),
+            field=f":{last_tag['tag']}:" if last_tag else None,
         )
     messages = _split_messages(lines, fmt, file)
     if not messages:

@@ -39,15 +39,33 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
     for number, line in enumerate(lines, start=1):
         control = find_control(line)
         if control is not None:
+            name = _column_at(line, control.start(), fmt)
             raise TreasuryFormatError(
-                f"control byte U+{ord(control.group()):04X} at column {control.start() + 1};"
-                " expected text only",
+                f"column {name}: control byte U+{ord(control.group()):04X} at column"
+                f" {control.start() + 1}; expected text only",
                 file=file,
                 line=number,
+                field=name,
             )
     if fmt.syntax == "fixed_width":
         return [_fixed(line, n, fmt.columns, file) for n, line in enumerate(lines, 1) if line]
     return _delimited(lines, fmt, file)
+
+
+def _column_at(line: str, offset: int, fmt: TreasuryFormat) -> str:
+    """Return the name of the column that contains the character at `offset` of a line."""
+    if fmt.syntax == "fixed_width":
+        for column in fmt.columns:
+            start = (column.start or 1) - 1
+            if start <= offset < start + (column.width or 0):
+                return column.name
+        return "(past the last column)"
+    # The fields up to the offset, read as CSV so that a quoted delimiter counts as
+    # text; a trailing delimiter yields an empty last field.
+    before = next(csv.reader([line[:offset]], delimiter=fmt.delimiter), [])
+    index = max(len(before) - 1, 0)
+    names = [c.name for c in fmt.columns]
+    return names[index] if index < len(names) else f"{index + 1} (past the last column)"
 
 
 def _fixed(line: str, number: int, columns: Sequence[Column], file: str) -> SourceRecord:
