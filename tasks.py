@@ -1094,7 +1094,7 @@ def apply(
     create: bool = False,
     json: str | None = None,
 ) -> None:
-    """Verify a bundle, back up the database and apply the bundle in one transaction."""
+    """Verify a bundle, back up the database and apply the bundle, all or nothing."""
     from pipeline.apply import apply_bundle
 
     if not database:

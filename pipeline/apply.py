@@ -22,9 +22,15 @@
 7. COMMIT, or with `dry_run` ROLLBACK, through the same code path.
 
 On any failure the transaction is rolled back and the payload files are put
-back. A migration marked no-transaction commits the work before it and runs
-outside any transaction, so after it a failure restores the database from
-the backup: the same bytes for SQLite, the same dump for PostgreSQL.
+back. Two kinds of migration cannot run inside that transaction
+(`needs_own_transaction`): one marked no-transaction, and on SQLite one
+marked rebuild-tables, which needs foreign keys off. Before such a migration
+the journal is marked `partial` and the work before it is committed. The
+migration runs on its own, and the rest of the apply continues in a new
+transaction. After such a step, a failure or `recover` after a crash
+restores the database from the backup: the same bytes for SQLite, the same
+dump for PostgreSQL. The dry-run runs the migrations with the same
+transaction boundaries (`pipeline.database.apply_pending`).
 """
 
 from __future__ import annotations
@@ -65,11 +71,14 @@ from pipeline.database import (
     HISTORY_TABLE,
     Database,
     MigrationRun,
+    RunnerHooks,
     applied_migrations,
-    apply_migration,
+    apply_pending,
     check_integrity,
+    commit,
     display_name,
     ensure_history,
+    needs_own_transaction,
     open_database,
     redact_url,
 )
@@ -130,8 +139,9 @@ class ApplyResult:
 class Journal:
     """The record of an apply in progress, written before its first change.
 
-    `phase` is `started` (nothing committed), `partial` (a no-transaction
-    migration committed part of the work) or `committed` (only clean-up left).
+    `phase` is `started` (nothing committed), `partial` (a migration that runs
+    on its own may have committed part of the work) or `committed` (only
+    clean-up left).
     """
 
     database: str
@@ -411,7 +421,13 @@ def _apply_locked(context: _Context) -> ApplyResult:
     try:
         _run_steps(context, journal, journal_file, pending, result)
     except BaseException as exc:
-        _undo(context, journal, journal_file)
+        try:
+            _undo(context, journal, journal_file)
+        except PipelineError as undo_error:
+            raise ApplyError(
+                f"apply of {context.version} to {display_name(context.database)} failed and"
+                f" could not be undone: {exc}. {undo_error}"
+            ) from exc
         if isinstance(exc, PipelineError):
             raise ApplyError(
                 f"apply of {context.version} to {display_name(context.database)} failed and was"
@@ -576,25 +592,8 @@ def _run_transaction(
     db.execute("BEGIN")
     ensure_history(db)
     ensure_tables(db)
-    for migration in pending:
-        if migration.transactional:
-            result.migrations.append(
-                apply_migration(
-                    db,
-                    migration,
-                    context.version,
-                    savepoint=True,
-                    after_statement=_pause_after_first_statement,
-                )
-            )
-            pause_point("migration")
-            continue
-        db.execute("COMMIT")
-        journal.phase = "partial"
-        journal.write(journal_file)
-        result.migrations.append(apply_migration(db, migration, context.version))
-        pause_point("no-transaction")
-        db.execute("BEGIN")
+    hooks = _JournalHooks(journal, journal_file, db.engine)
+    batch = apply_pending(db, pending, context.version, result.migrations, hooks)
     for entry in context.manifest["catalogs"]:
         result.catalogs[entry["id"]] = load_catalog(db, context.extracted, entry, context.version)
         pause_point("catalog")
@@ -619,13 +618,39 @@ def _run_transaction(
         db.execute("ROLLBACK")
         result.status = "dry-run"
     else:
-        db.execute("COMMIT")
+        commit(db, ", ".join([m.path for m in batch] + ["catalogs and definitions"]))
         pause_point("after-commit")
 
 
-def _pause_after_first_statement(index: int) -> None:
-    if index == 0:
-        pause_point("migration-statement")
+class _JournalHooks(RunnerHooks):
+    """Runner hooks that mark the journal `partial` before a step commits, and pause for tests."""
+
+    def __init__(self, journal: Journal, journal_file: Path, engine: str) -> None:
+        self.journal = journal
+        self.journal_file = journal_file
+        self.engine = engine
+
+    def before_commit(self) -> None:
+        # Written before the COMMIT, so that a crash right after it still
+        # leads `recover` to restore the backup.
+        if self.journal.phase != "partial":
+            self.journal.phase = "partial"
+            self.journal.write(self.journal_file)
+
+    def after_commit(self) -> None:
+        pause_point("step-commit")
+
+    def after_statement(self, index: int) -> None:
+        if index == 0:
+            pause_point("migration-statement")
+
+    def after_migration(self, migration: Migration) -> None:
+        if not migration.transactional:
+            pause_point("no-transaction")
+        elif needs_own_transaction(migration, self.engine):
+            pause_point("rebuild-tables")
+        else:
+            pause_point("migration")
 
 
 def _store_definitions(db: Database, context: _Context) -> dict[str, list[str]]:
@@ -747,7 +772,7 @@ def _undo(context: _Context, journal: Journal, journal_file: Path) -> None:
     _undo_payload(journal)
     if journal.phase == "partial":
         logger.warning(
-            "a no-transaction migration ran on %s; restoring it from %s",
+            "part of the apply was committed on %s; restoring it from %s",
             display_name(context.database),
             journal.backup,
         )
@@ -762,8 +787,34 @@ def _restore_from_journal(database: str, root: Path, journal: Journal) -> None:
             f"backup {backup} does not match the SHA-256 {journal.backup_sha256} recorded in the"
             " journal; restore the database by hand from another backup"
         )
+    if engine_of(database) == "sqlite":
+        _check_no_other_connection(sqlite_file(database, root), backup)
     header = bytes.fromhex(journal.sqlite_header) if journal.sqlite_header else None
     restore_exact(backup, database, root, header=header, sha256=journal.database_sha256)
+
+
+def _check_no_other_connection(path: Path, backup: Path) -> None:
+    """Raise before a file restore that a connection of another program would undo.
+
+    The last connection to close a WAL database checkpoints and deletes its
+    `-wal` file (SQLite's WAL documentation, seen with SQLite 3.40). A `-wal`
+    file with frames left after the apply's connection has closed means that
+    another connection keeps the database open, and SQLite would lay those
+    frames over the restored file.
+    NOTE: a database in rollback-journal mode shows no such trace. A program
+    that keeps it open during a failed apply keeps reading the replaced file
+    until it reopens the database.
+
+    Raises:
+        ApplyError: the `-wal` file is not empty; the journal stays for `recover`.
+    """
+    wal = path.with_name(path.name + "-wal")
+    if wal.is_file() and wal.stat().st_size > 0:
+        raise ApplyError(
+            f"{path}: backup {backup} not restored, because the write-ahead log {wal} is not"
+            " empty, so another connection keeps the database open. Close every program"
+            " that uses the database, then run `inv db.recover`"
+        )
 
 
 # -- recovery ----------------------------------------------------------------------------------
@@ -798,7 +849,8 @@ def recover(
     - `started`: the database rolled the open transaction back by itself
       (SQLite from its rollback journal on first open, PostgreSQL when the
       session died); put the payload files back.
-    - `partial`: a no-transaction migration had committed; restore the backup.
+    - `partial`: a migration that runs on its own may have committed part of
+      the work; restore the backup.
 
     Raises:
         ApplyError: the journal or the backup is unusable, or the lock timed out.

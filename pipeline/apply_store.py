@@ -63,6 +63,8 @@ PAUSE_POINTS = frozenset(
         "migration",
         "migration-statement",
         "no-transaction",
+        "rebuild-tables",
+        "step-commit",
         "catalog",
         "catalog-load",
         "definitions",

@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +31,9 @@ from pipeline.apply import (
 )
 from pipeline.apply_store import load_catalog, load_definitions
 from pipeline.catalog_model import load_description
+from pipeline.config import Config, SampleDatabase
 from pipeline.database import open_database, run_migrations
+from pipeline.dryrun import dry_run
 from pipeline.errors import ApplyError, VerificationError
 from pipeline.migrations import load_migrations
 from pipeline.release import release
@@ -1072,3 +1074,287 @@ def test_postgres_kill_mid_catalog(bundles: Bundles, pg_sample: str, tmp_path: P
     assert result.action == "undone"
     assert pg_dump(pg_sample) == before
     assert installed_version(pg_sample) is None
+
+
+# -- table rebuilds ----------------------------------------------------------------------------
+
+# Accounts that old installers created as placeholders; no sample has these values.
+PLACEHOLDER_BIN = "000000000000"
+PLACEHOLDER_IBAN = "KZ000000000000000000"
+REBUILD_ACCOUNTS = f"""\
+-- pipeline: rebuild-tables
+-- Makes the currency of every account required (KZT by default) and drops the
+-- placeholder account. SQLite cannot add NOT NULL to a column, so the table is
+-- rebuilt while payment documents and statements reference it.
+CREATE TABLE accounts_new (
+    id INTEGER PRIMARY KEY,
+    organization_id INTEGER NOT NULL REFERENCES organizations (id),
+    iban TEXT UNIQUE NOT NULL,
+    currency TEXT NOT NULL DEFAULT 'KZT'
+);
+INSERT INTO accounts_new SELECT id, organization_id, iban, coalesce(currency, 'KZT')
+    FROM accounts WHERE iban <> '{PLACEHOLDER_IBAN}';
+DROP TABLE accounts;
+ALTER TABLE accounts_new RENAME TO accounts;
+CREATE INDEX accounts_organization ON accounts (organization_id);
+"""
+REBUILD_ACCOUNTS_POSTGRESQL = f"""\
+-- lint-ack not-null-without-default: the UPDATE before it sets every NULL to KZT
+DELETE FROM accounts WHERE iban = '{PLACEHOLDER_IBAN}';
+UPDATE accounts SET currency = 'KZT' WHERE currency IS NULL;
+ALTER TABLE accounts ALTER COLUMN currency SET DEFAULT 'KZT',
+    ALTER COLUMN currency SET NOT NULL;
+"""
+REBUILD_FILE = "migrations/0004_currency_required.sqlite.sql"
+DELETE_PLACEHOLDER_ORGANIZATION = f"DELETE FROM organizations WHERE bin = '{PLACEHOLDER_BIN}';\n"
+LATER_FILE = "migrations/0005_placeholder_organization.sql"
+
+
+@dataclass(frozen=True)
+class RebuildBundle:
+    """A signed bundle whose 0004 rebuilds the referenced table accounts, and its content."""
+
+    bundle: Path
+    repo: Path
+
+
+@pytest.fixture(scope="session")
+def rebuild_bundle(bundles: Bundles, tmp_path_factory: pytest.TempPathFactory) -> RebuildBundle:
+    base = tmp_path_factory.mktemp("rebuild-bundle")
+    secret = signing.load_secret_key(bundles.public_file.parent / "release.key")
+    repo = _content_repo(base / "content")
+    migrations = repo / "migrations"
+    (migrations / "0004_currency_required.sqlite.sql").write_text(REBUILD_ACCOUNTS, "utf-8")
+    (migrations / "0004_currency_required.postgresql.sql").write_text(
+        REBUILD_ACCOUNTS_POSTGRESQL, "utf-8"
+    )
+    (migrations / "0005_placeholder_organization.sql").write_text(
+        DELETE_PLACEHOLDER_ORGANIZATION, "utf-8"
+    )
+    _commit(repo, "Require the currency of accounts", "2026-12-01T09:00:00Z")
+    built = release(repo, base / "out", secret, version=Version.parse("2026.12.0"))
+    return RebuildBundle(base / "out" / built.build.bundle.name, repo)
+
+
+def add_placeholder_organization(path: Path) -> None:
+    """Give the placeholder organization an account, so deleting it breaks a foreign key."""
+    with sqlite3.connect(path) as connection:
+        connection.execute(
+            "INSERT INTO organizations (id, bin, name_ru) VALUES (990001, ?, 'Заглушка')",
+            (PLACEHOLDER_BIN,),
+        )
+        connection.execute(
+            "INSERT INTO accounts (id, organization_id, iban, currency)"
+            " VALUES (990001, 990001, 'KZ990000000000000001', 'KZT')"
+        )
+    connection.close()
+
+
+def add_placeholder_account(path: Path) -> None:
+    """Book a payment document to the placeholder account that the rebuild drops."""
+    with sqlite3.connect(path) as connection:
+        (organization,) = connection.execute("SELECT min(id) FROM organizations").fetchone()
+        connection.execute(
+            "INSERT INTO accounts (id, organization_id, iban) VALUES (990002, ?, ?)",
+            (organization, PLACEHOLDER_IBAN),
+        )
+        connection.execute(
+            "INSERT INTO payment_documents (id, account_id, doc_date, amount)"
+            " VALUES (990003, 990002, '2026-11-30', 100)"
+        )
+    connection.close()
+
+
+def test_rebuild_of_referenced_table_applies(
+    bundles: Bundles, rebuild_bundle: RebuildBundle, sample: Path
+) -> None:
+    documents = query(sample, "SELECT count(*) FROM payment_documents")
+
+    result = apply_bundle(rebuild_bundle.bundle, url_of(sample), [bundles.public])
+
+    assert result.status == "applied"
+    assert [run.version for run in result.migrations] == ["0002", "0003", "0004", "0005"]
+    history = query(sample, "SELECT version, bundle_version FROM pipeline_migrations")
+    assert ("0004", "2026.12.0") in history
+    assert ("0005", "2026.12.0") in history
+    assert query(sample, "PRAGMA foreign_key_check") == []
+    assert query(sample, "SELECT count(*) FROM payment_documents") == documents
+    assert query(sample, "SELECT count(*) FROM accounts WHERE currency IS NULL") == [(0,)]
+    columns = {row[1]: row[3] for row in query(sample, "PRAGMA table_info(accounts)")}
+    assert columns["currency"] == 1
+    assert installed_version(url_of(sample)) == "2026.12.0"
+    assert not journal_path(url_of(sample), Path(".")).exists()
+
+
+def test_rebuild_then_failure_restores_backup(
+    bundles: Bundles, rebuild_bundle: RebuildBundle, sample: Path, tmp_path: Path
+) -> None:
+    add_placeholder_organization(sample)
+    install = tmp_path / "install"
+    (install / OLD_PAYLOAD).parent.mkdir(parents=True)
+    (install / OLD_PAYLOAD).write_text("old template", encoding="utf-8")
+    before = sha256(sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(rebuild_bundle.bundle, url_of(sample), [bundles.public], install_dir=install)
+
+    message = str(error.value)
+    # Enforcement is on again after the rebuild, so the statement itself fails.
+    assert f"{LATER_FILE}:1: statement failed on customer.sqlite" in message
+    assert "FOREIGN KEY constraint failed" in message
+    assert "the database is as before" in message
+    assert sha256(sample) == before
+    assert installed_version(url_of(sample)) is None
+    assert (install / OLD_PAYLOAD).read_text(encoding="utf-8") == "old template"
+    assert not journal_path(url_of(sample), Path(".")).exists()
+
+
+def test_rebuild_orphan_names_table_and_key(
+    bundles: Bundles, rebuild_bundle: RebuildBundle, sample: Path
+) -> None:
+    add_placeholder_account(sample)
+    before = sha256(sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(rebuild_bundle.bundle, url_of(sample), [bundles.public])
+
+    message = str(error.value)
+    assert f"{REBUILD_FILE}: foreign key check failed after the migration" in message
+    assert "table payment_documents foreign key (account_id) -> accounts(id)" in message
+    assert "1 row(s) have no matching row in parent table accounts, rowid 990003" in message
+    assert sha256(sample) == before
+    assert installed_version(url_of(sample)) is None
+
+
+def test_rebuild_apply_dry_run_changes_nothing(
+    bundles: Bundles, rebuild_bundle: RebuildBundle, sample: Path
+) -> None:
+    before = sha256(sample)
+
+    result = apply_bundle(rebuild_bundle.bundle, url_of(sample), [bundles.public], dry_run=True)
+
+    assert result.status == "dry-run"
+    assert [run.version for run in result.migrations] == ["0002", "0003", "0004", "0005"]
+    assert sha256(sample) == before
+    assert not journal_path(url_of(sample), Path(".")).exists()
+
+
+@pytest.mark.parametrize(
+    ("prepare", "failing_file"),
+    [
+        (None, None),
+        (add_placeholder_organization, LATER_FILE),
+        (add_placeholder_account, REBUILD_FILE),
+    ],
+)
+def test_rebuild_dry_run_agrees_with_apply(
+    bundles: Bundles,
+    rebuild_bundle: RebuildBundle,
+    sample: Path,
+    prepare: Callable[[Path], None] | None,
+    failing_file: str | None,
+) -> None:
+    if prepare is not None:
+        prepare(sample)
+    config = Config(root=rebuild_bundle.repo, sample_databases=(SampleDatabase(url_of(sample)),))
+
+    (dry,) = dry_run(config).results
+    try:
+        apply_bundle(rebuild_bundle.bundle, url_of(sample), [bundles.public])
+        apply_error = None
+    except ApplyError as exc:
+        apply_error = str(exc)
+
+    assert dry.passed is (failing_file is None)
+    assert (apply_error is None) is (failing_file is None)
+    if failing_file is not None:
+        assert dry.error is not None
+        assert failing_file in dry.error
+        assert apply_error is not None
+        assert failing_file in apply_error
+
+
+def test_rebuild_failure_with_open_wal_database(
+    bundles: Bundles, rebuild_bundle: RebuildBundle, sample: Path
+) -> None:
+    add_placeholder_organization(sample)
+    query(sample, "PRAGMA journal_mode = WAL")
+    before = sha256(sample)
+    journal = journal_path(url_of(sample), Path("."))
+    # An application that keeps the database open keeps its -wal file too, so
+    # replacing the file would not bring the old contents back.
+    application = sqlite3.connect(sample)
+    try:
+        application.execute("SELECT count(*) FROM accounts").fetchall()
+        with pytest.raises(ApplyError) as error:
+            apply_bundle(rebuild_bundle.bundle, url_of(sample), [bundles.public])
+    finally:
+        application.close()
+
+    message = str(error.value)
+    assert f"{LATER_FILE}:1: statement failed on customer.sqlite" in message
+    assert "could not be undone" in message
+    assert "the database is as before" not in message
+    assert f"write-ahead log {sample}-wal is not empty" in message
+    assert "run `inv db.recover`" in message
+    assert journal.exists()
+    assert recover(url_of(sample)).action == "restored"
+    assert sha256(sample) == before
+    assert not journal.exists()
+
+
+@pytest.mark.parametrize("point", ["step-commit", "rebuild-tables"])
+def test_kill_around_rebuild_is_restored(
+    bundles: Bundles, rebuild_bundle: RebuildBundle, sample: Path, point: str
+) -> None:
+    before = sha256(sample)
+    run_paused(
+        point,
+        str(rebuild_bundle.bundle),
+        "--database",
+        url_of(sample),
+        "--trusted-keys",
+        str(bundles.public_file),
+    )
+    journal = journal_path(url_of(sample), Path("."))
+    assert json.loads(journal.read_text(encoding="utf-8"))["phase"] == "partial"
+
+    result = recover(url_of(sample))
+
+    assert result.action == "restored"
+    assert sha256(sample) == before
+    assert not journal.exists()
+    applied = apply_bundle(rebuild_bundle.bundle, url_of(sample), [bundles.public])
+    assert applied.status == "applied"
+
+
+@pytest.mark.postgres
+def test_postgres_rebuild_bundle_applies(
+    bundles: Bundles, rebuild_bundle: RebuildBundle, pg_sample: str, tmp_path: Path
+) -> None:
+    result = apply_bundle(rebuild_bundle.bundle, pg_sample, [bundles.public], backup_dir=tmp_path)
+    assert result.status == "applied"
+    assert [run.version for run in result.migrations] == ["0002", "0003", "0004", "0005"]
+    assert all(run.transactional for run in result.migrations)
+    assert installed_version(pg_sample) == "2026.12.0"
+
+
+@pytest.mark.postgres
+def test_postgres_rebuild_failure_same_dump(
+    bundles: Bundles, rebuild_bundle: RebuildBundle, pg_sample: str, tmp_path: Path
+) -> None:
+    with open_database(pg_sample, Path(".")) as db:
+        db.execute(
+            "INSERT INTO organizations (id, bin, name_ru) VALUES (990001, %s, 'x')",
+            (PLACEHOLDER_BIN,),
+        )
+        db.execute(
+            "INSERT INTO accounts (id, organization_id, iban) VALUES (990001, 990001, 'KZ99')"
+        )
+    before = pg_dump(pg_sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(rebuild_bundle.bundle, pg_sample, [bundles.public], backup_dir=tmp_path)
+
+    assert f"{LATER_FILE}:1" in str(error.value)
+    assert pg_dump(pg_sample) == before
