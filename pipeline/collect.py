@@ -142,15 +142,15 @@ def collect(repo: Path, rev: str = "HEAD", before: Version | None = None) -> Cha
             does not name a commit, or history needed for the base is missing.
     """
     with _open_repo(repo) as handle:
-        commit, tags = _resolve_and_list_tags(handle, repo, rev, before)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            guess = _start_guessed_range(handle, pool, tags, commit)
+        base: tuple[str, str] | None
+        quick = _quick_range(handle, rev, before)
+        if quick is not None:
+            commit, base, entries, history = quick
+        else:
+            commit, tags = _resolve_and_list_tags(handle, repo, rev, before)
             base = _find_base(handle, repo, commit, tags, include_own=before is not None)
-            base_tag, base_commit = base if base is not None else (None, None)
-            if guess is not None and guess.tag == base_tag:
-                entries, history = guess.entries.result(), guess.history.result()
-            else:
-                entries, history = _entries_and_history(handle, base_commit, commit)
+            entries, history = _entries_and_history(handle, base[1] if base else None, commit)
+        base_tag, base_commit = base if base is not None else (None, None)
         changes = []
         for entry in entries:
             change = _to_change(repo, entry, history)
@@ -285,36 +285,82 @@ def _resolve_and_list_tags(
     return commit, tags
 
 
-@dataclass(frozen=True)
-class _GuessedRange:
-    """The tree diff and history since a tag, read before the tag is known to be the base."""
-
-    tag: str
-    entries: concurrent.futures.Future[list[_Entry]]
-    history: concurrent.futures.Future[_History]
+_HEX_ID = frozenset("0123456789abcdef")
 
 
-def _start_guessed_range(
-    handle: git.Repo,
-    pool: concurrent.futures.ThreadPoolExecutor,
-    tags: list[tuple[Version, str]],
-    commit: str,
-) -> _GuessedRange | None:
-    """Start reading the range since the highest release tag, the usual base.
+def _quick_range(
+    handle: git.Repo, rev: str, before: Version | None
+) -> tuple[str, tuple[str, str], list[_Entry], _History] | None:
+    """Read the usual case in one round of git processes; return None for any other case.
 
-    The diff and the log then run while `_find_base` checks that tag, which
-    saves one round of git processes. The caller uses the results only when
-    that tag turns out to be the base, and reads the range again otherwise.
+    The usual case: `rev` is HEAD or a full commit id, and the highest release
+    tag is the base. The tag names and the commit HEAD points at are read from
+    the ref files, so no git process has to run first. Then three git processes
+    run at once: the tree diff and the history since that tag, and a
+    `rev-parse` that confirms both ids. The history's boundary commits show
+    whether the tag's commit is an ancestor of the release commit.
+
+    None sends the caller to the step-by-step path, which also reports every
+    error: an unknown `rev`, a tag that does not peel to a commit, a repository
+    whose refs are not plain files, a base below the highest tag, or HEAD
+    moving while this runs.
     """
+    if rev != "HEAD" and not (len(rev) == 40 and _HEX_ID.issuperset(rev)):
+        return None
+    try:
+        tags = _release_tags_from_files(handle, before)
+        commit = git.SymbolicReference.dereference_recursive(handle, rev) if rev == "HEAD" else rev
+    except (OSError, ValueError) as exc:
+        log.debug("refs not read from files (%s); collecting step by step", exc)
+        return None
     if not tags:
         return None
     tag = tags[0][1]
     base = f"refs/tags/{tag}^{{commit}}"
-    return _GuessedRange(
-        tag=tag,
-        entries=pool.submit(_diff_entries, handle, base, commit),
-        history=pool.submit(_read_history, handle, f"{base}..{commit}"),
-    )
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        entries_future = pool.submit(_diff_entries, handle, base, commit)
+        history_future = pool.submit(_read_history, handle, f"{base}..{commit}")
+        ids = _try_rev_parse(handle, f"{commit}^{{commit}}", base)
+        try:
+            entries, history = entries_future.result(), history_future.result()
+        except CollectError as exc:
+            log.debug("quick range failed (%s); collecting step by step", exc)
+            return None
+    if ids is None or ids[0] != commit:
+        return None
+    tagged = ids[1]
+    if tagged == commit:
+        # A tag on the release commit is the base only for a build below its version.
+        return (commit, (tag, tagged), entries, history) if before is not None else None
+    if tagged not in history.boundary:
+        return None
+    log.debug("base tag is %s at %s (version %s)", tag, tagged, tags[0][0])
+    return commit, (tag, tagged), entries, history
+
+
+def _release_tags_from_files(
+    handle: git.Repo, before: Version | None
+) -> list[tuple[Version, str]]:
+    """List the release tags below `before` from the ref files, highest version first.
+
+    A repository that keeps its refs in a reftable has no such files, so it
+    lists nothing here and goes the step-by-step way.
+    """
+    if Path(handle.common_dir, "reftable").exists():
+        return []
+    refs: list[git.TagReference] = list(git.TagReference.list_items(handle))
+    names = [ref.path for ref in refs]
+    return _release_versions(names, before)
+
+
+def _try_rev_parse(handle: git.Repo, *revs: str) -> list[str] | None:
+    """Return the ids that `revs` resolve to in one `git rev-parse`, or None when it fails."""
+    try:
+        output: str = handle.git.rev_parse(*revs)
+    except git.GitCommandError:
+        return None
+    ids = output.split()
+    return ids if len(ids) == len(revs) else None
 
 
 def _find_base(
@@ -373,8 +419,13 @@ def _release_tags(handle: git.Repo, before: Version | None) -> list[tuple[Versio
     # Only ref names are read here, because asking for object fields makes git fail
     # on a tag whose object is missing. `_peel_tag` reports that case with a fix.
     output = _git(handle, "for_each_ref", "--format=%(refname)", "refs/tags")
+    return _release_versions(output.splitlines(), before)
+
+
+def _release_versions(refnames: list[str], before: Version | None) -> list[tuple[Version, str]]:
+    """Keep the release tags of `refnames` with a version below `before`, highest first."""
     tags: list[tuple[Version, str]] = []
-    for refname in output.splitlines():
+    for refname in refnames:
         tag = refname.removeprefix("refs/tags/")
         version = Version.from_tag(tag)
         if version is None:
@@ -516,13 +567,17 @@ class _History:
     position: dict[str, int] = field(default_factory=dict)
     times: dict[str, int] = field(default_factory=dict)
     by_path: dict[str, list[str]] = field(default_factory=dict)
+    # Parents of range commits that lie outside the range. The base commit is
+    # one of them exactly when it is an ancestor of the release commit.
+    boundary: set[str] = field(default_factory=set)
 
 
 def _read_history(handle: git.Repo, rev_range: str) -> _History:
     """Read which commits of `rev_range` changed which paths, oldest commit first."""
     # `--raw -z` puts a `:mode mode id id status` field before each path, so a
     # path is always the field after one that starts with ":" and every other
-    # non-empty field is a commit id and its commit time. `-c` lists a merge's
+    # non-empty field is a commit: its mark, id and commit time. The mark is "-"
+    # for a boundary commit, whose paths are skipped. `-c` lists a merge's
     # path only when the result differs from every parent. The explicit options
     # override user settings (diff.renames, log.showSignature) that would
     # change the output.
@@ -531,7 +586,8 @@ def _read_history(handle: git.Repo, rev_range: str) -> _History:
         "log",
         "--reverse",
         "--date-order",
-        "--format=%H %ct",
+        "--format=%m%H %ct",
+        "--boundary",
         "--raw",
         "-z",
         "--no-abbrev",
@@ -545,17 +601,25 @@ def _read_history(handle: git.Repo, rev_range: str) -> _History:
     )
 
     history = _History()
-    current = ""
+    current: str | None = None
     expect_path = False
     for raw in output.split(b"\0"):
         field_text = raw.removeprefix(b"\n")
         if expect_path:
-            history.by_path.setdefault(_decode_path(raw), []).append(current)
+            if current is not None:
+                history.by_path.setdefault(_decode_path(raw), []).append(current)
             expect_path = False
         elif field_text.startswith(b":"):
             expect_path = True
         elif field_text:
-            current, _, seconds = field_text.decode("ascii").partition(" ")
+            text = field_text.decode("ascii")
+            commit, _, seconds = text[1:].partition(" ")
+            if text[0] == "-":
+                # A boundary root commit still shows its diff with --root; it is not in the range.
+                history.boundary.add(commit)
+                current = None
+                continue
+            current = commit
             history.position[current] = len(history.position)
             history.times[current] = int(seconds)
     return history

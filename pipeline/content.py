@@ -46,8 +46,9 @@ DEFINITION_FILES: dict[Kind, str] = {
     Kind.TREASURY: "format.json",
 }
 
-# The folders split into parts once, because collect classifies every changed path.
-_FOLDER_PARTS = {kind: PurePosixPath(folder).parts for kind, folder in KIND_FOLDERS.items()}
+# Kind by folder, looked up with a path's first one or two parts, because collect
+# classifies every changed path. No kind's folder is inside another's.
+_KIND_BY_FOLDER = {folder: kind for kind, folder in KIND_FOLDERS.items()}
 
 
 @dataclass(frozen=True)
@@ -65,19 +66,36 @@ def classify(path: str) -> ContentPath | None:
     A migration's item is its file name. Files directly inside a kind's folder
     of a folder-per-item kind (a README, say) are not content.
     """
-    parts = PurePosixPath(path).parts
-    for kind, prefix in _FOLDER_PARTS.items():
-        if parts[: len(prefix)] != prefix:
-            continue
-        rest = parts[len(prefix) :]
-        if kind is Kind.MIGRATION:
-            if len(rest) == 1 and rest[0].endswith(".sql"):
-                return ContentPath(kind, rest[0], path)
-            return None
-        if len(rest) >= 2:
+    parts = _parts(path)
+    if not parts:
+        return None
+    depth = 1
+    kind = _KIND_BY_FOLDER.get(parts[0])
+    if kind is None and len(parts) > 1:
+        depth = 2
+        kind = _KIND_BY_FOLDER.get(f"{parts[0]}/{parts[1]}")
+    if kind is None:
+        return None
+    rest = parts[depth:]
+    if kind is Kind.MIGRATION:
+        if len(rest) == 1 and rest[0].endswith(".sql"):
             return ContentPath(kind, rest[0], path)
         return None
+    if len(rest) >= 2:
+        return ContentPath(kind, rest[0], path)
     return None
+
+
+def _parts(path: str) -> tuple[str, ...]:
+    """Split `path` like PurePosixPath(path).parts, without building a path object.
+
+    Git prints normalized paths, which split on "/" directly. Only a path with
+    an empty or "." part goes through PurePosixPath.
+    """
+    parts = path.split("/")
+    if "" in parts or "." in parts:
+        return PurePosixPath(path).parts
+    return tuple(parts)
 
 
 def item_folder(root: Path, kind: Kind, item: str) -> Path:

@@ -8,12 +8,14 @@ import os
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import git
 
+from pipeline import collect as collect_module
 from pipeline.collect import Change, ChangeSet, collect, find_base_tag
-from pipeline.content import Kind
+from pipeline.content import Kind, classify
 from pipeline.errors import CollectError
 from pipeline.versions import Version
 
@@ -364,6 +366,42 @@ def test_merge_commits_attribute_branch_work(
     }
 
 
+def test_one_round_and_step_by_step_agree(
+    released: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, _ = released
+    git(repo, "checkout", "-q", "-b", "feature")
+    git(repo, "mv", "packages/reports/R-01", "packages/reports/R-02")
+    write(repo, "packages/reports/R-02/query.sql", "SELECT 2;\n")
+    commit(repo, "Rename a report on a branch")
+    git(repo, "checkout", "-q", "main")
+    write(repo, "migrations/0002_add_column.sql")
+    commit(repo, "Add a migration")
+    git(repo, "merge", "-q", "--no-edit", "feature")
+    results: list[object] = []
+    one_round = collect_module._quick_range
+
+    def spy(*args: Any) -> object:
+        result = one_round(*args)
+        results.append(result)
+        return result
+
+    monkeypatch.setattr(collect_module, "_quick_range", spy)
+
+    at_head = collect(repo, "HEAD")
+    by_branch = collect(repo, "main")
+
+    assert results[0] is not None
+    assert results[1] is None
+    assert at_head.commit == by_branch.commit
+    assert at_head.base_tag == by_branch.base_tag == "release/2026.11.0"
+    assert at_head.commit_time == by_branch.commit_time
+    assert at_head.changes == by_branch.changes
+    assert ("report", "R-02", "renamed") in [
+        (c.kind.value, c.item, c.change) for c in at_head.changes
+    ]
+
+
 def test_commit_time_is_committer_time(git_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(git_repo, "catalogs/kbk/catalog.json")
     monkeypatch.setenv("GIT_AUTHOR_DATE", "2026-11-20T08:00:00Z")
@@ -593,3 +631,34 @@ def test_non_utf8_path_outside_content_is_ignored(git_repo: Path) -> None:
     change_set = collect(git_repo)
 
     assert [change.path for change in change_set.changes] == ["catalogs/kbk/catalog.json"]
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("catalogs/kato/rows.csv", (Kind.CATALOG, "kato")),
+        ("catalogs/README.md", None),
+        ("migrations/0001_init.sql", (Kind.MIGRATION, "0001_init.sql")),
+        ("migrations/0001_init.sqlite.sql", (Kind.MIGRATION, "0001_init.sqlite.sql")),
+        ("migrations/old/0001_init.sql", None),
+        ("migrations/0001_init.txt", None),
+        ("packages/fixes/rounding/fix.json", (Kind.FIX, "rounding")),
+        ("packages/fixes/README.md", None),
+        ("packages/README.md", None),
+        ("packages", None),
+        ("packages/reports/f-1/sql/data.sql", (Kind.REPORT, "f-1")),
+        ("packages/forms/f-2/form.json", (Kind.FORM, "f-2")),
+        ("packages/treasury/mt940/format.json", (Kind.TREASURY, "mt940")),
+        ("docs/catalogs/kato/rows.csv", None),
+        ("./catalogs/kato/rows.csv", (Kind.CATALOG, "kato")),
+        ("catalogs//kato/rows.csv", (Kind.CATALOG, "kato")),
+        ("/catalogs/kato/rows.csv", None),
+        ("", None),
+        (".", None),
+    ],
+)
+def test_classify_paths(path: str, expected: tuple[Kind, str] | None) -> None:
+    content = classify(path)
+
+    found = None if content is None else (content.kind, content.item)
+    assert found == expected
