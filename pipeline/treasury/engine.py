@@ -11,9 +11,10 @@ is an error naming the character, the record and the field. A text value
 with a line break, a tab, a control character, an invisible format character
 (such as U+200B or U+202E) or a line or paragraph separator (U+2028,
 U+2029) is rejected, because it would split, shift or hide part of a line
-of the export. A text value with leading or trailing
-whitespace is rejected too: canonical text has none, and parsing strips it,
-so such a value would not survive the round trip.
+of the export. A text value with leading or trailing whitespace is rejected
+too: canonical text has none, and parsing strips it, so such a value would
+not survive the round trip. So is a record without a value for a field of
+the definition's `required_fields`.
 """
 
 from __future__ import annotations
