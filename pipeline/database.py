@@ -104,6 +104,8 @@ class RunResult:
 
     applied: list[MigrationRun] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # The tables the checks after the migrations covered; None for the whole database.
+    checked_tables: list[str] | None = None
 
 
 class StatementError(MigrationError):
@@ -150,8 +152,12 @@ class Database(abc.ABC):
         """
 
     @abc.abstractmethod
-    def integrity_problems(self) -> list[str]:
-        """Describe every problem of the engine's own integrity check."""
+    def integrity_problems(self, tables: Collection[str] | None = None) -> list[str]:
+        """Describe every problem of the engine's own integrity check.
+
+        `tables` limits the check to those tables and their indexes where the
+        engine can; None checks the whole database.
+        """
 
     @abc.abstractmethod
     def _explain(self, sql: str, names: Sequence[str]) -> None:
@@ -320,9 +326,23 @@ class SQLiteDatabase(Database):
             )
         return violations
 
-    def integrity_problems(self) -> list[str]:
-        rows = [str(row[0]) for row in self.execute("PRAGMA integrity_check")]
-        return [] if rows == ["ok"] else rows
+    def integrity_problems(self, tables: Collection[str] | None = None) -> list[str]:
+        if tables is None or sqlite3.sqlite_version_info < (3, 33, 0):
+            checks = ["PRAGMA integrity_check"]
+        else:
+            # A table argument to integrity_check needs SQLite 3.33.0 or newer.
+            wanted = {table.lower() for table in tables}
+            checks = [
+                f'PRAGMA integrity_check("{table}")'
+                for table in self.tables()
+                if table.lower() in wanted
+            ]
+        problems = []
+        for check in checks:
+            rows = [str(row[0]) for row in self.execute(check)]
+            if rows != ["ok"]:
+                problems.extend(rows)
+        return problems
 
     def _explain(self, sql: str, names: Sequence[str]) -> None:
         self.connection.execute(f"EXPLAIN {sql}", dict.fromkeys(names)).fetchall()
@@ -425,8 +445,11 @@ class PostgresDatabase(Database):
             )
         return violations
 
-    def integrity_problems(self) -> list[str]:
+    def integrity_problems(self, tables: Collection[str] | None = None) -> list[str]:
         """Validate every NOT VALID check and foreign key constraint, then roll back.
+
+        `tables` is not used: the constraints left NOT VALID are few, and each
+        one is validated whatever table it is on.
 
         NOTE: PostgreSQL has no counterpart of PRAGMA integrity_check without
         the amcheck extension, so pages and indexes themselves are not checked.
@@ -717,16 +740,32 @@ _TOUCHES_NO_ROWS = re.compile(
     r"^(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|CREATE\s+VIEW|DROP\s+VIEW|SELECT|ANALYZE)\b",
     re.IGNORECASE,
 )
+# A new table made from a column list has no rows. SQLite checks an added
+# column's constraints against every existing row: it rejects NOT NULL without
+# a default, REFERENCES with a non-NULL default and UNIQUE, and since 3.37.0 it
+# tests CHECK constraints. So neither statement can leave a row that breaks a constraint.
+_CHECKED_BY_ENGINE = re.compile(
+    rf"^(?:CREATE\s+(?:TEMP\w*\s+)?TABLE(?:\s+IF\s+NOT\s+EXISTS)?\s+{_TABLE_NAME}\s*\("
+    rf"|ALTER\s+TABLE\s+{_TABLE_NAME}\s+ADD\b)",
+    re.IGNORECASE,
+)
+_ADD_COLUMN_CHECKED = sqlite3.sqlite_version_info >= (3, 37, 0)
 
 
 def touched_tables(statements: Sequence[Statement]) -> set[str] | None:
-    """Return the tables whose rows or definition the statements change.
+    """Return the tables whose rows or definition the statements change unchecked.
 
-    None means that a statement has a form not recognized here (a trigger, a
-    CTE, ...), so every table must be checked.
+    A new table made from a column list, and a column added with ALTER TABLE,
+    do not count: the engine itself checks that no row breaks their
+    constraints (an added column on SQLite 3.37.0 or newer). None means that
+    a statement has a form not recognized here (a trigger, a CTE, ...), so
+    every table must be checked.
     """
     tables: set[str] = set()
     for statement in statements:
+        checked = _CHECKED_BY_ENGINE.match(statement.sql)
+        if checked and (_ADD_COLUMN_CHECKED or not checked.group(0).upper().startswith("ALTER")):
+            continue
         match = _TOUCHES_TABLE.match(statement.sql)
         if match:
             for name in match.groups():
@@ -918,18 +957,37 @@ def table_row_counts(db: Database) -> dict[str, int]:
     return counts
 
 
-def check_integrity(db: Database) -> list[Finding]:
-    """Run the integrity and foreign key checks; return one finding per problem."""
+def check_integrity(db: Database, tables: Collection[str] | None = None) -> list[Finding]:
+    """Run the integrity and foreign key checks; return one finding per problem.
+
+    `tables` limits both checks to those tables, their indexes and the tables
+    whose foreign keys reference them; None checks the whole database.
+    """
     name = db.label
     findings = [
         Finding(rule="database.integrity", file=name, message=f"integrity check: {problem}")
-        for problem in db.integrity_problems()
+        for problem in db.integrity_problems(tables)
     ]
     findings.extend(
         Finding(rule="database.foreign-key", file=name, message=f"foreign key check: {problem}")
-        for problem in db.foreign_key_violations()
+        for problem in db.foreign_key_violations(tables)
     )
     return findings
+
+
+def changed_tables(db: Database, migrations: Sequence[Migration]) -> set[str] | None:
+    """Return the tables that `migrations` change unchecked, or None when that is not known.
+
+    None when a migration rebuilds tables (it runs with foreign keys off) or
+    has a statement that `touched_tables` does not recognize.
+    """
+    tables: set[str] = set()
+    for migration in migrations:
+        touched = touched_tables(migration_statements(migration, db.engine))
+        if touched is None or migration.rebuilds_tables:
+            return None
+        tables |= touched
+    return tables
 
 
 def needs_own_transaction(migration: Migration, engine: str) -> bool:
@@ -1039,8 +1097,14 @@ def run_migrations(
     migrations: Sequence[Migration],
     bundle_version: str | None = None,
     result: RunResult | None = None,
+    *,
+    checked_before: bool = False,
 ) -> RunResult:
     """Apply every pending migration in order, then run the integrity checks.
+
+    `checked_before` tells that the database passed the full integrity and
+    foreign key checks before the migrations. The checks afterwards then cover
+    only the tables the migrations changed (`changed_tables`), when known.
 
     The migrations run with the transaction boundaries of `apply_pending`.
     Stops at the first failing migration; the ones before it stay applied. A
@@ -1065,7 +1129,11 @@ def run_migrations(
         raise
     _commit_batch(db, batch, result.applied, describe_batch(batch))
     db.reset_session()
-    result.findings.extend(check_integrity(db))
+    tables = changed_tables(db, pending) if checked_before else None
+    if tables is not None:
+        result.checked_tables = sorted(tables)
+        logger.info("%s: integrity checks of the changed tables %s", db.label, sorted(tables))
+    result.findings.extend(check_integrity(db, tables))
     return result
 
 

@@ -39,7 +39,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -60,6 +60,7 @@ from pipeline.database import (
     MigrationRun,
     RunResult,
     StatementError,
+    check_integrity,
     display_name,
     ensure_history,
     open_database,
@@ -79,6 +80,7 @@ from pipeline.migration_lint import (
     used_objects,
 )
 from pipeline.migrations import load_migrations
+from pipeline.sample_checks import SampleChecks, sample_key
 from pipeline.samples import ensure_sample
 
 __all__ = [
@@ -144,6 +146,13 @@ class DatabaseResult:
     error: str | None = None
     # The process id and thread id that ran the dry-run, such as `pid 812 thread 1402`.
     worker: str = ""
+    # True when this run checked the whole sample before the migrations, so the
+    # checks after them covered only the tables they changed.
+    sample_checked: bool = False
+    # The tables that the checks after the migrations covered, None for the
+    # whole database: a sample that passed the full checks before gets only
+    # the tables its migrations changed unchecked.
+    checked_tables: list[str] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DatabaseResult:
@@ -158,6 +167,8 @@ class DatabaseResult:
             findings=[Finding(**finding) for finding in data.get("findings", [])],
             error=data.get("error"),
             worker=data.get("worker", ""),
+            sample_checked=data.get("sample_checked", False),
+            checked_tables=data.get("checked_tables"),
         )
 
 
@@ -202,6 +213,12 @@ class DryRunResult:
             for run in result.applied:
                 mode = "" if run.transactional else ", without a transaction"
                 lines.append(f"  {run.path}: {run.seconds:.3f} s{mode}")
+            if result.checked_tables is not None:
+                scope = ", ".join(result.checked_tables) or "none"
+                lines.append(
+                    f"  checks after the migrations: changed tables only ({scope});"
+                    " the sample passed the full checks before"
+                )
             # A failed migration is also a finding; print its error only once.
             if result.error and not errors_only(result.findings):
                 lines.append(f"  error: {result.error}")
@@ -248,6 +265,10 @@ class _Inputs:
     query_findings: tuple[Finding, ...]
     used: UsedObjects
     bundle_version: str | None
+    # With the cache on, SQLite samples get the full checks once; these sample
+    # files passed them before, so only the changed tables are checked again.
+    use_cache: bool = False
+    checked_samples: frozenset[str] = frozenset()
 
 
 @contextlib.contextmanager
@@ -407,6 +428,21 @@ def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> Da
         passed=False,
     )
     run = RunResult(applied=result.applied, findings=result.findings)
+    checked_before = False
+    if db.engine == "sqlite" and inputs.use_cache:
+        checked_before = str(sample.sqlite_path(config.root).resolve()) in inputs.checked_samples
+        if not checked_before:
+            problems = check_integrity(db)
+            if problems:
+                result.findings.extend(
+                    replace(
+                        finding, message=f"the sample before the migrations: {finding.message}"
+                    )
+                    for finding in problems
+                )
+                result.error = f"{result.database} fails its own integrity checks"
+                return result
+            checked_before = result.sample_checked = True
     try:
         migrations = load_migrations(config.root, db.engine)
         ensure_history(db)
@@ -418,7 +454,8 @@ def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> Da
             lock_timeout_ms=config.lock_timeout_ms if db.engine == "postgresql" else None,
         )
         result.findings.extend(lint_migrations(pending, context))
-        run_migrations(db, migrations, inputs.bundle_version, run)
+        run_migrations(db, migrations, inputs.bundle_version, run, checked_before=checked_before)
+        result.checked_tables = run.checked_tables
     except StatementError as exc:
         result.error = str(exc)
         result.findings.append(
@@ -541,6 +578,12 @@ def _cache_key(sample: SampleDatabase, inputs: _Inputs) -> str | None:
     return inputs_key(entries, extra)
 
 
+def _sample_keys(root: Path, samples: Sequence[SampleDatabase]) -> dict[str, str | None]:
+    """Return {resolved file: key} of the SQLite samples, taken before any copy is made."""
+    paths = [sample.sqlite_path(root) for sample in samples if sample.engine == "sqlite"]
+    return {str(path.resolve()): sample_key(path) for path in paths}
+
+
 def _run_samples(
     samples: Sequence[SampleDatabase], inputs: _Inputs, jobs: int
 ) -> list[DatabaseResult]:
@@ -638,12 +681,21 @@ def dry_run(
         _check_empty(config, databases, shard, allow_empty_shard)
         return DryRunResult([], shard, empty_shard=True)
     queries, query_findings = load_report_queries(config.root)
+    sample_checks = SampleChecks(config.root) if use_cache else None
+    sample_keys = _sample_keys(config.root, samples) if use_cache else {}
+    checked = frozenset(
+        path
+        for path, key in sample_keys.items()
+        if sample_checks is not None and sample_checks.passed(Path(path), key)
+    )
     inputs = _Inputs(
         config,
         tuple(queries),
         tuple(query_findings),
         used_objects(config.root, queries),
         bundle_version,
+        use_cache=use_cache,
+        checked_samples=checked,
     )
     cache = ResultCache(cache_path(config.root, "dry-run")) if use_cache else None
     keys: dict[int, str] = {}
@@ -669,7 +721,12 @@ def dry_run(
                 cache.put_record(redact_url(sample.url), keys[index], asdict(result))
         else:
             logger.info("dry-run on %s: reused the cached result", result.database)
+        if sample_checks is not None and result.sample_checked:
+            path = str(sample.sqlite_path(config.root).resolve())
+            sample_checks.record(Path(path), sample_keys.get(path))
         results.append(_finish(result, inputs))
     if cache is not None:
         cache.save()
+    if sample_checks is not None:
+        sample_checks.save()
     return DryRunResult(results, shard, cached=len(reused))

@@ -28,10 +28,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline.config import SAMPLE_SIZES, Config, SampleDatabase
-from pipeline.database import HISTORY_TABLE, Database, open_database, redact_url, run_migrations
+from pipeline.database import (
+    HISTORY_TABLE,
+    Database,
+    check_integrity,
+    open_database,
+    redact_url,
+    run_migrations,
+)
 from pipeline.errors import ConfigError, MigrationError
 from pipeline.fsutil import atomic_output
 from pipeline.migrations import Migration, load_migrations
+from pipeline.sample_checks import SampleChecks
 
 logger = logging.getLogger(__name__)
 
@@ -421,7 +429,27 @@ def generate_sample(root: Path, path: Path, size: str, upto: str | None = None) 
             raise MigrationError(f"filling sample {path} failed: {exc}") from exc
         finally:
             db.close()
+    _check_sample(root, path)
     return path
+
+
+def _check_sample(root: Path, path: Path) -> None:
+    """Run the full integrity and foreign key checks on a built sample, and record the pass.
+
+    The record lets later dry-runs of this very file check only the tables
+    their migrations change (pipeline.sample_checks).
+
+    Raises:
+        MigrationError: the sample fails a check, which the generator must never cause.
+    """
+    with open_database(f"sqlite:///{path.resolve()}", root) as db:
+        problems = check_integrity(db)
+    if problems:
+        shown = "; ".join(finding.message for finding in problems[:5])
+        raise MigrationError(f"generated sample {path} fails its own checks: {shown}")
+    checks = SampleChecks(root)
+    checks.record(path)
+    checks.save()
 
 
 def generate_postgres_sample(root: Path, url: str, size: str, upto: str | None = None) -> str:

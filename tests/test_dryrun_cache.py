@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,9 @@ import pytest
 from pipeline import dryrun
 from pipeline.cache import CACHE_FOLDER, EDGE_BYTES, MISSING, WHOLE_HASH_BYTES, file_identity
 from pipeline.config import Config, SampleDatabase
+from pipeline.database import SQLiteDatabase
 from pipeline.dryrun import DatabaseResult, dry_run
+from pipeline.sample_checks import SampleChecks
 from pipeline.samples import generate_sample
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -70,9 +73,114 @@ def test_cache_off_runs_every_time(config: Config, runs: list[str]) -> None:
 
 
 def test_cache_off_writes_no_file(config: Config, runs: list[str]) -> None:
+    shutil.rmtree(config.root / CACHE_FOLDER)
+
     dry_run(config)
 
     assert not (config.root / CACHE_FOLDER).exists()
+
+
+# --------------------------------------------------------------------------- sample checks
+
+
+@pytest.fixture
+def integrity_calls(monkeypatch: pytest.MonkeyPatch) -> list[set[str] | None]:
+    """The `tables` argument of every SQLite integrity check, in order."""
+    calls: list[set[str] | None] = []
+    original = SQLiteDatabase.integrity_problems
+
+    def recording(self: SQLiteDatabase, tables: Collection[str] | None = None) -> list[str]:
+        calls.append(None if tables is None else set(tables))
+        return original(self, tables)
+
+    monkeypatch.setattr(SQLiteDatabase, "integrity_problems", recording)
+    return calls
+
+
+def test_generated_sample_is_recorded_checked(config: Config) -> None:
+    sample = config.root / "sample.sqlite"
+
+    assert SampleChecks(config.root).passed(sample)
+
+
+def test_checked_sample_gets_changed_tables_only(
+    config: Config, integrity_calls: list[set[str] | None]
+) -> None:
+    result = dry_run(config, use_cache=True)
+
+    assert result.passed
+    assert not result.results[0].sample_checked
+    # 0002 adds a table and a column, 0003 adds a table: SQLite checked those itself.
+    assert integrity_calls == [set()]
+    assert result.results[0].checked_tables == []
+    assert (
+        "  checks after the migrations: changed tables only (none);"
+        " the sample passed the full checks before"
+    ) in result.summary()
+
+
+def test_migration_writing_rows_checks_that_table(
+    config: Config, integrity_calls: list[set[str] | None]
+) -> None:
+    (config.root / "migrations" / "0004_touch_names.sql").write_text(
+        "UPDATE organizations SET name_ru = name_ru || '' WHERE id < 10;\n", encoding="utf-8"
+    )
+
+    result = dry_run(config, use_cache=True)
+
+    assert result.passed
+    assert integrity_calls == [{"organizations"}]
+
+
+def test_unchecked_sample_checked_whole_first(
+    config: Config, integrity_calls: list[set[str] | None]
+) -> None:
+    shutil.rmtree(config.root / CACHE_FOLDER)
+
+    first = dry_run(config, use_cache=True)
+    second = dry_run(config, use_cache=True)
+
+    assert first.results[0].sample_checked
+    assert second.cached == 1
+    assert integrity_calls == [None, set()]
+    assert SampleChecks(config.root).passed(config.root / "sample.sqlite")
+
+
+def test_changed_sample_checked_whole_again(
+    config: Config, integrity_calls: list[set[str] | None]
+) -> None:
+    sample = config.root / "sample.sqlite"
+    connection = sqlite3.connect(sample, isolation_level=None)
+    connection.execute("UPDATE organizations SET name_ru = 'x' WHERE id = 1")
+    connection.close()
+
+    result = dry_run(config, use_cache=True)
+
+    assert result.results[0].sample_checked
+    assert integrity_calls[0] is None
+
+
+def test_sample_failing_own_checks_fails_dry_run(config: Config) -> None:
+    sample = config.root / "sample.sqlite"
+    connection = sqlite3.connect(sample, isolation_level=None)
+    connection.execute("PRAGMA foreign_keys = OFF")
+    connection.execute(
+        "DELETE FROM organizations WHERE id = (SELECT organization_id FROM accounts LIMIT 1)"
+    )
+    connection.close()
+
+    result = dry_run(config, use_cache=True)
+
+    outcome = result.results[0]
+    assert not result.passed
+    assert outcome.error == "sample.sqlite fails its own integrity checks"
+    assert outcome.applied == []
+    assert outcome.findings[0].rule == "database.foreign-key"
+    assert outcome.findings[0].message.startswith(
+        "the sample before the migrations: foreign key check: table accounts foreign key"
+        " (organization_id) -> organizations(id)"
+    )
+    assert not SampleChecks(config.root).passed(sample)
 
 
 def test_changed_migration_runs_again(config: Config, runs: list[str]) -> None:

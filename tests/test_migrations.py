@@ -430,8 +430,35 @@ def test_touched_tables_limit_foreign_key_check() -> None:
         "INSERT OR REPLACE INTO \"knp\" VALUES ('010', 'x');\n",
         "sqlite",
     )
-    assert touched_tables(statements) == {"kbk", "payments", "old_name", "new_name", "knp"}
+    # The new table has no rows, and SQLite checks the added column against every row.
+    assert touched_tables(statements) == {"old_name", "new_name", "knp"}
+    copied = split_statements("CREATE TABLE kbk_copy AS SELECT * FROM kbk;\n", "sqlite")
+    assert touched_tables(copied) == {"kbk_copy"}
     trigger = split_statements(
         "CREATE TRIGGER t AFTER INSERT ON payments BEGIN DELETE FROM knp; END;", "sqlite"
     )
     assert touched_tables(trigger) is None
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        "b INTEGER DEFAULT 5 CHECK (b < 3)",
+        "b INTEGER NOT NULL",
+        "b INTEGER REFERENCES parent (id) DEFAULT 7",
+        "b INTEGER DEFAULT 1 UNIQUE",
+    ],
+)
+def test_sqlite_checks_added_column_against_rows(column: str) -> None:
+    # touched_tables leaves ADD COLUMN out of the checks after a migration
+    # because SQLite rejects a column that an existing row would break.
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+    connection.execute("CREATE TABLE child (a INTEGER)")
+    connection.execute("INSERT INTO child VALUES (1)")
+
+    with pytest.raises(sqlite3.OperationalError):
+        connection.execute(f"ALTER TABLE child ADD COLUMN {column}")
+    assert [row[1] for row in connection.execute("PRAGMA table_info(child)")] == ["a"]
+
