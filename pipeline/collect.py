@@ -143,19 +143,16 @@ def collect(repo: Path, rev: str = "HEAD", before: Version | None = None) -> Cha
     """
     with _open_repo(repo) as handle:
         base: tuple[str, str] | None
-        quick = _quick_range(handle, rev, before)
+        quick = _quick_range(handle, repo, rev, before)
         if quick is not None:
-            commit, base, entries, history = quick
+            commit, base, pending, history = quick
         else:
             commit, tags = _resolve_and_list_tags(handle, repo, rev, before)
             base = _find_base(handle, repo, commit, tags, include_own=before is not None)
             entries, history = _entries_and_history(handle, base[1] if base else None, commit)
+            pending = _content_changes(repo, entries)
         base_tag, base_commit = base if base is not None else (None, None)
-        changes = []
-        for entry in entries:
-            change = _to_change(repo, entry, history)
-            if change is not None:
-                changes.append(change)
+        changes = [_with_commits(change, history) for change in pending]
         changes.sort(key=lambda c: (_KIND_ORDER[c.kind], c.path))
         commit_time = history.times.get(commit)
         if commit_time is None:
@@ -289,8 +286,8 @@ _HEX_ID = frozenset("0123456789abcdef")
 
 
 def _quick_range(
-    handle: git.Repo, rev: str, before: Version | None
-) -> tuple[str, tuple[str, str], list[_Entry], _History] | None:
+    handle: git.Repo, repo: Path, rev: str, before: Version | None
+) -> tuple[str, tuple[str, str], list[_Pending], _History] | None:
     """Read the usual case in one round of git processes; return None for any other case.
 
     The usual case: `rev` is HEAD or a full commit id, and the highest release
@@ -322,7 +319,10 @@ def _quick_range(
         history_future = pool.submit(_read_history, handle, f"{base}..{commit}")
         ids = _try_rev_parse(handle, f"{commit}^{{commit}}", base)
         try:
-            entries, history = entries_future.result(), history_future.result()
+            # The tree diff usually ends first, so its paths are classified
+            # while the history is still being read.
+            pending = _content_changes(repo, entries_future.result())
+            history = history_future.result()
         except CollectError as exc:
             log.debug("quick range failed (%s); collecting step by step", exc)
             return None
@@ -331,11 +331,11 @@ def _quick_range(
     tagged = ids[1]
     if tagged == commit:
         # A tag on the release commit is the base only for a build below its version.
-        return (commit, (tag, tagged), entries, history) if before is not None else None
+        return (commit, (tag, tagged), pending, history) if before is not None else None
     if tagged not in history.boundary:
         return None
     log.debug("base tag is %s at %s (version %s)", tag, tagged, tags[0][0])
-    return commit, (tag, tagged), entries, history
+    return commit, (tag, tagged), pending, history
 
 
 def _release_tags_from_files(
@@ -524,8 +524,33 @@ _CHANGE_TYPES: dict[str, ChangeType] = {
 }
 
 
-def _to_change(repo: Path, entry: _Entry, history: _History) -> Change | None:
-    """Turn a diff entry into a Change, or return None when it touches no content path."""
+@dataclass(frozen=True)
+class _Pending:
+    """A content change from the tree diff, before the history names its commits."""
+
+    kind: Kind
+    item: str
+    change: ChangeType
+    path: str
+    old_path: str | None
+
+
+def _content_changes(repo: Path, entries: list[_Entry]) -> list[_Pending]:
+    """Keep the diff entries that touch content, classified; see `_classify_entry`."""
+    pending = []
+    for entry in entries:
+        change = _classify_entry(repo, entry)
+        if change is not None:
+            pending.append(change)
+    return pending
+
+
+def _classify_entry(repo: Path, entry: _Entry) -> _Pending | None:
+    """Classify a diff entry as a content change, or return None when it touches no content path.
+
+    Raises:
+        CollectError: git printed an unknown status, or a content path is not UTF-8.
+    """
     status, path, old_path = entry
     change = _CHANGE_TYPES.get(status)
     if change is None:
@@ -547,15 +572,20 @@ def _to_change(repo: Path, entry: _Entry, history: _History) -> Change | None:
                 f"{repo}: content path {checked!r} is not valid UTF-8;"
                 " rename it to a UTF-8 name and commit again"
             )
-    commits = set(history.by_path.get(path, []))
-    if old_path is not None:
-        commits.update(history.by_path.get(old_path, []))
+    return _Pending(content.kind, content.item, change, path, old_path)
+
+
+def _with_commits(pending: _Pending, history: _History) -> Change:
+    """Return the Change of `pending` with the commits of the range that touched its paths."""
+    commits = set(history.by_path.get(pending.path, []))
+    if pending.old_path is not None:
+        commits.update(history.by_path.get(pending.old_path, []))
     return Change(
-        kind=content.kind,
-        item=content.item,
-        change=change,
-        path=path,
-        old_path=old_path,
+        kind=pending.kind,
+        item=pending.item,
+        change=pending.change,
+        path=pending.path,
+        old_path=pending.old_path,
         commits=tuple(sorted(commits, key=history.position.__getitem__)),
     )
 
