@@ -1477,18 +1477,19 @@ def treasury_record(
 @task(
     help={
         "repo": REPO_HELP,
-        "rev": "release commit whose changed reports and forms are previewed (default: HEAD)",
+        "rev": "render the reports and forms of this commit, changed since the release"
+        " before it (default: the work tree, changed up to HEAD)",
         "database": "sample database URL (default: the first configured sample database)",
-        "out": "folder for the HTML pages (default: dist/preview)",
+        "out": "folder for the HTML pages, replaced by each run (default: dist/preview)",
         "all": "preview every report and form, changed or not",
-        "json": "write the pages by item and language to this JSON file",
+        "json": "write the commit and the pages by item and language to this JSON file",
     }
 )
 @guarded()
 def report_preview(
     c: Context,
     repo: str = ".",
-    rev: str = "HEAD",
+    rev: str | None = None,
     database: str | None = None,
     out: str = "dist/preview",
     all: bool = False,
@@ -1497,12 +1498,13 @@ def report_preview(
     """Render changed reports and forms in kk and ru to HTML with sample data."""
     from pipeline.preview import preview_changed
 
-    pages = preview_changed(Path(repo), Path(out), rev=rev, database_url=database, every=all)
-    for item, by_language in pages.items():
+    previews = preview_changed(Path(repo), Path(out), rev=rev, database_url=database, every=all)
+    for item, by_language in previews.pages.items():
         print(f"  {item}: {', '.join(str(path) for path in by_language.values())}")
-    print(f"previewed {len(pages)} report(s) and form(s) into {out}")
+    source = f"commit {previews.commit}" if previews.commit else "the work tree"
+    print(f"previewed {len(previews.pages)} report(s) and form(s) of {source} into {out}")
     if json:
-        write_json_report(Path(json), pages)
+        write_json_report(Path(json), {"commit": previews.commit, "pages": previews.pages})
 
 
 treasury = Collection("treasury")

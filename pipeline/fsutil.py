@@ -1,9 +1,10 @@
-"""Write files whole or not at all."""
+"""Write files and folders whole or not at all."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,3 +40,34 @@ def atomic_output(path: Path, mode: int = 0o644) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(path: Path, mode: int = 0o755) -> Iterator[Path]:
+    """Yield an empty folder beside `path`; swap it in for `path` when the block succeeds.
+
+    The old folder is removed after the swap. When the block raises, the new
+    folder is removed and `path` keeps its old content. The swap is two
+    renames, so another process may find `path` missing for a moment between them.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield staging
+        os.chmod(staging, mode)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if not path.exists():
+        os.replace(staging, path)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+    os.replace(path, old / path.name)
+    try:
+        os.replace(staging, path)
+    except BaseException:
+        os.replace(old / path.name, path)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)

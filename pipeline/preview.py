@@ -8,13 +8,20 @@ names the query output shown on each language's page, such as `name_kk` on
 the kk page beside `name_ru` on the ru page.
 Amounts of a `money` column are stored in tiyn and shown in tenge with two
 decimals.
+
+`preview_changed` renders the definitions of a commit (exported from git, so
+uncommitted edits stay out) or of the work tree, into a new folder that
+replaces the output folder only when every page was written.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import re
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -29,9 +36,10 @@ from pipeline.database import Database, display_name, open_database
 from pipeline.dates import format_date
 from pipeline.definitions import load_definition
 from pipeline.errors import ConfigError, ValidationError
-from pipeline.fsutil import atomic_write_text
+from pipeline.fsutil import atomic_folder, atomic_write_text
 from pipeline.migrations import replace_parameters
 from pipeline.samples import generate_sample
+from pipeline.snapshot import export_commit
 from pipeline.text import LANGUAGES
 
 logger = logging.getLogger(__name__)
@@ -48,6 +56,7 @@ _WORDS = {
         "rows": "Жолдар: {shown} (барлығы {total})",
         "empty": "Деректер жоқ.",
         "source": "Алдын ала қарау: {database} үлгі дерекқоры",
+        "commit": "Коммит: {commit}",
     },
     "ru": {
         "basis": "Основание",
@@ -57,15 +66,41 @@ _WORDS = {
         "rows": "Строк: {shown} (всего {total})",
         "empty": "Нет данных.",
         "source": "Предварительный просмотр: образец базы данных {database}",
+        "commit": "Коммит: {commit}",
     },
 }
 _DEFAULTS: dict[str, Any] = {"integer": 1, "decimal": 0, "string": "", "boolean": False}
+# The names of the pages `render_preview` writes, such as `report-knp.kk.html`.
+_PAGE_NAME = re.compile(r"(?:report|form)-[^/]+\.(?:kk|ru)\.html")
+
+
+@dataclass(frozen=True)
+class Previews:
+    """The pages of one preview run by `kind/code` and language, and the commit rendered.
+
+    `commit` is the full id of the commit whose definitions were rendered, or
+    None when they were read from the work tree.
+    """
+
+    commit: str | None
+    pages: dict[str, dict[str, Path]]
 
 
 def render_preview(
-    root: Path, kind: Kind, code: str, database_url: str, out_dir: Path
+    root: Path,
+    kind: Kind,
+    code: str,
+    database_url: str,
+    out_dir: Path,
+    *,
+    database_root: Path | None = None,
+    commit: str | None = None,
 ) -> dict[str, Path]:
     """Write `<out_dir>/<kind>-<code>.<language>.html` per language; return them by language.
+
+    The definition is read from `root`. A relative SQLite path in
+    `database_url` is taken from `database_root` (default: `root`). A page
+    names `commit` when one is given.
 
     Raises:
         ConfigError: `kind` is not a report or a form.
@@ -79,12 +114,12 @@ def render_preview(
     kind = Kind(kind)
     definition = load_definition(root, kind, code)
     parameters = preview_parameters(definition)
-    with open_database(database_url, root) as db:
+    with open_database(database_url, database_root or root) as db:
         names, rows = _run_query(db, definition, parameters, f"{kind}/{code}")
         database = display_name(database_url)
     pages: dict[str, Path] = {}
     for language in LANGUAGES:
-        page = render_page(definition, language, parameters, names, rows, database)
+        page = render_page(definition, language, parameters, names, rows, database, commit=commit)
         path = out_dir / f"{kind.value}-{code}.{language}.html"
         atomic_write_text(path, page)
         pages[language] = path
@@ -96,37 +131,80 @@ def preview_changed(
     root: Path,
     out_dir: Path,
     *,
-    rev: str = "HEAD",
+    rev: str | None = None,
     database_url: str | None = None,
     every: bool = False,
-) -> dict[str, dict[str, Path]]:
+) -> Previews:
     """Preview each report and form changed since the last release (or every one).
 
-    Without `database_url` the first configured sample database is used, and a
-    missing SQLite sample with a `generate` size is generated first. Returns the
-    pages by `kind/code` and language; a deleted item has no preview.
+    With `rev`, the definitions of that commit are rendered and the changes
+    are counted up to it. Without it, the work tree's definitions are
+    rendered, uncommitted edits included, and the changes are counted up to
+    HEAD. The pages replace the content of `out_dir` only when all of them
+    were written, so pages of an earlier run never stay beside new ones.
+    Without `database_url` the first configured sample database of `root` is
+    used, and a missing SQLite sample with a `generate` size is generated
+    first. A deleted item has no preview.
 
     Raises:
-        ConfigError: no sample database is configured or given.
-        CollectError: the change set cannot be collected.
+        ConfigError: no sample database is configured or given, or `out_dir`
+            contains files that are not preview pages.
+        CollectError: the change set cannot be collected or `rev` cannot be exported.
         ValidationError: a definition fails its checks or its query fails.
     """
-    items: list[tuple[Kind, str]] = []
-    for kind in (Kind.REPORT, Kind.FORM):
-        if every:
-            codes = list_items(root, kind)
-        else:
-            changed = collect(root, rev).items(kind)
-            codes = [code for code in changed if definition_path(root, kind, code).is_file()]
-        items += [(kind, code) for code in codes]
+    _check_output_folder(out_dir)
+    commit: str | None = None
+    changed = None
+    if rev is not None or not every:
+        changed = collect(root, rev or "HEAD")
+    with tempfile.TemporaryDirectory(prefix="preview-") as work:
+        content = root
+        if rev is not None and changed is not None:
+            commit = changed.commit
+            content = export_commit(root, commit, Path(work) / "content")
+        items: list[tuple[Kind, str]] = []
+        for kind in (Kind.REPORT, Kind.FORM):
+            if every or changed is None:
+                codes = list_items(content, kind)
+            else:
+                codes = [
+                    code
+                    for code in changed.items(kind)
+                    if definition_path(content, kind, code).is_file()
+                ]
+            items += [(kind, code) for code in codes]
+        url = (database_url or _configured_sample(root)) if items else ""
+        with atomic_folder(out_dir) as staging:
+            pages = {
+                f"{kind.value}/{code}": render_preview(
+                    content, kind, code, url, staging, database_root=root, commit=commit
+                )
+                for kind, code in items
+            }
     if not items:
         logger.info("no changed report or form to preview")
-        return {}
-    url = database_url or _configured_sample(root)
-    return {
-        f"{kind.value}/{code}": render_preview(root, kind, code, url, out_dir)
-        for kind, code in items
+    where = f"commit {commit[:12]}" if commit else "the work tree"
+    logger.info("previewed %d item(s) of %s into %s", len(pages), where, out_dir)
+    final = {
+        item: {language: out_dir / path.name for language, path in by_language.items()}
+        for item, by_language in pages.items()
     }
+    return Previews(commit=commit, pages=final)
+
+
+def _check_output_folder(out_dir: Path) -> None:
+    """Reject an output folder that contains anything but preview pages, which the run replaces."""
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file; expected a folder for the preview pages")
+    for path in sorted(out_dir.iterdir()):
+        if not (path.is_file() and _PAGE_NAME.fullmatch(path.name)):
+            raise ConfigError(
+                f"{out_dir} contains {path.name!r}, which is not a preview page; expected an"
+                " empty folder or one of earlier previews, because the previews replace the"
+                " folder"
+            )
 
 
 def _configured_sample(root: Path) -> str:
@@ -190,8 +268,10 @@ def render_page(
     names: Sequence[str],
     rows: Sequence[Sequence[Any]],
     database: str,
+    *,
+    commit: str | None = None,
 ) -> str:
-    """Return the HTML page of one language."""
+    """Return the HTML page of one language; it names `commit` when one is given."""
     words = _WORDS[language]
     title = definition["title"][language]
     basis = definition["legal_basis"]
@@ -245,6 +325,8 @@ def render_page(
     count = words["rows"].format(shown=min(len(rows), MAX_ROWS), total=len(rows))
     parts.append(f'<p class="rows">{_e(count)}</p>')
     parts.append(f'<p class="source">{_e(words["source"].format(database=database))}</p>')
+    if commit:
+        parts.append(f'<p class="commit">{_e(words["commit"].format(commit=commit[:12]))}</p>')
     parts += ["</body>", "</html>"]
     return "\n".join(parts) + "\n"
 

@@ -15,7 +15,13 @@ from pipeline.content import Kind
 from pipeline.database import open_database, run_migrations
 from pipeline.errors import ConfigError, ValidationError
 from pipeline.migrations import load_migrations
-from pipeline.preview import format_cell, preview_changed, preview_parameters, render_preview
+from pipeline.preview import (
+    Previews,
+    format_cell,
+    preview_changed,
+    preview_parameters,
+    render_preview,
+)
 from pipeline.samples import generate_sample
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -143,13 +149,13 @@ def test_only_changed_items_previewed(git_repo: Path, sample_url: str, tmp_path:
     path.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
     git(git_repo, "commit", "-q", "-am", "Retitle the report")
 
-    pages = preview_changed(git_repo, tmp_path / "preview", database_url=sample_url)
-    assert list(pages) == [f"report/{REPORT}"]
-    ru = pages[f"report/{REPORT}"]["ru"].read_text(encoding="utf-8")
+    previews = preview_changed(git_repo, tmp_path / "preview", database_url=sample_url)
+    assert list(previews.pages) == [f"report/{REPORT}"]
+    ru = previews.pages[f"report/{REPORT}"]["ru"].read_text(encoding="utf-8")
     assert "Ежемесячный отчёт по кодам назначения платежа" in ru
 
     every = preview_changed(git_repo, tmp_path / "all", database_url=sample_url, every=True)
-    assert sorted(every) == [f"form/{FORM}", f"report/{REPORT}"]
+    assert sorted(every.pages) == [f"form/{FORM}", f"report/{REPORT}"]
 
 
 @pytest.mark.postgres
@@ -176,3 +182,106 @@ def test_report_preview_on_postgresql(postgres_database: str, tmp_path: Path) ->
     ru = pages["ru"].read_text(encoding="utf-8")
     assert "<tr><td>311</td><td>Заработная плата</td>" in ru
     assert "1\u00a0234,56" in ru
+
+
+def set_ru_caption(repo: Path, caption: str) -> None:
+    path = repo / "packages/reports" / REPORT / "report.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["captions"]["ru"]["knp_code"] = caption
+    path.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+@pytest.fixture
+def report_history(git_repo: Path) -> dict[str, str]:
+    """A repository whose report caption differs at HEAD~1, HEAD and in the work tree."""
+    for kind, code in (("reports", REPORT), ("forms", FORM)):
+        shutil.copytree(REPO_ROOT / "packages" / kind / code, git_repo / "packages" / kind / code)
+    git(git_repo, "add", "-A")
+    git(git_repo, "commit", "-q", "-m", "Add a report and a form")
+    set_ru_caption(git_repo, "Код КНП в коммите")
+    git(git_repo, "commit", "-q", "-am", "Recaption the report")
+    set_ru_caption(git_repo, "Код КНП без коммита")
+    return {
+        "HEAD~1": git(git_repo, "rev-parse", "HEAD~1").strip(),
+        "HEAD": git(git_repo, "rev-parse", "HEAD").strip(),
+    }
+
+
+def ru_caption(previews: Previews) -> str:
+    page = previews.pages[f"report/{REPORT}"]["ru"].read_text(encoding="utf-8")
+    start = page.index('<th data-column="knp_code">') + len('<th data-column="knp_code">')
+    return page[start : page.index("</th>", start)]
+
+
+def test_preview_rev_renders_that_commit(
+    git_repo: Path, report_history: dict[str, str], sample_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "preview"
+    previous = preview_changed(git_repo, out, rev="HEAD~1", database_url=sample_url, every=True)
+    assert previous.commit == report_history["HEAD~1"]
+    assert ru_caption(previous) == "Код КНП"
+    head = preview_changed(git_repo, out, rev="HEAD", database_url=sample_url, every=True)
+    assert head.commit == report_history["HEAD"]
+    assert ru_caption(head) == "Код КНП в коммите"
+    page = head.pages[f"report/{REPORT}"]["ru"].read_text(encoding="utf-8")
+    assert f'<p class="commit">Коммит: {report_history["HEAD"][:12]}</p>' in page
+
+
+def test_preview_without_rev_renders_work_tree(
+    git_repo: Path, report_history: dict[str, str], sample_url: str, tmp_path: Path
+) -> None:
+    previews = preview_changed(git_repo, tmp_path / "out", database_url=sample_url, every=True)
+    assert previews.commit is None
+    assert ru_caption(previews) == "Код КНП без коммита"
+    page = previews.pages[f"report/{REPORT}"]["ru"].read_text(encoding="utf-8")
+    assert 'class="commit"' not in page
+
+
+def test_preview_replaces_earlier_pages(
+    git_repo: Path, report_history: dict[str, str], sample_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "preview"
+    out.mkdir()
+    stale = out / "report-retired.ru.html"
+    stale.write_text("<p>old</p>", encoding="utf-8")
+    previews = preview_changed(git_repo, out, rev="HEAD", database_url=sample_url, every=True)
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"form-{FORM}.kk.html",
+        f"form-{FORM}.ru.html",
+        f"report-{REPORT}.kk.html",
+        f"report-{REPORT}.ru.html",
+    ]
+    assert previews.pages[f"report/{REPORT}"]["kk"] == out / f"report-{REPORT}.kk.html"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["content", "preview"]
+
+
+def test_failed_preview_keeps_earlier_output(
+    git_repo: Path, report_history: dict[str, str], sample_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "preview"
+    preview_changed(git_repo, out, database_url=sample_url, every=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    path = git_repo / "packages/forms" / FORM / "form.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["query"] = document["query"].replace("p.purpose", "p.purpos")
+    path.write_text(json.dumps(document, ensure_ascii=False, indent=2), encoding="utf-8")
+    set_ru_caption(git_repo, "Код КНП после ошибки")
+    with pytest.raises(ValidationError, match=f"form/{FORM}: the query failed"):
+        preview_changed(git_repo, out, database_url=sample_url, every=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["content", "preview"]
+
+
+def test_preview_rejects_folder_of_other_files(
+    git_repo: Path, report_history: dict[str, str], sample_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "dist"
+    out.mkdir()
+    (out / "bundle.7z").write_bytes(b"7z")
+    with pytest.raises(ConfigError) as caught:
+        preview_changed(git_repo, out, database_url=sample_url, every=True)
+    assert str(caught.value) == (
+        f"{out} contains 'bundle.7z', which is not a preview page; expected an empty"
+        " folder or one of earlier previews, because the previews replace the folder"
+    )
+    assert (out / "bundle.7z").read_bytes() == b"7z"
