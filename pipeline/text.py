@@ -12,7 +12,9 @@ the offending word or character:
 4. a word that mixes Latin and Cyrillic letters, such as a Latin `i` typed
    for the Kazakh `і`, or a Latin `o`, `c`, `a`, `e`, `p`, `x` inside a Cyrillic word;
 5. mojibake: KZ-1048 bytes read as CP1251 ("Ќазаќстан" for "Қазақстан"), and
-   UTF-8 bytes read as CP1251 ("РџР»Р°С‚РµР¶"), CP1252 or Latin-1 ("ÐŸÐ»Ð°Ñ‚");
+   UTF-8 bytes read as CP1251 ("РџР»Р°С‚РµР¶"), CP1252 or Latin-1 ("ÐŸÐ»Ð°Ñ‚"),
+   one misreading per word; a word in Ukrainian spelling ("Київ") is not
+   taken for KZ-1048 mojibake;
 6. unbalanced «» quotes;
 7. a kk text and its ru text with different placeholders (`{name}`, `{0}`,
    `{}`, `%s`, `%(name)s`), and, reported apart, the same placeholder with
@@ -81,18 +83,29 @@ _KZ1048_AS_CP1251 = "".join(
     .replace("І", "")
 )
 _KZ1048_MARKER = re.compile(f"[{_KZ1048_AS_CP1251}]")
+# Ukrainian letters among those characters: є ї ґ are also how the KZ-1048
+# letters ғ ү ө look in CP1251, so a Ukrainian name in a CP1251 file looks like
+# mojibake at first sight ("Київ" would repair to "Киүв").
+_UKRAINIAN_ONLY = frozenset("єїґЄЇҐ")
+_UKRAINIAN_LETTERS = frozenset(
+    "абвгдежзийклмнопрстуфхцчшщьюяєіїґ" + "абвгдежзийклмнопрстуфхцчшщьюяєіїґ".upper()
+)
+_UKRAINIAN_VOWELS = frozenset("аеєиіїоуюя" + "аеєиіїоуюя".upper())
+_APOSTROPHES = "'’ʼ"
 
-# A two-byte UTF-8 Cyrillic letter starts with byte 0xD0 or 0xD1 and goes on
-# with a byte in 0x80-0xBF. Read as CP1251 that is Р or С followed by a
-# character of that range, and read as CP1252 (or Latin-1) it is Ð or Ñ
-# followed by one. Kazakh letters start with 0xD2 or 0xD3 (Ò, Ó) as well.
+# A two-byte UTF-8 Cyrillic letter starts with byte 0xD0 or 0xD1, or 0xD2 or
+# 0xD3 for the Kazakh letters, and goes on with a byte in 0x80-0xBF. Read as
+# CP1251 that is Р, С, Т or У followed by a character of that range, and read
+# as CP1252 (or Latin-1) it is Ð, Ñ, Ò or Ó followed by one.
 _CP1251_HIGH = bytes(range(0x80, 0xC0)).decode("cp1251", errors="ignore")
-_UTF8_AS_CP1251 = re.compile(f"[РС][{re.escape(_CP1251_HIGH)}]")
+_UTF8_AS_CP1251 = re.compile(f"[РСТУ][{re.escape(_CP1251_HIGH)}]")
 _LATIN1_HIGH = bytes(range(0x80, 0xC0)).decode("cp1252", errors="ignore") + "".join(
     map(chr, range(0x80, 0xC0))
 )
 _UTF8_AS_LATIN1 = re.compile(f"[ÐÑÒÓ][{re.escape(_LATIN1_HIGH)}]")
-_TOKEN = re.compile(r"\S+")
+# Words are split at ASCII whitespace only: UTF-8 "Р" is the bytes 0xD0 0xA0,
+# which CP1251 shows as "Р" and a no-break space.
+_TOKEN = re.compile(r"[^ \t\n\r\f\v]+")
 # JSON paths of texts that may span lines: a description and its parts.
 _MULTILINE_PATH = re.compile(r"\.description(?:[.\[]|$)")
 _LINE_BREAK = re.compile("\n")
@@ -374,37 +387,45 @@ def _describe_mixed_word(word: str, language: Language) -> str:
     return f"{problem}; expected {repaired!r}"
 
 
+# The misreadings the lint recognizes, as (written as, shown as, codec shown
+# as, marker), tried in this order on each word. A word that decodes as
+# UTF-8 is taken for UTF-8 first: a strict multi-byte decode that yields
+# Cyrillic letters is strong evidence, while the KZ-1048 repair turns almost
+# any CP1251 text into letters ("РћРїР»Р°С‚Р°" into "РһРүР»Р°С‚Р°").
+_MISREADINGS: tuple[tuple[str, str, str, re.Pattern[str]], ...] = (
+    ("utf-8", "CP1251", "cp1251", _UTF8_AS_CP1251),
+    # CP1252 leaves five bytes undefined, and a reader that fell back to
+    # Latin-1 shows them as C1 controls.
+    ("utf-8", "CP1252", "cp1252", _UTF8_AS_LATIN1),
+    ("utf-8", "Latin-1", "latin-1", _UTF8_AS_LATIN1),
+    ("kz1048", "CP1251", "cp1251", _KZ1048_MARKER),
+)
+
+
 def _check_mojibake(text: str, file: str, json_path: str) -> list[Finding]:
     # Words by the misreading that explains them: (written as, shown as, codec shown as).
     groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
-    if _KZ1048_MARKER.search(text):
-        for word in _suspicious_tokens(text, _KZ1048_MARKER):
-            repaired = _recode(word, "cp1251", "kz1048")
+    for word in _TOKEN.findall(text):
+        for written_as, shown_as, codec, marker in _MISREADINGS:
+            if not marker.search(word):
+                continue
+            if written_as == "kz1048" and _spelled_as_ukrainian(word):
+                continue
+            repaired = _recode(word, codec, written_as)
             if repaired is not None:
-                groups.setdefault(("kz1048", "CP1251", "cp1251"), []).append((word, repaired))
-    if _UTF8_AS_CP1251.search(text):
-        for word in _suspicious_tokens(text, _UTF8_AS_CP1251):
-            repaired = _recode(word, "cp1251", "utf-8")
-            if repaired is not None:
-                groups.setdefault(("utf-8", "CP1251", "cp1251"), []).append((word, repaired))
-    if _UTF8_AS_LATIN1.search(text):
-        for word in _suspicious_tokens(text, _UTF8_AS_LATIN1):
-            # CP1252 leaves five bytes undefined, and a reader that fell back to
-            # Latin-1 shows them as C1 controls.
-            for shown_as, codec in (("CP1252", "cp1252"), ("Latin-1", "latin-1")):
-                repaired = _recode(word, codec, "utf-8")
-                if repaired is not None:
-                    groups.setdefault(("utf-8", shown_as, codec), []).append((word, repaired))
-                    break
+                groups.setdefault((written_as, shown_as, codec), []).append((word, repaired))
+                break
     if not groups:
         return []
     expected = text
     for pairs in groups.values():
         for word, repaired in pairs:
             expected = expected.replace(word, repaired)
+    order = [misreading[:3] for misreading in _MISREADINGS]
     findings = []
-    for (written_as, shown_as, codec), pairs in groups.items():
-        words = ", ".join(repr(word) for word, _ in pairs)
+    for key in sorted(groups, key=order.index):
+        written_as, shown_as, codec = key
+        words = ", ".join(repr(word) for word, _ in groups[key])
         findings.append(
             Finding(
                 rule="text.mojibake",
@@ -423,8 +444,56 @@ def find_mojibake(text: str, file: str, json_path: str) -> list[Finding]:
     return _check_mojibake(text, file, json_path)
 
 
-def _suspicious_tokens(text: str, marker: re.Pattern[str]) -> list[str]:
-    return [t for t in _TOKEN.findall(text) if marker.search(t)]
+def _spelled_as_ukrainian(word: str) -> bool:
+    """Return whether a word that looks like KZ-1048 mojibake is Ukrainian text instead.
+
+    The rule is per word, so one value may hold a Ukrainian name beside
+    Kazakh mojibake. A word is taken for Ukrainian when its only mojibake
+    characters are є, ї, ґ and its letters are all in the Ukrainian alphabet,
+    so it has no ы, э, ё or ъ. Those three letters must also stand where
+    Ukrainian spelling puts them:
+
+    - ї starts a word or follows a vowel or an apostrophe ("Київ", "з'їзд");
+    - є starts a word, follows a vowel or an apostrophe, or ends a word after
+      a consonant ("Європа", "моє", "синє"), and is never followed by a vowel;
+    - ґ starts a word or follows a vowel, and comes before a vowel or р, л, в
+      ("ґанок", "Ґрунт").
+
+    The KZ-1048 vowels ө and ү stand between consonants in most Kazakh words,
+    so their CP1251 forms break these rules ("Тґлем" for "Төлем").
+
+    NOTE: a Kazakh word whose only letters beyond Ukrainian ones are ғ, ү, ө
+    in the places above is not reported, such as "Їкімет" for "Үкімет" or
+    "жаєдай" for "жағдай". Such a word is rarely alone: a misread value
+    usually has a қ, ә, ұ, ң or һ as well, whose CP1251 forms Ukrainian lacks.
+    """
+    if not set(word) & _UKRAINIAN_ONLY or set(_KZ1048_MARKER.findall(word)) - _UKRAINIAN_ONLY:
+        return False
+    for run in _WORD.finditer(word):
+        letters = run.group()
+        if not set(letters) <= _UKRAINIAN_LETTERS:
+            return False
+        for index, letter in enumerate(letters):
+            before = letters[index - 1] if index else ""
+            after = letters[index + 1] if index + 1 < len(letters) else ""
+            after_apostrophe = (
+                index == 0 and run.start() > 0 and word[run.start() - 1] in _APOSTROPHES
+            )
+            starts = index == 0 and not after_apostrophe
+            follows_vowel = before in _UKRAINIAN_VOWELS or after_apostrophe
+            lower = letter.lower()
+            if lower == "ї" and not (starts or follows_vowel):
+                return False
+            if lower == "є" and (
+                after in _UKRAINIAN_VOWELS or not (starts or follows_vowel or not after)
+            ):
+                return False
+            if lower == "ґ" and not (
+                (starts or before in _UKRAINIAN_VOWELS)
+                and (after in _UKRAINIAN_VOWELS or after.lower() in ("р", "л", "в"))
+            ):
+                return False
+    return True
 
 
 def _recode(word: str, shown_as: str, written_as: str) -> str | None:

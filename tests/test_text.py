@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -14,6 +14,7 @@ from pipeline.text import (
     check_catalog_texts,
     check_pair,
     check_text,
+    find_mojibake,
     repair_kz1048_mojibake,
 )
 
@@ -399,3 +400,112 @@ def test_line_feed_in_caption_rejected(path: str) -> None:
 
 def test_line_feed_in_description_allowed() -> None:
     assert check_text("Первая строка.\nВторая строка.", "ru", FILE, "$.description.ru") == []
+
+
+# Real words and their language. Each must pass the lint as it is, and each
+# misreading of it must give one mojibake finding that repairs it.
+REAL_WORDS = [
+    ("Оплата", "ru"),
+    ("Отчёт", "ru"),
+    ("ОТЧЁТ", "ru"),
+    ("Организация", "ru"),
+    ("Сумма", "ru"),
+    ("Республика", "ru"),
+    ("Платёжное", "ru"),
+    ("Казначейство", "ru"),
+    ("Получатель", "ru"),
+    ("Назначение", "ru"),
+    ("Төлем", "kk"),
+    ("Қазақстан", "kk"),
+    ("Қазынашылық", "kk"),
+    ("Әкімдік", "kk"),
+    ("Ұйым", "kk"),
+    ("Өнім", "kk"),
+    ("мөлшері", "kk"),
+    ("бүгін", "kk"),
+    ("Түбіртек", "kk"),
+    ("Ғылым", "kk"),
+    ("көшірме", "kk"),
+    ("жоғары", "kk"),
+    ("Үкіметінің", "kk"),
+    ("әкімінің", "kk"),
+    ("Халық", "kk"),
+    ("Жалақы", "kk"),
+    ("Есеп", "kk"),
+]
+
+
+@pytest.mark.parametrize(("word", "language"), REAL_WORDS)
+def test_real_word_passes(word: str, language: Literal["kk", "ru"]) -> None:
+    assert check_text(word, language, FILE, f"$.title.{language}") == []
+    assert check_text(f"{word} {word.lower()}", language, FILE, f"$.title.{language}") == []
+
+
+# CP1251 has no character for the byte 0x98, the second UTF-8 byte of И and Ә,
+# so a reader cannot show a word with those letters in CP1251 at all.
+UTF8_MISREADABLE = [(word, language) for word, language in REAL_WORDS if not set(word) & set("ИӘ")]
+
+
+@pytest.mark.parametrize(("word", "language"), UTF8_MISREADABLE)
+def test_utf8_misreading_of_real_word(word: str, language: Literal["kk", "ru"]) -> None:
+    misread = word.encode("utf-8").decode("cp1251")
+    findings = check_text(misread, language, FILE, f"$.title.{language}")
+    assert rules(findings) == ["text.mojibake"]
+    assert f"{misread!r} is UTF-8 text read as CP1251; expected {word!r};" in findings[0].message
+
+
+KAZAKH_WORDS = [word for word, language in REAL_WORDS if language == "kk" and word != "Есеп"]
+
+
+@pytest.mark.parametrize("word", KAZAKH_WORDS)
+def test_kz1048_misreading_of_real_word(word: str) -> None:
+    misread = word.encode("kz1048").decode("cp1251")
+    assert misread != word
+    findings = check_text(misread, "kk", FILE, "$.title.kk")
+    assert rules(findings) == ["text.mojibake"]
+    assert f"{misread!r} is KZ-1048 text read as CP1251; expected {word!r};" in findings[0].message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "ТОВ «Київ-Сервіс»",
+        "Україна",
+        "Євразія",
+        "з'їзд",
+        "Ґрунт",
+        "її",
+        "своє синє",
+        "ВІДДІЛЕННЯ «ЄВРОПА»",
+    ],
+)
+def test_ukrainian_spelling_not_mojibake(text: str) -> None:
+    assert find_mojibake(text, FILE, "$.title.ru") == []
+
+
+@pytest.mark.parametrize(
+    ("misread", "repaired"),
+    [
+        # ї after a consonant, ґ after a consonant, ґ before н: not Ukrainian spelling.
+        ("Тїркістан", "Түркістан"),
+        ("Кґкшетау", "Көкшетау"),
+        ("Ґнім", "Өнім"),
+        # є before a vowel, and ы, which Ukrainian lacks.
+        ("аєаш", "ағаш"),
+        ("Єылым", "Ғылым"),
+    ],
+)
+def test_ukrainian_letters_in_kazakh_mojibake(misread: str, repaired: str) -> None:
+    findings = find_mojibake(misread, FILE, "$.title.kk")
+    assert rules(findings) == ["text.mojibake"]
+    assert f"is KZ-1048 text read as CP1251; expected {repaired!r}" in findings[0].message
+
+
+def test_utf8_and_kz1048_misreadings_in_one_text() -> None:
+    text = "Ќазаќстан " + "Оплата".encode().decode("cp1251")
+    findings = find_mojibake(text, FILE, "$.title.kk")
+    assert rules(findings) == ["text.mojibake", "text.mojibake"]
+    assert "'РћРїР»Р°С‚Р°' is UTF-8 text read as CP1251" in findings[0].message
+    assert "'Ќазаќстан' is KZ-1048 text read as CP1251" in findings[1].message
+    for finding in findings:
+        assert "expected 'Қазақстан Оплата'" in finding.message

@@ -866,6 +866,20 @@ def test_kz1048_read_as_cp1251_reported_with_repair() -> None:
     assert "parse it with a KZ-1048 definition" in message
 
 
+def ru_statement(payee: str) -> bytes:
+    """Return the Russian 1C sample statement in CP1251 with another payee name."""
+    sample = FORMATS / "1c-ru-statement-import" / "samples" / "statement-2026-12-03.txt"
+    text = sample.read_bytes().decode("cp1251")
+    return text.replace("ТОО «Канцтовары Астана»", payee).encode("cp1251")
+
+
+@pytest.mark.parametrize("payee", ["ТОВ «Київ-Сервіс»", "ПП «Європа-Ґрунт»", "ТОВ «Україна»"])
+def test_ukrainian_name_in_cp1251_import(payee: str) -> None:
+    fmt = load_format(REPO_ROOT, "1c-ru-statement-import")
+    records = parse_bytes(fmt, ru_statement(payee), "ukrainian-payee.txt")
+    assert records[0]["payee_name"] == payee
+
+
 # -- fixed width -------------------------------------------------------------------------------
 
 FIXED_LAYOUT = {
