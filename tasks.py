@@ -1422,7 +1422,10 @@ def treasury_parse(
 
     if not format_:
         raise ConfigError("treasury.parse needs --format ID")
-    records = parse_file(load_format(Path(repo), format_), Path(file))
+    warnings: list[Finding] = []
+    records = parse_file(load_format(Path(repo), format_), Path(file), warnings=warnings)
+    for warning in warnings:
+        print(f"warning: {warning}")
     print(f"{file}: {len(records)} record(s) with {format_}")
     if json:
         write_json_report(Path(json), records)
@@ -1446,7 +1449,12 @@ def treasury_render(
 
     if not format_ or not out:
         raise ConfigError("treasury.render needs --format ID and --out FILE")
-    count = render_file(load_format(Path(repo), format_), Path(records), Path(out))
+    warnings: list[Finding] = []
+    count = render_file(
+        load_format(Path(repo), format_), Path(records), Path(out), warnings=warnings
+    )
+    for warning in warnings:
+        print(f"warning: {warning}")
     print(f"{out}: {count} record(s) in {format_}")
 
 

@@ -402,7 +402,33 @@ _MISREADINGS: tuple[tuple[str, str, str, re.Pattern[str]], ...] = (
 )
 
 
-def _check_mojibake(text: str, file: str, json_path: str) -> list[Finding]:
+@dataclasses.dataclass(frozen=True)
+class Mojibake:
+    """The words of a text that one misreading explains, and the text repaired.
+
+    `written_as` is the codec the text was written in (`kz1048`, `utf-8`),
+    `codec` the one it was read as (`cp1251`, `cp1252`, `latin-1`), and
+    `expected` the whole text with every mojibake word repaired.
+    """
+
+    words: tuple[str, ...]
+    written_as: str
+    shown_as: str
+    codec: str
+    expected: str
+
+    def describe(self) -> str:
+        """Return the finding's message: the words, the misreading and the repair."""
+        words = ", ".join(repr(word) for word in self.words)
+        return (
+            f"mojibake: {words} is {_CODEC_NAMES[self.written_as]} text read as"
+            f" {self.shown_as}; expected {self.expected!r}; repair each word with"
+            f" s.encode('{self.codec}').decode('{self.written_as}')"
+        )
+
+
+def detect_mojibake(text: str) -> list[Mojibake]:
+    """Return the misreadings found in `text`, one per kind, in the order of `_MISREADINGS`."""
     # Words by the misreading that explains them: (written as, shown as, codec shown as).
     groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
     for word in _TOKEN.findall(text):
@@ -415,28 +441,22 @@ def _check_mojibake(text: str, file: str, json_path: str) -> list[Finding]:
             if repaired is not None:
                 groups.setdefault((written_as, shown_as, codec), []).append((word, repaired))
                 break
-    if not groups:
-        return []
     expected = text
     for pairs in groups.values():
         for word, repaired in pairs:
             expected = expected.replace(word, repaired)
     order = [misreading[:3] for misreading in _MISREADINGS]
-    findings = []
-    for key in sorted(groups, key=order.index):
-        written_as, shown_as, codec = key
-        words = ", ".join(repr(word) for word, _ in groups[key])
-        findings.append(
-            Finding(
-                rule="text.mojibake",
-                file=file,
-                json_path=json_path,
-                message=f"mojibake: {words} is {_CODEC_NAMES[written_as]} text read as"
-                f" {shown_as}; expected {expected!r}; repair each word with"
-                f" s.encode('{codec}').decode('{written_as}')",
-            )
-        )
-    return findings
+    return [
+        Mojibake(tuple(word for word, _ in groups[key]), *key, expected=expected)
+        for key in sorted(groups, key=order.index)
+    ]
+
+
+def _check_mojibake(text: str, file: str, json_path: str) -> list[Finding]:
+    return [
+        Finding(rule="text.mojibake", file=file, json_path=json_path, message=found.describe())
+        for found in detect_mojibake(text)
+    ]
 
 
 def find_mojibake(text: str, file: str, json_path: str) -> list[Finding]:

@@ -880,6 +880,104 @@ def test_ukrainian_name_in_cp1251_import(payee: str) -> None:
     assert records[0]["payee_name"] == payee
 
 
+MOJIBAKE_HOLDER = "Ќазаќстан Республикасы"
+REPAIRED_HOLDER = "Қазақстан Республикасы"
+
+
+def certificate(holder: str) -> dict[str, Any]:
+    """Return a canonical certificate record for the certificate export."""
+    return {
+        "doc_number": "C-1",
+        "doc_date": "2026-12-04",
+        "iban": "KZ86125KZT5004100100",
+        "currency": "KZT",
+        "closing_balance": 100,
+        "payer_name": holder,
+        "payer_bin": "940140000385",
+    }
+
+
+def test_kz1048_export_names_mojibake() -> None:
+    fmt = load_format(REPO_ROOT, "payment-order-export")
+    records = [payment_order(), payment_order(doc_number="2", purpose=MOJIBAKE_HOLDER)]
+    with pytest.raises(TreasuryFormatError) as caught:
+        render_records(fmt, records, "records.json")
+    error = caught.value
+    assert error.json_path == "$[1].purpose"
+    assert error.detail.startswith(
+        "column НАЗНАЧЕНИЕ: mojibake: 'Ќазаќстан' is KZ-1048 text read as CP1251;"
+        f" expected {REPAIRED_HOLDER!r};"
+    )
+    assert error.detail.endswith("; repair the value in the records before rendering")
+    assert "use a format definition in KZ-1048" not in error.detail
+
+
+def test_utf8_export_rejects_mojibake() -> None:
+    fmt = load_format(REPO_ROOT, "certificate-export")
+    with pytest.raises(TreasuryFormatError) as caught:
+        render_records(fmt, [certificate(MOJIBAKE_HOLDER)], "records.json")
+    assert caught.value.json_path == "$[0].payer_name"
+    assert "column holder: mojibake: 'Ќазаќстан' is KZ-1048 text" in caught.value.detail
+    assert f"expected {REPAIRED_HOLDER!r}" in caught.value.detail
+
+
+def test_utf8_import_rejects_mojibake() -> None:
+    fmt = load_format(REPO_ROOT, "certificate-export")
+    line = f"C-1|2026-12-04|KZ86125KZT5004100100|KZT|1.00|{MOJIBAKE_HOLDER}|940140000385|\n"
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, (CERTIFICATE_HEADER + line).encode("utf-8"), "certificates.txt")
+    error = caught.value
+    assert error.line == 2
+    assert error.field == "holder"
+    assert error.detail.startswith("field holder: mojibake: 'Ќазаќстан' is KZ-1048 text")
+    assert f"expected {REPAIRED_HOLDER!r}" in error.detail
+    assert error.detail.endswith(
+        "; the text was misread before it was written to the file, so ask the sender for a"
+        " corrected file"
+    )
+
+
+def test_mt940_import_rejects_mojibake() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    fields = {**MT940_FIELDS, "86": "/KNP/311/NAZN/Ќазаќстан"}
+    text = "".join(f":{tag}:{value}\r\n" for tag, value in fields.items()) + "-\r\n"
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, text.encode("utf-8"), "statement.sta")
+    assert caught.value.line == 6
+    assert caught.value.field == ":86:"
+    assert "expected '/KNP/311/NAZN/Қазақстан'" in caught.value.detail
+
+
+def test_mojibake_warning_when_definition_says() -> None:
+    fmt = variant("certificate-export", mojibake="warning")
+    warnings: list[Finding] = []
+    data = render_records(fmt, [certificate(MOJIBAKE_HOLDER)], "records.json", warnings=warnings)
+    assert MOJIBAKE_HOLDER.encode("utf-8") in data
+    assert [(w.severity, w.json_path) for w in warnings] == [("warning", "$[0].payer_name")]
+    assert f"expected {REPAIRED_HOLDER!r}" in warnings[0].message
+    parsed: list[Finding] = []
+    records = parse_bytes(fmt, data, "certificates.txt", warnings=parsed)
+    assert records[0]["payer_name"] == MOJIBAKE_HOLDER
+    assert [(w.severity, w.line, w.file) for w in parsed] == [("warning", 2, "certificates.txt")]
+    assert "field holder: mojibake: 'Ќазаќстан'" in parsed[0].message
+
+
+def test_mojibake_setting_in_schema() -> None:
+    document = {**demo_document("certificate-export"), "mojibake": "ignore"}
+    findings = validate_document(document, "treasury", "format.json")
+    assert [f.json_path for f in findings] == ["$.mojibake"]
+
+
+def test_kz1048_export_other_character_advice() -> None:
+    fmt = load_format(REPO_ROOT, "payment-order-export")
+    with pytest.raises(TreasuryFormatError) as caught:
+        render_records(fmt, [payment_order(payee_name="Łódź Sp.")], "records.json")
+    assert caught.value.detail == (
+        "character 'Ł' (U+0141) in 'Łódź Sp.' (column ПОЛУЧАТЕЛЬ) cannot be written in"
+        " KZ-1048; replace the character, or use a format definition in UTF-8"
+    )
+
+
 # -- fixed width -------------------------------------------------------------------------------
 
 FIXED_LAYOUT = {
@@ -1283,6 +1381,22 @@ def test_parse_task_writes_records(tmp_path: Path) -> None:
     assert "2 record(s)" in result.stdout
     records = json.loads(out.read_text(encoding="utf-8"))
     assert records[0]["payee_name"] == "Сәрсенбаев Қайрат Өмірұлы"
+
+
+def test_parse_task_prints_mojibake_warning(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "certificate-export")
+    definition = root / "packages" / "treasury" / "certificate-export" / "format.json"
+    document = json.loads(definition.read_text(encoding="utf-8"))
+    definition.write_text(json.dumps({**document, "mojibake": "warning"}), encoding="utf-8")
+    line = f"C-1|2026-12-04|KZ86125KZT5004100100|KZT|1.00|{MOJIBAKE_HOLDER}|940140000385|\n"
+    statement = tmp_path / "certificates.txt"
+    statement.write_text(CERTIFICATE_HEADER + line, encoding="utf-8")
+    result = run_inv(
+        "treasury.parse", "--repo", str(root), "--format", "certificate-export", str(statement)
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"warning: {statement}:2: field holder: mojibake: 'Ќазаќстан'" in result.stdout
+    assert "1 record(s) with certificate-export" in result.stdout
 
 
 def test_render_task_rejects_import_format(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pipeline.findings import Finding
 from pipeline.fsutil import atomic_write_bytes
 from pipeline.treasury.conformance import (
     check_base_conformance,
@@ -36,8 +37,16 @@ __all__ = [
 ]
 
 
-def render_file(fmt: TreasuryFormat, records_path: Path, out: Path) -> int:
+def render_file(
+    fmt: TreasuryFormat,
+    records_path: Path,
+    out: Path,
+    *,
+    warnings: list[Finding] | None = None,
+) -> int:
     """Render the JSON array of canonical records in `records_path` to `out`; return the count.
+
+    Warnings are appended to `warnings` when it is given (see `render_records`).
 
     Raises:
         TreasuryFormatError: the records file is not a JSON array, or a record cannot
@@ -54,5 +63,5 @@ def render_file(fmt: TreasuryFormat, records_path: Path, out: Path) -> int:
         raise TreasuryFormatError(
             f"expected a JSON array of records, found {type(records).__name__}", file=name
         )
-    atomic_write_bytes(out, render_records(fmt, records, name))
+    atomic_write_bytes(out, render_records(fmt, records, name, warnings=warnings))
     return len(records)

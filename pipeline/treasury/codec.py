@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from pipeline.text import KAZAKH_ONLY_LETTERS
 from pipeline.treasury.model import TreasuryFormatError
 
 ENCODING_NAMES = {"utf-8": "UTF-8", "cp1251": "CP1251", "kz1048": "KZ-1048"}
@@ -130,10 +131,13 @@ def encode_value(
         return value.encode(encoding)
     except UnicodeEncodeError as exc:
         char = value[exc.start]
+        if char.lower() in KAZAKH_ONLY_LETTERS:
+            advice = "use a format definition in KZ-1048 or UTF-8 for Kazakh text"
+        else:
+            advice = "replace the character, or use a format definition in UTF-8"
         raise TreasuryFormatError(
             f"character {char!r} (U+{ord(char):04X}) in {value!r} ({column}) cannot be"
-            f" written in {ENCODING_NAMES.get(encoding, encoding)}; use a format definition"
-            " in KZ-1048 or UTF-8 for Kazakh text",
+            f" written in {ENCODING_NAMES.get(encoding, encoding)}; {advice}",
             file=file,
             field=field,
             json_path=json_path,

@@ -3,8 +3,11 @@
 Parsing runs in three steps: decode the bytes in the definition's encoding,
 parse the syntax into source fields, then map each source field to its
 canonical field and convert it to the canonical type (`records.py`). A
-definition declared CP1251 that turns out to hold KZ-1048 text ("Ќазаќстан"
-for "Қазақстан") is rejected with the repaired text.
+text value with mojibake, such as KZ-1048 text read as CP1251 ("Ќазаќстан"
+for "Қазақстан"), is rejected with the repaired text, or only reported as a
+warning when the definition sets `mojibake` to `warning`. In a CP1251 file
+that mojibake means the file itself is KZ-1048; in other files the text was
+misread before it reached the file.
 
 Rendering runs the same steps backwards, and a character the encoding lacks
 is an error naming the character, the record and the field. A text value
@@ -14,7 +17,8 @@ U+2029) is rejected, because it would split, shift or hide part of a line
 of the export. A text value with leading or trailing whitespace is rejected
 too: canonical text has none, and parsing strips it, so such a value would
 not survive the round trip. So is a record without a value for a field of
-the definition's `required_fields`.
+the definition's `required_fields`, and a text value with mojibake (or it
+warns, as for parsing).
 """
 
 from __future__ import annotations
@@ -25,8 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.findings import child_path
-from pipeline.text import find_mojibake
+from pipeline.findings import Finding, child_path
+from pipeline.text import Mojibake, detect_mojibake
 from pipeline.treasury import codec, mt940, onec, tabular
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
 from pipeline.treasury.records import (
@@ -46,8 +50,17 @@ Record = dict[str, Any]
 _LONE_CR = re.compile("\r(?!\n)")
 
 
-def parse_file(fmt: TreasuryFormat, path: Path, name: str | None = None) -> list[Record]:
+def parse_file(
+    fmt: TreasuryFormat,
+    path: Path,
+    name: str | None = None,
+    *,
+    warnings: list[Finding] | None = None,
+) -> list[Record]:
     """Parse a file with a treasury format; `name` is the file name used in messages.
+
+    Warnings, such as mojibake that the definition accepts, are appended to
+    `warnings` when it is given, and logged.
 
     Raises:
         TreasuryFormatError: the file cannot be read (missing, a folder, no
@@ -62,11 +75,13 @@ def parse_file(fmt: TreasuryFormat, path: Path, name: str | None = None) -> list
         raise TreasuryFormatError("file not found; check the path", file=file) from None
     except OSError as exc:
         raise TreasuryFormatError(f"cannot read the file: {exc.strerror}", file=file) from None
-    return parse_bytes(fmt, data, file)
+    return parse_bytes(fmt, data, file, warnings=warnings)
 
 
-def parse_bytes(fmt: TreasuryFormat, data: bytes, file: str) -> list[Record]:
-    """Parse the bytes of a treasury file into canonical records.
+def parse_bytes(
+    fmt: TreasuryFormat, data: bytes, file: str, *, warnings: list[Finding] | None = None
+) -> list[Record]:
+    """Parse the bytes of a treasury file into canonical records; see `parse_file` for `warnings`.
 
     Raises:
         TreasuryFormatError: the file does not follow the format; the message names
@@ -80,7 +95,7 @@ def parse_bytes(fmt: TreasuryFormat, data: bytes, file: str) -> list[Record]:
         source = onec.parse(text, fmt, file)
     else:
         source = tabular.parse(text, fmt, file)
-    records = [_to_canonical(record, fmt, file) for record in source]
+    records = [_to_canonical(record, fmt, file, warnings) for record in source]
     logger.info("parsed %s with %s: %d record(s)", file, fmt.id, len(records))
     return records
 
@@ -117,7 +132,9 @@ def _separators(fmt: TreasuryFormat) -> str:
     return fmt.decimal_separator + extra
 
 
-def _to_canonical(source: SourceRecord, fmt: TreasuryFormat, file: str) -> Record:
+def _to_canonical(
+    source: SourceRecord, fmt: TreasuryFormat, file: str, warnings: list[Finding] | None
+) -> Record:
     record: Record = {}
     for source_name, canonical in fmt.mapping.items():
         value = source.get(source_name)
@@ -129,8 +146,17 @@ def _to_canonical(source: SourceRecord, fmt: TreasuryFormat, file: str) -> Recor
             raise TreasuryFormatError(
                 f"field {source_name}: {exc}", file=file, line=value.line, field=source_name
             ) from None
-        if isinstance(record[canonical], str) and fmt.encoding == "cp1251":
-            _reject_mojibake(record[canonical], source_name, value, file)
+        text = record[canonical]
+        found = detect_mojibake(text) if isinstance(text, str) else []
+        if found:
+            _report_mojibake(
+                fmt,
+                f"field {source_name}: {found[0].describe()}; {_import_advice(fmt, found[0])}",
+                warnings,
+                file=file,
+                line=value.line,
+                field=source_name,
+            )
     return record
 
 
@@ -148,27 +174,59 @@ def _convert(value: Value, field_type: str, fmt: TreasuryFormat) -> str | int:
     return raw.strip()
 
 
-def _reject_mojibake(text: str, source_name: str, value: Value, file: str) -> None:
-    findings = find_mojibake(text, file, source_name)
-    kz1048 = [f for f in findings if "KZ-1048 text read as CP1251" in f.message]
-    if kz1048:
-        raise TreasuryFormatError(
-            f"field {source_name}: {kz1048[0].message}; the file is probably KZ-1048,"
-            " so parse it with a KZ-1048 definition",
-            file=file,
-            line=value.line,
-            field=source_name,
-        )
+def _import_advice(fmt: TreasuryFormat, found: Mojibake) -> str:
+    if fmt.encoding == "cp1251" and found.written_as == "kz1048":
+        return "the file is probably KZ-1048, so parse it with a KZ-1048 definition"
+    return (
+        "the text was misread before it was written to the file, so ask the sender for a"
+        " corrected file"
+    )
 
 
-def render_records(fmt: TreasuryFormat, records: Sequence[Record], file: str) -> bytes:
+def _report_mojibake(
+    fmt: TreasuryFormat,
+    message: str,
+    warnings: list[Finding] | None,
+    *,
+    file: str,
+    line: int | None = None,
+    field: str,
+    json_path: str | None = None,
+) -> None:
+    """Raise the mojibake error, or record a warning when the definition accepts mojibake."""
+    if fmt.mojibake == "error":
+        raise TreasuryFormatError(message, file=file, line=line, field=field, json_path=json_path)
+    finding = Finding(
+        rule="treasury.mojibake",
+        file=file,
+        message=message,
+        line=line,
+        json_path=json_path,
+        severity="warning",
+    )
+    logger.warning("%s", finding)
+    if warnings is not None:
+        warnings.append(finding)
+
+
+def render_records(
+    fmt: TreasuryFormat,
+    records: Sequence[Record],
+    file: str,
+    *,
+    warnings: list[Finding] | None = None,
+) -> bytes:
     """Render canonical records as an export file in the format's syntax and encoding.
+
+    Warnings, such as mojibake that the definition accepts, are appended to
+    `warnings` when it is given, and logged.
 
     Raises:
         TreasuryFormatError: the format is not an export of a renderable syntax, a
             record has a field the mapping lacks, a value of the wrong type or no
-            value for a field of `required_fields`, or a character cannot be encoded;
-            the error names the record and the field by JSON path, such as `$[0].purpose`.
+            value for a field of `required_fields`, a text value with mojibake (unless
+            the definition only warns), or a character that cannot be encoded. The
+            error names the record and the field by JSON path, such as `$[0].purpose`.
     """
     if fmt.direction != "export" or fmt.syntax in ("mt940", "mt942"):
         raise TreasuryFormatError(
@@ -185,13 +243,20 @@ def render_records(fmt: TreasuryFormat, records: Sequence[Record], file: str) ->
         for source_name, value in row.items():
             canonical = fmt.mapping[source_name]
             path = child_path(child_path("$", index), canonical)
+            column = f"{_source_word(fmt)} {source_name}"
+            found = detect_mojibake(value)
+            if found:
+                _report_mojibake(
+                    fmt,
+                    f"{column}: {found[0].describe()}; repair the value in the records before"
+                    " rendering",
+                    warnings,
+                    file=file,
+                    field=canonical,
+                    json_path=path,
+                )
             codec.encode_value(
-                value,
-                fmt.encoding,
-                file,
-                json_path=path,
-                field=canonical,
-                column=f"{_source_word(fmt)} {source_name}",
+                value, fmt.encoding, file, json_path=path, field=canonical, column=column
             )
     if fmt.syntax == "1c_exchange":
         order = list(fmt.mapping)

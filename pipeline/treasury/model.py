@@ -96,6 +96,8 @@ class TreasuryFormat:
     line_ending: str = "\r\n"
     samples: tuple[tuple[str, str], ...] = ()
     folder: Path | None = None
+    # Whether a text value with mojibake fails parsing and rendering, or only warns.
+    mojibake: Literal["error", "warning"] = "error"
 
     def accepts(self, deviation: Deviation) -> bool:
         """Return whether the definition accepts a deviation from the strict syntax."""
@@ -140,6 +142,7 @@ def format_from_document(document: dict[str, Any], folder: Path | None = None) -
         line_ending={"crlf": "\r\n", "lf": "\n"}[layout.get("line_ending", "crlf")],
         samples=tuple((s["file"], s["expected"]) for s in document.get("samples", [])),
         folder=folder,
+        mojibake=document.get("mojibake", "error"),
     )
 
 
