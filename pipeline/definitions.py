@@ -10,8 +10,9 @@
    every install path is relative, uses forward slashes and stays inside the
    install folder;
 6. a report or form query is one read-only SELECT whose `:name` placeholders
-   are exactly the declared parameters, and every layout column is an output
-   of the query with a caption in both languages;
+   are exactly the declared parameters, each preview value is of its
+   parameter's declared type (a date as YYYY-MM-DD), and every layout column
+   is an output of the query with a caption in both languages;
 7. a treasury format has `required_tags` only in MT940 and MT942 syntax and
    `required_fields` only as an export, where each is a source field of its
    mapping; its sample files exist and decode in the format's encoding, and
@@ -27,6 +28,7 @@ and what was found.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 import unicodedata
@@ -526,18 +528,80 @@ def _check_preview(document: dict[str, Any], file: str) -> list[Finding]:
     values = preview.get("parameters") if isinstance(preview, dict) else None
     if not isinstance(values, dict):
         return []
-    declared = {p.get("name") for _, p in _objects(document.get("parameters"))}
-    return [
-        _finding(
-            "preview.unknown-parameter",
-            file,
-            child_path("$.preview.parameters", name),
-            f"preview value for {name!r}, which is not a declared parameter;"
-            f" expected one of {sorted(n for n in declared if isinstance(n, str))}",
-        )
-        for name in values
-        if name not in declared
-    ]
+    declared: dict[str, object] = {}
+    for _, parameter in _objects(document.get("parameters")):
+        if isinstance(parameter.get("name"), str):
+            declared[parameter["name"]] = parameter.get("type")
+    findings = []
+    for name, value in values.items():
+        where = child_path("$.preview.parameters", name)
+        if name not in declared:
+            findings.append(
+                _finding(
+                    "preview.unknown-parameter",
+                    file,
+                    where,
+                    f"preview value for {name!r}, which is not a declared parameter;"
+                    f" expected one of {sorted(declared)}",
+                )
+            )
+            continue
+        declared_type = declared[name]
+        problem = _preview_type_problem(value, declared_type)
+        if problem:
+            message = f"preview value for {name!r}, declared {declared_type}: {problem}"
+            findings.append(_finding("preview.parameter-type", file, where, message))
+    return findings
+
+
+# The values each parameter type accepts in a preview, as messages name them.
+_PREVIEW_TYPES = {
+    "integer": "an integer",
+    "decimal": "a number or a decimal string such as '1234.56'",
+    "string": "a string",
+    "boolean": "true or false",
+    "date": "a date as YYYY-MM-DD, such as 2026-12-01",
+}
+_DECIMAL_TEXT = re.compile(r"-?\d+(?:\.\d+)?")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _preview_type_problem(value: object, declared_type: object) -> str | None:
+    """Return what is wrong with a preview value of a parameter type, or None when it fits."""
+    if not isinstance(declared_type, str) or declared_type not in _PREVIEW_TYPES:
+        return None  # The schema reports an unknown type.
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if declared_type == "integer":
+        fits = isinstance(value, int) and not isinstance(value, bool)
+    elif declared_type == "decimal":
+        fits = number or (isinstance(value, str) and bool(_DECIMAL_TEXT.fullmatch(value)))
+    elif declared_type == "string":
+        fits = isinstance(value, str)
+    elif declared_type == "boolean":
+        fits = isinstance(value, bool)
+    else:
+        fits = isinstance(value, str) and _is_iso_date(value)
+    if fits:
+        return None
+    if isinstance(value, bool):
+        found = f"the boolean {value}"
+    elif number:
+        found = f"the number {value}"
+    elif isinstance(value, str) and declared_type != "date":
+        found = f"the string {value!r}"
+    else:
+        found = repr(value)
+    return f"expected {_PREVIEW_TYPES[declared_type]}, found {found}"
+
+
+def _is_iso_date(text: str) -> bool:
+    if not _ISO_DATE.fullmatch(text):
+        return False
+    try:
+        datetime.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_layout_outputs(

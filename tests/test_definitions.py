@@ -568,3 +568,77 @@ def test_by_language_output_must_exist(tmp_path: Path) -> None:
     assert [f.rule for f in findings] == ["query.layout-column"]
     assert findings[0].json_path == "$.layout.columns[1].by_language.kk"
     assert "kk output 'knp_title_kk' of layout column 'knp_name'" in findings[0].message
+
+
+def report_with_preview(tmp_path: Path, parameters: dict[str, Any], **types: str) -> list[Finding]:
+    """Check the demo report with other preview values and parameter types."""
+    folder = tmp_path / "packages/reports/knp-payments-monthly"
+    shutil.copytree(REPO_ROOT / "packages/reports/knp-payments-monthly", folder)
+    path = folder / "report.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["preview"]["parameters"].update(parameters)
+    for parameter in document["parameters"]:
+        parameter["type"] = types.get(parameter["name"], parameter["type"])
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    return check_definition(tmp_path, Kind.REPORT, "knp-payments-monthly")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "declared", "message"),
+    [
+        ("organization_id", "abc", "integer", "expected an integer, found the string 'abc'"),
+        ("organization_id", True, "integer", "expected an integer, found the boolean True"),
+        ("organization_id", 5.5, "integer", "expected an integer, found the number 5.5"),
+        (
+            "date_from",
+            "01.01.2022",
+            "date",
+            "expected a date as YYYY-MM-DD, such as 2026-12-01, found '01.01.2022'",
+        ),
+        (
+            "date_from",
+            "2022-02-30",
+            "date",
+            "expected a date as YYYY-MM-DD, such as 2026-12-01, found '2022-02-30'",
+        ),
+        (
+            "date_from",
+            20220101,
+            "date",
+            "expected a date as YYYY-MM-DD, such as 2026-12-01, found the number 20220101",
+        ),
+        ("organization_id", 5, "string", "expected a string, found the number 5"),
+        ("organization_id", "yes", "boolean", "expected true or false, found the string 'yes'"),
+        (
+            "organization_id",
+            "12,50",
+            "decimal",
+            "expected a number or a decimal string such as '1234.56', found the string '12,50'",
+        ),
+    ],
+)
+def test_preview_value_of_wrong_type(
+    tmp_path: Path, name: str, value: object, declared: str, message: str
+) -> None:
+    findings = report_with_preview(tmp_path, {name: value}, **{name: declared})
+    finding = only(findings, "preview.parameter-type")
+    assert finding.file == "packages/reports/knp-payments-monthly/report.json"
+    assert finding.json_path == f"$.preview.parameters.{name}"
+    assert finding.message == f"preview value for {name!r}, declared {declared}: {message}"
+
+
+@pytest.mark.parametrize(
+    ("value", "declared"),
+    [
+        (7, "integer"),
+        ("2026-12-31", "date"),
+        (12.5, "decimal"),
+        ("12.50", "decimal"),
+        (3, "decimal"),
+        ("ТОО", "string"),
+        (False, "boolean"),
+    ],
+)
+def test_preview_value_of_declared_type(tmp_path: Path, value: object, declared: str) -> None:
+    findings = report_with_preview(tmp_path, {"organization_id": value}, organization_id=declared)
+    assert [f for f in findings if f.rule == "preview.parameter-type"] == []
