@@ -466,6 +466,92 @@ def test_mt940_format_rejects_1c_file(deviations: list[str]) -> None:
     )
 
 
+def sample_bytes(format_id: str, name: str) -> bytes:
+    return (FORMATS / format_id / "samples" / name).read_bytes()
+
+
+RU_1C_CP1251 = sample_bytes("1c-ru-statement-import", "statement-2026-12-03.txt")
+KK_1C_KZ1048 = sample_bytes("1c-kk-statement-import", "statement-2026-12-01.txt")
+MT940_KZ1048 = sample_bytes("mt940-statement-import", "statement-2026-12-01.sta")
+
+
+@pytest.mark.parametrize(
+    ("format_id", "data", "message"),
+    [
+        (
+            "mt940-bank-statement-import",
+            RU_1C_CP1251,
+            "expected an MT940 file, found a 1CClientBankExchange file; parse it with a"
+            " 1c_exchange definition",
+        ),
+        (
+            "mt942-bank-interim-import",
+            RU_1C_CP1251,
+            "expected an MT942 file, found a 1CClientBankExchange file; parse it with a"
+            " 1c_exchange definition",
+        ),
+        (
+            "certificate-export",
+            MT940_KZ1048,
+            "expected a delimited file, found an MT940 or MT942 file; parse it with an MT940"
+            " or MT942 definition",
+        ),
+        (
+            "certificate-export",
+            KK_1C_KZ1048,
+            "expected a delimited file, found a 1CClientBankExchange file; parse it with a"
+            " 1c_exchange definition",
+        ),
+    ],
+    ids=["1c-to-mt940", "1c-to-mt942", "mt940-to-delimited", "1c-to-delimited"],
+)
+def test_utf8_definition_names_other_syntax(format_id: str, data: bytes, message: str) -> None:
+    fmt = load_format(REPO_ROOT, format_id)
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, data, "other.txt")
+    assert caught.value.line == 1
+    assert caught.value.detail == message
+
+
+@pytest.mark.parametrize("format_id", ["1c-ru-statement-import", "1c-kk-statement-import"])
+def test_1c_definition_names_mt940_without_final_newline(format_id: str) -> None:
+    error = error_of(load_format(REPO_ROOT, format_id), "missing-final-newline.sta")
+    assert error.line == 1
+    assert error.detail.startswith("expected the first line '1CClientBankExchange', found ':20:")
+    assert error.detail.endswith(
+        "the start of an MT940 or MT942 file; parse it with an MT940 or MT942 definition"
+    )
+
+
+def test_utf8_definition_names_cp1251_file() -> None:
+    line = (
+        "C-0416|2026-12-04|KZ46601A871000456789|KZT|-12500.00|ГУ «Отдел финансов"
+        " г. Кокшетау»|050540001234|Для представления\n"
+    )
+    data = (CERTIFICATE_HEADER + line).encode("cp1251")
+    error = swift_error(load_format(REPO_ROOT, "certificate-export"), data, "cp1251.txt")
+    assert error.line == 2
+    assert error.detail == (
+        "byte 0xc3 at offset 128 is not valid UTF-8; read as CP1251 the line is"
+        f" {line.rstrip()!r}, so the file is probably CP1251: convert it to UTF-8"
+        " (iconv -f CP1251 -t UTF-8) or parse it with a CP1251 format definition"
+    )
+
+
+def test_utf8_definition_names_kz1048_file() -> None:
+    data = sample_bytes("certificate-export", "certificates-2026-12-04.txt")
+    text = data.decode("utf-8")
+    error = swift_error(
+        load_format(REPO_ROOT, "certificate-export"), text.encode("kz1048"), "kz1048.txt"
+    )
+    assert error.line == 2
+    assert "is not valid UTF-8; read as KZ-1048 the line is 'C-0415|" in error.detail
+    assert error.detail.endswith(
+        "so the file is probably KZ-1048: convert it to UTF-8 (iconv -f RK1048 -t UTF-8) or"
+        " parse it with a KZ-1048 format definition"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "found"),
     [

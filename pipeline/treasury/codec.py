@@ -51,14 +51,49 @@ def decode(data: bytes, encoding: str, file: str) -> str:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise TreasuryFormatError(
+        problem = (
             f"byte 0x{data[exc.start]:02x} at offset {exc.start} is not valid"
-            f" {ENCODING_NAMES.get(encoding, encoding)}; check the file's encoding"
-            " against the format definition",
-            file=file,
-            line=line,
-        ) from None
+            f" {ENCODING_NAMES.get(encoding, encoding)}"
+        )
+        guess = _single_byte_guess(_line_at(data, exc.start)) if encoding == "utf-8" else None
+        if guess is None:
+            advice = "check the file's encoding against the format definition"
+        else:
+            name, shown = ENCODING_NAMES[guess], _line_at(data, exc.start).decode(guess)
+            advice = (
+                f"read as {name} the line is {shown!r}, so the file is probably {name}: convert"
+                f" it to UTF-8 (iconv -f {_ICONV_NAMES[guess]} -t UTF-8) or parse it with a"
+                f" {name} format definition"
+            )
+        raise TreasuryFormatError(f"{problem}; {advice}", file=file, line=line) from None
     return text.removeprefix("\ufeff")
+
+
+def _line_at(data: bytes, offset: int) -> bytes:
+    """Return the line of `data` that contains the byte at `offset`, without its line ending."""
+    start = data.rfind(b"\n", 0, offset) + 1
+    end = data.find(b"\n", offset)
+    return data[start : end if end >= 0 else len(data)].rstrip(b"\r")
+
+
+def _single_byte_guess(line: bytes) -> str | None:
+    """Return the single-byte encoding a line that is not UTF-8 was probably written in.
+
+    A line that decodes as KZ-1048 to a Kazakh letter other than і is taken
+    for KZ-1048, because CP1251 would show that byte as a character such as
+    Ќ; any other line that decodes as CP1251 is taken for CP1251. None
+    means neither decodes the line.
+    """
+    try:
+        if set(line.decode("kz1048").lower()) & set(KAZAKH_ONLY_LETTERS.replace("і", "")):
+            return "kz1048"
+    except UnicodeDecodeError:
+        pass
+    try:
+        line.decode("cp1251")
+    except UnicodeDecodeError:
+        return None
+    return "cp1251"
 
 
 def _reject_utf8(data: bytes, encoding: str, file: str) -> None:

@@ -1,8 +1,11 @@
 """Parse treasury files into canonical records and render canonical records as exports.
 
-Parsing runs in three steps: decode the bytes in the definition's encoding,
-parse the syntax into source fields, then map each source field to its
-canonical field and convert it to the canonical type (`records.py`). A
+Parsing runs in four steps: reject a file whose first line starts another
+syntax (before decoding, so a 1C file in CP1251 given to a UTF-8 MT940
+definition is named as 1C, not as an invalid UTF-8 byte), decode the bytes in
+the definition's encoding, parse the syntax into source fields, then map each
+source field to its canonical field and convert it to the canonical type
+(`records.py`). A
 text value with mojibake, such as KZ-1048 text read as CP1251 ("Ќазаќстан"
 for "Қазақстан"), is rejected with the repaired text, or only reported as a
 warning when the definition sets `mojibake` to `warning`. In a CP1251 file
@@ -41,7 +44,15 @@ from pipeline.treasury.records import (
     parse_amount,
     parse_date,
 )
-from pipeline.treasury.source import SourceRecord, Value
+from pipeline.treasury.source import (
+    EXPECTED_FILE,
+    OWN_FILE,
+    SYNTAX_OF_FILE,
+    SourceRecord,
+    Value,
+    recognize,
+    split_lines,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +98,7 @@ def parse_bytes(
         TreasuryFormatError: the file does not follow the format; the message names
             the line and the field.
     """
+    _reject_other_syntax(data, fmt, file)
     text = codec.decode(data, fmt.encoding, file)
     _check_line_endings(text, file)
     if fmt.syntax in ("mt940", "mt942"):
@@ -98,6 +110,30 @@ def parse_bytes(
     records = [_to_canonical(record, fmt, file, warnings) for record in source]
     logger.info("parsed %s with %s: %d record(s)", file, fmt.id, len(records))
     return records
+
+
+def _reject_other_syntax(data: bytes, fmt: TreasuryFormat, file: str) -> None:
+    """Reject a file whose first line that is not blank starts a syntax other than the format's.
+
+    Both recognized starts (a SWIFT field tag and `1CClientBankExchange`) are
+    ASCII, so a lenient decoding finds them in a file of any of the three encodings.
+    """
+    text = data.decode(fmt.encoding, errors="replace").removeprefix("\ufeff")
+    for number, line in enumerate(split_lines(text), start=1):
+        if not line.strip():
+            continue
+        kind = recognize(line)
+        own = OWN_FILE.get(fmt.syntax)
+        if kind is None or kind == own:
+            return
+        if fmt.syntax == "1c_exchange":
+            message = onec.first_line_problem(line)
+        else:
+            message = (
+                f"expected {EXPECTED_FILE[fmt.syntax]}, found {kind}; parse it with"
+                f" {SYNTAX_OF_FILE[kind]} definition"
+            )
+        raise TreasuryFormatError(message, file=file, line=number)
 
 
 def _check_line_endings(text: str, file: str) -> None:

@@ -48,13 +48,7 @@ from dataclasses import dataclass, field
 from pipeline.treasury.codec import find_control
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
 from pipeline.treasury.records import ValueFormatError, expected_amount, parse_amount
-from pipeline.treasury.source import (
-    SWIFT_FILE,
-    SourceRecord,
-    Value,
-    reject_other_syntax,
-    split_lines,
-)
+from pipeline.treasury.source import SourceRecord, Value, split_lines
 
 _TAG = re.compile(r"^:(?P<tag>\d{2}[A-Z]?):(?P<rest>.*)$")
 _TRAILER = re.compile(r"^-(?P<rest>.*)$")
@@ -146,7 +140,6 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
             not accept; the message names the line and the field.
     """
     lines = split_lines(text)
-    reject_other_syntax(lines, f"an {fmt.syntax.upper()} file", SWIFT_FILE, file)
     if text and not text.endswith("\n") and not fmt.accepts("missing_final_newline"):
         last_tag = _TAG.match(lines[-1])
         raise TreasuryFormatError(

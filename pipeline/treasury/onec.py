@@ -78,11 +78,7 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
         )
     if not lines or _marker(lines[0], fmt) != _key(FIRST_LINE, fmt):
         found = lines[0] if lines else ""
-        message = f"expected the first line {FIRST_LINE!r}, found {found!r}"
-        kind = recognize(found)
-        if kind is not None and kind != ONEC_FILE:
-            message += f", the start of {kind}; parse it with {SYNTAX_OF_FILE[kind]} definition"
-        raise TreasuryFormatError(message, file=file, line=1)
+        raise TreasuryFormatError(first_line_problem(found), file=file, line=1)
     header: SourceRecord = {}
     accounts: list[SourceRecord] = []
     documents: list[SourceRecord] = []
@@ -149,6 +145,15 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
     return [
         {**header, **_account_of(document, accounts, file), **document} for document in documents
     ]
+
+
+def first_line_problem(found: str) -> str:
+    """Return the message for a file whose first line is `found` instead of the 1C start."""
+    message = f"expected the first line {FIRST_LINE!r}, found {found!r}"
+    kind = recognize(found)
+    if kind is not None and kind != ONEC_FILE:
+        message += f", the start of {kind}; parse it with {SYNTAX_OF_FILE[kind]} definition"
+    return message
 
 
 def _check_amount(document: SourceRecord, fmt: TreasuryFormat, file: str) -> None:

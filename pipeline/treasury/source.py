@@ -5,8 +5,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pipeline.treasury.model import TreasuryFormatError
-
 
 @dataclass(frozen=True)
 class Value:
@@ -38,6 +36,16 @@ SWIFT_FILE = "an MT940 or MT942 file"
 ONEC_FILE = "a 1CClientBankExchange file"
 # The definition syntax that reads each kind of file.
 SYNTAX_OF_FILE = {SWIFT_FILE: "an MT940 or MT942", ONEC_FILE: "a 1c_exchange"}
+# The file a definition of each syntax reads, for messages, and the kind of
+# file `recognize` names for it.
+EXPECTED_FILE = {
+    "mt940": "an MT940 file",
+    "mt942": "an MT942 file",
+    "1c_exchange": ONEC_FILE,
+    "fixed_width": "a fixed-width file",
+    "delimited": "a delimited file",
+}
+OWN_FILE = {"mt940": SWIFT_FILE, "mt942": SWIFT_FILE, "1c_exchange": ONEC_FILE}
 
 
 def recognize(line: str) -> str | None:
@@ -51,25 +59,3 @@ def recognize(line: str) -> str | None:
     if line.strip().casefold() == ONEC_FIRST_LINE.casefold():
         return ONEC_FILE
     return None
-
-
-def reject_other_syntax(lines: list[str], expected: str, own: str | None, file: str) -> None:
-    """Reject a file whose first line starts a syntax other than `own`.
-
-    `expected` names the file the definition reads, such as "an MT940 file".
-
-    Raises:
-        TreasuryFormatError: the first line that is not blank starts another syntax.
-    """
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        kind = recognize(line)
-        if kind is not None and kind != own:
-            raise TreasuryFormatError(
-                f"expected {expected}, found {kind}; parse it with {SYNTAX_OF_FILE[kind]}"
-                " definition",
-                file=file,
-                line=number,
-            )
-        return

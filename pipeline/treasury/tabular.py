@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pipeline.findings import child_path
 from pipeline.treasury.codec import find_control
 from pipeline.treasury.model import Column, TreasuryFormat, TreasuryFormatError
-from pipeline.treasury.source import SourceRecord, Value, reject_other_syntax, split_lines
+from pipeline.treasury.source import SourceRecord, Value, split_lines
 
 
 def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
@@ -28,8 +28,6 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
             holds a control character; the message names the line and the column.
     """
     lines = split_lines(text)
-    syntax = "fixed-width" if fmt.syntax == "fixed_width" else "delimited"
-    reject_other_syntax(lines, f"a {syntax} file", None, file)
     if text and not text.endswith("\n") and not fmt.accepts("missing_final_newline"):
         raise TreasuryFormatError(
             "the file does not end with a line break; expected every line to end with one",
