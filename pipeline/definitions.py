@@ -15,11 +15,13 @@
    is an output of the query with a caption in both languages;
 7. a treasury format has `required_tags` only in MT940 and MT942 syntax and
    `required_fields` only as an export, where each is a source field of its
-   mapping; its sample files exist and decode in the format's encoding, and
-   each expected file is a JSON array of records that use canonical field
-   names of the mapping; then every sample parses to its expected records (an
-   export also renders them back to the sample), and a changed definition
-   comes with changed samples (`pipeline.treasury.conformance`);
+   mapping; it accepts only deviations of its syntax and has no overlapping
+   fixed-width columns (`pipeline.treasury.checks`); its sample files exist
+   and decode in the format's encoding, and each expected file is a JSON
+   array of records that use canonical field names of the mapping; then
+   every sample parses to its expected records (an export also renders them
+   back to the sample), and a changed definition comes with changed samples
+   (`pipeline.treasury.conformance`);
 8. a report or form has a kk and a ru caption for the same columns.
 
 Findings name the repository-relative file, the JSON path, what was expected
@@ -44,6 +46,7 @@ from pipeline.errors import ConfigError, ValidationError
 from pipeline.findings import Finding, child_path, errors_only
 from pipeline.schema import load_json, validate_document
 from pipeline.text import check_pair
+from pipeline.treasury.checks import check_layout_fits_syntax
 from pipeline.treasury.conformance import check_conformance
 from pipeline.treasury.records import CANONICAL_FIELDS
 
@@ -134,6 +137,7 @@ def _check(root: Path, kind: Kind, item: str) -> tuple[dict[str, Any] | None, li
         findings.extend(_check_payload(document, folder, file))
     elif kind is Kind.TREASURY:
         findings.extend(_check_required(document, file))
+        findings.extend(check_layout_fits_syntax(document, file))
         findings.extend(_check_samples(document, folder, file))
         if not errors_only(findings):
             findings.extend(check_conformance(document, folder, file))

@@ -1155,6 +1155,83 @@ def test_required_lists_only_where_they_apply(tmp_path: Path) -> None:
     assert "applies to export definitions, found direction 'import'" in findings[1].message
 
 
+@pytest.mark.parametrize(
+    ("format_id", "accepts", "path", "message"),
+    [
+        (
+            "mt940-statement-import",
+            {"deviations": ["message_wrappers", "section_name_case"]},
+            "$.accepts.deviations[1]",
+            "deviation 'section_name_case' does not apply to syntax 'mt940'; expected one of"
+            " ['decimal_point', 'header_lines', 'message_wrappers', 'missing_final_newline',"
+            " 'missing_statement_reference']; remove it",
+        ),
+        (
+            "mt940-statement-import",
+            {"deviations": ["decimal_comma"]},
+            "$.accepts.deviations[0]",
+            "deviation 'decimal_comma' does not apply to syntax 'mt940'",
+        ),
+        (
+            "1c-ru-statement-import",
+            {
+                "versions": ["1.03"],
+                "encoding_labels": ["Windows"],
+                "deviations": ["header_lines"],
+            },
+            "$.accepts.deviations[0]",
+            "deviation 'header_lines' does not apply to syntax '1c_exchange'; expected one of"
+            " ['decimal_comma', 'missing_final_newline', 'section_name_case']; remove it",
+        ),
+        (
+            "certificate-export",
+            {"deviations": ["message_wrappers"]},
+            "$.accepts.deviations[0]",
+            "deviation 'message_wrappers' does not apply to syntax 'delimited'",
+        ),
+        (
+            "mt942-bank-interim-import",
+            {"versions": ["1.01"]},
+            "$.accepts.versions",
+            "versions applies to 1c_exchange definitions, found syntax 'mt942'; remove it",
+        ),
+    ],
+    ids=[
+        "1c-case-on-mt940",
+        "comma-on-mt940",
+        "envelope-on-1c",
+        "wrappers-on-delimited",
+        "versions",
+    ],
+)
+def test_deviation_must_fit_syntax(
+    tmp_path: Path, format_id: str, accepts: dict[str, Any], path: str, message: str
+) -> None:
+    root = copy_format(tmp_path, format_id)
+    rewrite(
+        root / "packages/treasury" / format_id / "format.json", lambda d: d.update(accepts=accepts)
+    )
+    findings = errors_only(check_definition(root, Kind.TREASURY, format_id))
+    assert rules(findings) == ["treasury.deviation-syntax"]
+    assert findings[0].file == f"packages/treasury/{format_id}/format.json"
+    assert findings[0].json_path == path
+    assert findings[0].message.startswith(message)
+
+
+def test_overlapping_fixed_width_columns(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "financing-plan-export")
+    folder = root / "packages/treasury/financing-plan-export"
+    rewrite(folder / "format.json", lambda d: d["layout"]["columns"][6].update(start=60))
+    findings = errors_only(check_definition(root, Kind.TREASURY, "financing-plan-export"))
+    assert rules(findings) == ["treasury.column-overlap"]
+    assert findings[0].json_path == "$.layout.columns[6].start"
+    assert findings[0].message == (
+        "column NOTE (purpose, characters 60-99) overlaps column SUM (amount, characters"
+        " 48-65) at $.layout.columns[5]; expected each character in one column, so move"
+        " NOTE to start at 66 or later"
+    )
+
+
 def test_required_field_must_be_mapped(tmp_path: Path) -> None:
     root = copy_format(tmp_path, "certificate-export")
     folder = root / "packages/treasury/certificate-export"

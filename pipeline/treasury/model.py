@@ -20,6 +20,22 @@ Deviation = Literal[
     "decimal_comma",
     "section_name_case",
 ]
+# The deviations that each syntax's parser implements; it ignores any other one.
+DEVIATIONS_BY_SYNTAX: dict[str, frozenset[str]] = {
+    "mt940": frozenset(
+        [
+            "missing_final_newline",
+            "message_wrappers",
+            "header_lines",
+            "missing_statement_reference",
+            "decimal_point",
+        ]
+    ),
+    "1c_exchange": frozenset(["missing_final_newline", "section_name_case", "decimal_comma"]),
+    "fixed_width": frozenset(["missing_final_newline", "decimal_comma"]),
+}
+DEVIATIONS_BY_SYNTAX["mt942"] = DEVIATIONS_BY_SYNTAX["mt940"]
+DEVIATIONS_BY_SYNTAX["delimited"] = DEVIATIONS_BY_SYNTAX["fixed_width"]
 
 
 # Rules of findings that do not block parsing or rendering (see `blocks_parsing`).
