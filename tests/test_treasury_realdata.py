@@ -3,7 +3,9 @@
 The files are read from the shared data folder and never copied into the
 repository. They are parsed with the shipped definitions, which declare the
 deviations these banks send: envelope lines, SOH and ETX bytes, messages
-without `:20:` and a missing final line break.
+without `:20:` and a missing final line break. None of them has a reversal
+entry (RC or RD), so a statement of this repository with both checks the
+signs of reversals against the same reference.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from conftest import require_shared_data
 
 from pipeline.treasury import TreasuryFormat, load_format, parse_file
 
-pytestmark = pytest.mark.realdata
-
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).parent / "data" / "treasury"
+# The 5.1.1 default negates only D; reversal_sign also negates RC, as booking does.
+REFERENCE_OPTIONS = mt940.Options(reversal_sign=True)
 MT940_FILES = [
     "betterplace_missing_crlf_at_end.sta",
     "cmxl_mt940.sta",
@@ -38,35 +41,69 @@ def shipped_format(name: str) -> TreasuryFormat:
     return load_format(REPO_ROOT, format_id)
 
 
+@pytest.mark.realdata
 def test_every_statement_file_is_known() -> None:
     folder = require_shared_data("statements/mt940")
     assert sorted(p.name for p in folder.glob("*.sta")) == sorted(MT940_FILES)
     assert [p.name for p in require_shared_data("statements/1c").glob("*.txt")] == ["kl_to_1c.txt"]
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("name", MT940_FILES)
 def test_mt940_matches_reference_reader(name: str) -> None:
     path = require_shared_data(f"statements/mt940/{name}")
-    records = parse_file(shipped_format(name), path)
-    reference = list(mt940.parse(str(path)))
+    assert_matches_reference(path, shipped_format(name))
+
+
+def test_reversal_entries_match_reference_reader() -> None:
+    path = DATA / "reversal-entries.sta"
+    fmt = shipped_format(path.name)
+    assert [r["debit_credit"] for r in parse_file(fmt, path)] == ["RC", "RD", "C"]
+    assert_matches_reference(path, fmt)
+
+
+def test_wrapped_sample_matches_reference_reader() -> None:
+    # The shipped sample has an RC entry, in KZ-1048 between SOH and ETX bytes.
+    folder = REPO_ROOT / "packages/treasury/mt940-statement-import"
+    fmt = load_format(REPO_ROOT, "mt940-statement-import")
+    assert_matches_reference(folder / "samples/statement-2026-12-02-wrapped.sta", fmt)
+
+
+def assert_matches_reference(path: Path, fmt: TreasuryFormat) -> None:
+    """Compare each transaction of `path` with what the `mt-940` package reads from it.
+
+    The reference gives a reversal of a credit (RC) a negative amount, like the
+    debit it is, and a reversal of a debit (RD) a positive one. Our records
+    keep the amount unsigned beside the mark, so the expected signed amount is
+    built with the package's own `Amount` and the same options.
+    """
+    records = parse_file(fmt, path)
+    reference = list(mt940.parse(str(path), options=REFERENCE_OPTIONS))
     assert len(records) == len(reference)
     for index, (ours, theirs) in enumerate(zip(records, reference, strict=True)):
         data = theirs.data
-        where = f"{name} transaction {index}"
-        sign = -1 if ours["debit_credit"] in ("D", "RC") else 1
+        where = f"{path.name} transaction {index}"
+        signed = mt940.models.Amount(
+            str(Decimal(ours["amount"]) / 100),
+            ours["debit_credit"],
+            ours["currency"],
+            options=REFERENCE_OPTIONS,
+        )
         assert ours["doc_date"] == data["date"].isoformat(), where
-        assert Decimal(ours["amount"]) / 100 * sign == data["amount"].amount, where
+        assert signed == data["amount"], where
         assert ours["debit_credit"] == data["status"], where
         assert ours["currency"] == data["amount"].currency, where
         assert ours["doc_number"] == data["customer_reference"], where
         assert ours.get("bank_reference") == data.get("bank_reference"), where
 
 
+@pytest.mark.realdata
 def test_betterplace_file_has_no_transactions() -> None:
     path = require_shared_data("statements/mt940/betterplace_missing_crlf_at_end.sta")
     assert parse_file(shipped_format(path.name), path) == []
 
 
+@pytest.mark.realdata
 def test_russian_1c_file_parses() -> None:
     path = require_shared_data("statements/1c/kl_to_1c.txt")
     records = parse_file(load_format(REPO_ROOT, "1c-ru-statement-import"), path)
