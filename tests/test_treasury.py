@@ -792,6 +792,69 @@ def test_1c_document_with_zero_other_amount(zero: str) -> None:
     assert records[0]["credit_amount"] == 0
 
 
+@pytest.mark.parametrize(
+    ("amounts", "found"),
+    [
+        (
+            ("СуммаРасход=0.00", "СуммаПриход=0"),
+            "СуммаРасход=0.00 on line 7, СуммаПриход=0 on line 8",
+        ),
+        (("СуммаРасход=0,00",), "СуммаРасход=0,00 on line 7"),
+    ],
+)
+def test_1c_document_with_only_zero_amounts(amounts: tuple[str, ...], found: str) -> None:
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(kk_1c(), kk_document(*amounts), "zero.txt")
+    assert caught.value.line == 4
+    assert caught.value.field == "СуммаРасход"
+    assert caught.value.detail == (
+        f"the document has only zero amounts ({found}); expected a non-zero debit or credit"
+        " amount, because a document moves money"
+    )
+
+
+def test_1c_tab_in_value_rejected() -> None:
+    text = (
+        KK_1C_HEADER + "СекцияДокумент=Төлем тапсырмасы\nНомер=14\t82\n"
+        "СуммаРасход=1.00\nКонецДокумента\nКонецФайла\n"
+    )
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(kk_1c(), text.encode("kz1048"), "tab.txt")
+    assert caught.value.line == 5
+    assert caught.value.field == "Номер"
+    assert caught.value.detail == (
+        "key Номер: tab (U+0009) at column 9; expected a value without tabs, which exports"
+        " reject as well"
+    )
+
+
+def test_export_file_with_empty_required_value() -> None:
+    fmt = load_format(REPO_ROOT, "payment-order-export")
+    data = sample_bytes("payment-order-export", "payment-orders-2026-12-04.txt")
+    text = data.decode("kz1048").replace(";020240003456;", ";;")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, text.encode("kz1048"), "orders.txt")
+    assert caught.value.line == 2
+    assert caught.value.field == "БИН_ПОЛУЧАТЕЛЯ"
+    assert caught.value.detail == (
+        "missing value; the format payment-order-export requires column БИН_ПОЛУЧАТЕЛЯ in"
+        " every record"
+    )
+
+
+def test_1c_export_file_with_empty_required_value() -> None:
+    fmt = variant("1c-kk-statement-import", direction="export", required_fields=["Номер"])
+    text = (
+        KK_1C_HEADER + "СекцияДокумент=Төлем тапсырмасы\nНомер=\n"
+        "СуммаРасход=1.00\nКонецДокумента\nКонецФайла\n"
+    )
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, text.encode("kz1048"), "orders.txt")
+    assert caught.value.line == 4
+    assert caught.value.field == "Номер"
+    assert "requires key Номер in every record" in caught.value.detail
+
+
 CERTIFICATE_HEADER = "certificate_number|issue_date|iban|currency|balance|holder|holder_bin|note\n"
 MT940_CREDIT_LINE = MT940_FIELDS["61"]
 

@@ -5,12 +5,13 @@ syntax (before decoding, so a 1C file in CP1251 given to a UTF-8 MT940
 definition is named as 1C, not as an invalid UTF-8 byte), decode the bytes in
 the definition's encoding, parse the syntax into source fields, then map each
 source field to its canonical field and convert it to the canonical type
-(`records.py`). A
-text value with mojibake, such as KZ-1048 text read as CP1251 ("Ќазаќстан"
-for "Қазақстан"), is rejected with the repaired text, or only reported as a
-warning when the definition sets `mojibake` to `warning`. In a CP1251 file
-that mojibake means the file itself is KZ-1048; in other files the text was
-misread before it reached the file.
+(`records.py`). A text value with mojibake, such as KZ-1048 text read as
+CP1251 ("Ќазаќстан" for "Қазақстан"), is rejected with the repaired text, or
+only reported as a warning when the definition sets `mojibake` to `warning`.
+In a CP1251 file that mojibake means the file itself is KZ-1048; in other
+files the text was misread before it reached the file. A file of an export
+format is held to what rendering requires: a record without a value for a
+field of `required_fields` is rejected.
 
 Rendering runs the same steps backwards, and a character the encoding lacks
 is an error naming the character, the record and the field. A text value
@@ -107,6 +108,9 @@ def parse_bytes(
         source = onec.parse(text, fmt, file)
     else:
         source = tabular.parse(text, fmt, file)
+    if fmt.direction == "export":
+        for record in source:
+            _check_required_present(record, fmt, file)
     records = [_to_canonical(record, fmt, file, warnings) for record in source]
     logger.info("parsed %s with %s: %d record(s)", file, fmt.id, len(records))
     return records
@@ -149,6 +153,27 @@ def _check_line_endings(text: str, file: str) -> None:
         file=file,
         line=text.count("\n", 0, match.start()) + 1,
     )
+
+
+def _check_required_present(record: SourceRecord, fmt: TreasuryFormat, file: str) -> None:
+    """Reject a record of an export file without a value that rendering requires.
+
+    The parsers leave an empty value out of the record, so an empty value and a
+    missing one are the same here.
+    """
+    for source_name in fmt.required_fields:
+        if source_name in record:
+            continue
+        # A 1C record starts at its document section; its header values come before.
+        start = record.get(onec.DOCUMENT_KEY) if fmt.syntax == "1c_exchange" else None
+        lines = [value.line for value in record.values()]
+        raise TreasuryFormatError(
+            f"missing value; the format {fmt.id} requires {_source_word(fmt)} {source_name}"
+            " in every record",
+            file=file,
+            line=start.line if start else min(lines, default=None),
+            field=source_name,
+        )
 
 
 def _date_format(fmt: TreasuryFormat) -> str:

@@ -20,7 +20,10 @@ several is an error. A key repeated in one section, a section opened before
 the previous one is closed, and a document without any key that the mapping
 reads as an amount are errors naming the line and key. So is a document with
 a non-zero debit amount and a non-zero credit amount (`СуммаРасход` and
-`СуммаПриход` in the Kazakh variant), because a document moves money one way.
+`СуммаПриход` in the Kazakh variant), because a document moves money one way,
+and a document whose amounts are all zero. A tab in a line is an error too,
+because an export cannot write one, so a value with a tab would not survive
+a round trip.
 
 The definition lists the accepted `ВерсияФормата` values and `Кодировка`
 labels. Deviations it may accept: `section_name_case` (section markers in
@@ -142,6 +145,7 @@ def parse(text: str, fmt: TreasuryFormat, file: str) -> list[SourceRecord]:
     for document in documents:
         _check_amount(document, fmt, file)
         _check_debit_or_credit(document, fmt, file)
+        _check_not_all_zero(document, fmt, file)
     return [
         {**header, **_account_of(document, accounts, file), **document} for document in documents
     ]
@@ -187,6 +191,38 @@ def _check_debit_or_credit(document: SourceRecord, fmt: TreasuryFormat, file: st
         file=file,
         line=document[DOCUMENT_KEY].line,
         field=debit_key,
+    )
+
+
+def _check_not_all_zero(document: SourceRecord, fmt: TreasuryFormat, file: str) -> None:
+    """Reject a document whose amounts are all zero, such as СуммаРасход=0 and СуммаПриход=0.
+
+    A malformed amount counts as non-zero here, because converting it to the
+    canonical record reports it with its own message.
+    """
+    amounts = []
+    for key, canonical in fmt.mapping.items():
+        value = document.get(key)
+        if value is None or CANONICAL_FIELDS.get(canonical) not in ("money", "signed_money"):
+            continue
+        if isinstance(value.value, int):
+            return
+        try:
+            if parse_amount(value.value.removeprefix("-"), separators(fmt)) != 0:
+                return
+        except ValueFormatError:
+            return
+        amounts.append((key, value))
+    if not amounts:
+        return  # _check_amount reports a document without an amount.
+    amounts.sort(key=lambda item: item[1].line)
+    found = ", ".join(f"{key}={value.value} on line {value.line}" for key, value in amounts)
+    raise TreasuryFormatError(
+        f"the document has only zero amounts ({found}); expected a non-zero debit or credit"
+        " amount, because a document moves money",
+        file=file,
+        line=document[DOCUMENT_KEY].line,
+        field=amounts[0][0],
     )
 
 
@@ -255,6 +291,16 @@ def _check_case(key: str, fmt: TreasuryFormat, file: str, line: int) -> None:
 
 
 def _check_line(line: str, number: int, file: str) -> None:
+    tab = line.find("\t")
+    if tab >= 0:
+        key = line.partition("=")[0]
+        raise TreasuryFormatError(
+            f"key {key}: tab (U+0009) at column {tab + 1}; expected a value without tabs,"
+            " which exports reject as well",
+            file=file,
+            line=number,
+            field=key,
+        )
     control = find_control(line)
     if control is not None:
         key = line.partition("=")[0]
