@@ -60,10 +60,11 @@ _WORDS: dict[str, dict[str, str]] = {
         "treasury": "Форматы Казначейства",
         "migration": "Изменения структуры базы данных",
         "none": "Изменений нет.",
-        "added": "добавлен",
-        "modified": "изменён",
-        "renamed": "переименован",
-        "deleted": "удалён",
+        # Neuter, as in "добавлено: ...", so the word fits an item of any gender.
+        "added": "добавлено",
+        "modified": "изменено",
+        "renamed": "переименовано",
+        "deleted": "удалено",
         "rows": "строк: {rows}",
         "delta": "добавлено: {added}, изменено: {changed}, удалено: {removed}",
         "severity": "Важность",
@@ -152,11 +153,26 @@ def escape_markdown(text: str) -> str:
 
 def _entry_lines(section: str, entry: NoteEntry, language: str) -> list[str]:
     title, change, details = _entry_content(section, entry, language)
-    head = f"- **{escape_markdown(entry.item)}**"
-    if title:
-        head += f" — {escape_markdown(title)}"
-    head += f" ({escape_markdown(change)})"
-    return [head] + [f"  - {escape_markdown(detail)}" for detail in details]
+    head = _entry_head(
+        f"**{escape_markdown(entry.item)}**",
+        escape_markdown(title) if title else "",
+        escape_markdown(change),
+        language,
+    )
+    return [f"- {head}"] + [f"  - {escape_markdown(detail)}" for detail in details]
+
+
+def _entry_head(item: str, title: str, change: str, language: str) -> str:
+    """Join an entry's marked-up item, title and change word in the order of `language`.
+
+    Russian leads with the change word ("добавлено: X — title"), because a
+    participle after the title would have to agree with its gender. Kazakh
+    verbs have no gender, so the change word follows in brackets.
+    """
+    named = f"{item} — {title}" if title else item
+    if language == "ru":
+        return f"{change}: {named}"
+    return f"{named} ({change})"
 
 
 def _entry_content(section: str, entry: NoteEntry, language: str) -> tuple[str, str, list[str]]:
@@ -244,10 +260,12 @@ def render_notes_html(notes: NotesInput, language: str) -> str:
 
 def _entry_html(section: str, entry: NoteEntry, language: str) -> str:
     title, change, details = _entry_content(section, entry, language)
-    text = f"<strong>{html.escape(entry.item)}</strong>"
-    if title:
-        text += f" — {html.escape(title)}"
-    text += f" ({html.escape(change)})"
+    text = _entry_head(
+        f"<strong>{html.escape(entry.item)}</strong>",
+        html.escape(title) if title else "",
+        html.escape(change),
+        language,
+    )
     if details:
         items = "".join(f"<li>{html.escape(detail)}</li>" for detail in details)
         text += f"<ul>{items}</ul>"

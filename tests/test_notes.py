@@ -190,3 +190,20 @@ def test_effective_date_as_in_previews() -> None:
         markdown = render_notes(notes_input(), language)
         assert f"  - {label}: {shown}\n" in markdown
         assert f"<li>{label}: {shown}</li>" in render_notes_html(notes_input(), language)
+
+
+def test_russian_change_words_fit_every_gender() -> None:
+    notes = notes_input()
+    form = {**REPORT, "title": {"kk": "Төлем тапсырмасының баспа нысаны", "ru": "Печатная форма"}}
+    notes.entries["form"] = [NoteEntry("payment-order", "added", form)]
+    notes.entries["catalog"].append(NoteEntry("kbk", "renamed", None))
+    notes.entries["treasury"].append(NoteEntry("old-export", "deleted", None))
+    ru = render_notes(notes, "ru")
+    assert "- добавлено: **payment-order** — Печатная форма\n" in ru
+    assert "- добавлено: **payment-order-total-rounding** — Округление суммы поручения\n" in ru
+    assert "- изменено: **knp**\n" in ru
+    assert "- переименовано: **kbk**\n" in ru
+    assert "- удалено: **old-export**\n" in ru
+    assert "(добавлен)" not in ru
+    page = render_notes_html(notes, "ru")
+    assert "<li>добавлено: <strong>payment-order</strong> — Печатная форма<ul>" in page

@@ -1379,8 +1379,12 @@ def test_render_rejects_unmapped_field() -> None:
 
 def test_render_rejects_import_format() -> None:
     fmt = load_format(REPO_ROOT, "mt940-statement-import")
-    with pytest.raises(TreasuryFormatError, match="expected an export format"):
+    with pytest.raises(TreasuryFormatError) as caught:
         render_records(fmt, [], "records.json")
+    assert caught.value.detail == (
+        "format mt940-statement-import is an import format in mt940 syntax; expected an"
+        " export format in 1c_exchange, fixed_width or delimited syntax"
+    )
 
 
 # -- conformance of samples --------------------------------------------------------------------

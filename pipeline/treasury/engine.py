@@ -291,8 +291,8 @@ def render_records(
     """
     if fmt.direction != "export" or fmt.syntax in ("mt940", "mt942"):
         raise TreasuryFormatError(
-            f"format {fmt.id} is a {fmt.syntax} {fmt.direction} format; expected an export"
-            " format in 1c_exchange, fixed_width or delimited syntax",
+            f"format {fmt.id} is an {fmt.direction} format in {fmt.syntax} syntax; expected an"
+            " export format in 1c_exchange, fixed_width or delimited syntax",
             file=file,
         )
     reverse: dict[str, str] = {}
