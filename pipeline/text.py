@@ -10,7 +10,9 @@ the offending word or character:
    is one line (a line feed in a title would start a new Markdown block in
    the release notes);
 4. a word that mixes Latin and Cyrillic letters, such as a Latin `i` typed
-   for the Kazakh `і`, or a Latin `o`, `c`, `a`, `e`, `p`, `x` inside a Cyrillic word;
+   for the Kazakh `і`, or a Latin `o`, `c`, `a`, `e`, `p`, `x` inside a Cyrillic word,
+   and a lowercase Latin letter of those standing as a word next to a
+   Cyrillic word, such as the `c` of "(c НДС)";
 5. mojibake: KZ-1048 bytes read as CP1251 ("Ќазаќстан" for "Қазақстан"), and
    UTF-8 bytes read as CP1251 ("РџР»Р°С‚РµР¶"), CP1252 or Latin-1 ("ÐŸÐ»Ð°Ñ‚"),
    one misreading per word; a word in Ukrainian spelling ("Київ") is not
@@ -69,6 +71,9 @@ _CONTROL = re.compile(
 # Latin letters that look like Cyrillic ones, and the reverse map.
 _LATIN_TO_CYRILLIC = dict(zip("aceopxyiACEHKMOPTXBI", "асеорхуіАСЕНКМОРТХВІ", strict=True))
 _CYRILLIC_TO_LATIN = {c: latin for latin, c in _LATIN_TO_CYRILLIC.items()}
+# Lowercase Latin letters that look like a one-letter Cyrillic word (с, о, у,
+# а, и) or are typed for one, such as "c" in "(c НДС)".
+_LATIN_WORD_LETTERS = frozenset("aceopxyi")
 # The same repair for Russian words, where a Latin i stands for и.
 _LATIN_TO_RUSSIAN = {**_LATIN_TO_CYRILLIC, "i": "и", "I": "И"}
 
@@ -344,7 +349,7 @@ def _check_mixed_scripts(
 ) -> list[Finding]:
     if not (_LATIN.search(text) and _CYRILLIC.search(text)):
         return []
-    findings = []
+    findings = _check_latin_letter_words(text, language, file, json_path)
     for match in _WORD.finditer(text):
         word = match.group()
         if not (_LATIN.search(word) and _CYRILLIC.search(word)):
@@ -355,6 +360,42 @@ def _check_mixed_scripts(
                 file=file,
                 json_path=json_path,
                 message=_describe_mixed_word(word, language),
+            )
+        )
+    return findings
+
+
+def _check_latin_letter_words(
+    text: str, language: Language, file: str, json_path: str
+) -> list[Finding]:
+    """Find a lowercase Latin letter standing as a word next to a Cyrillic word, as in "(c НДС)".
+
+    Only lowercase letters with a Cyrillic look-alike count, because an
+    uppercase one is usually a label such as "Приложение A".
+    """
+    tokens = list(_TOKEN.finditer(text))
+    findings = []
+    for position, token in enumerate(tokens):
+        letters = _LETTER.findall(token.group())
+        if len(letters) != 1 or letters[0] not in _LATIN_WORD_LETTERS:
+            continue
+        neighbours = tokens[max(position - 1, 0) : position] + tokens[position + 1 : position + 2]
+        if not any(_CYRILLIC.search(n.group()) for n in neighbours):
+            continue
+        letter = letters[0]
+        if letter == "i" and language == "kk":
+            expected = "the Kazakh 'і'"
+        elif letter == "i":
+            expected = "the Cyrillic 'и'"
+        else:
+            expected = f"the Cyrillic {_LATIN_TO_CYRILLIC[letter]!r}"
+        findings.append(
+            Finding(
+                rule="text.mixed-script",
+                file=file,
+                json_path=json_path,
+                message=f"Latin letter {letter!r} used as a word in"
+                f" {_excerpt(text, token.start(), 40)!r}; expected {expected}",
             )
         )
     return findings

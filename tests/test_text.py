@@ -509,3 +509,40 @@ def test_utf8_and_kz1048_misreadings_in_one_text() -> None:
     assert "'Ќазаќстан' is KZ-1048 text read as CP1251" in findings[1].message
     for finding in findings:
         assert "expected 'Қазақстан Оплата'" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("text", "language", "message"),
+    [
+        (
+            "Количество документов (c НДС)",
+            "ru",
+            "Latin letter 'c' used as a word in 'Количество документов (c НДС)'; expected the"
+            " Cyrillic 'с'",
+        ),
+        ("Есеп i", "kk", "Latin letter 'i' used as a word in 'Есеп i'; expected the Kazakh 'і'"),
+        (
+            "Отчёт i анализ",
+            "ru",
+            "Latin letter 'i' used as a word in 'Отчёт i анализ'; expected the Cyrillic 'и'",
+        ),
+        (
+            "o платежах",
+            "ru",
+            "Latin letter 'o' used as a word in 'o платежах'; expected the Cyrillic 'о'",
+        ),
+    ],
+)
+def test_latin_letter_as_word(text: str, language: Literal["kk", "ru"], message: str) -> None:
+    findings = check_text(text, language, FILE, f"$.title.{language}")
+    assert rules(findings) == ["text.mixed-script"]
+    assert findings[0].json_path == f"$.title.{language}"
+    assert findings[0].message == message
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Приложение A", "Размер 3 x 4", "Импорт MT940 и MT942", "Группа B", "с НДС", "Есеп і"],
+)
+def test_latin_letter_label_passes(text: str) -> None:
+    assert check_text(text, "ru", FILE, "$.title.ru") == []
