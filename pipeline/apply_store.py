@@ -145,17 +145,19 @@ def check_applicable(
 ) -> None:
     """Reject a bundle that does not apply to a database at version `installed`.
 
-    A bundle built on a base release ships only what changed since that base,
-    so it applies only to a database at exactly the base version. A bundle
-    without a base ships everything and applies to any older database.
+    A delta bundle ships only what changed since its base release, so it
+    applies only to a database at exactly `min_from_version`. A full bundle
+    (`full` true, `min_from_version` null) ships everything and applies to any
+    older database, an empty one included, even when it was built after a
+    base release tag.
 
     Raises:
         ApplyError: the bundle is older than the database (unless
-            `allow_downgrade`) or was built on another base release.
+            `allow_downgrade`) or is a delta on another base release.
     """
     version = Version.parse(manifest["version"])
-    base_tag = manifest["source"]["base_tag"]
-    base = Version.from_tag(base_tag) if base_tag else None
+    min_from = manifest["min_from_version"]
+    base = None if manifest["full"] or min_from is None else Version.parse(min_from)
     if installed is not None and Version.parse(installed) > version and not allow_downgrade:
         raise ApplyError(
             f"bundle {version} is older than the installed version {installed};"

@@ -65,6 +65,8 @@ class Bundles:
 
     first: Path
     second: Path
+    # 2026.12.1 built with `full=True` on the base release 2026.12.0.
+    second_full: Path
     no_transaction: Path
     public: signing.PublicKey
     public_file: Path
@@ -119,6 +121,9 @@ def build_bundles(base: Path) -> Bundles:
     )
     _commit(repo, "Change KNP and reserve a code", "2026-12-05T09:00:00Z")
     second = release(repo, base / "second", secret, version=Version.parse("2026.12.1"))
+    second_full = release(
+        repo, base / "second-full", secret, version=Version.parse("2026.12.1"), full=True
+    )
 
     other = _content_repo(base / "other")
     (other / "migrations/0004_audit_log.sql").write_text(NO_TRANSACTION_MIGRATION, "utf-8")
@@ -128,6 +133,7 @@ def build_bundles(base: Path) -> Bundles:
     return Bundles(
         first=base / "first" / first.build.bundle.name,
         second=base / "second" / second.build.bundle.name,
+        second_full=base / "second-full" / second_full.build.bundle.name,
         no_transaction=base / "other-out" / no_transaction.build.bundle.name,
         public=secret.public,
         public_file=base / "minisign.pub",
@@ -274,6 +280,41 @@ def test_update_rejected_without_base(bundles: Bundles, sample: Path) -> None:
     assert "updates release 2026.12.0" in str(error.value)
     assert "no release installed" in str(error.value)
     assert sha256(sample) == before
+
+
+def test_full_bundle_applies_to_new_database(bundles: Bundles, tmp_path: Path) -> None:
+    database = tmp_path / "new.sqlite"
+
+    result = apply_bundle(bundles.second_full, url_of(database), [bundles.public], create=True)
+
+    assert result.status == "applied"
+    assert result.from_version is None
+    assert installed_version(url_of(database)) == "2026.12.1"
+    rows = dict(query(database, "SELECT code, name_ru FROM catalog_knp"))
+    assert rows["311"] == "Выплата заработной платы работникам"
+    assert rows["914"] == "Пеня"
+    assert "019" not in rows
+
+
+def test_full_bundle_skips_base_release(bundles: Bundles, sample: Path) -> None:
+    result = apply_bundle(bundles.second_full, url_of(sample), [bundles.public])
+
+    assert result.status == "applied"
+    assert result.from_version is None
+    assert [run.version for run in result.migrations] == ["0002", "0003", "0004"]
+    assert installed_version(url_of(sample)) == "2026.12.1"
+
+
+def test_delta_rejected_on_new_database(bundles: Bundles, tmp_path: Path) -> None:
+    database = tmp_path / "new.sqlite"
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.second, url_of(database), [bundles.public], create=True)
+
+    assert str(error.value) == (
+        "bundle 2026.12.1 updates release 2026.12.0, but the database has no release"
+        " installed; apply the full release bundle first"
+    )
 
 
 def test_downgrade_needs_flag(bundles: Bundles, sample: Path) -> None:
