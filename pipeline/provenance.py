@@ -9,6 +9,7 @@ hash of the archive or of the manifest that lists it.
 The statement contains nothing that varies between two builds of one commit:
 `runDetails.metadata` carries no invocation id and no start or finish time,
 and the source repository is a configured or remote URL, never a local path.
+That URL is recorded without user name, password, query string or fragment.
 
 Layout::
 
@@ -34,7 +35,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import subprocess
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,9 +79,11 @@ def source_repository(repo: Path, configured: object) -> str | None:
     The `[tool.pipeline] repository` setting wins. Otherwise the `origin`
     remote counts when it is a URL (`scheme://` or `user@host:path`), not a
     local path, which would differ between two checkouts of one commit.
+    Either way the URL passes through `public_url`, because every customer
+    receives the provenance.
     """
     if isinstance(configured, str) and configured:
-        return configured
+        return public_url(configured)
     shown = subprocess.run(
         ["git", "remote", "get-url", "origin"],
         cwd=repo,
@@ -91,11 +96,36 @@ def source_repository(repo: Path, configured: object) -> str | None:
         logger.debug("%s has no origin remote; the provenance names no repository", repo)
         return None
     if "://" in url and not url.startswith("file://"):
-        return url
-    if "@" in url and ":" in url.split("@", 1)[1]:
-        return url
+        return public_url(url)
+    if _SCP_LIKE.fullmatch(url):
+        return public_url(url)
     logger.debug("origin %s is a local path; the provenance names no repository", url)
     return None
+
+
+# Git's scp-like syntax `[user[:password]@]host:path`, which git takes when a colon comes
+# before the first slash. The host has no `/`, `:` or `@`, and a password may contain `@`.
+_SCP_LIKE = re.compile(r"(?:(?P<userinfo>[^/]*)@)?(?P<host>[^:/@]+):(?P<path>.+)")
+
+
+def public_url(url: str) -> str:
+    """Return `url` without user name, password, query string or fragment.
+
+    A user name can be an access token, like a password, and a query string
+    can carry a token (`?private_token=...`), so all of them are dropped. The
+    result names the repository, but cloning from it may need credentials.
+    """
+    if "://" in url:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        public = urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    else:
+        match = _SCP_LIKE.fullmatch(url)
+        public = f"{match['host']}:{match['path']}" if match else url
+    if public != url:
+        # The dropped parts may be secret, so only the public URL is logged.
+        logger.info("recording the source repository as %s, without credentials or query", public)
+    return public
 
 
 def provenance_statement(

@@ -85,7 +85,74 @@ def test_configured_repository_wins(content_repo: Path) -> None:
     assert source_repository(content_repo, "https://configured.example/c.git") == (
         "https://configured.example/c.git"
     )
-    assert source_repository(content_repo, None) == "git@git.parus-kaz.example:content.git"
+    assert source_repository(content_repo, None) == "git.parus-kaz.example:content.git"
+
+
+@pytest.mark.parametrize(
+    ("url", "recorded"),
+    [
+        (
+            "https://qa:s3cr3t-token@git.parus-kaz.example/parus/content.git",
+            "https://git.parus-kaz.example/parus/content.git",
+        ),
+        (
+            "https://glpat-s3cr3t@git.parus-kaz.example:8443/content.git",
+            "https://git.parus-kaz.example:8443/content.git",
+        ),
+        (
+            "https://git.parus-kaz.example/content.git?private_token=s3cr3t#main",
+            "https://git.parus-kaz.example/content.git",
+        ),
+        (
+            "ssh://deploy:s3cr3t@git.parus-kaz.example:2222/parus/content.git",
+            "ssh://git.parus-kaz.example:2222/parus/content.git",
+        ),
+        ("git+ssh://git@[2001:db8::1]/content.git", "git+ssh://[2001:db8::1]/content.git"),
+        (
+            "deploy:s3cr3t@git.parus-kaz.example:parus/content.git",
+            "git.parus-kaz.example:parus/content.git",
+        ),
+        ("git@git.parus-kaz.example:parus/c@1.git", "git.parus-kaz.example:parus/c@1.git"),
+        ("deploy:p@ss@git.parus-kaz.example:content.git", "git.parus-kaz.example:content.git"),
+    ],
+    ids=[
+        "https-password",
+        "https-token",
+        "https-query",
+        "ssh-password",
+        "ssh-ipv6",
+        "scp-password",
+        "scp-at-in-path",
+        "scp-at-in-password",
+    ],
+)
+def test_origin_credentials_stripped(content_repo: Path, url: str, recorded: str) -> None:
+    git(content_repo, "remote", "add", "origin", url)
+
+    assert source_repository(content_repo, None) == recorded
+
+
+def test_configured_credentials_stripped(content_repo: Path) -> None:
+    configured = "https://ci:s3cr3t@git.parus-kaz.example/content.git?token=s3cr3t"
+
+    assert source_repository(content_repo, configured) == (
+        "https://git.parus-kaz.example/content.git"
+    )
+
+
+def test_provenance_has_no_credentials(content_repo: Path, tmp_path: Path) -> None:
+    origin = "https://qa:s3cr3t-token@git.parus-kaz.example/parus/content.git"
+    git(content_repo, "remote", "add", "origin", origin)
+
+    built = build(content_repo, tmp_path / "out", "2026.12.0")
+
+    text = built.provenance_path.read_text(encoding="utf-8")
+    assert "s3cr3t" not in text
+    assert "qa@" not in text
+    source = statement_of(built.provenance_path)["predicate"]["buildDefinition"][
+        "externalParameters"
+    ]["source"]
+    assert source["repository"] == "https://git.parus-kaz.example/parus/content.git"
 
 
 def test_local_origin_not_recorded(content_repo: Path, tmp_path: Path) -> None:
