@@ -264,11 +264,17 @@ def liblzma_version() -> str:
     return version.decode("ascii", "replace")
 
 
+# The last second that Python's datetime can represent (9999-12-31T23:59:59Z). The signature of a
+# rotation's trusted-keys file prints the source time as a date-time. A 7z entry time
+# (100 ns since 1601 in 64 bits) reaches further, to the year 60056.
+MAX_SOURCE_DATE_EPOCH = 253_402_300_799
+
+
 def source_date_epoch(commit_time: int) -> int:
     """Return the time stamped on archive entries: `SOURCE_DATE_EPOCH` when set, else the commit's.
 
     Raises:
-        BundleError: `SOURCE_DATE_EPOCH` is not a non-negative integer.
+        BundleError: `SOURCE_DATE_EPOCH` is not an integer from 0 to MAX_SOURCE_DATE_EPOCH.
     """
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is None:
@@ -280,6 +286,11 @@ def source_date_epoch(commit_time: int) -> int:
     if value < 0:
         raise BundleError(
             f"SOURCE_DATE_EPOCH: expected unix seconds (an integer >= 0), found {epoch!r}"
+        )
+    if value > MAX_SOURCE_DATE_EPOCH:
+        raise BundleError(
+            f"SOURCE_DATE_EPOCH: expected unix seconds from 0 to {MAX_SOURCE_DATE_EPOCH}"
+            f" (9999-12-31T23:59:59Z), found {epoch!r}"
         )
     return value
 

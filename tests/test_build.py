@@ -18,7 +18,7 @@ import pytest
 from conftest import REPO_ROOT, git
 
 from pipeline import archive, bundle_delta
-from pipeline.build import BuildResult, build_bundle
+from pipeline.build import BuildResult, build_bundle, source_date_epoch
 from pipeline.collect import collect
 from pipeline.config import load_config
 from pipeline.errors import BundleError
@@ -296,6 +296,24 @@ def test_invalid_source_date_epoch_rejected(
         BundleError, match=r"SOURCE_DATE_EPOCH: expected unix seconds .* 'yesterday'"
     ):
         build(content_repo, tmp_path / "out", "2026.12.0")
+
+
+@pytest.mark.parametrize("value", ["99999999999999999999", "253402300800"])
+def test_huge_source_date_epoch_rejected(
+    content_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    with pytest.raises(BundleError) as error:
+        build(content_repo, tmp_path / "out", "2026.12.0")
+    assert str(error.value) == (
+        "SOURCE_DATE_EPOCH: expected unix seconds from 0 to 253402300799"
+        f" (9999-12-31T23:59:59Z), found '{value}'"
+    )
+
+
+def test_last_source_date_epoch_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "253402300799")
+    assert source_date_epoch(0) == 253_402_300_799
 
 
 def test_empty_password_rejected(content_repo: Path, tmp_path: Path) -> None:
