@@ -514,7 +514,7 @@ def test_utf8_definition_names_other_syntax(format_id: str, data: bytes, message
 
 
 @pytest.mark.parametrize("format_id", ["1c-ru-statement-import", "1c-kk-statement-import"])
-def test_1c_definition_names_mt940_without_final_newline(format_id: str) -> None:
+def test_1c_names_unterminated_mt940_file(format_id: str) -> None:
     error = error_of(load_format(REPO_ROOT, format_id), "missing-final-newline.sta")
     assert error.line == 1
     assert error.detail.startswith("expected the first line '1CClientBankExchange', found ':20:")
