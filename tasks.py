@@ -707,12 +707,7 @@ def verify(
         raise VerificationError(f"bundle {bundle} not found")
     signature = Path(manifest_signature) if manifest_signature else None
     if signature is None and not allow_unsigned_manifest:
-        beside = Path(bundle).parent / "manifest.json.minisig"
-        if not beside.is_file():
-            raise SignatureError(
-                f"no manifest signature: expected {beside} or --manifest-signature FILE;"
-                " pass --allow-unsigned-manifest to rely on the archive signature alone"
-            )
+        _require_manifest_signature(Path(bundle), "or --manifest-signature FILE")
     password = _bundle_password(new=False) if encrypted else None
     try:
         result = verify_bundle(
@@ -749,6 +744,17 @@ def verify(
                 if result.manifest_signature
                 else None,
             },
+        )
+
+
+def _require_manifest_signature(bundle: Path, alternative: str = "") -> None:
+    """Reject a bundle without `manifest.json.minisig` beside it, as verify and apply do."""
+    beside = bundle.parent / "manifest.json.minisig"
+    if not beside.is_file():
+        expected = f"{beside} {alternative}".rstrip()
+        raise SignatureError(
+            f"no manifest signature: expected {expected};"
+            " pass --allow-unsigned-manifest to rely on the archive signature alone"
         )
 
 
@@ -1075,6 +1081,8 @@ def _trusted_keys(path: str | None) -> list[Any]:
         "backup_dir": BACKUP_DIR_HELP,
         "repo": "folder that relative sqlite:/// paths start from (default: .)",
         "create": "create a missing SQLite database file for a fresh install",
+        "allow_unsigned_manifest": "apply without manifest.json.minisig beside the bundle"
+        " (the archive signature still covers the manifest inside)",
         "json": JSON_HELP,
     },
 )
@@ -1092,6 +1100,7 @@ def apply(
     keep_backups: int = 5,
     repo: str = ".",
     create: bool = False,
+    allow_unsigned_manifest: bool = False,
     json: str | None = None,
 ) -> None:
     """Verify a bundle, back up the database and apply the bundle, all or nothing."""
@@ -1099,6 +1108,11 @@ def apply(
 
     if not database:
         raise ConfigError("apply needs --database URL")
+    # A bundle passes or fails here as in `verify`, which needs the manifest signature unless
+    # --allow-unsigned-manifest is given. Apply changes a database, so it requires no less.
+    unsigned = not (Path(bundle).parent / "manifest.json.minisig").is_file()
+    if unsigned and not allow_unsigned_manifest:
+        _require_manifest_signature(Path(bundle))
     result = apply_bundle(
         Path(bundle),
         database,
@@ -1126,6 +1140,11 @@ def apply(
                 f"  catalog {catalog_id}: {counts['added']} added, {counts['changed']} changed,"
                 f" {counts['removed']} removed"
             )
+    if unsigned:
+        print(
+            "  manifest signature: not checked, no manifest.json.minisig beside the bundle;"
+            " the archive signature covers the manifest inside"
+        )
     if result.status == "applied" and trusted_keys and trusted_keys.endswith(".json"):
         # A bundle that carries the next trusted keys moves the customer to them.
         keys_ = list(_trusted_keys(trusted_keys))

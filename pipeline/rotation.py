@@ -184,11 +184,12 @@ def accept_rotation(
         logger.info("%s carries no next trusted keys; the trusted keys stay", source)
         return list(current)
     name = f"{source}:{rotation['path']}"
+    signature_name = f"{source}:{rotation['signature']}"
     try:
         data = _read_member(source, rotation["path"], MAX_TRUSTED_KEYS_BYTES, password)
         signature = _read_member(source, rotation["signature"], 16 * 1024, password)
-        info = verify_bytes(data, signature, [key.public for key in current], name)
-        check_signing_time(info, current, f"{source}:{rotation['signature']}")
+        info = verify_bytes(data, signature, [key.public for key in current], name, signature_name)
+        check_signing_time(info, current, signature_name)
         keys = parse_trusted_keys(data, name)
     except (SignatureError, BundleError) as exc:
         raise VerificationError(f"next trusted keys rejected: {exc}") from exc

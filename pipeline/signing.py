@@ -319,14 +319,21 @@ def _verify(
 
 
 def verify_bytes(
-    data: bytes, signature: bytes, keys: Sequence[PublicKey], name: str = "data"
+    data: bytes,
+    signature: bytes,
+    keys: Sequence[PublicKey],
+    name: str = "data",
+    signature_name: str | None = None,
 ) -> SignatureInfo:
-    """Verify a minisign signature of `data` against `keys`; `name` names the data in errors.
+    """Verify a minisign signature of `data` against `keys`.
+
+    `name` names the data in errors, and `signature_name` the signature file
+    (default `the signature of <name>`).
 
     Raises:
         SignatureError: any of the checks in the module docstring fails.
     """
-    signature_name = f"the signature of {name}"
+    signature_name = signature_name or f"the signature of {name}"
     parsed = parse_signature(signature, signature_name)
     info = _verify(parsed, keys, name, signature_name, lambda: blake2b_digest(data), lambda: data)
     logger.info("verified signature of %s: key ID %s", name, info.key_id_hex)

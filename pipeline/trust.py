@@ -107,8 +107,8 @@ def load_trusted_keys(path: Path) -> list[TrustedKey]:
 
     Raises:
         SignatureError: the file is missing, is not JSON, fails the schema, has
-            an unsupported format, a key id that does not match its public key,
-            a duplicate key id, or an invalid validity period.
+            an unsupported format, no keys, a key id that does not match its
+            public key, a duplicate key id, or an invalid validity period.
     """
     file = str(path)
     if not path.is_file():
@@ -124,6 +124,11 @@ def load_trusted_keys(path: Path) -> list[TrustedKey]:
         raise SignatureError(
             f"{file} $.format: format {document['format']} is not supported; this tool reads"
             f" format {TRUSTED_KEYS_FORMAT}"
+        )
+    if not document["keys"]:
+        raise SignatureError(
+            f"{file} $.keys: the file lists no keys, so no signature can verify; add the"
+            " release key's entry (key_id, public_key, valid_from, valid_until, revoked)"
         )
     keys: list[TrustedKey] = []
     seen: set[str] = set()

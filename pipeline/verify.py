@@ -47,7 +47,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline import archive
+from pipeline import archive, sevenzip_reader
 from pipeline.errors import BundleError, PipelineError, SignatureError, VerificationError
 from pipeline.manifest import MANIFEST_NAME, parse_manifest
 from pipeline.provenance import PROVENANCE_NAME, check_provenance
@@ -153,6 +153,7 @@ def _verify(
                 _read_signature(manifest_signature),
                 publics,
                 f"{bundle}:{MANIFEST_NAME}",
+                str(manifest_signature),
             )
             check_signing_time(manifest_info, trusted, str(manifest_signature))
             if provenance_signature is not None:
@@ -246,7 +247,7 @@ class ArchiveReader:
                 self._opened = archive.OpenArchive(self.bundle, self.password).__enter__()
             yield self._opened
         except BundleError as exc:
-            if self.password is None:
+            if self.password is None or isinstance(exc, sevenzip_reader.PasswordError):
                 raise
             # 7z stores no password check value: a wrong key only shows as corrupted data.
             raise BundleError(f"{exc}; the password may be wrong") from exc
@@ -566,14 +567,16 @@ def _check_attachments(
     if rotation is None:
         return
     name = f"{bundle}:{rotation['path']}"
+    signature_name = f"{bundle}:{rotation['signature']}"
     signer = find_trusted_key(trusted, info.key_id_hex)
     keys_info = verify_bytes(
         reader.read_file(rotation["path"], MAX_MANIFEST_BYTES),
         reader.read_file(rotation["signature"], MAX_MANIFEST_BYTES),
         [signer.public],
         name,
+        signature_name,
     )
-    check_signing_time(keys_info, trusted, f"{bundle}:{rotation['signature']}")
+    check_signing_time(keys_info, trusted, signature_name)
 
 
 def _plain_relative(name: str) -> bool:

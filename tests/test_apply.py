@@ -986,6 +986,48 @@ def test_cli_apply_and_recover(bundles: Bundles, sample: Path, tmp_path: Path) -
     assert "nothing to do" in recovered.stdout
 
 
+def run_apply(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, "apply", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "CI": "true"},
+    )
+
+
+def test_cli_apply_needs_manifest_signature(
+    bundles: Bundles, sample: Path, tmp_path: Path
+) -> None:
+    folder = tmp_path / "unsigned-manifest"
+    folder.mkdir()
+    bundle = folder / bundles.first.name
+    shutil.copy(bundles.first, bundle)
+    shutil.copy(bundles.first.with_name(bundles.first.name + ".minisig"), folder)
+    before = sha256(sample)
+    keys = str(bundles.public_file)
+
+    rejected = run_apply(str(bundle), "--database", url_of(sample), "--trusted-keys", keys)
+
+    assert rejected.returncode == 1
+    assert f"no manifest signature: expected {folder / 'manifest.json.minisig'}" in (
+        rejected.stderr
+    )
+    assert "--allow-unsigned-manifest" in rejected.stderr
+    assert sha256(sample) == before
+    allowed = run_apply(
+        str(bundle),
+        "--database",
+        url_of(sample),
+        "--trusted-keys",
+        keys,
+        "--allow-unsigned-manifest",
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    assert "manifest signature: not checked" in allowed.stdout
+    assert installed_version(url_of(sample)) == "2026.12.0"
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 

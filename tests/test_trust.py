@@ -118,6 +118,7 @@ def test_minisign_printed_key_id_accepted(tmp_path: Path) -> None:
             "trusted-keys-not-json.json",
             "trusted-keys-not-json.json:2: invalid JSON: Expecting value",
         ),
+        ("trusted-keys-no-keys.json", "trusted-keys-no-keys.json $.keys: the file lists no keys"),
     ],
 )
 def test_broken_trusted_keys_files(name: str, expected: str) -> None:

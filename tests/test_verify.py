@@ -413,6 +413,31 @@ def test_flipped_manifest_signature_rejected(bundle: Path, signer: Signer) -> No
         verify_bundle(bundle, [signer.public])
 
 
+def test_empty_manifest_signature_named(bundle: Path, signer: Signer) -> None:
+    signature = bundle.parent / "manifest.json.minisig"
+    signature.write_bytes(b"")
+
+    with pytest.raises(VerificationError) as caught:
+        verify_bundle(bundle, [signer.public])
+    assert str(caught.value) == (
+        f"{bundle}: check 2 (manifest signature) failed: signature file {signature} is empty;"
+        " expected 4 lines"
+    )
+
+
+def test_manifest_signature_line_named(bundle: Path, signer: Signer) -> None:
+    signature = bundle.parent / "manifest.json.minisig"
+    lines = signature.read_text(encoding="utf-8").split("\n")
+    lines[1] = "not base64!" + lines[1][11:]
+    signature.write_text("\n".join(lines), encoding="utf-8")
+
+    with pytest.raises(VerificationError) as caught:
+        verify_bundle(bundle, [signer.public])
+    message = str(caught.value)
+    assert f"failed: {signature} line 2: signature" in message
+    assert ".7z:manifest.json line 2" not in message
+
+
 def test_version_mismatch_rejected(tmp_path: Path, signer: Signer) -> None:
     dist = tmp_path / "dist"
     dist.mkdir()
@@ -1168,7 +1193,11 @@ def test_encrypted_release_verifies(small_release: Released, tmp_path: Path) -> 
         verify_bundle(bundle, [small_release.secret.public])
     with pytest.raises(VerificationError, match=r"check 2 .*\.7z") as caught:
         verify_bundle(bundle, [small_release.secret.public], password="wrong password")
-    assert "the password may be wrong" in str(caught.value)
+    message = str(caught.value)
+    assert message.endswith(
+        ".7z: cannot decrypt the header: the password is wrong, or the archive is corrupted"
+    )
+    assert message.count("password") == 1
 
 
 def commit_all_in(repo: Path, path: str, text: str) -> None:
@@ -1221,6 +1250,19 @@ def test_cli_verify_needs_keys(small_release: Released, tmp_path: Path) -> None:
     failed = run_cli("verify", str(small_release.bundle), cwd=tmp_path)
     assert failed.returncode == 1
     assert "verify needs --trusted-keys FILE or --public-key FILE" in failed.stderr
+
+
+def test_cli_verify_empty_trusted_keys(small_release: Released, tmp_path: Path) -> None:
+    keys_file = tmp_path / "trusted-keys.json"
+    write_trusted_keys(keys_file, [])
+
+    failed = run_cli(
+        "verify", str(small_release.bundle), "--trusted-keys", str(keys_file), cwd=tmp_path
+    )
+
+    assert failed.returncode == 1
+    assert f"{keys_file} $.keys: the file lists no keys" in failed.stderr
+    assert "verify needs" not in failed.stderr
 
 
 def test_cli_keys_rotate_writes_next_file(small_release: Released, tmp_path: Path) -> None:
