@@ -402,6 +402,47 @@ def test_one_round_and_step_by_step_agree(
     ]
 
 
+def test_linear_range_diff_matches_git(
+    released: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo, _ = released
+    write(repo, "migrations/0002_temporary.sql", "SELECT 1;\n")
+    write(repo, "catalogs/kbk/rows.csv", "code\n1\n2\n")
+    commit(repo, "Add a migration for a while and change rows")
+    (repo / "migrations" / "0002_temporary.sql").unlink()
+    git(repo, "mv", "packages/reports/R-01", "packages/reports/R-03")
+    write(repo, "packages/reports/R-03/query.sql", "SELECT 1;\nSELECT 3;\n")
+    (repo / "packages/forms/F-02/form.json").chmod(0o755)
+    commit(repo, "Drop the migration, rename a report, make a form executable")
+    (repo / "catalogs/oked/catalog.json").unlink()
+    (repo / "catalogs/oked/catalog.json").symlink_to("../kbk/catalog.json")
+    write(repo, "catalogs/kbk/rows.csv", "code\n1\n")
+    commit(repo, "Turn a catalog file into a link and restore the rows")
+    seen: list[object] = []
+    one_round = collect_module._quick_range
+
+    def spy(*args: Any) -> object:
+        result = one_round(*args)
+        seen.append(result)
+        return result
+
+    monkeypatch.setattr(collect_module, "_quick_range", spy)
+
+    at_head = collect(repo, "HEAD")
+    by_branch = collect(repo, "main")
+
+    assert seen[0] is not None
+    assert at_head.changes == by_branch.changes
+    assert summary(at_head.changes) == [
+        ("catalog", "oked", "modified", "catalogs/oked/catalog.json", None),
+        ("report", "R-03", "renamed", "packages/reports/R-03/query.sql",
+         "packages/reports/R-01/query.sql"),
+        ("report", "R-03", "renamed", "packages/reports/R-03/report.json",
+         "packages/reports/R-01/report.json"),
+        ("form", "F-02", "modified", "packages/forms/F-02/form.json", None),
+    ]  # fmt: skip
+
+
 def test_commit_time_is_committer_time(git_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write(git_repo, "catalogs/kbk/catalog.json")
     monkeypatch.setenv("GIT_AUTHOR_DATE", "2026-11-20T08:00:00Z")
