@@ -299,7 +299,14 @@ def dry_run(
         # CI shows the report files, so a dry-run that could not start still writes them.
         failure = Finding(rule="dry-run", file=str(Path(repo) / "migrations"), message=str(exc))
         if json:
-            write_json_report(Path(json), {"passed": False, "error": str(exc), "results": []})
+            # The shard is recorded, so `inv report.merge` counts this job and shows the error.
+            data: dict[str, Any] = {
+                "passed": False,
+                "shard": None if selected is None else dataclasses.asdict(selected),
+                "error": str(exc),
+                "results": [],
+            }
+            write_json_report(Path(json), data)
         if junit:
             write_junit_report(
                 Path(junit), "dry-run", [CheckCase("dry-run", "dry-run", [failure])]
@@ -456,7 +463,11 @@ def report_merge(
         write_junit_report(Path(junit), "dry-run", result.cases())
     print(f"merged {len(report or [])} report(s): {len(result.results)} sample database(s)")
     if not result.passed:
-        raise PipelineError("dry-run failed on at least one sample database")
+        failed = sum(1 for database in result.results if not database.passed)
+        raise PipelineError(
+            f"merged dry-run failed: {len(result.failures)} report(s) record a failed run,"
+            f" {failed} sample database(s) failed"
+        )
 
 
 report = Collection("report")
