@@ -729,7 +729,7 @@ def verify(
             write_json_report(Path(json), {"bundle": bundle, "verified": False, "error": str(exc)})
         raise
     if accept_rotation:
-        _accept_rotation(Path(bundle), keys_, trusted_keys, password)
+        _accept_rotation(Path(bundle), trusted_keys, password)
     print(
         f"{bundle}: verified version {result.version}, {result.files} files, key {result.key_id}"
     )
@@ -770,22 +770,38 @@ def _require_manifest_signature(bundle: Path, alternative: str = "") -> None:
 
 
 def _accept_rotation(
-    bundle: Path, keys_: list[Any], trusted_keys: str | None, password: str | None
+    bundle: Path, trusted_keys: str | None, password: str | None, *, stale_ok: bool = False
 ) -> None:
-    """Write the next trusted keys a verified bundle carries over the --trusted-keys file."""
-    from pipeline.rotation import accept_rotation
-    from pipeline.trust import write_trusted_keys
+    """Merge the next trusted keys of a verified bundle into the --trusted-keys file.
+
+    With `stale_ok`, next trusted keys older than the file's are reported, not raised.
+    """
+    from pipeline.errors import StaleRotationError
+    from pipeline.rotation import install_rotation
 
     if trusted_keys is None:
         raise ConfigError("--accept-rotation needs --trusted-keys FILE to write the new keys to")
-    current = [key for key in keys_ if hasattr(key, "public")]
-    accepted = accept_rotation(bundle, current, password=password)
-    if [key.public.key_id_hex for key in accepted] == [key.public.key_id_hex for key in current]:
-        print("  trusted keys: the bundle carries no new keys")
+    try:
+        installed = install_rotation(bundle, Path(trusted_keys), password=password)
+    except StaleRotationError as exc:
+        if not stale_ok:
+            raise
+        print(f"  trusted keys: not changed: {exc}")
         return
-    write_trusted_keys(Path(trusted_keys), accepted)
-    ids = ", ".join(key.public.key_id_hex for key in accepted)
-    print(f"  trusted keys: wrote the bundle's next trusted keys to {trusted_keys}: {ids}")
+    rotation = installed.rotation
+    if rotation is None:
+        print("  trusted keys: the bundle carries no next trusted keys")
+        return
+    version = rotation.source.version
+    if not installed.written:
+        print(f"  trusted keys: {trusted_keys} has the next trusted keys of bundle {version}")
+        return
+    ids = ", ".join(key.key_id_hex for key in rotation.keys)
+    print(
+        f"  trusted keys: wrote the next trusted keys of bundle {version} to {trusted_keys}: {ids}"
+    )
+    for note in rotation.notes:
+        print(f"    {note}")
 
 
 @task(
@@ -1087,7 +1103,8 @@ def _trusted_keys(path: str | None) -> list[Any]:
         "install_dir": "installation folder that receives the fix payload files (default: none)",
         "dry_run": "run every step, then roll back",
         "allow_downgrade": "apply a bundle older than the installed release",
-        "lock_timeout": "seconds to wait for another apply on the same database (default: 30)",
+        "lock_timeout": "seconds to wait for another apply on the same database, and for a"
+        " table lock that the backup or a migration needs (default: 30)",
         "keep_backups": "number of this database's backups to keep in the folder (default: 5)",
         "backup_dir": BACKUP_DIR_HELP,
         "repo": "folder that relative sqlite:/// paths start from (default: .)",
@@ -1157,9 +1174,9 @@ def apply(
             " the archive signature covers the manifest inside"
         )
     if result.status == "applied" and trusted_keys and trusted_keys.endswith(".json"):
-        # A bundle that carries the next trusted keys moves the customer to them.
-        keys_ = list(_trusted_keys(trusted_keys))
-        _accept_rotation(Path(bundle), keys_, trusted_keys, None)
+        # A bundle that carries the next trusted keys moves the customer to them. The bundle
+        # is applied already, so next trusted keys older than the file's only get a notice.
+        _accept_rotation(Path(bundle), trusted_keys, None, stale_ok=True)
     if json:
         write_json_report(Path(json), result.to_json())
 
@@ -1192,6 +1209,7 @@ def db_recover(
         "database": DATABASE_HELP,
         "out": "backup file to write",
         "verify": "restore the backup into a scratch database and compare table by table",
+        "lock_timeout": "seconds to wait for a lock that another session holds (default: 30)",
         "repo": REPO_HELP,
         "json": JSON_HELP,
     }
@@ -1202,6 +1220,7 @@ def db_backup(
     database: str | None = None,
     out: str | None = None,
     verify: bool = False,
+    lock_timeout: str = "30",
     repo: str = ".",
     json: str | None = None,
 ) -> None:
@@ -1210,7 +1229,8 @@ def db_backup(
 
     if not database or not out:
         raise ConfigError("db.backup needs --database URL and --out FILE")
-    backup = backup_database(database, Path(repo), Path(out))
+    wait = _seconds(lock_timeout, "--lock-timeout")
+    backup = backup_database(database, Path(repo), Path(out), lock_timeout_ms=int(wait * 1000))
     print(f"backed up to {backup.path} (sha256 {backup.sha256}) in {backup.seconds:.2f} s")
     report: dict[str, Any] = {"backup": str(backup.path), "sha256": backup.sha256}
     if verify:

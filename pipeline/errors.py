@@ -51,6 +51,10 @@ class VerificationError(PipelineError):
     """A bundle failed one of the verification checks."""
 
 
+class StaleRotationError(VerificationError):
+    """A bundle's next trusted keys are not newer than those already installed."""
+
+
 class ApplyError(PipelineError):
     """Applying a bundle failed or was rejected; the message states the database's state."""
 

@@ -17,6 +17,12 @@ The file `trusted-keys.json` follows `pipeline/schemas/trusted-keys.schema.json`
 A key may sign from `valid_from` (inclusive) until `valid_until` (exclusive).
 `revoked: true` rejects every signature by the key. A revocation time rejects
 signatures made at or after it and keeps older ones valid.
+
+A file that a key rotation updated also has `installed_from`, naming the
+bundle whose next trusted keys it took (see pipeline.rotation)::
+
+    "installed_from": {"version": "2026.12.1", "key_id": "9FA56CB169D5097D",
+                       "signed_at": "2026-12-10T09:00:00Z" | null}
 """
 
 from __future__ import annotations
@@ -29,10 +35,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import SignatureError
+from pipeline.errors import ConfigError, SignatureError
 from pipeline.fsutil import atomic_write_text
-from pipeline.keys import PublicKey, load_public_key, parse_key_id_hex
+from pipeline.keys import PublicKey, format_key_id, load_public_key, parse_key_id_hex
 from pipeline.schema import load_json, validate_document
+from pipeline.versions import Version
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +47,16 @@ TRUSTED_KEYS_FORMAT = 1
 SCHEMA_NAME = "trusted-keys"
 # valid_from of a key read from a bare public key file, which sets no limits.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class InstalledFrom:
+    """The bundle whose next trusted keys a trusted-keys file was last updated from."""
+
+    version: str
+    # Key id of the key that signed the next trusted keys, and the time in that signature.
+    key_id: str
+    signed_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -102,7 +119,24 @@ def _parse_key(entry: dict[str, Any], file: str, json_path: str) -> TrustedKey:
     )
 
 
+@dataclass(frozen=True)
+class TrustedKeysFile:
+    """The contents of a trusted-keys file."""
+
+    keys: list[TrustedKey]
+    installed_from: InstalledFrom | None = None
+
+
 def load_trusted_keys(path: Path) -> list[TrustedKey]:
+    """Load and check a trusted-keys file and return its keys.
+
+    Raises:
+        SignatureError: as `read_trusted_keys_file`.
+    """
+    return read_trusted_keys_file(path).keys
+
+
+def read_trusted_keys_file(path: Path) -> TrustedKeysFile:
     """Load and check a trusted-keys file.
 
     Raises:
@@ -140,8 +174,23 @@ def load_trusted_keys(path: Path) -> list[TrustedKey]:
             )
         seen.add(key.key_id_hex)
         keys.append(key)
+    installed_from = None
+    if "installed_from" in document:
+        installed_from = _parse_installed_from(document["installed_from"], file)
     logger.info("loaded %d trusted keys from %s", len(keys), path)
-    return keys
+    return TrustedKeysFile(keys, installed_from)
+
+
+def _parse_installed_from(entry: dict[str, Any], file: str) -> InstalledFrom:
+    try:
+        version = str(Version.parse(entry["version"]))
+    except ConfigError as exc:
+        raise SignatureError(f"{file} $.installed_from.version: {exc}") from None
+    signed_at = None
+    if entry["signed_at"] is not None:
+        signed_at = _parse_time(entry["signed_at"], file, "$.installed_from.signed_at")
+    key_id = format_key_id(parse_key_id_hex(entry["key_id"]))
+    return InstalledFrom(version=version, key_id=key_id, signed_at=signed_at)
 
 
 def trusted_keys_from_public_key(path: Path) -> list[TrustedKey]:
@@ -193,7 +242,9 @@ def check_key_usable(key: TrustedKey, signed_at: datetime) -> None:
     logger.debug("%s is usable at %s", label, when)
 
 
-def trusted_keys_document(keys: Sequence[TrustedKey]) -> dict[str, Any]:
+def trusted_keys_document(
+    keys: Sequence[TrustedKey], installed_from: InstalledFrom | None = None
+) -> dict[str, Any]:
     """Return the JSON document of a trusted-keys file."""
     entries = []
     for key in keys:
@@ -210,11 +261,21 @@ def trusted_keys_document(keys: Sequence[TrustedKey]) -> dict[str, Any]:
                 "comment": key.comment,
             }
         )
-    return {"format": TRUSTED_KEYS_FORMAT, "keys": entries}
+    document: dict[str, Any] = {"format": TRUSTED_KEYS_FORMAT, "keys": entries}
+    if installed_from is not None:
+        signed_at = installed_from.signed_at
+        document["installed_from"] = {
+            "version": installed_from.version,
+            "key_id": installed_from.key_id,
+            "signed_at": _format_time(signed_at) if signed_at is not None else None,
+        }
+    return document
 
 
-def write_trusted_keys(path: Path, keys: Sequence[TrustedKey]) -> None:
-    """Write a trusted-keys file atomically.
+def write_trusted_keys(
+    path: Path, keys: Sequence[TrustedKey], installed_from: InstalledFrom | None = None
+) -> None:
+    """Write a trusted-keys file atomically, with `installed_from` when given.
 
     Raises:
         SignatureError: two keys share a key id, or a time has no time zone.
@@ -229,7 +290,7 @@ def write_trusted_keys(path: Path, keys: Sequence[TrustedKey]) -> None:
             raise SignatureError(
                 f"cannot write {path}: a time of key ID {key.key_id_hex} has no time zone"
             )
-    document = trusted_keys_document(keys)
+    document = trusted_keys_document(keys, installed_from)
     text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
     atomic_write_text(path, text)
     logger.info("wrote %d trusted keys to %s", len(keys), path)

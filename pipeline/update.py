@@ -49,7 +49,7 @@ from typing import IO, Any, Protocol
 from pipeline.apply import apply_bundle, installed_version
 from pipeline.database import open_database
 from pipeline.db_backup import engine_of, sqlite_file
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.errors import ConfigError, PipelineError, StaleRotationError
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
 from pipeline.portal_feed import (
     FEED_NAME,
@@ -62,8 +62,8 @@ from pipeline.portal_feed import (
     plan_chain,
     verify_feed,
 )
-from pipeline.rotation import accept_rotation
-from pipeline.trust import TrustedKey, write_trusted_keys
+from pipeline.rotation import accept_rotation, install_rotation
+from pipeline.trust import TrustedKey
 from pipeline.verify import MAX_SIGNATURE_BYTES
 
 logger = logging.getLogger(__name__)
@@ -298,17 +298,31 @@ def update(
 def _take_rotation(
     bundle: Path, trusted: Sequence[TrustedKey], trusted_keys_file: Path | None
 ) -> Sequence[TrustedKey]:
-    """Return the trusted keys for the bundles after `bundle`, which may carry new ones."""
-    accepted = accept_rotation(bundle, trusted)
-    if [k.public.key_id_hex for k in accepted] == [k.public.key_id_hex for k in trusted]:
+    """Return the trusted keys for the bundles after `bundle`, which may carry new ones.
+
+    With a trusted-keys JSON file, the next trusted keys are merged into it
+    (pipeline.rotation.install_rotation). Next trusted keys that are not newer
+    than the file's leave the file and the keys as they are, with a warning,
+    because the bundle itself is applied already.
+    """
+    if trusted_keys_file is None or trusted_keys_file.suffix != ".json":
+        accepted = accept_rotation(bundle, trusted)
+    else:
+        try:
+            installed = install_rotation(bundle, trusted_keys_file)
+        except StaleRotationError as exc:
+            logger.warning("%s: %s", bundle.name, exc)
+            return trusted
+        if installed.rotation is None:
+            return trusted
+        accepted = installed.rotation.keys
+    if accepted == list(trusted):
         return trusted
     logger.info(
         "%s moves the trusted keys to %s",
         bundle.name,
         ", ".join(k.public.key_id_hex for k in accepted),
     )
-    if trusted_keys_file is not None and trusted_keys_file.suffix == ".json":
-        write_trusted_keys(trusted_keys_file, accepted)
     return accepted
 
 

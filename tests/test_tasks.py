@@ -381,7 +381,7 @@ def test_verify_accepts_rotation_into_trusted_keys(
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    assert "wrote the bundle's next trusted keys" in done.stdout
+    assert "wrote the next trusted keys of bundle 2026.12.0" in done.stdout
     ids = [key.public.key_id_hex for key in load_trusted_keys(trusted_file)]
     assert signing.load_public_key(tmp_path / "next.pub").key_id_hex in ids
     assert secret.public.key_id_hex in ids
@@ -403,7 +403,7 @@ def test_verify_accepts_rotation_into_trusted_keys(
         cwd=tmp_path,
     )
     assert applied.returncode == 0, applied.stderr
-    assert "wrote the bundle's next trusted keys" in applied.stdout
+    assert "wrote the next trusted keys of bundle 2026.12.0" in applied.stdout
     customer_ids = [key.public.key_id_hex for key in load_trusted_keys(customer)]
     assert signing.load_public_key(tmp_path / "next.pub").key_id_hex in customer_ids
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -25,11 +26,11 @@ from test_build import commit_all, make_content_repo
 
 from pipeline import sevenzip_reader
 from pipeline.archive import Compression, write_archive
-from pipeline.errors import VerificationError
+from pipeline.errors import StaleRotationError, VerificationError
 from pipeline.manifest import file_entry, manifest_bytes
 from pipeline.provenance import BuildInputs, provenance_bytes, provenance_statement
 from pipeline.release import release as run_release
-from pipeline.rotation import accept_rotation, rotate_trusted_keys
+from pipeline.rotation import accept_rotation, install_rotation, rotate_trusted_keys
 from pipeline.signing import (
     PublicKey,
     SecretKey,
@@ -37,7 +38,13 @@ from pipeline.signing import (
     load_secret_key,
     sign_file,
 )
-from pipeline.trust import TrustedKey, load_trusted_keys, write_trusted_keys
+from pipeline.trust import (
+    InstalledFrom,
+    TrustedKey,
+    load_trusted_keys,
+    read_trusted_keys_file,
+    write_trusted_keys,
+)
 from pipeline.verify import parse_trusted_comment, verify_bundle
 from pipeline.versions import Version
 
@@ -1155,6 +1162,145 @@ def test_rotation_signed_by_other_key_rejected(
         rf" {intruder.public.key_id_hex}, which is not a trusted key",
     ):
         accept_rotation(staging, current)
+
+
+@dataclass
+class Rotating:
+    """A full release 2026.12.1 that carries the next trusted keys: A retiring, new key B."""
+
+    bundle: Path
+    old: TrustedKey
+    new: PublicKey
+
+
+@pytest.fixture
+def rotating(small_release: Released, tmp_path: Path) -> Rotating:
+    old = trusted(small_release.secret.public, valid_from="2020-01-01T00:00:00Z")
+    generate_keypair(tmp_path / "b.key", tmp_path / "b.pub")
+    new = load_secret_key(tmp_path / "b.key").public
+    write_trusted_keys(tmp_path / "vendor-keys.json", [old])
+    rotate_trusted_keys(
+        tmp_path / "vendor-keys.json",
+        new,
+        tmp_path / "next.json",
+        valid_from=datetime(2020, 1, 2, tzinfo=UTC),
+        retire_at=datetime(2099, 1, 1, tzinfo=UTC),
+        comment="release key B",
+    )
+    git(small_release.repo, "tag", f"release/{VERSION}")
+    commit_all_in(small_release.repo, "migrations/0002_note.sql", "CREATE TABLE note (id TEXT);\n")
+    run_release(
+        small_release.repo,
+        tmp_path / "rotating",
+        small_release.secret,
+        version=Version.parse("2026.12.1"),
+        databases=[small_release.sample],
+        next_trusted_keys=tmp_path / "next.json",
+        full=True,
+    )
+    return Rotating(tmp_path / "rotating/parus-kaz-budget-2026.12.1.7z", old, new)
+
+
+def test_rotation_keeps_local_revocations(
+    rotating: Rotating, tmp_path: Path, other_key: PublicKey
+) -> None:
+    customer = tmp_path / "customer-keys.json"
+    revoked_at = datetime(2098, 6, 1, tzinfo=UTC)
+    local_old = trusted(rotating.old.public, valid_from="2020-01-01T00:00:00Z")
+    local_old = dataclasses.replace(local_old, revoked=revoked_at)
+    write_trusted_keys(customer, [local_old, trusted(other_key, revoked=True)])
+
+    installed = install_rotation(rotating.bundle, customer)
+
+    assert installed.written is True
+    stored = read_trusted_keys_file(customer)
+    ids = [key.key_id_hex for key in stored.keys]
+    assert ids == [rotating.old.key_id_hex, rotating.new.key_id_hex, other_key.key_id_hex]
+    assert stored.keys[0].revoked == revoked_at
+    assert stored.keys[0].valid_until == datetime(2099, 1, 1, tzinfo=UTC)
+    assert stored.keys[2].revoked is True
+    assert stored.installed_from is not None
+    assert stored.installed_from.version == "2026.12.1"
+    assert stored.installed_from.key_id == rotating.old.key_id_hex
+    assert installed.rotation is not None
+    notes = installed.rotation.notes
+    assert f"key ID {rotating.old.key_id_hex}: stays revoked at 2098-06-01T00:00:00Z" in notes[0]
+    assert notes[1].startswith(f"key ID {other_key.key_id_hex}: stays in the file")
+
+
+def test_older_rotation_not_installed(rotating: Rotating, tmp_path: Path) -> None:
+    customer = tmp_path / "customer-keys.json"
+    newer = InstalledFrom(version="2026.12.3", key_id=rotating.new.key_id_hex, signed_at=None)
+    write_trusted_keys(customer, [rotating.old], installed_from=newer)
+    before = customer.read_bytes()
+
+    with pytest.raises(StaleRotationError) as caught:
+        install_rotation(rotating.bundle, customer)
+
+    assert str(caught.value) == (
+        f"the next trusted keys of bundle 2026.12.1 (key IDs {rotating.old.key_id_hex},"
+        f" {rotating.new.key_id_hex}) are not newer than those in {customer}, which came from"
+        f" bundle 2026.12.3; {customer} stays as it is"
+    )
+    assert customer.read_bytes() == before
+
+
+def test_same_rotation_installed_once(rotating: Rotating, tmp_path: Path) -> None:
+    customer = tmp_path / "customer-keys.json"
+    write_trusted_keys(customer, [rotating.old])
+    assert install_rotation(rotating.bundle, customer).written is True
+    before = customer.read_bytes()
+
+    again = install_rotation(rotating.bundle, customer)
+
+    assert again.written is False
+    assert customer.read_bytes() == before
+
+
+def test_cli_older_rotation_rejected(rotating: Rotating, tmp_path: Path) -> None:
+    customer = tmp_path / "customer-keys.json"
+    newer = InstalledFrom(version="2026.12.3", key_id=rotating.new.key_id_hex, signed_at=None)
+    write_trusted_keys(customer, [rotating.old], installed_from=newer)
+    before = customer.read_bytes()
+
+    verified = run_cli(
+        "verify", str(rotating.bundle), "--trusted-keys", str(customer), "--accept-rotation",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert verified.returncode == 1
+    assert "the next trusted keys of bundle 2026.12.1" in verified.stderr
+    assert "which came from bundle 2026.12.3" in verified.stderr
+    assert customer.read_bytes() == before
+
+    database = tmp_path / "customer.sqlite"
+    applied = run_cli(
+        "apply", str(rotating.bundle), "--trusted-keys", str(customer),
+        "--database", f"sqlite:///{database}", "--create",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert applied.returncode == 0, applied.stderr
+    assert "applied 2026.12.1" in applied.stdout
+    assert "trusted keys: not changed: the next trusted keys of bundle 2026.12.1" in (
+        applied.stdout
+    )
+    assert customer.read_bytes() == before
+
+
+def test_cli_rotation_prints_kept_revocation(rotating: Rotating, tmp_path: Path) -> None:
+    customer = tmp_path / "customer-keys.json"
+    revoked = dataclasses.replace(rotating.old, revoked=datetime(2098, 6, 1, tzinfo=UTC))
+    write_trusted_keys(customer, [revoked])
+
+    verified = run_cli(
+        "verify", str(rotating.bundle), "--trusted-keys", str(customer), "--accept-rotation",
+        cwd=tmp_path,
+    )  # fmt: skip
+
+    assert verified.returncode == 0, verified.stderr
+    assert "wrote the next trusted keys of bundle 2026.12.1" in verified.stdout
+    assert f"key ID {rotating.old.key_id_hex}: stays revoked at 2098-06-01T00:00:00Z" in (
+        verified.stdout
+    )
 
 
 # --------------------------------------------------------------------------- encryption
