@@ -403,6 +403,7 @@ def _apply_locked(context: _Context) -> ApplyResult:
         context.database,
         context.root,
         context.backup_dir / _backup_name(context, installed),
+        lock_timeout_ms=int(context.lock_timeout * 1000),
     )
     result.backup, result.backup_sha256 = backup.path, backup.sha256
     journal = Journal(

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -38,6 +39,8 @@ from pipeline.fsutil import atomic_output
 logger = logging.getLogger(__name__)
 
 SQLITE_HEADER_SIZE = 100
+# How long a backup waits for a lock that another session holds, as `apply` does by default.
+DEFAULT_LOCK_TIMEOUT_MS = 30_000
 # Database that PostgreSQL scratch databases and restores are managed from.
 MAINTENANCE_DATABASE = "postgres"
 
@@ -84,39 +87,117 @@ def backup_suffix(url: str) -> str:
     return ".sqlite" if engine_of(url) == "sqlite" else ".dump"
 
 
-def backup_database(url: str, root: Path, target: Path) -> Backup:
+def backup_database(
+    url: str, root: Path, target: Path, *, lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
+) -> Backup:
     """Write a backup of the database at `url` to `target`, whole or not at all.
 
+    The backup waits at most `lock_timeout_ms` for a lock that another session
+    holds: a SQLite write in progress, or a PostgreSQL lock that conflicts with
+    the ACCESS SHARE lock `pg_dump` takes on every table.
+
     Raises:
-        DatabaseToolError: the database cannot be read or `pg_dump` failed.
+        DatabaseToolError: the database cannot be read, the lock timeout passed,
+            or `pg_dump` failed.
     """
     started = time.perf_counter()
     engine = engine_of(url)
     with atomic_output(target, 0o600) as tmp:
         if engine == "sqlite":
-            _sqlite_backup(sqlite_file(url, root), tmp)
+            _sqlite_backup(sqlite_file(url, root), tmp, lock_timeout_ms)
         else:
-            _run_tool(["pg_dump", "--format=custom", "--file", str(tmp), _conninfo(url)], url)
+            _pg_dump(url, tmp, lock_timeout_ms)
     backup = Backup(target, file_sha256(target), engine, time.perf_counter() - started)
     logger.info("backed up %s to %s (sha256 %s)", display_name(url), target, backup.sha256)
     return backup
 
 
-def _sqlite_backup(source: Path, target: Path) -> None:
+class _LockTimeout(Exception):
+    """The lock timeout of a SQLite backup passed while the source was locked."""
+
+
+def _sqlite_backup(
+    source: Path, target: Path, lock_timeout_ms: int = DEFAULT_LOCK_TIMEOUT_MS
+) -> None:
     if not source.is_file():
         raise DatabaseToolError(f"SQLite database {source} not found")
+    deadline = time.monotonic() + lock_timeout_ms / 1000
+
+    # Python's backup() retries a busy step without a limit, so the progress
+    # callback, which it calls after every step, ends the wait.
+    def give_up_when_locked(status: int, remaining: int, total: int) -> None:
+        busy = status in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        if busy and time.monotonic() >= deadline:
+            raise _LockTimeout
+
     try:
-        reader = sqlite3.connect(f"{source.resolve().as_uri()}?mode=ro", uri=True)
+        reader = sqlite3.connect(
+            f"{source.resolve().as_uri()}?mode=ro", uri=True, timeout=lock_timeout_ms / 1000
+        )
         try:
             writer = sqlite3.connect(target)
             try:
-                reader.backup(writer)
+                reader.backup(writer, progress=give_up_when_locked)
             finally:
                 writer.close()
         finally:
             reader.close()
+    except _LockTimeout:
+        raise DatabaseToolError(
+            f"backup of {source} timed out: no read lock was granted within the lock timeout"
+            f" ({lock_timeout_ms} ms), because another connection is writing to it; wait for"
+            " that write to finish, or close the program that makes it, then run again, or"
+            " raise --lock-timeout"
+        ) from None
     except sqlite3.Error as exc:
         raise DatabaseToolError(f"backup of {source} to {target} failed: {exc}") from exc
+
+
+# pg_dump's error when --lock-wait-timeout passed, such as
+# `ERROR:  canceling statement due to statement timeout` with
+# `Query was: LOCK TABLE public.knp IN ACCESS SHARE MODE` (pg_dump 15).
+_PG_DUMP_LOCK = re.compile(r"LOCK TABLE (?P<table>.+?) IN ACCESS SHARE MODE")
+_LOCK_HOLDERS_SQL = """
+SELECT l.pid, l.mode, a.state, left(a.query, 80)
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.relation = to_regclass(%s) AND l.pid <> pg_backend_pid()
+ORDER BY l.pid
+"""
+
+
+def _pg_dump(url: str, target: Path, lock_timeout_ms: int) -> None:
+    # pg_dump reads a bare number as milliseconds, and 0 would wait without a limit.
+    wait = f"--lock-wait-timeout={max(1, lock_timeout_ms)}"
+    try:
+        _run_tool(["pg_dump", "--format=custom", wait, "--file", str(target), _conninfo(url)], url)
+    except DatabaseToolError as exc:
+        found = _PG_DUMP_LOCK.search(str(exc))
+        if found is None or "statement timeout" not in str(exc):
+            raise
+        table = found["table"]
+        raise DatabaseToolError(
+            f"backup of {display_name(url)} timed out: no lock on table {table} was granted"
+            f" within the lock timeout ({lock_timeout_ms} ms){_lock_holders(url, table)};"
+            " wait for that session to finish, or end it, then run again, or raise"
+            " --lock-timeout"
+        ) from exc
+
+
+def _lock_holders(url: str, table: str) -> str:
+    """Name the sessions that hold a lock on `table`, for the message of a lock timeout."""
+    import psycopg
+
+    try:
+        with psycopg.connect(_conninfo(url), autocommit=True, connect_timeout=5) as probe:
+            rows = probe.execute(_LOCK_HOLDERS_SQL, (table,)).fetchall()
+    except psycopg.Error as exc:
+        logger.debug("cannot list the sessions that lock %s: %s", table, exc)
+        return ""
+    holders = "; ".join(
+        f"process {pid} holds {mode} on it ({state}: {query!r})"
+        for pid, mode, state, query in rows[:5]
+    )
+    return f", because {holders}" if holders else ""
 
 
 def _conninfo(url: str) -> str:

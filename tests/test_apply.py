@@ -34,7 +34,7 @@ from pipeline.catalog_model import load_description
 from pipeline.config import Config, SampleDatabase
 from pipeline.database import open_database, run_migrations
 from pipeline.dryrun import dry_run
-from pipeline.errors import ApplyError, VerificationError
+from pipeline.errors import ApplyError, PipelineError, VerificationError
 from pipeline.migrations import load_migrations
 from pipeline.release import release
 from pipeline.samples import generate_sample
@@ -1121,6 +1121,30 @@ def test_postgres_lock_timeout(bundles: Bundles, pg_sample: str, tmp_path: Path)
         )
     assert "another apply holds the lock" in str(error.value)
     assert installed_version(pg_sample) is None
+
+
+@pytest.mark.postgres
+def test_postgres_backup_lock_timeout(bundles: Bundles, pg_sample: str, tmp_path: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(pg_sample) as holder:
+        # Should the backup wait without a limit, the server ends the lock after 30 s.
+        holder.execute("SET idle_in_transaction_session_timeout = '30s'")
+        holder.execute("LOCK TABLE knp IN ACCESS EXCLUSIVE MODE")
+        holder_pid = holder.info.backend_pid
+        with pytest.raises(PipelineError) as error:
+            apply_bundle(
+                bundles.first, pg_sample, [bundles.public], lock_timeout=0.3, backup_dir=tmp_path
+            )
+        holder.rollback()
+    message = str(error.value)
+    name = pg_sample.rsplit("/", 1)[1]
+    assert message.startswith(f"backup of {name} timed out:")
+    assert "no lock on table public.knp was granted within the lock timeout (300 ms)" in message
+    assert f"because process {holder_pid} holds AccessExclusiveLock on it" in message
+    assert "wait for that session to finish, or end it, then run again" in message
+    assert installed_version(pg_sample) is None
+    assert list(tmp_path.glob("*.dump")) == []
 
 
 @pytest.mark.postgres

@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +135,57 @@ def test_compare_names_differences(sample: Path, tmp_path: Path) -> None:
     assert not comparison.equal
     assert any(d.startswith("table knp: ") and "rows in" in d for d in comparison.differences)
     assert "table kato: same row count" in " ".join(comparison.differences)
+
+
+def test_backup_times_out_on_locked_sqlite(sample: Path, tmp_path: Path) -> None:
+    holder = sqlite3.connect(sample, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    # Should the backup wait without a limit, the lock ends after 30 s and the test fails.
+    release = threading.Timer(30, holder.rollback)
+    release.start()
+    try:
+        with pytest.raises(DatabaseToolError) as error:
+            backup_database(url_of(sample), Path("."), tmp_path / "b.sqlite", lock_timeout_ms=200)
+    finally:
+        release.cancel()
+        holder.rollback()
+        holder.close()
+    message = str(error.value)
+    assert message.startswith(f"backup of {sample} timed out:")
+    assert "no read lock was granted within the lock timeout (200 ms)" in message
+    assert "another connection is writing to it" in message
+    assert message.endswith(
+        "wait for that write to finish, or close the program that makes it,"
+        " then run again, or raise --lock-timeout"
+    )
+    assert not (tmp_path / "b.sqlite").exists()
+
+
+@pytest.mark.postgres
+def test_backup_times_out_on_locked_postgres(postgres_database: str, tmp_path: Path) -> None:
+    import psycopg
+
+    with psycopg.connect(postgres_database, autocommit=True) as setup:
+        setup.execute("CREATE TABLE knp (code TEXT PRIMARY KEY)")
+    with psycopg.connect(postgres_database) as holder:
+        # Should the backup wait without a limit, the server ends the lock after 30 s.
+        holder.execute("SET idle_in_transaction_session_timeout = '30s'")
+        holder.execute("LOCK TABLE knp IN ACCESS EXCLUSIVE MODE")
+        holder_pid = holder.info.backend_pid
+        with pytest.raises(DatabaseToolError) as error:
+            backup_database(
+                postgres_database, Path("."), tmp_path / "pg.dump", lock_timeout_ms=300
+            )
+        holder.rollback()
+    message = str(error.value)
+    name = postgres_database.rsplit("/", 1)[1]
+    assert message.startswith(f"backup of {name} timed out:")
+    assert "no lock on table public.knp was granted within the lock timeout (300 ms)" in message
+    assert f"process {holder_pid} holds AccessExclusiveLock on it (idle in transaction:" in message
+    assert message.endswith(
+        "wait for that session to finish, or end it, then run again, or raise --lock-timeout"
+    )
+    assert not (tmp_path / "pg.dump").exists()
 
 
 @pytest.mark.postgres
@@ -392,6 +444,22 @@ def test_cli_backup_verify_and_reindex(sample: Path, tmp_path: Path) -> None:
     assert reindexed.returncode == 0, reindexed.stderr
     assert "bytes" in reindexed.stdout
     assert "  index payment_documents_account_date: " in reindexed.stdout
+
+
+def test_cli_backup_lock_timeout(sample: Path, tmp_path: Path) -> None:
+    holder = sqlite3.connect(sample, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        done = run_cli(
+            "db.backup", "--database", url_of(sample), "--out", str(tmp_path / "b.sqlite"),
+            "--lock-timeout", "0.2",
+        )  # fmt: skip
+    finally:
+        holder.rollback()
+        holder.close()
+    assert done.returncode == 1
+    assert f"error: backup of {sample} timed out: no read lock was granted" in done.stderr
+    assert "within the lock timeout (200 ms)" in done.stderr
 
 
 def add_knp_orphan(path: Path) -> None:
