@@ -219,8 +219,17 @@ class ResultCache:
         self._entries[item] = {"key": key, "record": record}
         self._used.add(item)
 
+    def stored_keys(self) -> dict[str, str]:
+        """Return the key of every stored item, whether this run used it or not."""
+        return {name: str(entry["key"]) for name, entry in self._entries.items()}
+
+    def keep(self, item: str) -> None:
+        """Write the stored entry of `item` on `save` although this run did not use it."""
+        if item in self._entries:
+            self._used.add(item)
+
     def save(self) -> None:
-        """Write the entries used or stored in this run; entries of removed items are dropped."""
+        """Write the entries used, kept or stored in this run; the others are dropped."""
         entries = {name: self._entries[name] for name in sorted(self._used)}
         document = {"format": CACHE_FORMAT, "fingerprint": self.fingerprint, "entries": entries}
         try:

@@ -63,5 +63,13 @@ class SampleChecks:
         logger.debug("recorded the full checks of sample %s", path)
 
     def save(self) -> None:
-        """Write the records looked up or stored in this run."""
+        """Write every record whose sample file is still the one that passed the checks.
+
+        The records of samples that this run did not look at are kept, so a
+        dry-run of one shard, or building the samples one by one, keeps the
+        others. A record of a removed or changed file is dropped.
+        """
+        for name, key in self.cache.stored_keys().items():
+            if sample_key(Path(name)) == key:
+                self.cache.keep(name)
         self.cache.save()

@@ -279,3 +279,78 @@ def test_file_identity_sees_size_and_ends(tmp_path: Path) -> None:
     path.write_bytes(data)
     os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
     assert file_identity(path) == first
+
+
+def test_reference_to_non_unique_column_fails_cached_run(config: Config) -> None:
+    (config.root / "migrations" / "0004_payer_name.sql").write_text(
+        "ALTER TABLE payment_documents ADD COLUMN payer_name TEXT"
+        " REFERENCES organizations (name_ru);\n",
+        "utf-8",
+    )
+
+    result = dry_run(config, use_cache=True)
+
+    outcome = result.results[0]
+    assert not result.passed
+    assert outcome.checked_tables == []
+    assert [f.rule for f in outcome.findings] == ["database.schema"]
+    message = outcome.findings[0].message
+    assert "table payment_documents foreign key (payer_name) -> organizations(name_ru)" in message
+    assert "every INSERT into payment_documents and every DELETE from organizations" in message
+
+
+def test_dropped_unique_parent_index_fails_cached_run(config: Config) -> None:
+    (config.root / "migrations" / "0004_plain_kbk_index.sql").write_text(
+        "CREATE TABLE kbk_copy (code TEXT PRIMARY KEY);\n"
+        "CREATE UNIQUE INDEX kbk_copy_code ON kbk_copy (code);\n"
+        "ALTER TABLE payment_documents ADD COLUMN kbk_copy_code TEXT"
+        " REFERENCES kbk_copy (code);\n",
+        "utf-8",
+    )
+    (config.root / "migrations" / "0005_drop_primary.sql").write_text(
+        "-- pipeline: rebuild-tables\n"
+        "CREATE TABLE kbk_copy_new (code TEXT);\n"
+        "DROP TABLE kbk_copy;\n"
+        "ALTER TABLE kbk_copy_new RENAME TO kbk_copy;\n",
+        "utf-8",
+    )
+
+    result = dry_run(config, use_cache=True)
+
+    assert not result.passed
+    messages = [f.message for f in result.results[0].findings]
+    assert any(
+        "table payment_documents foreign key (kbk_copy_code) -> kbk_copy(code)" in message
+        for message in messages
+    )
+
+
+# --------------------------------------------------------------------------- sample-check records
+
+
+def test_sample_check_records_of_every_sample_kept(config: Config) -> None:
+    generate_sample(config.root, config.root / "second.sqlite", "small")
+    generate_sample(config.root, config.root / "third.sqlite", "small")
+    second_only = Config(
+        root=config.root, sample_databases=(SampleDatabase("sqlite:///second.sqlite"),)
+    )
+
+    dry_run(second_only, use_cache=True)
+    checks = SampleChecks(config.root)
+
+    assert checks.passed(config.root / "sample.sqlite")
+    assert checks.passed(config.root / "second.sqlite")
+    assert checks.passed(config.root / "third.sqlite")
+
+
+def test_stale_sample_check_record_dropped(config: Config) -> None:
+    generate_sample(config.root, config.root / "second.sqlite", "small")
+    (config.root / "second.sqlite").unlink()
+    generate_sample(config.root, config.root / "third.sqlite", "small")
+
+    document = json.loads((config.root / CACHE_FOLDER / "sample-checks.json").read_text("utf-8"))
+
+    assert sorted(Path(name).name for name in document["entries"]) == [
+        "sample.sqlite",
+        "third.sqlite",
+    ]
