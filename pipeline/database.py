@@ -3,8 +3,9 @@
 The runner is the one code path that the dry-run and `apply` share. For each
 pending migration it:
 
-1. splits the file into statements and rejects `PRAGMA foreign_keys`, and
-   transaction control in a transactional migration;
+1. splits the file into statements and rejects `PRAGMA foreign_keys`,
+   `ignore_check_constraints` and `writable_schema`, `ATTACH`, `DETACH`,
+   `VACUUM INTO`, and transaction control in a transactional migration;
 2. runs `SAVEPOINT` (or `BEGIN`, see below), then the statements one by one
    (never `executescript`, which commits by itself);
 3. checks deferred constraints (PostgreSQL: `SET CONSTRAINTS ALL IMMEDIATE`)
@@ -49,20 +50,20 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from pipeline import sqlite_schema
 from pipeline.config import SampleDatabase
 from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import Finding
 from pipeline.migrations import (
     CONCURRENTLY_MESSAGE,
-    FOREIGN_KEYS_MESSAGE,
     NO_TRANSACTION_MARK,
     REBUILD_TABLES_MARK,
     Migration,
     Statement,
     concurrent_operation,
     query_parameters,
+    rejected_statement,
     replace_parameters,
-    sets_foreign_keys,
     split_statements,
     sqlite_version_problem,
 )
@@ -158,6 +159,15 @@ class Database(abc.ABC):
         `tables` limits the check to those tables and their indexes where the
         engine can; None checks the whole database.
         """
+
+    def schema_problems(self) -> list[str]:
+        """Describe every table and view on which a statement does not compile.
+
+        Runs on the whole schema, and reads no rows. Only SQLite has such a
+        check (pipeline.sqlite_schema); PostgreSQL checks a foreign key's
+        parent key, a view and a dropped object's dependents when the DDL runs.
+        """
+        return []
 
     @abc.abstractmethod
     def _explain(self, sql: str, names: Sequence[str]) -> None:
@@ -278,8 +288,10 @@ class SQLiteDatabase(Database):
         self.connection.executemany(sql, rows)
 
     def reset_session(self) -> None:
-        # A no-op inside a transaction, where SQLite ignores the pragma.
+        # SQLite ignores foreign_keys inside a transaction, so there the first
+        # line does nothing. ignore_check_constraints takes effect anywhere.
         self.connection.execute("PRAGMA foreign_keys=ON")
+        self.connection.execute("PRAGMA ignore_check_constraints=OFF")
 
     def tables(self) -> list[str]:
         rows = self.execute(
@@ -291,24 +303,32 @@ class SQLiteDatabase(Database):
     def foreign_key_violations(self, tables: Collection[str] | None = None) -> list[str]:
         # SQLite foreign keys have no names, so a key is named by its columns.
         # The rows are grouped per key, and a few rowids are shown.
-        if tables is None:
-            checks = ["PRAGMA foreign_key_check"]
-        else:
-            wanted = {table.lower() for table in tables}
-            checks = [
-                f'PRAGMA foreign_key_check("{table}")'
-                for table in self.tables()
-                if table.lower() in wanted
-                or any(
-                    str(row[2]).lower() in wanted
-                    for row in self.execute(f'PRAGMA foreign_key_list("{table}")')
-                )
-            ]
-        orphans: dict[tuple[str, int, str], list[int]] = {}
-        for check in checks:
-            for table, rowid, parent, key_id in self.execute(check):
-                orphans.setdefault((table, key_id, parent), []).append(rowid)
+        # One table at a time, because a foreign key mismatch stops the check
+        # of the table it is on, and the other tables still need theirs.
+        wanted = None if tables is None else {table.lower() for table in tables}
+        checked = [
+            table
+            for table in self.tables()
+            if wanted is None
+            or table.lower() in wanted
+            or any(
+                str(row[2]).lower() in wanted
+                for row in self.execute(f'PRAGMA foreign_key_list("{table}")')
+            )
+        ]
         violations = []
+        orphans: dict[tuple[str, int, str], list[int]] = {}
+        for checked_table in checked:
+            try:
+                rows = self.execute(f'PRAGMA foreign_key_check("{checked_table}")')
+            except sqlite3.Error as exc:
+                violations.append(
+                    sqlite_schema.describe_mismatch(self.connection, str(exc))
+                    or f"table {checked_table}: the foreign key check failed: {exc}"
+                )
+                continue
+            for table, rowid, parent, key_id in rows:
+                orphans.setdefault((table, key_id, parent), []).append(rowid)
         for (table, key_id, parent), rowids in orphans.items():
             pairs = [
                 (str(row[3]), str(row[4] or "rowid"))
@@ -339,10 +359,16 @@ class SQLiteDatabase(Database):
             ]
         problems = []
         for check in checks:
-            rows = [str(row[0]) for row in self.execute(check)]
+            try:
+                rows = [str(row[0]) for row in self.execute(check)]
+            except sqlite3.Error as exc:
+                rows = [f"{check} failed: {exc}"]
             if rows != ["ok"]:
                 problems.extend(rows)
         return problems
+
+    def schema_problems(self) -> list[str]:
+        return sqlite_schema.schema_problems(self.connection)
 
     def _explain(self, sql: str, names: Sequence[str]) -> None:
         self.connection.execute(f"EXPLAIN {sql}", dict.fromkeys(names)).fetchall()
@@ -671,17 +697,19 @@ def migration_statements(migration: Migration, dialect: str) -> list[Statement]:
     """Split a migration and reject what the runner must not run.
 
     Raises:
-        MigrationError: the file does not split, contains `PRAGMA foreign_keys`,
-            controls its own transaction or runs `... CONCURRENTLY` without the
-            no-transaction mark, or needs a newer SQLite library than this one.
+        MigrationError: the file does not split, contains a statement that
+            `rejected_statement` names, controls its own transaction or runs
+            `... CONCURRENTLY` without the no-transaction mark, or needs a newer
+            SQLite library than this one.
     """
     try:
         statements = split_statements(migration.text, dialect)
     except MigrationError as exc:
         raise MigrationError(f"{migration.path}: {exc}") from exc
     for statement in statements:
-        if sets_foreign_keys(statement):
-            raise MigrationError(f"{migration.path}:{statement.line}: {FOREIGN_KEYS_MESSAGE}")
+        rejected = rejected_statement(statement, dialect)
+        if rejected:
+            raise MigrationError(f"{migration.path}:{statement.line}: {rejected}")
         if migration.transactional and _TRANSACTION_CONTROL.match(statement.sql):
             raise MigrationError(
                 f"{migration.path}:{statement.line}: transaction control"
@@ -958,21 +986,44 @@ def table_row_counts(db: Database) -> dict[str, int]:
 
 
 def check_integrity(db: Database, tables: Collection[str] | None = None) -> list[Finding]:
-    """Run the integrity and foreign key checks; return one finding per problem.
+    """Run the schema, integrity and foreign key checks; return one finding per problem.
 
-    `tables` limits both checks to those tables, their indexes and the tables
-    whose foreign keys reference them; None checks the whole database.
+    `tables` limits the integrity and foreign key checks to those tables,
+    their indexes and the tables whose foreign keys reference them; None
+    checks the whole database. The schema check (`Database.schema_problems`)
+    reads no rows and always covers every table and view. An error that a
+    check itself raises is a finding too.
     """
     name = db.label
+    schema = db.schema_problems()
     findings = [
-        Finding(rule="database.integrity", file=name, message=f"integrity check: {problem}")
-        for problem in db.integrity_problems(tables)
+        Finding(rule="database.schema", file=name, message=f"schema check: {problem}")
+        for problem in schema
     ]
     findings.extend(
+        Finding(rule="database.integrity", file=name, message=f"integrity check: {problem}")
+        for problem in _run_check(db, db.integrity_problems, tables)
+    )
+    # A foreign key mismatch fails the foreign key check of its table with the
+    # problem that the schema check has reported already.
+    findings.extend(
         Finding(rule="database.foreign-key", file=name, message=f"foreign key check: {problem}")
-        for problem in db.foreign_key_violations(tables)
+        for problem in _run_check(db, db.foreign_key_violations, tables)
+        if problem not in schema
     )
     return findings
+
+
+def _run_check(
+    db: Database,
+    check: Callable[[Collection[str] | None], list[str]],
+    tables: Collection[str] | None,
+) -> list[str]:
+    """Run one check; an error of the database is one more problem instead of an exception."""
+    try:
+        return check(tables)
+    except db.errors as exc:
+        return [f"the check failed: {db.describe_error(exc)}"]
 
 
 def changed_tables(db: Database, migrations: Sequence[Migration]) -> set[str] | None:

@@ -1,6 +1,7 @@
 """Database tools for customers and QA: check, repair, reindex and transfer.
 
-- `check_database`: the engine's integrity check, orphan rows per foreign key
+- `check_database`: the engine's integrity check, the schema check (SQLite
+  statements that no longer compile), orphan rows per foreign key
   (counts and sample keys), and duplicate keys in the catalogs that `apply`
   loaded. PostgreSQL enforces validated foreign keys, so orphans appear
   there only through NOT VALID keys or disabled triggers; the search runs anyway.
@@ -210,7 +211,10 @@ def check_database(database: str, root: Path = Path(".")) -> CheckReport:
     """
     with open_database(database, root) as db:
         report = CheckReport(database=display_name(database), engine=db.engine)
-        report.integrity = [f for f in check_integrity(db) if f.rule == "database.integrity"]
+        # The orphan search below replaces the foreign key findings.
+        report.integrity = [
+            f for f in check_integrity(db) if f.rule in ("database.integrity", "database.schema")
+        ]
         for key in foreign_keys(db):
             group = find_orphans(db, key)
             if group is not None:

@@ -39,12 +39,42 @@ _NAME_RULE = (
 )
 _NO_TRANSACTION = re.compile(r"^--\s*pipeline:\s*no-transaction\s*$", re.IGNORECASE)
 _REBUILD_TABLES = re.compile(r"^--\s*pipeline:\s*rebuild-tables\s*$", re.IGNORECASE)
-_FOREIGN_KEYS_PRAGMA = re.compile(
-    r"^PRAGMA\s+(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?foreign_keys\b", re.IGNORECASE
-)
 FOREIGN_KEYS_MESSAGE = (
     "PRAGMA foreign_keys is not allowed in a migration: it does nothing inside a"
     " transaction and would silently turn foreign key checks off; remove it"
+)
+_PRAGMA = r"^PRAGMA\s+(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?"
+# Statements a migration must not contain, with the reason its author sees. They
+# are matched on the statement without comments, so `PRAGMA /* c */ name` counts.
+_REJECTED = (
+    (re.compile(_PRAGMA + r"foreign_keys\b", re.IGNORECASE), FOREIGN_KEYS_MESSAGE),
+    (
+        re.compile(_PRAGMA + r"ignore_check_constraints\b", re.IGNORECASE),
+        "PRAGMA ignore_check_constraints is not allowed in a migration: it lets rows that"
+        " break CHECK constraints be written, and they stay in the database; remove it,"
+        " and correct the rows or the constraint in the migration instead",
+    ),
+    (
+        re.compile(_PRAGMA + r"writable_schema\b", re.IGNORECASE),
+        "PRAGMA writable_schema is not allowed in a migration: a direct edit of"
+        " sqlite_schema can leave the database corrupt; use ALTER TABLE, or rebuild the"
+        f" table in a migration marked '{REBUILD_TABLES_MARK}'",
+    ),
+    (
+        re.compile(r"^ATTACH\b", re.IGNORECASE),
+        "ATTACH is not allowed in a migration: the attached database is another file,"
+        " which a dry-run would change instead of its throwaway copy and which apply"
+        " neither backs up nor restores; change only the database being migrated",
+    ),
+    (
+        re.compile(r"^DETACH\b", re.IGNORECASE),
+        "DETACH is not allowed in a migration, because ATTACH is not; remove it",
+    ),
+    (
+        re.compile(r"^VACUUM\b.*\bINTO\b", re.IGNORECASE | re.DOTALL),
+        "VACUUM INTO is not allowed in a migration: it writes a copy of the database"
+        " to another file; remove it",
+    ),
 )
 _DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_][A-Za-z_0-9]*)?\$")
 _PARAMETER = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -152,9 +182,17 @@ def _header_has(text: str, mark: re.Pattern[str]) -> bool:
     return False
 
 
-def sets_foreign_keys(statement: Statement) -> bool:
-    """Return True for a `PRAGMA foreign_keys` statement, which a migration must not contain."""
-    return _FOREIGN_KEYS_PRAGMA.match(statement.sql) is not None
+def rejected_statement(statement: Statement, dialect: str) -> str | None:
+    """Return why a migration must not contain `statement`, or None when it may.
+
+    Rejected are `PRAGMA foreign_keys`, `PRAGMA ignore_check_constraints`,
+    `PRAGMA writable_schema`, `ATTACH`, `DETACH` and `VACUUM INTO`.
+    """
+    sql = strip_comments(statement.sql, dialect).strip()
+    for pattern, message in _REJECTED:
+        if pattern.match(sql):
+            return message
+    return None
 
 
 def concurrent_operation(statement: Statement) -> str | None:
@@ -503,13 +541,15 @@ def _content_findings(item: _MigrationFile) -> list[Finding]:
             )
         transactional = is_transactional(text)
         for statement in statements:
-            if sets_foreign_keys(statement):
+            rejected = rejected_statement(statement, dialect)
+            if rejected:
+                pragma = statement.sql[:6].upper() == "PRAGMA"
                 findings.append(
                     Finding(
-                        rule="migration.pragma",
+                        rule="migration.pragma" if pragma else "migration.statement",
                         file=item.path,
                         line=statement.line,
-                        message=FOREIGN_KEYS_MESSAGE,
+                        message=rejected,
                     )
                 )
             operation = concurrent_operation(statement)

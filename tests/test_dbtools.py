@@ -227,6 +227,22 @@ def test_check_finds_orphans(sample: Path) -> None:
     assert "table accounts (organization_id) -> organizations(id): 1 orphan row(s)" in text
 
 
+def test_check_reports_foreign_key_mismatch(sample: Path) -> None:
+    raw(
+        sample,
+        "ALTER TABLE payment_documents ADD COLUMN payer_name TEXT"
+        " REFERENCES organizations (name_ru)",
+    )
+
+    report = check_database(url_of(sample))
+
+    assert not report.passed
+    assert [f.rule for f in report.integrity] == ["database.schema"]
+    message = report.integrity[0].message
+    assert "table payment_documents foreign key (payer_name) -> organizations(name_ru)" in message
+    assert "foreign key mismatch" in message
+
+
 def test_check_finds_duplicate_catalog_keys(sample: Path) -> None:
     raw(
         sample,

@@ -596,3 +596,43 @@ def test_wal_sample_copied_whole(tmp_path: Path, private_tmp: Path) -> None:
     assert result.passed
     assert [run.version for run in result.results[0].applied] == ["0002", "0003", "0004"]
     assert list(private_tmp.iterdir()) == []
+
+
+def test_attach_in_migration_leaves_sample_unchanged(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    sample = generate_sample(root, root / "sample.sqlite", "small")
+    before = sha256(sample)
+    (root / "migrations" / "0004_attach.sql").write_text(
+        f"ATTACH DATABASE '{sample}' AS s;\nUPDATE s.knp SET name_ru = 'changed';\n", "utf-8"
+    )
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config, use_cache=True)
+
+    assert not result.passed
+    assert "migrations/0004_attach.sql:1: ATTACH is not allowed in a migration" in (
+        result.results[0].error or ""
+    )
+    assert sha256(sample) == before
+
+
+def test_ignore_check_constraints_rejected(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    (root / "migrations" / "0004_opening.sqlite.sql").write_text(
+        "PRAGMA ignore_check_constraints = ON;\n"
+        "INSERT INTO treasury_statements (account_id, statement_date, opening_balance,"
+        " debit_turnover, credit_turnover, closing_balance)"
+        " SELECT id, '2025-12-31', 0, -100, 0, 999 FROM accounts;\n",
+        "utf-8",
+    )
+    (root / "migrations" / "0004_opening.postgresql.sql").write_text("SELECT 1;\n", "utf-8")
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config)
+
+    assert not result.passed
+    assert (
+        "migrations/0004_opening.sqlite.sql:1: PRAGMA ignore_check_constraints is not allowed"
+        in (result.results[0].error or "")
+    )

@@ -11,6 +11,7 @@ import pytest
 from pipeline.database import (
     HISTORY_TABLE,
     Database,
+    RunResult,
     StatementError,
     open_database,
     run_migrations,
@@ -462,3 +463,144 @@ def test_sqlite_checks_added_column_against_rows(column: str) -> None:
         connection.execute(f"ALTER TABLE child ADD COLUMN {column}")
     assert [row[1] for row in connection.execute("PRAGMA table_info(child)")] == ["a"]
 
+
+# -- schema check after the migrations -----------------------------------------------------------
+
+PROGRAMS = """
+CREATE TABLE programs (id INTEGER PRIMARY KEY, code TEXT NOT NULL);
+CREATE UNIQUE INDEX programs_code ON programs (code);
+CREATE TABLE plans (id INTEGER PRIMARY KEY, program_code TEXT REFERENCES programs (code));
+INSERT INTO programs VALUES (1, '001');
+INSERT INTO plans VALUES (1, '001');
+"""
+
+
+def migrate_twice(root: Path, checked_before: bool) -> RunResult:
+    """Apply 0001 first, then the rest, so the second run knows the database was checked."""
+    migrations = load_migrations(root, "sqlite")
+    with open_sqlite(root) as db:
+        run_migrations(db, migrations[:1])
+        return run_migrations(db, migrations, checked_before=checked_before)
+
+
+@pytest.mark.parametrize("checked_before", [True, False])
+def test_reference_to_non_unique_column_is_finding(tmp_path: Path, checked_before: bool) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": BASELINE,
+            "0002_knp_name.sql": "ALTER TABLE payments ADD COLUMN knp_name TEXT"
+            " REFERENCES knp (name_ru);\n",
+        },
+    )
+
+    result = migrate_twice(tmp_path, checked_before)
+
+    assert [f.rule for f in result.findings] == ["database.schema"]
+    message = result.findings[0].message
+    assert "table payments foreign key (knp_name) -> knp(name_ru)" in message
+    assert 'foreign key mismatch - "payments" referencing "knp"' in message
+    assert "every INSERT into payments and every DELETE from knp fails" in message
+    assert "PRIMARY KEY or a UNIQUE index" in message
+    assert result.findings[0].file == "app.sqlite"
+
+
+def test_dropped_unique_parent_index_is_finding(tmp_path: Path) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": PROGRAMS,
+            "0002_plain_index.sql": "DROP INDEX programs_code;\n"
+            "CREATE INDEX programs_code ON programs (code);\n",
+        },
+    )
+
+    result = migrate_twice(tmp_path, checked_before=True)
+
+    assert result.checked_tables == []
+    assert [f.rule for f in result.findings] == ["database.schema"]
+    message = result.findings[0].message
+    assert "table plans foreign key (program_code) -> programs(code)" in message
+    assert 'foreign key mismatch - "plans" referencing "programs"' in message
+
+
+def test_broken_trigger_and_view_are_findings(tmp_path: Path) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": BASELINE + "CREATE TABLE knp_log (code TEXT);\n"
+            "CREATE TRIGGER knp_logged AFTER INSERT ON knp BEGIN\n"
+            "    INSERT INTO knp_log VALUES (new.code);\nEND;\n"
+            "CREATE VIEW knp_log_view AS SELECT code FROM knp_log;\n",
+            "0002_drop_log.sql": "DROP TABLE knp_log;\n",
+        },
+    )
+
+    result = migrate_twice(tmp_path, checked_before=True)
+
+    assert result.checked_tables == ["knp_log"]
+    messages = [f.message for f in result.findings if f.rule == "database.schema"]
+    assert len(messages) == 2
+    assert "table knp: INSERT does not compile: no such table: main.knp_log" in messages[0]
+    assert "triggers of table knp: knp_logged" in messages[0]
+    assert "view knp_log_view does not compile: no such table: main.knp_log" in messages[1]
+
+
+def test_sound_schema_has_no_schema_findings(tmp_path: Path) -> None:
+    migrations = load_migrations(REPO_ROOT, "sqlite")
+    with open_sqlite(tmp_path) as db:
+        run_migrations(db, migrations)
+        assert db.schema_problems() == []
+
+
+# -- statements rejected in a migration ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statement", "expected"),
+    [
+        (
+            "PRAGMA ignore_check_constraints = ON",
+            "PRAGMA ignore_check_constraints is not allowed in a migration",
+        ),
+        (
+            "PRAGMA main.writable_schema = 1",
+            "PRAGMA writable_schema is not allowed in a migration",
+        ),
+        ("ATTACH DATABASE '{root}/other.sqlite' AS other", "ATTACH is not allowed in a migration"),
+        ("DETACH DATABASE other", "DETACH is not allowed in a migration"),
+        ("VACUUM INTO '{root}/copy.sqlite'", "VACUUM INTO is not allowed in a migration"),
+        ("PRAGMA /* off */ foreign_keys = OFF", "PRAGMA foreign_keys is not allowed"),
+    ],
+)
+def test_rejected_statement_names_file_and_line(
+    tmp_path: Path, statement: str, expected: str
+) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": BASELINE,
+            "0002_rejected.sql": f"-- a comment\n{statement.format(root=tmp_path)};\n",
+        },
+    )
+    migrations = load_migrations(tmp_path, "sqlite")
+
+    with open_sqlite(tmp_path) as db, pytest.raises(MigrationError) as caught:
+        run_migrations(db, migrations)
+    findings = check_migrations(tmp_path)
+
+    assert f"migrations/0002_rejected.sql:2: {expected}" in str(caught.value)
+    assert not (tmp_path / "other.sqlite").exists()
+    assert not (tmp_path / "copy.sqlite").exists()
+    assert [(f.file, f.line) for f in findings] == [("migrations/0002_rejected.sql", 2)]
+    assert expected in findings[0].message
+
+
+def test_reset_session_enforces_check_constraints(tmp_path: Path) -> None:
+    with open_sqlite(tmp_path) as db:
+        db.execute("CREATE TABLE amounts (value INTEGER CHECK (value >= 0))")
+        db.execute("PRAGMA ignore_check_constraints = ON")
+        db.reset_session()
+        with pytest.raises(sqlite3.IntegrityError) as caught:
+            db.execute("INSERT INTO amounts VALUES (-100)")
+    assert "CHECK constraint failed" in str(caught.value)
