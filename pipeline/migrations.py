@@ -13,6 +13,7 @@ turned into LF), so a checkout with other line endings does not look modified.
 from __future__ import annotations
 
 import bisect
+import difflib
 import hashlib
 import re
 import sqlite3
@@ -515,13 +516,72 @@ def _read_file(item: _MigrationFile) -> str:
     return normalize_text(item.file.read_bytes(), item.path)
 
 
+# -- header marks ------------------------------------------------------------------------------
+
+HEADER_MARKS = ("no-transaction", "rebuild-tables")
+_COMMENT_WORDS = re.compile(r"^--\s*(?P<word>[A-Za-z][\w-]*)\s*(?P<colon>:?)\s*(?P<value>.*)$")
+# Words at least this similar to `pipeline` or to a mark, by difflib's ratio,
+# count as misspellings of them: `pipline` scores 0.93 and `pipe` 0.67.
+_SIMILAR = 0.8
+
+
+def header_problems(text: str, path: str) -> list[Finding]:
+    """Check the leading comment block for header marks that do not take effect.
+
+    A line that looks like a mark but is not `-- pipeline: no-transaction` or
+    `-- pipeline: rebuild-tables` would leave the migration running in a
+    transaction, or with its foreign keys on, without a word. Such lines are
+    `-- pipeline: X` with another X, a word close to `pipeline` before a colon,
+    and a mark name after another word and a colon, or alone.
+    """
+    findings = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("--"):
+            break
+        if _misspelled_mark(stripped):
+            findings.append(
+                Finding(
+                    rule="migration.header",
+                    file=path,
+                    line=number,
+                    message=f"expected '{NO_TRANSACTION_MARK}' or '{REBUILD_TABLES_MARK}',"
+                    f" found {stripped!r}; correct the mark, or reword the comment if it is"
+                    " no mark",
+                )
+            )
+    return findings
+
+
+def _misspelled_mark(line: str) -> bool:
+    if _NO_TRANSACTION.match(line) or _REBUILD_TABLES.match(line):
+        return False
+    match = _COMMENT_WORDS.match(line)
+    if match is None:
+        return False
+    word, colon, value = match["word"].lower(), bool(match["colon"]), match["value"]
+    first = value.split()[0].lower() if value.strip() else ""
+    names_mark = bool(difflib.get_close_matches(first, HEADER_MARKS, n=1, cutoff=_SIMILAR))
+    if word == "pipeline":
+        return colon or names_mark
+    if difflib.SequenceMatcher(None, word, "pipeline").ratio() >= _SIMILAR:
+        return colon or names_mark
+    if colon:
+        return names_mark
+    return not value.strip() and bool(
+        difflib.get_close_matches(word, HEADER_MARKS, n=1, cutoff=_SIMILAR)
+    )
+
+
 def _content_findings(item: _MigrationFile) -> list[Finding]:
     """Check that a file is UTF-8, splits into statements and leaves foreign keys alone."""
     try:
         text = _read_file(item)
     except MigrationError as exc:
         return [Finding(rule="encoding", file=item.path, message=str(exc))]
-    findings: list[Finding] = []
+    findings = header_problems(text, item.path)
     for dialect in (item.dialect,) if item.dialect else DIALECTS:
         try:
             statements = split_statements(text, dialect)
@@ -612,6 +672,9 @@ def load_migrations(root: Path, dialect: str) -> list[Migration]:
     for version in sorted(chosen):
         item = chosen[version]
         text = _read_file(item)
+        problems = header_problems(text, item.path)
+        if problems:
+            raise MigrationError("; ".join(str(problem) for problem in problems))
         migrations.append(
             Migration(
                 version=item.version,
