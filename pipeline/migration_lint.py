@@ -110,7 +110,7 @@ RULES = {
     )
 }
 
-_ACK = re.compile(r"^--\s*lint-ack\b[ \t]*([\w-]*)[ \t]*(?::[ \t]*(.*))?$")
+_ACK = re.compile(r"^--\s*lint-ack\b[ \t]*(?P<rule>[\w-]*)(?P<rest>.*)$")
 _NAME = r'(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[\w$]+)(?:\s*\.\s*(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[\w$]+))?'
 _ALTER_TABLE = re.compile(
     rf"^ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?({_NAME})\s+(.*)$", re.I | re.S
@@ -483,7 +483,7 @@ def _acknowledge(migration: Migration, dialect: str, findings: list[Finding]) ->
         match = _ACK.match(comment)
         if match is None:
             continue
-        rule, reason = match.group(1), (match.group(2) or "").strip()
+        rule, rest = match["rule"], match["rest"].strip()
         if rule not in RULES:
             problems.append(
                 Finding(
@@ -495,6 +495,18 @@ def _acknowledge(migration: Migration, dialect: str, findings: list[Finding]) ->
                 )
             )
             continue
+        if rest and not rest.startswith(":"):
+            problems.append(
+                Finding(
+                    rule="lint.ack",
+                    file=migration.path,
+                    line=line,
+                    message=f"expected ':' and a reason after lint-ack {rule}, found {rest!r};"
+                    f" write '-- lint-ack {rule}: REASON'",
+                )
+            )
+            continue
+        reason = rest.removeprefix(":").strip()
         if not reason:
             problems.append(
                 Finding(

@@ -295,6 +295,48 @@ def test_malformed_acknowledgments(tmp_path: Path) -> None:
     assert "expected a lint rule id after lint-ack, found 'no-such-rule'" in findings[1][3]
 
 
+KNOWN_RULES = ", ".join(RULES)
+
+
+@pytest.mark.parametrize(
+    ("comment", "message"),
+    [
+        (
+            "-- lint-ack session-timeout reason without colon",
+            "expected ':' and a reason after lint-ack session-timeout, found"
+            " 'reason without colon'; write '-- lint-ack session-timeout: REASON'",
+        ),
+        (
+            "-- lint-ack session-timeout, the runner sets it again",
+            "expected ':' and a reason after lint-ack session-timeout, found"
+            " ', the runner sets it again'; write '-- lint-ack session-timeout: REASON'",
+        ),
+        (
+            "-- lint-ack sessiontimeout: the runner sets it again",
+            f"expected a lint rule id after lint-ack, found 'sessiontimeout'; known rules:"
+            f" {KNOWN_RULES}",
+        ),
+        (
+            "-- lint-ack sessiontimeout the runner sets it again",
+            f"expected a lint rule id after lint-ack, found 'sessiontimeout'; known rules:"
+            f" {KNOWN_RULES}",
+        ),
+        (
+            "-- lint-ack: the runner sets it again",
+            f"expected a lint rule id after lint-ack, found ''; known rules: {KNOWN_RULES}",
+        ),
+    ],
+)
+def test_malformed_ack_named(tmp_path: Path, comment: str, message: str) -> None:
+    root = write_content(
+        tmp_path, {"0002_timeout.sql": f"{comment}\nSET statement_timeout = 0;\n"}
+    )
+
+    findings = [str(f) for f in check_migrations(root) if f.rule == "lint.ack"]
+
+    assert findings == [f"migrations/0002_timeout.sql:1: {message}"]
+
+
 def test_ack_inside_string_literal_ignored(tmp_path: Path) -> None:
     root = write_content(
         tmp_path,
