@@ -247,7 +247,8 @@ def catalog_import(
         "repo": REPO_HELP,
         "database": "sample database URL (sqlite:///PATH or postgresql://USER@HOST:PORT/DB);"
         " repeat for several; replaces the configured ones",
-        "jobs": "sample databases to dry-run at once, each in its own process (default: 1)",
+        "jobs": "sample databases to dry-run at once, in threads when all are SQLite files,"
+        " in processes otherwise (default: 1)",
         "shard": "run only share I of N of the sample databases, such as 1/2, for a CI matrix",
         "allow_empty_shard": "pass a --shard that selects no sample database instead of failing",
         "lock_timeout_ms": "PostgreSQL lock_timeout in milliseconds (default: [tool.pipeline])",
@@ -267,8 +268,8 @@ def dry_run(
     jobs: int = 1,
     shard: str | None = None,
     allow_empty_shard: bool = False,
-    lock_timeout_ms: int = 0,
-    statement_timeout_ms: int = 0,
+    lock_timeout_ms: str | None = None,
+    statement_timeout_ms: str | None = None,
     cache: bool = True,
     json: str | None = None,
     junit: str | None = None,
@@ -279,11 +280,17 @@ def dry_run(
     from pipeline.dryrun import Shard
     from pipeline.dryrun import dry_run as run_dry_run
 
+    if jobs < 1:
+        raise ConfigError(
+            f"--jobs {jobs}: expected a positive number of sample databases at once, such as 2"
+        )
     config = load_config(Path(repo).resolve())
-    if lock_timeout_ms > 0:
-        config = dataclasses.replace(config, lock_timeout_ms=lock_timeout_ms)
-    if statement_timeout_ms > 0:
-        config = dataclasses.replace(config, statement_timeout_ms=statement_timeout_ms)
+    if lock_timeout_ms is not None:
+        wait = _milliseconds(lock_timeout_ms, "--lock-timeout-ms")
+        config = dataclasses.replace(config, lock_timeout_ms=wait)
+    if statement_timeout_ms is not None:
+        limit = _milliseconds(statement_timeout_ms, "--statement-timeout-ms")
+        config = dataclasses.replace(config, statement_timeout_ms=limit)
     samples = [SampleDatabase(url=url) for url in database or []] or None
     selected = Shard.parse(shard) if shard else None
     try:
@@ -1080,6 +1087,15 @@ def _seconds(text: str, option: str) -> float:
     if not seconds >= 0:
         raise ConfigError(f"{option} {text!r}: expected a number of seconds, such as 30 or 2.5")
     return seconds
+
+
+def _milliseconds(text: str, option: str) -> int:
+    """Parse a positive whole number of milliseconds given on the command line."""
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+        raise ConfigError(
+            f"{option} {text!r}: expected a positive number of milliseconds, such as 5000"
+        )
+    return int(text)
 
 
 def _trusted_keys(path: str | None) -> list[Any]:

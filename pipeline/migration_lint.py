@@ -34,7 +34,7 @@ from pathlib import Path
 import sqlglot
 from sqlglot import exp
 
-from pipeline.config import load_config
+from pipeline.config import Config, load_config
 from pipeline.content import Kind, definition_path, list_items
 from pipeline.errors import ConfigError, MigrationError
 from pipeline.findings import Finding
@@ -586,13 +586,16 @@ def lint_repository(root: Path) -> list[Finding]:
     """
     queries, _ = load_report_queries(root)
     used = used_objects(root, queries)
-    try:
-        lock_timeout_ms: int | None = load_config(root).lock_timeout_ms
-    except ConfigError as exc:
-        # The task that loads the settings reports a bad table itself.
-        logger.debug("lint without the configured lock_timeout: %s", exc)
-        lock_timeout_ms = None
     findings: list[Finding] = []
+    try:
+        lock_timeout_ms = load_config(root).lock_timeout_ms
+    except ConfigError as exc:
+        # Validate loads no settings of its own, so the lint reports them. It goes on with
+        # the default, so no finding blames the migrations for what the setting got wrong.
+        pyproject = root / "pyproject.toml"
+        message = str(exc).removeprefix(f"{pyproject}: ")
+        findings.append(Finding(rule="config", file="pyproject.toml", message=message))
+        lock_timeout_ms = Config(root).lock_timeout_ms
     for dialect in DIALECTS:
         try:
             migrations = load_migrations(root, dialect)

@@ -9,7 +9,7 @@ in an earlier run gets that run's findings without being checked again
 
 - a catalog: its `catalog.json` and `rows.csv`, and those of every catalog
   one of its columns references;
-- the migrations: every file in `migrations/`;
+- the migrations: every file in `migrations/`, and `pyproject.toml`;
 - a fix, report, form or treasury format: every file in its folder.
 """
 
@@ -189,7 +189,9 @@ def _inputs(root: Path, kind: Kind, name: str) -> list[tuple[str, str]]:
             for file in (DESCRIPTION_FILE, ROWS_FILE)
         ]
     if kind is Kind.MIGRATION:
-        return folder_blob_ids(root, root / KIND_FOLDERS[Kind.MIGRATION])
+        # The lint reads lock_timeout_ms from the settings.
+        settings = ("pyproject.toml", blob_id(root / "pyproject.toml"))
+        return [*folder_blob_ids(root, root / KIND_FOLDERS[Kind.MIGRATION]), settings]
     return folder_blob_ids(root, item_folder(root, kind, name))
 
 

@@ -265,3 +265,16 @@ def test_uncommitted_file_is_keyed_by_its_bytes(content: Path) -> None:
     append_row(rows, "29,false,9,Сынақ,Тест")
     assert blob_id(rows) == git(content, "hash-object", "catalogs/kbe/rows.csv").strip()
     assert blob_id(rows) != committed
+
+
+def test_settings_change_checks_migrations_again(content: Path, check_calls: Counter[str]) -> None:
+    validate(content, use_cache=True)
+    (content / "pyproject.toml").write_text("[tool.pipeline]\nlock_timeout_ms = -5\n", "utf-8")
+    check_calls.clear()
+
+    result = validate(content, use_cache=True)
+
+    assert check_calls["migrations"] == 1
+    assert [str(f) for f in result.errors if f.rule == "config"] == [
+        "pyproject.toml: [tool.pipeline] lock_timeout_ms: expected a positive integer, found -5"
+    ]

@@ -337,6 +337,21 @@ def test_malformed_ack_named(tmp_path: Path, comment: str, message: str) -> None
     assert findings == [f"migrations/0002_timeout.sql:1: {message}"]
 
 
+def test_validate_names_bad_lock_timeout_setting(tmp_path: Path) -> None:
+    root = write_content(
+        tmp_path, {"0002_index.sql": "CREATE INDEX organizations_bin ON organizations (bin);\n"}
+    )
+    (root / "pyproject.toml").write_text("[tool.pipeline]\nlock_timeout_ms = -5\n", "utf-8")
+
+    findings = check_migrations(root)
+
+    assert [str(f) for f in findings if f.rule == "config"] == [
+        "pyproject.toml: [tool.pipeline] lock_timeout_ms: expected a positive integer, found -5"
+    ]
+    # The lint goes on with the default lock timeout instead of reporting none in force.
+    assert [f for f in findings if f.rule == "lint.missing-lock-timeout"] == []
+
+
 def test_ack_inside_string_literal_ignored(tmp_path: Path) -> None:
     root = write_content(
         tmp_path,

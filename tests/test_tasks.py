@@ -471,3 +471,58 @@ def test_cache_folder_ignores_itself(content: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert (content / ".pipeline-cache/.gitignore").read_text(encoding="utf-8") == "*\n"
     assert git(content, "status", "--porcelain", "--untracked-files=all") == ""
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        (
+            "--jobs",
+            "0",
+            "--jobs 0: expected a positive number of sample databases at once, such as 2",
+        ),
+        (
+            "--jobs",
+            "-1",
+            "--jobs -1: expected a positive number of sample databases at once, such as 2",
+        ),
+        (
+            "--lock-timeout-ms",
+            "-5",
+            "--lock-timeout-ms '-5': expected a positive number of milliseconds, such as 5000",
+        ),
+        (
+            "--lock-timeout-ms",
+            "0",
+            "--lock-timeout-ms '0': expected a positive number of milliseconds, such as 5000",
+        ),
+        (
+            "--lock-timeout-ms",
+            "5s",
+            "--lock-timeout-ms '5s': expected a positive number of milliseconds, such as 5000",
+        ),
+        (
+            "--statement-timeout-ms",
+            "-1",
+            "--statement-timeout-ms '-1': expected a positive number of milliseconds,"
+            " such as 5000",
+        ),
+    ],
+)
+def test_dry_run_rejects_bad_option(tmp_path: Path, option: str, value: str, message: str) -> None:
+    done = run(
+        "dry-run", "--database", "sqlite:///sample.sqlite", f"{option}={value}", cwd=tmp_path
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"error: {message}"
+
+
+def test_dry_run_accepts_valid_options(content: Path) -> None:
+    done = run(
+        "dry-run", "--jobs", "2", "--lock-timeout-ms", "700", "--statement-timeout-ms", "9000",
+        cwd=content,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stderr
+    assert "small.sqlite (sqlite " in done.stdout
