@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from typing import TextIO
 
@@ -61,6 +62,8 @@ class Progress:
         self.stream = stream
         self._drawn_at: float | None = None
         self._width = 0
+        # The samples of a dry-run report their steps from several threads at once.
+        self._lock = threading.Lock()
 
     def start(self, total: int | None) -> None:
         """Reset the counter for a loop over `total` units (None when unknown)."""
@@ -69,15 +72,29 @@ class Progress:
 
     def advance(self, count: int = 1, detail: str = "") -> None:
         """Count `count` more units done; `detail` names the unit being worked on."""
-        self.done += count
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        finished = self.total is not None and self.done >= self.total
-        if self._drawn_at is not None and now - self._drawn_at < self.interval and not finished:
-            return
-        self._drawn_at = now
-        self._draw(detail)
+        with self._lock:
+            self.done += count
+            if not self.enabled:
+                return
+            now = time.monotonic()
+            finished = self.total is not None and self.done >= self.total
+            recent = self._drawn_at is not None and now - self._drawn_at < self.interval
+            if recent and not finished:
+                return
+            self._drawn_at = now
+            self._draw(detail)
+
+    def status(self, detail: str) -> None:
+        """Redraw the line now with `detail`, such as the step a unit has reached.
+
+        Unlike `advance`, the interval does not apply: a step may run for
+        minutes, and the line has to name it meanwhile.
+        """
+        with self._lock:
+            if not self.enabled:
+                return
+            self._drawn_at = time.monotonic()
+            self._draw(detail)
 
     def _draw(self, detail: str) -> None:
         if self.total:
@@ -95,12 +112,13 @@ class Progress:
 
     def close(self) -> None:
         """End the counter line, so later output starts on a line of its own."""
-        if self.enabled and self._drawn_at is not None:
-            stream = self.stream or sys.stderr
-            stream.write("\n")
-            stream.flush()
-        self._drawn_at = None
-        self._width = 0
+        with self._lock:
+            if self.enabled and self._drawn_at is not None:
+                stream = self.stream or sys.stderr
+                stream.write("\n")
+                stream.flush()
+            self._drawn_at = None
+            self._width = 0
 
     def __enter__(self) -> Progress:
         return self

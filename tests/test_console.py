@@ -110,6 +110,33 @@ def test_progress_limits_redraws(fake_stderr: Install) -> None:
     assert "\rrows 1000/1000 (100%)" in output
 
 
+def test_progress_status_draws_at_once(fake_stderr: Install) -> None:
+    terminal = fake_stderr(True)
+
+    progress = Progress("dry-run", total=2, interval=3600)
+    progress.advance(0, detail="small.sqlite: copying")
+    progress.status("small.sqlite: migrations/0002_kbk.sql")
+    progress.close()
+
+    output = terminal.getvalue()
+    # The interval hides no status, because a status names a new step that may run long.
+    assert "\rdry-run 0/2 (0%) small.sqlite: copying" in output
+    assert "\rdry-run 0/2 (0%) small.sqlite: migrations/0002_kbk.sql" in output
+    assert progress.done == 0
+
+
+def test_progress_status_silent_under_ci(
+    fake_stderr: Install, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = fake_stderr(True)
+    monkeypatch.setenv("CI", "true")
+
+    with Progress("dry-run", total=1, interval=0) as progress:
+        progress.status("small.sqlite: copying")
+
+    assert terminal.getvalue() == ""
+
+
 def test_progress_silent_under_ci(fake_stderr: Install, monkeypatch: pytest.MonkeyPatch) -> None:
     terminal = fake_stderr(True)
     monkeypatch.setenv("CI", "true")
