@@ -59,6 +59,7 @@ from pipeline.migrations import (
     NO_TRANSACTION_MARK,
     REBUILD_TABLES_MARK,
     Migration,
+    MigrationFileError,
     Statement,
     concurrent_operation,
     query_parameters,
@@ -505,9 +506,16 @@ class PostgresDatabase(Database):
         return problems
 
     def describe_error(self, error: Exception) -> str:
+        # The DETAIL line names what the primary message does not: the
+        # duplicated key of a unique index, the objects that depend on a table.
         diag = getattr(error, "diag", None)
         primary = getattr(diag, "message_primary", None)
-        return str(primary) if primary else str(error).strip()
+        if not primary:
+            return str(error).strip()
+        detail = getattr(diag, "message_detail", None)
+        if not detail:
+            return str(primary)
+        return f"{primary} (DETAIL: {'; '.join(str(detail).splitlines())})"
 
     def error_hint(self, error: Exception, statement: str) -> str:
         state = getattr(error, "sqlstate", None)
@@ -697,7 +705,7 @@ def migration_statements(migration: Migration, dialect: str) -> list[Statement]:
     """Split a migration and reject what the runner must not run.
 
     Raises:
-        MigrationError: the file does not split, contains a statement that
+        MigrationFileError: the file does not split, contains a statement that
             `rejected_statement` names, controls its own transaction or runs
             `... CONCURRENTLY` without the no-transaction mark, or needs a newer
             SQLite library than this one.
@@ -705,28 +713,29 @@ def migration_statements(migration: Migration, dialect: str) -> list[Statement]:
     try:
         statements = split_statements(migration.text, dialect)
     except MigrationError as exc:
-        raise MigrationError(f"{migration.path}: {exc}") from exc
+        raise MigrationFileError(str(exc), migration.path) from exc
     for statement in statements:
-        rejected = rejected_statement(statement, dialect)
-        if rejected:
-            raise MigrationError(f"{migration.path}:{statement.line}: {rejected}")
-        if migration.transactional and _TRANSACTION_CONTROL.match(statement.sql):
-            raise MigrationError(
-                f"{migration.path}:{statement.line}: transaction control"
-                f" ({statement.sql.split(None, 1)[0].upper()}) is not allowed, because the"
-                " runner wraps each migration in one transaction; remove it, or mark the"
-                " file '-- pipeline: no-transaction'"
-            )
-        operation = concurrent_operation(statement)
-        if migration.transactional and operation:
-            raise MigrationError(
-                f"{migration.path}:{statement.line}: "
-                + CONCURRENTLY_MESSAGE.format(operation=operation)
-            )
-        problem = sqlite_version_problem(statement) if dialect == "sqlite" else None
+        problem = _statement_problem(migration, statement, dialect)
         if problem:
-            raise MigrationError(f"{migration.path}:{statement.line}: {problem}")
+            raise MigrationFileError(problem, migration.path, statement.line)
     return statements
+
+
+def _statement_problem(migration: Migration, statement: Statement, dialect: str) -> str | None:
+    """Return why the runner must not run `statement` of `migration`, or None."""
+    rejected = rejected_statement(statement, dialect)
+    if rejected:
+        return rejected
+    if migration.transactional and _TRANSACTION_CONTROL.match(statement.sql):
+        return (
+            f"transaction control ({statement.sql.split(None, 1)[0].upper()}) is not"
+            " allowed, because the runner wraps each migration in one transaction;"
+            " remove it, or mark the file '-- pipeline: no-transaction'"
+        )
+    operation = concurrent_operation(statement)
+    if migration.transactional and operation:
+        return CONCURRENTLY_MESSAGE.format(operation=operation)
+    return sqlite_version_problem(statement) if dialect == "sqlite" else None
 
 
 def _run_statement(db: Database, migration: Migration, statement: Statement) -> None:

@@ -12,7 +12,9 @@ For every configured sample database:
 5. run the integrity and foreign key checks;
 6. compile every report and form query (`query` of `packages/reports/*/report.json`
    and `packages/forms/*/form.json`) with EXPLAIN against the migrated schema;
-7. drop the copy, also on failure, on Ctrl+C and on SIGTERM.
+7. drop the copy, also on failure, on Ctrl+C and on SIGTERM. A PostgreSQL
+   copy records its process and host in a comment, so after a SIGKILL the
+   next dry-run on that host drops it.
 
 Samples run in parallel when `jobs` is above 1 (threads for SQLite samples,
 processes when a PostgreSQL sample is among them), and `shard` takes
@@ -31,8 +33,10 @@ import hashlib
 import logging
 import multiprocessing
 import os
+import re
 import shutil
 import signal
+import socket
 import sqlite3
 import tempfile
 import threading
@@ -63,6 +67,7 @@ from pipeline.database import (
     check_integrity,
     display_name,
     ensure_history,
+    migration_statements,
     open_database,
     pending_migrations,
     redact_url,
@@ -79,7 +84,7 @@ from pipeline.migration_lint import (
     load_report_queries,
     used_objects,
 )
-from pipeline.migrations import load_migrations
+from pipeline.migrations import MigrationFileError, load_migrations
 from pipeline.sample_checks import SampleChecks, sample_key
 from pipeline.samples import ensure_sample
 
@@ -365,11 +370,84 @@ def _drop_clone(url: str, name: str) -> None:
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
     except psycopg.Error as exc:
-        # NOTE: a clone left behind here stays until someone drops it; its name
-        # starts with pipeline_dry_run_ so it can be found.
+        # The next dry-run on this host drops the clone once this process has
+        # ended (`_drop_abandoned_clones`).
         logger.error("cannot drop the dry-run copy %s: %s", name, exc)
         return
     logger.debug("dropped the dry-run copy %s", name)
+
+
+def clone_comment(template: str, pid: int, host: str) -> str:
+    """Return the comment of a clone: the sample, and the process and host that made it."""
+    return f"pipeline dry-run copy of {template} by process {pid} on host {host}"
+
+
+_CLONE_COMMENT = re.compile(r"by process (?P<pid>\d+) on host (?P<host>\S+)$")
+
+
+def _drop_abandoned_clones(admin: Any) -> None:
+    """Drop the clones whose dry-run process on this host no longer exists.
+
+    A dry-run killed with SIGKILL cannot drop its clone. The clone's comment
+    names the process and host that made it (`clone_comment`), so the next
+    dry-run on the same host drops it. A clone without that comment, or made
+    on another host, is left alone.
+    NOTE: a process id that the system has given to a new process since
+    keeps the clone until that process ends too.
+    """
+    from psycopg import sql
+
+    rows = admin.execute(
+        "SELECT datname, shobj_description(oid, 'pg_database') FROM pg_database"
+        " WHERE datname LIKE %s",
+        (CLONE_PREFIX.replace("_", r"\_") + "%",),
+    ).fetchall()
+    host = socket.gethostname()
+    for name, comment in rows:
+        match = _CLONE_COMMENT.search(str(comment or ""))
+        if match is None or match["host"] != host or _process_exists(int(match["pid"])):
+            continue
+        logger.warning(
+            "dropping the dry-run copy %s, because its process %s has ended", name, match["pid"]
+        )
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        # The process exists but belongs to another user.
+        return True
+    return True
+
+
+def _clone_advice(error: Exception, sample: SampleDatabase) -> str:
+    """Return the next step for a failed clone of a PostgreSQL sample, by the error's SQLSTATE."""
+    state = getattr(error, "sqlstate", None)
+    if state == "55006":
+        return (
+            "; no other session may be connected to the sample while PostgreSQL copies it,"
+            " so close those sessions and run again"
+        )
+    if state == "3D000":
+        size = sample.generate or "small"
+        return (
+            f"; create it with `inv samples --database {redact_url(sample.url)} --size {size}`,"
+            " or correct the database name in the URL"
+        )
+    if state is None:
+        parts = urlsplit(sample.url)
+        where = f"{parts.hostname or 'localhost'}:{parts.port or 5432}"
+        return (
+            f"; check that a PostgreSQL server listens on {where} and that the URL's user"
+            " may connect"
+        )
+    return ""
 
 
 @contextlib.contextmanager
@@ -387,19 +465,25 @@ def _postgres_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]
     if not template:
         raise ConfigError(f"{redact_url(sample.url)}: expected a database name in the URL")
     ensure_sample(config.root, sample)
-    copy_name = f"{CLONE_PREFIX}{uuid.uuid4().hex[:12]}"
+    copy_name = f"{CLONE_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
     try:
         with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as admin:
+            _drop_abandoned_clones(admin)
             admin.execute(
                 sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
                     sql.Identifier(copy_name), sql.Identifier(template)
                 )
             )
+            comment = clone_comment(template, os.getpid(), socket.gethostname())
+            admin.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    sql.Identifier(copy_name), sql.Literal(comment)
+                )
+            )
     except psycopg.Error as exc:
         raise MigrationError(
-            f"cannot copy sample database {redact_url(sample.url)}: {exc}; no other session"
-            " may be connected to the sample while PostgreSQL copies it, so close those"
-            " sessions and run again"
+            f"cannot copy sample database {redact_url(sample.url)}:"
+            f" {str(exc).strip()}{_clone_advice(exc, sample)}"
         ) from exc
     logger.debug("cloned %s into %s", template, copy_name)
     try:
@@ -447,6 +531,9 @@ def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> Da
         migrations = load_migrations(config.root, db.engine)
         ensure_history(db)
         pending = pending_migrations(db, migrations)
+        # Before the lint, so a file that does not split is named.
+        for migration in pending:
+            migration_statements(migration, db.engine)
         context = LintContext(
             db.engine,
             inputs.used,
@@ -465,6 +552,12 @@ def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> Da
                 line=exc.line,
                 message=f"failed on {result.database}: {exc.database_message}",
             )
+        )
+        return result
+    except MigrationFileError as exc:
+        result.error = str(exc)
+        result.findings.append(
+            Finding(rule="dry-run.migration", file=exc.path, line=exc.line, message=exc.problem)
         )
         return result
     except MigrationError as exc:

@@ -103,6 +103,20 @@ SQLITE_FEATURES = (
 )
 
 
+class MigrationFileError(MigrationError):
+    """A migration file that cannot be read or run; `path` and `line` locate the problem.
+
+    `problem` is the message without the location, for a finding that carries
+    the file and line itself.
+    """
+
+    def __init__(self, problem: str, path: str, line: int | None = None) -> None:
+        super().__init__(f"{path}:{line}: {problem}" if line else f"{path}: {problem}")
+        self.problem = problem
+        self.path = path
+        self.line = line
+
+
 @dataclass(frozen=True)
 class Migration:
     """One migration as it applies to one engine."""
@@ -147,15 +161,16 @@ def normalize_text(data: bytes, path: str) -> str:
     """Decode UTF-8 migration bytes, drop a BOM and turn CRLF and CR into LF.
 
     Raises:
-        MigrationError: the bytes are not UTF-8; the message names the line.
+        MigrationFileError: the bytes are not UTF-8; the error names the line.
     """
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise MigrationError(
-            f"{path}:{line}: expected UTF-8, found byte 0x{data[exc.start]:02x};"
-            " save the file as UTF-8"
+        raise MigrationFileError(
+            f"expected UTF-8, found byte 0x{data[exc.start]:02x}; save the file as UTF-8",
+            path,
+            line,
         ) from exc
     return text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
@@ -579,8 +594,8 @@ def _content_findings(item: _MigrationFile) -> list[Finding]:
     """Check that a file is UTF-8, splits into statements and leaves foreign keys alone."""
     try:
         text = _read_file(item)
-    except MigrationError as exc:
-        return [Finding(rule="encoding", file=item.path, message=str(exc))]
+    except MigrationFileError as exc:
+        return [Finding(rule="encoding", file=item.path, line=exc.line, message=exc.problem)]
     findings = header_problems(text, item.path)
     for dialect in (item.dialect,) if item.dialect else DIALECTS:
         try:

@@ -636,3 +636,38 @@ def test_ignore_check_constraints_rejected(tmp_path: Path) -> None:
         "migrations/0004_opening.sqlite.sql:1: PRAGMA ignore_check_constraints is not allowed"
         in (result.results[0].error or "")
     )
+
+
+def test_unterminated_quote_names_file(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    (root / "migrations" / "0004_quote.sql").write_text(
+        "-- A quote that never closes.\nINSERT INTO knp VALUES ('999', 'abc);\n", "utf-8"
+    )
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config)
+
+    (database,) = result.results
+    assert database.error == (
+        "migrations/0004_quote.sql: unterminated string literal starting at line 2"
+    )
+    (finding,) = database.findings
+    assert finding.file == "migrations/0004_quote.sql"
+    assert finding.message == "unterminated string literal starting at line 2"
+
+
+def test_non_utf8_migration_named_once(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    (root / "migrations" / "0004_cp1251.sql").write_bytes(b"SELECT 1;\n-- \xc1\xc2\n")
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config)
+
+    (finding,) = result.results[0].findings
+    assert (finding.file, finding.line) == ("migrations/0004_cp1251.sql", 2)
+    assert finding.message == "expected UTF-8, found byte 0xc1; save the file as UTF-8"
+    assert str(finding) == (
+        "migrations/0004_cp1251.sql:2: expected UTF-8, found byte 0xc1; save the file as UTF-8"
+    )

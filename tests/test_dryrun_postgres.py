@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -306,6 +307,102 @@ def test_unique_index_meets_duplicates(generated_sample: tuple[Path, str]) -> No
     (database,) = result.results
     assert database.error is not None
     assert "could not create unique index" in database.error
+
+
+def test_unique_index_error_names_duplicate_key(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    (root / "migrations" / "0004_unique_number.sql").write_text(
+        "CREATE UNIQUE INDEX payment_documents_number"
+        " ON payment_documents (account_id, doc_number);\n",
+        encoding="utf-8",
+    )
+
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+
+    error = result.results[0].error or ""
+    assert 'could not create unique index "payment_documents_number"' in error
+    assert "DETAIL: Key (account_id, doc_number)=(" in error
+    assert "is duplicated." in error
+
+
+def test_drop_error_names_dependent_objects(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    (root / "migrations" / "0004_drop_knp.sql").write_text("DROP TABLE knp;\n", "utf-8")
+
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+
+    error = result.results[0].error or ""
+    assert "cannot drop table knp because other objects depend on it" in error
+    assert "constraint payment_documents_knp_code_fkey on table payment_documents" in error
+
+
+def test_missing_template_advises_samples(tmp_path: Path, postgres_server: str) -> None:
+    root = make_content(tmp_path / "content")
+    url = f"{postgres_server.rsplit('/', 1)[0]}/parus_sample_absent_{uuid.uuid4().hex[:8]}"
+
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+
+    error = result.results[0].error or ""
+    assert "does not exist" in error
+    assert f"create it with `inv samples --database {url} --size small`" in error
+    assert "no other session" not in error
+
+
+def test_refused_connection_advises_server_check(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = make_content(tmp_path / "content")
+    url = f"postgresql://postgres@127.0.0.1:{port}/parus_sample"
+
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+
+    error = result.results[0].error or ""
+    assert "Connection refused" in error
+    assert f"check that a PostgreSQL server listens on 127.0.0.1:{port}" in error
+    assert "no other session" not in error
+
+
+def create_clone(server: str, name: str, comment: str | None) -> None:
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        if comment is not None:
+            admin.execute(f"COMMENT ON DATABASE \"{name}\" IS '{comment}'")
+
+
+def test_clone_of_dead_process_dropped(
+    generated_sample: tuple[Path, str], postgres_server: str
+) -> None:
+    root, url = generated_sample
+    # A process that has ended and been reaped, so its id names no process.
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    host = socket.gethostname()
+    names = {
+        "dead": f"pipeline_dry_run_{dead.pid}_{uuid.uuid4().hex[:8]}",
+        "alive": f"pipeline_dry_run_{os.getpid()}_{uuid.uuid4().hex[:8]}",
+        "elsewhere": f"pipeline_dry_run_{dead.pid}_{uuid.uuid4().hex[:8]}",
+        "unmarked": f"pipeline_dry_run_{uuid.uuid4().hex[:12]}",
+    }
+    create_clone(postgres_server, names["dead"], dryrun.clone_comment("s", dead.pid, host))
+    create_clone(postgres_server, names["alive"], dryrun.clone_comment("s", os.getpid(), host))
+    create_clone(
+        postgres_server, names["elsewhere"], dryrun.clone_comment("s", dead.pid, "other-host")
+    )
+    create_clone(postgres_server, names["unmarked"], None)
+    try:
+        result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+        left = set(database_names(postgres_server, "pipeline_dry_run_%"))
+    finally:
+        for name in names.values():
+            with psycopg.connect(postgres_server, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+    assert result.passed
+    assert names["dead"] not in left
+    assert names["alive"] in left
+    assert names["elsewhere"] in left
+    assert names["unmarked"] in left
 
 
 # -- the runner on a plain test database ----------------------------------------------------------

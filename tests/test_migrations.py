@@ -96,7 +96,8 @@ def test_check_reports_bad_name() -> None:
 def test_check_reports_non_utf8_line() -> None:
     findings = check_migrations(DATA / "not_utf8")
     assert [f.rule for f in findings] == ["encoding"]
-    assert "0001_cp1251_comment.sql:2" in findings[0].message
+    assert str(findings[0]).startswith("migrations/0001_cp1251_comment.sql:2: expected UTF-8")
+    assert findings[0].line == 2
     assert "0xc1" in findings[0].message
 
 
