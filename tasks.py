@@ -52,6 +52,10 @@ JSON_HELP = "write a machine-readable JSON report to this file"
 JUNIT_HELP = "write a JUnit XML report to this file"
 # Environment variable that contains the password of an encrypted bundle.
 BUNDLE_PASSWORD_ENV = "PIPELINE_BUNDLE_PASSWORD"
+MAX_RATIO_HELP = (
+    "largest unpacked size divided by archive size that verification accepts"
+    " (default: max_ratio of [tool.pipeline] in {where}, else 100)"
+)
 
 
 def _configure_logging() -> None:
@@ -365,7 +369,7 @@ def build(
     import json as json_module
     import tempfile
 
-    from pipeline.build import build_bundle
+    from pipeline.build import build_bundle, ratio_notice
     from pipeline.release import _snapshot_config
     from pipeline.snapshot import export_commit
     from pipeline.validate import validate as validate_content
@@ -412,6 +416,9 @@ def build(
             password=_bundle_password(new=True) if encrypt else None,
         )
     print(f"built {built.bundle} ({len(built.manifest['files'])} files) and {built.manifest_path}")
+    notice = ratio_notice(built.ratio, config.max_ratio, built.bundle)
+    if notice is not None:
+        print(f"note: {notice}")
 
 
 @task(
@@ -692,7 +699,8 @@ def sign(
         "allow_unsigned_manifest": "pass without a manifest signature beside the bundle"
         " (the archive signature still covers the manifest inside)",
         "accept_rotation": "when the bundle carries the next trusted keys, signed by a trusted"
-        " key, write them to the --trusted-keys file",
+        " key, merge them into the --trusted-keys file",
+        "max_ratio": MAX_RATIO_HELP.format(where="./pyproject.toml"),
         "json": JSON_HELP + ", also when verification fails",
     },
 )
@@ -706,6 +714,7 @@ def verify(
     encrypted: bool = False,
     allow_unsigned_manifest: bool = False,
     accept_rotation: bool = False,
+    max_ratio: str | None = None,
     json: str | None = None,
 ) -> None:
     """Verify a bundle: signatures, manifest, archive safety and every file hash."""
@@ -726,17 +735,22 @@ def verify(
     signature = Path(manifest_signature) if manifest_signature else None
     if signature is None and not allow_unsigned_manifest:
         _require_manifest_signature(Path(bundle), "or --manifest-signature FILE")
+    limit = _max_ratio(max_ratio, Path("."))
     password = _bundle_password(new=False) if encrypted else None
     try:
         result = verify_bundle(
-            Path(bundle), keys_, manifest_signature=signature, password=password
+            Path(bundle),
+            keys_,
+            manifest_signature=signature,
+            password=password,
+            max_ratio=limit,
         )
     except PipelineError as exc:
         if json:
             write_json_report(Path(json), {"bundle": bundle, "verified": False, "error": str(exc)})
         raise
     if accept_rotation:
-        _accept_rotation(Path(bundle), trusted_keys, password)
+        _accept_rotation(Path(bundle), trusted_keys, password, limit)
     print(
         f"{bundle}: verified version {result.version}, {result.files} files, key {result.key_id}"
     )
@@ -765,6 +779,15 @@ def verify(
         )
 
 
+def _max_ratio(option: str | None, root: Path) -> float:
+    """Return the --max-ratio value, else the `[tool.pipeline] max_ratio` setting under `root`."""
+    from pipeline.config import parse_max_ratio
+
+    if option is not None:
+        return parse_max_ratio(option)
+    return load_config(root).max_ratio
+
+
 def _require_manifest_signature(bundle: Path, alternative: str = "") -> None:
     """Reject a bundle without `manifest.json.minisig` beside it, as verify and apply do."""
     beside = bundle.parent / "manifest.json.minisig"
@@ -777,7 +800,12 @@ def _require_manifest_signature(bundle: Path, alternative: str = "") -> None:
 
 
 def _accept_rotation(
-    bundle: Path, trusted_keys: str | None, password: str | None, *, stale_ok: bool = False
+    bundle: Path,
+    trusted_keys: str | None,
+    password: str | None,
+    max_ratio: float,
+    *,
+    stale_ok: bool = False,
 ) -> None:
     """Merge the next trusted keys of a verified bundle into the --trusted-keys file.
 
@@ -789,7 +817,9 @@ def _accept_rotation(
     if trusted_keys is None:
         raise ConfigError("--accept-rotation needs --trusted-keys FILE to write the new keys to")
     try:
-        installed = install_rotation(bundle, Path(trusted_keys), password=password)
+        installed = install_rotation(
+            bundle, Path(trusted_keys), password=password, max_ratio=max_ratio
+        )
     except StaleRotationError as exc:
         if not stale_ok:
             raise
@@ -871,6 +901,8 @@ def release(
     )
     for path in result.files:
         print(f"  {path}")
+    for notice in result.notices:
+        print(f"note: {notice}")
     if json:
         write_json_report(Path(json), result.to_json())
 
@@ -1123,10 +1155,12 @@ def _trusted_keys(path: str | None) -> list[Any]:
         " table lock that the backup or a migration needs (default: 30)",
         "keep_backups": "number of this database's backups to keep in the folder (default: 5)",
         "backup_dir": BACKUP_DIR_HELP,
-        "repo": "folder that relative sqlite:/// paths start from (default: .)",
+        "repo": "folder that relative sqlite:/// paths start from, and whose pyproject.toml"
+        " may set max_ratio (default: .)",
         "create": "create a missing SQLite database file for a fresh install",
         "allow_unsigned_manifest": "apply without manifest.json.minisig beside the bundle"
         " (the archive signature still covers the manifest inside)",
+        "max_ratio": MAX_RATIO_HELP.format(where="the --repo folder's pyproject.toml"),
         "json": JSON_HELP,
     },
 )
@@ -1145,6 +1179,7 @@ def apply(
     repo: str = ".",
     create: bool = False,
     allow_unsigned_manifest: bool = False,
+    max_ratio: str | None = None,
     json: str | None = None,
 ) -> None:
     """Verify a bundle, back up the database and apply the bundle, all or nothing."""
@@ -1157,6 +1192,7 @@ def apply(
     unsigned = not (Path(bundle).parent / "manifest.json.minisig").is_file()
     if unsigned and not allow_unsigned_manifest:
         _require_manifest_signature(Path(bundle))
+    limit = _max_ratio(max_ratio, Path(repo))
     result = apply_bundle(
         Path(bundle),
         database,
@@ -1169,6 +1205,7 @@ def apply(
         backup_dir=Path(backup_dir) if backup_dir else None,
         keep_backups=keep_backups,
         create=create,
+        max_ratio=limit,
     )
     if result.status == "already-applied":
         print(f"{result.bundle_version} is already installed; nothing to do")
@@ -1192,7 +1229,7 @@ def apply(
     if result.status == "applied" and trusted_keys and trusted_keys.endswith(".json"):
         # A bundle that carries the next trusted keys moves the customer to them. The bundle
         # is applied already, so next trusted keys older than the file's only get a notice.
-        _accept_rotation(Path(bundle), trusted_keys, None, stale_ok=True)
+        _accept_rotation(Path(bundle), trusted_keys, None, limit, stale_ok=True)
     if json:
         write_json_report(Path(json), result.to_json())
 
@@ -1599,10 +1636,12 @@ treasury.add_task(treasury_record, "record")
             " beside a SQLite file; per user for PostgreSQL)"
         ),
         "work_dir": "folder for the downloads (default: the state file's path without .json)",
-        "root": "folder that relative sqlite:/// paths start from (default: .)",
+        "root": "folder that relative sqlite:/// paths start from, and whose pyproject.toml"
+        " may set max_ratio (default: .)",
         "install_dir": "installation folder that receives the fix payload files (default: none)",
         "timeout": "seconds to wait for each network request (default: 30)",
         "retries": "retries of a failed request before the update stops, 0 or more (default: 5)",
+        "max_ratio": MAX_RATIO_HELP.format(where="the --root folder's pyproject.toml"),
         "json": JSON_HELP,
     }
 )
@@ -1620,6 +1659,7 @@ def update(
     install_dir: str | None = None,
     timeout: int = 30,
     retries: int = 5,
+    max_ratio: str | None = None,
     json: str | None = None,
 ) -> None:
     """Update a database to the newest release on a channel from a portal or offline media."""
@@ -1643,6 +1683,7 @@ def update(
         timeout=float(timeout),
         retries=int(retries),
         trusted_keys_file=Path(trusted_keys),
+        max_ratio=_max_ratio(max_ratio, Path(root)),
     )
     plan = result.plan
     print(

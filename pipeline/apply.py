@@ -66,6 +66,7 @@ from pipeline.apply_store import (
 )
 from pipeline.apply_store import installed_version as stored_version
 from pipeline.build import ARCHIVE_FOLDERS
+from pipeline.config import DEFAULT_MAX_RATIO
 from pipeline.content import DEFINITION_FILES, Kind
 from pipeline.database import (
     HISTORY_TABLE,
@@ -277,13 +278,13 @@ def _check_trusted_key(keys: Sequence[PublicKey | TrustedKey], key_id: str, comm
     check_key_usable(key, signed_at)
 
 
-def _extract(bundle: Path, work: Path) -> tuple[Path, dict[str, Any]]:
+def _extract(bundle: Path, work: Path, max_ratio: float) -> tuple[Path, dict[str, Any]]:
     """Extract a verified bundle and check each file against the manifest once more."""
     manifest_data = archive.read_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES)
     manifest = parse_manifest(manifest_data, f"{bundle}:{MANIFEST_NAME}")
     limit = sum(entry["size"] for entry in manifest["files"]) + len(manifest_data)
     extracted = work / "bundle"
-    archive.extract_all(bundle, extracted, max_total=limit, max_ratio=100.0)
+    archive.extract_all(bundle, extracted, max_total=limit, max_ratio=max_ratio)
     for entry in manifest["files"]:
         path = extracted / entry["path"]
         if not path.is_file() or file_sha256(path) != entry["sha256"]:
@@ -306,6 +307,7 @@ def apply_bundle(
     backup_dir: Path | None = None,
     create: bool = False,
     keep_backups: int = DEFAULT_KEEP_BACKUPS,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> ApplyResult:
     """Apply `bundle` to `database`, running the steps of the module docstring.
 
@@ -313,7 +315,8 @@ def apply_bundle(
     installed. `backup_dir` defaults to `default_backup_dir`; after the apply
     it keeps the newest `keep_backups` backups of this database. With `create`, a
     missing SQLite file is created empty once the bundle has verified, for a
-    fresh install.
+    fresh install. `max_ratio` is verification's limit on the unpacked size
+    divided by the archive size.
 
     Raises:
         VerificationError: the bundle failed verification.
@@ -325,14 +328,14 @@ def apply_bundle(
     if keep_backups < 1:
         raise ApplyError(f"--keep-backups {keep_backups}: expected at least 1")
     started = time.perf_counter()
-    verified = verify_bundle(bundle, _public_keys(keys))
+    verified = verify_bundle(bundle, _public_keys(keys), max_ratio=max_ratio)
     _check_trusted_key(keys, verified.key_id, verified.trusted_comment)
     if create and engine_of(database) == "sqlite" and not sqlite_file(database, root).exists():
         open_database(database, root, create=True).close()
         logger.info("created the empty SQLite database %s", sqlite_file(database, root))
     folder = backup_dir or default_backup_dir(database, root)
     with tempfile.TemporaryDirectory(prefix="parus-apply-") as work:
-        extracted, manifest = _extract(bundle, Path(work))
+        extracted, manifest = _extract(bundle, Path(work), max_ratio)
         with database_lock(database, root, lock_timeout), _pruning(database, folder, keep_backups):
             result = _apply_locked(
                 _Context(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import shutil
 import stat
@@ -624,9 +625,11 @@ def _check_sizes(archive: Path, entries: list[Entry], max_total: int, max_ratio:
     packed = archive.stat().st_size
     ratio = total / max(packed, 1)
     if ratio > max_ratio:
+        needed = math.ceil(ratio)
         raise VerificationError(
             f"{archive}: unpacks {total} bytes from {packed}, ratio {ratio:.0f} is above the"
-            f" limit {max_ratio:g}; the largest entry is {largest_name}"
+            f" limit {max_ratio:g}; the largest entry is {largest_name}. If the bundle is"
+            f" trusted, pass --max-ratio {needed} or set max_ratio = {needed} in [tool.pipeline]"
         )
     log.debug("%s: %d bytes unpacked from %d, ratio %.1f", archive, total, packed, ratio)
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import _lzma
 import ctypes
 import logging
+import math
 import os
 import platform
 import shutil
@@ -91,6 +92,8 @@ class BuildResult:
     manifest_path: Path
     provenance_path: Path
     manifest: dict[str, Any]
+    # Unpacked size of every entry divided by the archive's size, as verification computes it.
+    ratio: float = 0.0
 
 
 def bundle_name(product: str, version: Version) -> str:
@@ -187,6 +190,7 @@ def build_bundle(
         )
         provenance_data = provenance_bytes(provenance_statement(inputs, _file_entries(staging)))
         atomic_write_bytes(staging / PROVENANCE_NAME, provenance_data)
+        files = _file_entries(staging)
         manifest = {
             "format": MANIFEST_FORMAT,
             "product": config.product,
@@ -216,7 +220,7 @@ def build_bundle(
                 else None
             ),
             "folders": _folder_entries(staging),
-            "files": _file_entries(staging),
+            "files": files,
         }
         data = manifest_bytes(manifest)
         atomic_write_bytes(staging / MANIFEST_NAME, data)
@@ -229,11 +233,29 @@ def build_bundle(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("built %s (%s)", bundle.name, "full" if full else "incremental")
+    unpacked = sum(entry["size"] for entry in files) + len(data)
     return BuildResult(
         bundle=bundle,
         manifest_path=manifest_path,
         provenance_path=provenance_path,
         manifest=manifest,
+        ratio=unpacked / max(bundle.stat().st_size, 1),
+    )
+
+
+def ratio_notice(ratio: float, max_ratio: float, bundle: Path) -> str | None:
+    """Return a notice when `bundle` unpacks above `max_ratio` times its size, else None.
+
+    Verification rejects such a bundle (check 4) unless its limit is raised,
+    so the notice names the limit that accepts it.
+    """
+    if ratio <= max_ratio:
+        return None
+    needed = math.ceil(ratio)
+    return (
+        f"{bundle} unpacks {ratio:.0f} times its size, above the limit {max_ratio:g} of"
+        f" verify and apply; they accept it with --max-ratio {needed}, or max_ratio = {needed}"
+        " in [tool.pipeline]"
     )
 
 

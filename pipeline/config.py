@@ -17,6 +17,12 @@ from pipeline.errors import ConfigError
 DEFAULT_PRODUCT = "parus-kaz-budget"
 SAMPLE_SIZES = ("small", "medium", "large")
 
+# Default limit on a bundle's unpacked size divided by its archive size, which verification
+# enforces before it decodes anything. NOTE: a judgment, not a measured bound. A full bundle
+# of this repository's demo content unpacks 3.9 times its size, but a bundle that carries a
+# 12 MB fixed-width file padded with spaces unpacked about 1000 times its size.
+DEFAULT_MAX_RATIO = 100.0
+
 # Environment variables that name the signing key and its passphrase.
 SIGNING_KEY_ENV = "PIPELINE_SIGNING_KEY"
 SIGNING_PASSPHRASE_ENV = "PIPELINE_SIGNING_PASSPHRASE"
@@ -50,6 +56,7 @@ class Config:
     sample_databases: tuple[SampleDatabase, ...] = ()
     lock_timeout_ms: int = 5000
     statement_timeout_ms: int = 600_000
+    max_ratio: float = DEFAULT_MAX_RATIO
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -67,7 +74,7 @@ def load_config(root: Path) -> Config:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{pyproject}: invalid TOML: {exc}") from exc
         table = data.get("tool", {}).get("pipeline", {})
-    known = {"product", "sample_databases", "lock_timeout_ms", "statement_timeout_ms"}
+    known = {"product", "sample_databases", "lock_timeout_ms", "statement_timeout_ms", "max_ratio"}
     product = table.get("product", DEFAULT_PRODUCT)
     if not isinstance(product, str) or not product:
         raise ConfigError(
@@ -79,6 +86,7 @@ def load_config(root: Path) -> Config:
         sample_databases=tuple(_samples(pyproject, table.get("sample_databases", []))),
         lock_timeout_ms=_positive_int(pyproject, table, "lock_timeout_ms", 5000),
         statement_timeout_ms=_positive_int(pyproject, table, "statement_timeout_ms", 600_000),
+        max_ratio=_max_ratio_setting(pyproject, table.get("max_ratio", DEFAULT_MAX_RATIO)),
         extra={k: v for k, v in table.items() if k not in known},
     )
 
@@ -111,6 +119,29 @@ def _positive_int(pyproject: Path, table: dict[str, Any], key: str, default: int
         raise ConfigError(
             f"{pyproject}: [tool.pipeline] {key}: expected a positive integer, found {value!r}"
         )
+    return value
+
+
+def _max_ratio_setting(pyproject: Path, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(
+            f"{pyproject}: [tool.pipeline] max_ratio: expected a number above 0, found {value!r}"
+        )
+    return float(value)
+
+
+def parse_max_ratio(text: str, option: str = "--max-ratio") -> float:
+    """Parse a compression-ratio limit given on the command line.
+
+    Raises:
+        ConfigError: the text is not a finite number above 0.
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < float("inf"):
+        raise ConfigError(f"{option} {text!r}: expected a number above 0, such as 100 or 250.5")
     return value
 
 

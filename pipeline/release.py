@@ -15,12 +15,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,13 @@ from typing import Any
 import git
 
 from pipeline import rotation, signing
-from pipeline.build import BuildResult, build_bundle, check_version, source_date_epoch
+from pipeline.build import (
+    BuildResult,
+    build_bundle,
+    check_version,
+    ratio_notice,
+    source_date_epoch,
+)
 from pipeline.collect import ChangeSet, collect, find_base_tag
 from pipeline.config import Config, SampleDatabase, load_config
 from pipeline.dryrun import DryRunResult, dry_run
@@ -38,6 +45,7 @@ from pipeline.errors import (
     ConfigError,
     MigrationError,
     ValidationError,
+    VerificationError,
 )
 from pipeline.snapshot import export_commit
 from pipeline.treasury.conformance import check_base_conformance
@@ -64,6 +72,8 @@ class ReleaseResult:
     build: BuildResult
     verified: VerifyResult
     files: list[Path]
+    # Things the release manager should know, such as a bundle that needs a higher ratio limit.
+    notices: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +85,7 @@ class ReleaseResult:
             "changes": self.changes.to_json(),
             "validation": self.validation.to_json(),
             "dry_run": self.dry_run.to_json(),
+            "notices": self.notices,
         }
 
 
@@ -249,12 +260,28 @@ def _release_into(
         public_key.write_text(secret_key.public.to_minisign(), encoding="utf-8")
 
         step("verify: signature, manifest and every file hash")
-        verified = verify_bundle(
-            built.bundle,
-            [secret_key.public],
-            manifest_signature=manifest_signature,
-            password=password,
-        )
+        final_bundle = out / built.bundle.name
+        notices = []
+        notice = ratio_notice(built.ratio, config.max_ratio, final_bundle)
+        if notice is not None:
+            logger.warning("%s", notice)
+            notices.append(notice)
+        try:
+            # The limit fits the bundle just written, whose ratio comes from its own content.
+            # The notice above names the limit at which verify and apply accept it.
+            verified = verify_bundle(
+                built.bundle,
+                [secret_key.public],
+                manifest_signature=manifest_signature,
+                password=password,
+                max_ratio=max(config.max_ratio, math.ceil(built.ratio)),
+            )
+        except VerificationError as exc:
+            # Name the bundle where the release would have put it, not the work folder.
+            message = str(exc).replace(str(built.bundle), str(final_bundle))
+            raise VerificationError(
+                f"{message}. No file of this release was written to {out}"
+            ) from exc
 
         files = []
         # The bundle moves last: a folder with a bundle in it always has its signature.
@@ -272,7 +299,7 @@ def _release_into(
             path.replace(target)
             files.append(target)
     logger.info("released %s into %s", version, out)
-    return ReleaseResult(version, changes, validation, dry, built, verified, files)
+    return ReleaseResult(version, changes, validation, dry, built, verified, files, notices)
 
 
 def _check_newer_than_released(repo: Path, commit: str, version: Version) -> None:

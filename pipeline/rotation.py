@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.build import NEXT_TRUSTED_KEYS_PATH, SignedFile
+from pipeline.config import DEFAULT_MAX_RATIO
 from pipeline.errors import (
     BundleError,
     ConfigError,
@@ -200,13 +201,18 @@ class InstalledRotation:
 
 
 def read_rotation(
-    source: Path, current: Sequence[TrustedKey], *, password: str | None = None
+    source: Path,
+    current: Sequence[TrustedKey],
+    *,
+    password: str | None = None,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> Rotation | None:
     """Verify the next trusted keys of the bundle `source` and merge them into `current`.
 
     `source` is a bundle archive, which is verified against `current` first,
-    or the folder of a bundle already verified and extracted. A bundle that
-    carries no next trusted-keys file gives None. Otherwise its
+    or the folder of a bundle already verified and extracted (`max_ratio`
+    goes to that verification). A bundle that carries no next trusted-keys
+    file gives None. Otherwise its
     `keys/trusted-keys.json` must be signed by a key of `current` that was
     valid at the signing time. Its version is the `version=` of that
     signature's trusted comment, else the manifest's.
@@ -219,7 +225,8 @@ def read_rotation(
         manifest_data = _read_member(source, MANIFEST_NAME, MAX_MANIFEST_BYTES, None)
         manifest = parse_manifest(manifest_data, str(source / MANIFEST_NAME))
     else:
-        manifest = verify_bundle(source, current, password=password).manifest
+        verified = verify_bundle(source, current, password=password, max_ratio=max_ratio)
+        manifest = verified.manifest
     rotation: dict[str, Any] | None = manifest.get("next_trusted_keys")
     if rotation is None:
         logger.info("%s carries no next trusted keys; the trusted keys stay", source)
@@ -259,6 +266,7 @@ def accept_rotation(
     *,
     password: str | None = None,
     installed_from: InstalledFrom | None = None,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> list[TrustedKey]:
     """Return the trusted keys to keep after applying the bundle `source`.
 
@@ -270,7 +278,7 @@ def accept_rotation(
         VerificationError: as `read_rotation`.
         StaleRotationError: the bundle's version is not greater than `installed_from`'s.
     """
-    rotation = read_rotation(source, current, password=password)
+    rotation = read_rotation(source, current, password=password, max_ratio=max_ratio)
     if rotation is None:
         return list(current)
     check_rotation_newer(rotation.source, rotation.keys, installed_from, "the trusted keys")
@@ -278,7 +286,11 @@ def accept_rotation(
 
 
 def install_rotation(
-    source: Path, path: Path, *, password: str | None = None
+    source: Path,
+    path: Path,
+    *,
+    password: str | None = None,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> InstalledRotation:
     """Merge the next trusted keys of the bundle `source` into the trusted-keys file `path`.
 
@@ -293,7 +305,7 @@ def install_rotation(
             that `path` came from; `path` stays as it is.
     """
     current = read_trusted_keys_file(path)
-    rotation = read_rotation(source, current.keys, password=password)
+    rotation = read_rotation(source, current.keys, password=password, max_ratio=max_ratio)
     if rotation is None:
         return InstalledRotation(None, written=False)
     installed = current.installed_from

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any, Protocol
 
 from pipeline.apply import apply_bundle, installed_version
+from pipeline.config import DEFAULT_MAX_RATIO
 from pipeline.database import open_database
 from pipeline.db_backup import engine_of, sqlite_file
 from pipeline.errors import ConfigError, PipelineError, StaleRotationError
@@ -219,6 +220,7 @@ def update(
     retry_delay: float = 1.0,
     now: datetime | None = None,
     trusted_keys_file: Path | None = None,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> UpdateResult:
     """Update `database` from the portal URL or folder `portal`, running the module's steps.
 
@@ -229,6 +231,8 @@ def update(
     empty for a fresh install, except with `check_only`. A bundle that carries
     the next trusted keys, signed by a trusted key, moves the rest of the
     chain to them, and they are written to `trusted_keys_file` when given.
+    `max_ratio` is verification's limit on a bundle's unpacked size divided
+    by its archive size.
 
     Raises:
         ConfigError: `retries` is negative or `timeout` is not positive.
@@ -281,8 +285,9 @@ def update(
                 root=root,
                 install_dir=install_dir,
                 backup_dir=backup_dir,
+                max_ratio=max_ratio,
             )
-            trusted = _take_rotation(bundle, trusted, trusted_keys_file)
+            trusted = _take_rotation(bundle, trusted, trusted_keys_file, max_ratio)
         except PipelineError as exc:
             reached = result.applied[-1] if result.applied else installed or "no version"
             raise UpdateError(
@@ -296,7 +301,10 @@ def update(
 
 
 def _take_rotation(
-    bundle: Path, trusted: Sequence[TrustedKey], trusted_keys_file: Path | None
+    bundle: Path,
+    trusted: Sequence[TrustedKey],
+    trusted_keys_file: Path | None,
+    max_ratio: float,
 ) -> Sequence[TrustedKey]:
     """Return the trusted keys for the bundles after `bundle`, which may carry new ones.
 
@@ -306,10 +314,10 @@ def _take_rotation(
     because the bundle itself is applied already.
     """
     if trusted_keys_file is None or trusted_keys_file.suffix != ".json":
-        accepted = accept_rotation(bundle, trusted)
+        accepted = accept_rotation(bundle, trusted, max_ratio=max_ratio)
     else:
         try:
-            installed = install_rotation(bundle, trusted_keys_file)
+            installed = install_rotation(bundle, trusted_keys_file, max_ratio=max_ratio)
         except StaleRotationError as exc:
             logger.warning("%s: %s", bundle.name, exc)
             return trusted

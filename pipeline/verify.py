@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import archive, sevenzip_reader
+from pipeline.config import DEFAULT_MAX_RATIO
 from pipeline.errors import BundleError, PipelineError, SignatureError, VerificationError
 from pipeline.manifest import MANIFEST_NAME, parse_manifest
 from pipeline.provenance import PROVENANCE_NAME, check_provenance
@@ -100,12 +101,13 @@ def verify_bundle(
     *,
     manifest_signature: Path | None = None,
     signature: Path | None = None,
-    max_ratio: float = 100.0,
+    max_ratio: float = DEFAULT_MAX_RATIO,
     password: str | None = None,
 ) -> VerifyResult:
     """Verify `bundle` against the trusted `keys`, running the checks of the module docstring.
 
-    `password` opens an AES-256 encrypted archive.
+    `max_ratio` limits the unpacked size divided by the archive size (check
+    4). `password` opens an AES-256 encrypted archive.
 
     Raises:
         VerificationError: a check failed; the message names the check, the

@@ -301,6 +301,22 @@ def test_cli_update_checks_then_applies(chain: Chain, published: Path, tmp_path:
     assert installed_version(database, tmp_path) == "2026.12.0"
 
 
+def test_cli_update_max_ratio(chain: Chain, portal: Path, tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "budget.sqlite").close()
+    database = f"sqlite:///{tmp_path / 'budget.sqlite'}"
+    common = ["--portal", str(portal), "--database", database]
+    common += ["--trusted-keys", str(chain.trusted_keys)]
+
+    low = run_cli("update", *common, "--max-ratio", "1", cwd=tmp_path)
+    raised = run_cli("update", *common, "--max-ratio", "500", cwd=tmp_path)
+
+    assert low.returncode == 1
+    assert "update stopped at 2026.10.0" in low.stderr
+    assert "is above the limit 1;" in low.stderr
+    assert raised.returncode == 0, raised.stderr
+    assert "applied 3 releases: 2026.10.0, 2026.11.0, 2026.12.0" in raised.stdout
+
+
 def test_cli_update_reports_expired_feed(chain: Chain, tmp_path: Path) -> None:
     portal = tmp_path / "portal"
     publish(

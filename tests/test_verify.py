@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -19,11 +20,12 @@ from typing import Any
 
 import py7zr
 import pytest
-from conftest import git, require_tool
+from conftest import REPO_ROOT, git, require_tool
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from test_build import commit_all, make_content_repo
 
+from pipeline import release as release_module
 from pipeline import sevenzip_reader
 from pipeline.archive import Compression, write_archive
 from pipeline.errors import StaleRotationError, VerificationError
@@ -1456,6 +1458,142 @@ def test_cli_build_full(small_release: Released, tmp_path: Path) -> None:
         manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
         assert [c["id"] for c in manifest["catalogs"]] == expected
         assert manifest["full"] is full
+
+
+# --------------------------------------------------------------------------- ratio limit
+
+
+def add_fixed_width_fix(repo: Path) -> None:
+    """Add a fix whose payload is 2 MB of spaces, which LZMA packs more than 100 times."""
+    fix = repo / "packages/fixes/fixed-width-layout"
+    (fix / "payload").mkdir(parents=True)
+    (fix / "payload/layout.txt").write_text(" " * 2_000_000 + "\n", encoding="utf-8")
+    demo = REPO_ROOT / "packages/fixes/payment-order-total-rounding/fix.json"
+    document = json.loads(demo.read_text(encoding="utf-8"))
+    document["id"] = "fixed-width-layout"
+    document["files"] = [{"source": "payload/layout.txt", "install": "Config/layout.txt"}]
+    (fix / "fix.json").write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+
+
+def test_repetitive_release_verifies_itself(small_release: Released, tmp_path: Path) -> None:
+    repo = small_release.repo
+    git(repo, "tag", f"release/{VERSION}")
+    add_fixed_width_fix(repo)
+    commit_all(repo, "Add a fixed-width layout", "2026-12-10T09:00:00Z")
+    out = tmp_path / "repetitive"
+
+    result = run_release(
+        repo,
+        out,
+        small_release.secret,
+        version=Version.parse("2026.12.1"),
+        databases=[small_release.sample],
+    )
+
+    bundle = out / "parus-kaz-budget-2026.12.1.7z"
+    assert result.build.ratio > 100
+    limit = math.ceil(result.build.ratio)
+    assert result.notices == [
+        f"{bundle} unpacks {result.build.ratio:.0f} times its size, above the limit 100 of"
+        f" verify and apply; they accept it with --max-ratio {limit}, or max_ratio = {limit}"
+        " in [tool.pipeline]"
+    ]
+    with pytest.raises(VerificationError) as caught:
+        verify_bundle(bundle, [small_release.secret.public])
+    message = str(caught.value)
+    assert message.startswith(f"check 4 (archive entries) failed: {bundle}: unpacks")
+    assert "is above the limit 100; the largest entry is fixes/fixed-width-layout/" in message
+    assert message.endswith(
+        f"If the bundle is trusted, pass --max-ratio {limit} or set max_ratio = {limit}"
+        " in [tool.pipeline]"
+    )
+    verified = verify_bundle(bundle, [small_release.secret.public], max_ratio=limit)
+    assert verified.version == "2026.12.1"
+
+
+def test_cli_build_prints_ratio_notice(small_release: Released, tmp_path: Path) -> None:
+    repo = small_release.repo
+    git(repo, "tag", f"release/{VERSION}")
+    add_fixed_width_fix(repo)
+    commit_all(repo, "Add a fixed-width layout", "2026-12-10T09:00:00Z")
+    out = tmp_path / "built"
+
+    built = run_cli(
+        "build", "--repo", str(repo), "--version", "2026.12.1", "--out", str(out), cwd=tmp_path
+    )
+
+    assert built.returncode == 0, built.stderr
+    assert f"note: {out / 'parus-kaz-budget-2026.12.1.7z'} unpacks" in built.stdout
+    assert "above the limit 100 of verify and apply" in built.stdout
+
+
+def test_release_verify_names_output_bundle(
+    small_release: Released, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def verify_strictly(*args: Any, **options: Any) -> Any:
+        return verify_bundle(*args, **{**options, "max_ratio": 1.0})
+
+    monkeypatch.setattr(release_module, "verify_bundle", verify_strictly)
+    repo = small_release.repo
+    git(repo, "tag", f"release/{VERSION}")
+    commit_all_in(repo, "migrations/0002_note.sql", "CREATE TABLE note (id TEXT);\n")
+    out = tmp_path / "strict"
+
+    with pytest.raises(VerificationError) as caught:
+        run_release(
+            repo,
+            out,
+            small_release.secret,
+            version=Version.parse("2026.12.1"),
+            databases=[small_release.sample],
+        )
+
+    message = str(caught.value)
+    assert f"failed: {out / 'parus-kaz-budget-2026.12.1.7z'}: unpacks" in message
+    assert ".release-" not in message
+    assert message.endswith(f"No file of this release was written to {out}")
+    assert not (out / "parus-kaz-budget-2026.12.1.7z").exists()
+
+
+def test_cli_max_ratio_option(small_release: Released, tmp_path: Path) -> None:
+    bundle, key = str(small_release.bundle), str(small_release.key)
+
+    low = run_cli("verify", bundle, "--public-key", key, "--max-ratio", "1", cwd=tmp_path)
+    default = run_cli("verify", bundle, "--public-key", key, cwd=tmp_path)
+    invalid = run_cli("verify", bundle, "--public-key", key, "--max-ratio", "x", cwd=tmp_path)
+
+    assert low.returncode == 1
+    assert "is above the limit 1;" in low.stderr
+    assert default.returncode == 0, default.stderr
+    assert invalid.returncode == 1
+    assert "--max-ratio 'x': expected a number above 0, such as 100 or 250.5" in invalid.stderr
+
+
+def test_max_ratio_setting(small_release: Released, tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text("[tool.pipeline]\nmax_ratio = 1\n", "utf-8")
+    bundle, key = str(small_release.bundle), str(small_release.key)
+
+    by_setting = run_cli("verify", bundle, "--public-key", key, cwd=tmp_path)
+    by_option = run_cli("verify", bundle, "--public-key", key, "--max-ratio", "500", cwd=tmp_path)
+
+    assert by_setting.returncode == 1
+    assert "is above the limit 1;" in by_setting.stderr
+    assert by_option.returncode == 0, by_option.stderr
+
+
+def test_cli_apply_max_ratio(small_release: Released, tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'customer.sqlite'}"
+    args = ("apply", str(small_release.bundle), "--trusted-keys", str(small_release.key))
+
+    low = run_cli(*args, "--database", database, "--create", "--max-ratio", "1", cwd=tmp_path)
+    applied = run_cli(
+        *args, "--database", database, "--create", "--max-ratio", "500", cwd=tmp_path
+    )
+
+    assert low.returncode == 1
+    assert "is above the limit 1;" in low.stderr
+    assert applied.returncode == 0, applied.stderr
+    assert f"applied {VERSION}" in applied.stdout
 
 
 def write_pem_key(path: Path, key: Any, passphrase: bytes | None) -> None:
