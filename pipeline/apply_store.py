@@ -19,7 +19,10 @@ named like the catalog id that contains every key column of the catalog,
 `load_catalog` also writes the catalog's added and changed rows into it, by
 key: an UPDATE of the columns both tables have, or an INSERT when the key is
 new. Rows that the catalog removed stay in the application table, because
-documents may still reference them and must keep their parent row.
+documents may still reference them and must keep their parent row. A row
+that the application table rejects (a CHECK, NOT NULL or length constraint
+that a migration added) fails the load with the row's key and the
+database's message.
 
 A catalog's canonical CSV is what `catalogs.import_catalog` writes: a header,
 rows sorted by key, comma-separated, minimal quoting, LF line ends. Its
@@ -29,6 +32,7 @@ manifest records for a catalog can be checked against the database.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -37,13 +41,13 @@ import logging
 import operator
 import os
 import signal
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.catalog_delta import CatalogDelta, Row, RowChange, diff_rows
-from pipeline.catalog_model import CatalogDescription
+from pipeline.catalog_model import ROWS_FILE, CatalogDescription, relative_path
 from pipeline.catalogs import load_description, read_rows
 from pipeline.database import Database
 from pipeline.db_schema import list_tables, quote, table_columns
@@ -441,7 +445,8 @@ def load_catalog(
             f" expected {expected}; the bundle's catalog does not match the database"
         )
     _record_catalog(db, description, len(after), digest, bundle_version)
-    _update_application_table(db, description, delta)
+    source = str(entry.get("path") or relative_path(catalog_id, ROWS_FILE))
+    _update_application_table(db, description, delta, source)
     logger.info("catalog %s (%s): %s", catalog_id, mode, delta.summary())
     return {
         "added": len(delta.added),
@@ -452,9 +457,16 @@ def load_catalog(
 
 
 def _update_application_table(
-    db: Database, description: CatalogDescription, delta: CatalogDelta
+    db: Database, description: CatalogDescription, delta: CatalogDelta, source: str
 ) -> None:
-    """Write added and changed catalog rows into the application table of the same name."""
+    """Write added and changed catalog rows into the application table of the same name.
+
+    `source` is the catalog file in the bundle, for the error message.
+
+    Raises:
+        ApplyError: a row breaks a constraint of the application table; the
+            message names the row's key and the database's message.
+    """
     table = description.id
     if table not in list_tables(db):
         return
@@ -470,11 +482,14 @@ def _update_application_table(
     others = [name for name in shared if name not in description.key]
     p = db.placeholder
     where = " AND ".join(f"{quote(name)} = {p}" for name in description.key)
+    statements: list[tuple[str, list[list[str]]]] = []
     if others:
         assignments = ", ".join(f"{quote(name)} = {p}" for name in others)
-        db.executemany(
-            f"UPDATE {quote(table)} SET {assignments} WHERE {where}",
-            [[row[n] for n in others] + [row[k] for k in description.key] for row in rows],
+        statements.append(
+            (
+                f"UPDATE {quote(table)} SET {assignments} WHERE {where}",
+                [[row[n] for n in others] + [row[k] for k in description.key] for row in rows],
+            )
         )
     names = ", ".join(quote(name) for name in shared)
     if db.engine == "postgresql":
@@ -482,17 +497,75 @@ def _update_application_table(
         marks = ", ".join(f"CAST({p} AS {types[name]})" for name in shared)
     else:
         marks = ", ".join([p] * len(shared))
-    db.executemany(
-        f"INSERT INTO {quote(table)} ({names}) SELECT {marks}"
-        f" WHERE NOT EXISTS (SELECT 1 FROM {quote(table)} WHERE {where})",
-        [[row[n] for n in shared] + [row[k] for k in description.key] for row in rows],
+    statements.append(
+        (
+            f"INSERT INTO {quote(table)} ({names}) SELECT {marks}"
+            f" WHERE NOT EXISTS (SELECT 1 FROM {quote(table)} WHERE {where})",
+            [[row[n] for n in shared] + [row[k] for k in description.key] for row in rows],
+        )
     )
+    try:
+        with _savepoint(db):
+            for sql, parameters in statements:
+                db.executemany(sql, parameters)
+    except db.errors as exc:
+        raise ApplyError(_row_problem(db, description, source, statements, rows, exc)) from exc
     logger.info(
         "application table %s: %d catalog row(s) written (columns %s); %d removed row(s) kept",
         table,
         len(rows),
         ", ".join(shared),
         len(delta.removed),
+    )
+
+
+@contextlib.contextmanager
+def _savepoint(db: Database) -> Iterator[None]:
+    """Roll back to the state before the block when it raises, inside the open transaction."""
+    db.execute("SAVEPOINT pipeline_application_rows")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK TO SAVEPOINT pipeline_application_rows")
+        db.execute("RELEASE SAVEPOINT pipeline_application_rows")
+        raise
+    db.execute("RELEASE SAVEPOINT pipeline_application_rows")
+
+
+def _row_problem(
+    db: Database,
+    description: CatalogDescription,
+    source: str,
+    statements: Sequence[tuple[str, list[list[str]]]],
+    rows: Sequence[Row],
+    error: Exception,
+) -> str:
+    """Find the first row that the application table rejects, by writing the rows one by one.
+
+    Each row is written in a savepoint that is rolled back afterwards, so the
+    search leaves the table as it was.
+    """
+    table = description.id
+    for index, row in enumerate(rows):
+        problem = None
+        db.execute("SAVEPOINT pipeline_catalog_row")
+        try:
+            for sql, parameters in statements:
+                db.execute(sql, parameters[index])
+        except db.errors as exc:
+            problem = db.describe_error(exc)
+        finally:
+            db.execute("ROLLBACK TO SAVEPOINT pipeline_catalog_row")
+            db.execute("RELEASE SAVEPOINT pipeline_catalog_row")
+        if problem is not None:
+            key = ", ".join(f"{name}={row[name]}" for name in description.key)
+            return (
+                f"catalog {table}: row {key} of {source} cannot be written into table"
+                f" {table}: {problem}"
+            )
+    return (
+        f"catalog {table}: the rows of {source} cannot be written into table {table}:"
+        f" {db.describe_error(error)}"
     )
 
 

@@ -355,6 +355,35 @@ def test_failed_migration_leaves_same_bytes(
     assert not journal_path(url_of(sample), Path(".")).exists()
 
 
+def limit_knp_names(path: Path) -> None:
+    """Rebuild the customer's knp table with names of at most 40 characters."""
+    with sqlite3.connect(path) as connection:
+        connection.executescript(
+            "CREATE TABLE knp_new (code TEXT PRIMARY KEY,"
+            " name_ru TEXT NOT NULL CHECK (length(name_ru) <= 40), name_kk TEXT NOT NULL);"
+            "INSERT INTO knp_new SELECT code, name_ru, name_kk FROM knp;"
+            "DROP TABLE knp;"
+            "ALTER TABLE knp_new RENAME TO knp;"
+        )
+    connection.close()
+
+
+def test_catalog_row_breaking_constraint_named(bundles: Bundles, sample: Path) -> None:
+    limit_knp_names(sample)
+    before = sha256(sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.first, url_of(sample), [bundles.public])
+
+    message = str(error.value)
+    assert "the database is as before" in message
+    assert (
+        "catalog knp: row code=019 of catalogs/knp/rows.csv cannot be written into"
+        " table knp: CHECK constraint failed: length(name_ru) <= 40"
+    ) in message
+    assert sha256(sample) == before
+
+
 def test_no_transaction_failure_restores_backup(
     bundles: Bundles, sample: Path, tmp_path: Path
 ) -> None:
