@@ -749,8 +749,6 @@ def verify(
         if json:
             write_json_report(Path(json), {"bundle": bundle, "verified": False, "error": str(exc)})
         raise
-    if accept_rotation:
-        _accept_rotation(Path(bundle), trusted_keys, password, limit)
     print(
         f"{bundle}: verified version {result.version}, {result.files} files, key {result.key_id}"
     )
@@ -761,6 +759,8 @@ def verify(
         )
     else:
         print(f"  manifest signature: verified ({result.manifest_signature})")
+    if accept_rotation:
+        _accept_rotation(Path(bundle), trusted_keys, password, limit)
     if json:
         write_json_report(
             Path(json),
