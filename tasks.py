@@ -31,7 +31,7 @@ from pipeline.config import (
     load_config,
     signing_key_from_env,
 )
-from pipeline.console import StepPrinter
+from pipeline.console import Progress, StepPrinter
 from pipeline.errors import (
     ConfigError,
     PipelineError,
@@ -172,7 +172,6 @@ def validate(
     """Validate every catalog, migration, fix, report, form and treasury format."""
     import tempfile
 
-    from pipeline.console import Progress
     from pipeline.content import require_content_root
     from pipeline.snapshot import export_commit
     from pipeline.validate import validate as validate_content
@@ -305,6 +304,7 @@ def dry_run(
             shard=selected,
             use_cache=cache,
             allow_empty_shard=allow_empty_shard,
+            progress=Progress("dry-run"),
         )
     except PipelineError as exc:
         # CI shows the report files, so a dry-run that could not start still writes them.
@@ -446,7 +446,10 @@ def samples(
 
     config = load_config(Path(repo).resolve())
     wanted = [SampleDatabase(url=url, generate=size) for url in database or []]
-    for url, built in generate_samples(config, wanted or None, upto=upto, force=force):
+    generated = generate_samples(
+        config, wanted or None, upto=upto, force=force, progress=Progress("samples")
+    )
+    for url, built in generated:
         print(f"{url}: {'generated' if built else 'exists, kept'}")
 
 

@@ -1072,6 +1072,9 @@ class RunnerHooks:
     def after_commit(self) -> None:
         """Run once that COMMIT has succeeded."""
 
+    def before_migration(self, migration: Migration) -> None:
+        """Run before `migration` starts; the dry-run shows it on a progress line."""
+
     def after_statement(self, index: int) -> None:
         """Run after the statement at `index` of the current migration."""
 
@@ -1109,6 +1112,7 @@ def apply_pending(
     hooks = hooks or RunnerHooks()
     batch: list[Migration] = []
     for migration in pending:
+        hooks.before_migration(migration)
         if not needs_own_transaction(migration, db.engine):
             run = apply_migration(
                 db,
@@ -1159,12 +1163,14 @@ def run_migrations(
     result: RunResult | None = None,
     *,
     checked_before: bool = False,
+    hooks: RunnerHooks | None = None,
 ) -> RunResult:
     """Apply every pending migration in order, then run the integrity checks.
 
     `checked_before` tells that the database passed the full integrity and
     foreign key checks before the migrations. The checks afterwards then cover
     only the tables the migrations changed (`changed_tables`), when known.
+    `hooks` are called between the steps, as `apply_pending` describes.
 
     The migrations run with the transaction boundaries of `apply_pending`.
     Stops at the first failing migration; the ones before it stay applied. A
@@ -1180,7 +1186,7 @@ def run_migrations(
     result = RunResult() if result is None else result
     db.execute("BEGIN")
     try:
-        batch = apply_pending(db, pending, bundle_version, result.applied)
+        batch = apply_pending(db, pending, bundle_version, result.applied, hooks)
     except MigrationError:
         _commit_before_failure(db)
         raise

@@ -29,6 +29,7 @@ their running statement and drop their copies.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import multiprocessing
@@ -42,7 +43,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -59,9 +60,11 @@ from pipeline.cache import (
     inputs_key,
 )
 from pipeline.config import Config, SampleDatabase
+from pipeline.console import Progress
 from pipeline.database import (
     Database,
     MigrationRun,
+    RunnerHooks,
     RunResult,
     StatementError,
     check_integrity,
@@ -84,7 +87,7 @@ from pipeline.migration_lint import (
     load_report_queries,
     used_objects,
 )
-from pipeline.migrations import MigrationFileError, load_migrations
+from pipeline.migrations import Migration, MigrationFileError, load_migrations
 from pipeline.sample_checks import SampleChecks, sample_key
 from pipeline.samples import ensure_sample
 
@@ -502,7 +505,25 @@ def _postgres_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]
         _drop_clone(url, copy_name)
 
 
-def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
+class _ProgressHooks(RunnerHooks):
+    """Show the migration a sample has reached, then its checks, on a progress line."""
+
+    def __init__(self, progress: Progress, database: str, last: Migration | None) -> None:
+        self.progress = progress
+        self.database = database
+        self.last = last
+
+    def before_migration(self, migration: Migration) -> None:
+        self.progress.status(f"{self.database}: {migration.path}")
+
+    def after_migration(self, migration: Migration) -> None:
+        if migration == self.last:
+            self.progress.status(f"{self.database}: integrity checks")
+
+
+def _check_database(
+    db: Database, sample: SampleDatabase, inputs: _Inputs, progress: Progress | None = None
+) -> DatabaseResult:
     config = inputs.config
     result = DatabaseResult(
         database=display_name(sample.url),
@@ -516,6 +537,8 @@ def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> Da
     if db.engine == "sqlite" and inputs.use_cache:
         checked_before = str(sample.sqlite_path(config.root).resolve()) in inputs.checked_samples
         if not checked_before:
+            if progress is not None:
+                progress.status(f"{result.database}: integrity checks of the sample")
             problems = check_integrity(db)
             if problems:
                 result.findings.extend(
@@ -541,7 +564,14 @@ def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> Da
             lock_timeout_ms=config.lock_timeout_ms if db.engine == "postgresql" else None,
         )
         result.findings.extend(lint_migrations(pending, context))
-        run_migrations(db, migrations, inputs.bundle_version, run, checked_before=checked_before)
+        hooks = None
+        if progress is not None:
+            hooks = _ProgressHooks(progress, result.database, pending[-1] if pending else None)
+            if not pending:
+                progress.status(f"{result.database}: integrity checks")
+        run_migrations(
+            db, migrations, inputs.bundle_version, run, checked_before=checked_before, hooks=hooks
+        )
         result.checked_tables = run.checked_tables
     except StatementError as exc:
         result.error = str(exc)
@@ -566,6 +596,8 @@ def _check_database(db: Database, sample: SampleDatabase, inputs: _Inputs) -> Da
             Finding(rule="dry-run.migration", file=result.database, message=str(exc))
         )
         return result
+    if progress is not None:
+        progress.status(f"{result.database}: report queries")
     for query in inputs.queries:
         try:
             db.explain_query(query.sql)
@@ -602,9 +634,16 @@ def _worker() -> str:
     return f"pid {os.getpid()} thread {threading.get_ident()}"
 
 
-def _dry_run_one(sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
-    """Dry-run one sample without the report query findings; the function each worker runs."""
+def _dry_run_one(
+    sample: SampleDatabase, inputs: _Inputs, progress: Progress | None = None
+) -> DatabaseResult:
+    """Dry-run one sample without the report query findings; the function each worker runs.
+
+    `progress` shows the step the sample is at; worker processes get none.
+    """
     logger.info("dry-run on %s", redact_url(sample.url))
+    if progress is not None:
+        progress.status(f"{display_name(sample.url)}: copying")
     if sample.engine == "sqlite":
         copy = _sqlite_copy(inputs.config, sample)
     elif sample.engine in ("postgresql", "postgres"):
@@ -622,8 +661,18 @@ def _dry_run_one(sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
             db = stack.enter_context(copy)
         except (ConfigError, MigrationError) as exc:
             return _unavailable(sample, exc)
-        result = _check_database(db, sample, inputs)
+        result = _check_database(db, sample, inputs, progress)
     result.worker = _worker()
+    return result
+
+
+def _dry_run_counted(
+    sample: SampleDatabase, inputs: _Inputs, progress: Progress | None
+) -> DatabaseResult:
+    """Dry-run one sample in this process, and count it on the progress line when done."""
+    result = _dry_run_one(sample, inputs, progress)
+    if progress is not None:
+        progress.advance(detail=f"{result.database}: done")
     return result
 
 
@@ -678,10 +727,13 @@ def _sample_keys(root: Path, samples: Sequence[SampleDatabase]) -> dict[str, str
 
 
 def _run_samples(
-    samples: Sequence[SampleDatabase], inputs: _Inputs, jobs: int
+    samples: Sequence[SampleDatabase],
+    inputs: _Inputs,
+    jobs: int,
+    progress: Progress | None = None,
 ) -> list[DatabaseResult]:
     if jobs <= 1 or len(samples) <= 1:
-        return [_dry_run_one(sample, inputs) for sample in samples]
+        return [_dry_run_counted(sample, inputs, progress) for sample in samples]
     workers = min(jobs, len(samples))
     if all(sample.engine == "sqlite" for sample in samples):
         # The sqlite3 module releases the GIL while SQLite runs a statement, and
@@ -689,7 +741,10 @@ def _run_samples(
         # the start-up and import cost of worker processes.
         # NOTE: on Ctrl+C the samples already running finish before the copies are dropped.
         with _terminate_as_interrupt(), ThreadPoolExecutor(workers) as threads:
-            return list(threads.map(_dry_run_one, samples, [inputs] * len(samples)))
+            count = len(samples)
+            return list(
+                threads.map(_dry_run_counted, samples, [inputs] * count, [progress] * count)
+            )
     # Workers fork from a clean server process that has imported this module once,
     # so none inherits an open psycopg or sqlite3 connection and none imports again.
     context = multiprocessing.get_context("forkserver")
@@ -698,12 +753,22 @@ def _run_samples(
     try:
         with _terminate_as_interrupt():
             futures = [pool.submit(_dry_run_one, sample, inputs) for sample in samples]
+            if progress is not None:
+                for future in futures:
+                    future.add_done_callback(functools.partial(_count_done, progress))
             return [future.result() for future in futures]
     except BaseException:
         _stop_workers(pool)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _count_done(progress: Progress, future: Future[DatabaseResult]) -> None:
+    """Count a sample that a worker process has finished, named when it has a result."""
+    failed = future.cancelled() or future.exception() is not None
+    detail = "" if failed else f"{future.result().database}: done"
+    progress.advance(detail=detail)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:
@@ -751,6 +816,7 @@ def dry_run(
     shard: Shard | None = None,
     use_cache: bool = False,
     allow_empty_shard: bool = False,
+    progress: Progress | None = None,
 ) -> DryRunResult:
     """Migrate a throwaway copy of every sample database and check it and the report queries.
 
@@ -761,6 +827,8 @@ def dry_run(
     `.pipeline-cache/dry-run.json` under the same inputs is not run again; a
     failing result is never stored. A shard that selects no sample raises
     unless `allow_empty_shard` is set; then it passes and its summary says so.
+    `progress` counts the samples that run and shows the step and migration
+    each one is at (only the count for samples in worker processes).
 
     Raises:
         ConfigError: there is no sample database to dry-run on.
@@ -803,7 +871,13 @@ def dry_run(
             if record is not None:
                 reused[index] = DatabaseResult.from_json(record)
     pending = [sample for index, sample in enumerate(samples) if index not in reused]
-    fresh = iter(_run_samples(pending, inputs, jobs))
+    if progress is not None:
+        progress.start(len(pending))
+    try:
+        fresh = iter(_run_samples(pending, inputs, jobs, progress))
+    finally:
+        if progress is not None:
+            progress.close()
     results = []
     for index, sample in enumerate(samples):
         result = reused.get(index)

@@ -20,18 +20,20 @@ import random
 import sqlite3
 import string
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from pipeline.config import SAMPLE_SIZES, Config, SampleDatabase
+from pipeline.console import Progress
 from pipeline.database import (
     HISTORY_TABLE,
     Database,
     check_integrity,
+    display_name,
     open_database,
     redact_url,
     run_migrations,
@@ -48,6 +50,10 @@ SAMPLE_APPLIED_AT = "2026-01-01T00:00:00+00:00"
 NAME_MAX_LENGTH = 255
 FIRST_DATE = date(2022, 1, 1)
 LAST_DATE = date(2026, 12, 31)
+# Rows of one table written between two progress updates.
+ROWS_PER_STEP = 10_000
+
+Row = TypeVar("Row")
 
 
 @dataclass(frozen=True)
@@ -313,6 +319,33 @@ class _SampleData:
             )
 
 
+class _Steps:
+    """Show the step one sample's generation is at, and the rows written, on a progress line."""
+
+    def __init__(self, progress: Progress | None, sample: str) -> None:
+        self.progress = progress
+        self.sample = sample
+
+    def show(self, step: str) -> None:
+        if self.progress is not None:
+            self.progress.status(f"{self.sample}: {step}")
+
+    def count(self, table: str, rows: Iterable[Row]) -> Iterable[Row]:
+        """Pass `rows` through, showing how many of them have been written so far."""
+        if self.progress is None:
+            return rows
+        return self._counting(self.progress, table, rows)
+
+    def _counting(self, progress: Progress, table: str, rows: Iterable[Row]) -> Iterator[Row]:
+        written = 0
+        for row in rows:
+            yield row
+            written += 1
+            if written % ROWS_PER_STEP == 0:
+                progress.advance(0, detail=f"{self.sample}: {table} {written:,} rows written")
+        self.show(f"{table} {written:,} rows written")
+
+
 def _columns(db: Database, table: str) -> set[str]:
     if db.engine == "sqlite":
         return {str(row[1]) for row in db.execute(f'PRAGMA table_info("{table}")')}
@@ -348,7 +381,7 @@ STATEMENT_COLUMNS = (
 )
 
 
-def _fill(db: Database, data: _SampleData) -> None:
+def _fill(db: Database, data: _SampleData, steps: _Steps) -> None:
     tables = set(db.tables())
     if not APPLICATION_TABLES.issubset(tables):
         # Another content repository's schema: the sample keeps its migrated,
@@ -358,19 +391,21 @@ def _fill(db: Database, data: _SampleData) -> None:
             ", ".join(sorted(APPLICATION_TABLES - tables)),
         )
         return
-    db.insert_rows("kato", ("code", "parent_code", "name_ru", "name_kk"), data.kato())
-    db.insert_rows("knp", ("code", "name_ru", "name_kk"), KNP_CODES)
-    db.insert_rows(
-        "organizations", ("id", "bin", "name_ru", "name_kk", "kato_code"), data.organizations()
-    )
-    db.insert_rows("accounts", ("id", "organization_id", "iban", "currency"), data.accounts())
     with_kbk = "kbk" in tables and "kbk_code" in _columns(db, "payment_documents")
+    loads: list[tuple[str, Sequence[str], Iterable[Sequence[Any]]]] = [
+        ("kato", ("code", "parent_code", "name_ru", "name_kk"), data.kato()),
+        ("knp", ("code", "name_ru", "name_kk"), KNP_CODES),
+        ("organizations", ("id", "bin", "name_ru", "name_kk", "kato_code"), data.organizations()),
+        ("accounts", ("id", "organization_id", "iban", "currency"), data.accounts()),
+    ]
     if with_kbk:
-        db.insert_rows("kbk", ("code", "name_ru", "name_kk"), KBK_CODES)
+        loads.append(("kbk", ("code", "name_ru", "name_kk"), KBK_CODES))
     columns = DOCUMENT_COLUMNS + (("kbk_code",) if with_kbk else ())
-    db.insert_rows("payment_documents", columns, data.payment_documents(with_kbk))
+    loads.append(("payment_documents", columns, data.payment_documents(with_kbk)))
     if "treasury_statements" in tables:
-        db.insert_rows("treasury_statements", STATEMENT_COLUMNS, data.treasury_statements())
+        loads.append(("treasury_statements", STATEMENT_COLUMNS, data.treasury_statements()))
+    for table, names, rows in loads:
+        db.insert_rows(table, names, steps.count(table, rows))
 
 
 def _select_migrations(root: Path, dialect: str, size: str, upto: str | None) -> list[Migration]:
@@ -390,13 +425,14 @@ def _select_migrations(root: Path, dialect: str, size: str, upto: str | None) ->
     return migrations[: versions.index(target) + 1]
 
 
-def _load(db: Database, migrations: Sequence[Migration], size: str) -> None:
+def _load(db: Database, migrations: Sequence[Migration], size: str, steps: _Steps) -> None:
     """Migrate an empty database, fill it and give the history rows a fixed time."""
+    steps.show(f"migrations up to {migrations[-1].version}")
     run_migrations(db, migrations)
     data = _SampleData(PLANS[size], seed=f"parus-kaz-sample:{size}:{migrations[-1].version}")
     db.execute("BEGIN")
     try:
-        _fill(db, data)
+        _fill(db, data, steps)
         db.execute(
             f"UPDATE {HISTORY_TABLE} SET applied_at = {db.placeholder}, duration_ms = 0",
             (SAMPLE_APPLIED_AT,),
@@ -407,10 +443,18 @@ def _load(db: Database, migrations: Sequence[Migration], size: str) -> None:
         raise
 
 
-def generate_sample(root: Path, path: Path, size: str, upto: str | None = None) -> Path:
+def generate_sample(
+    root: Path,
+    path: Path,
+    size: str,
+    upto: str | None = None,
+    *,
+    progress: Progress | None = None,
+) -> Path:
     """Build a SQLite sample database at schema version `upto` (default: the first migration).
 
-    The file is written atomically to `path` and returned.
+    The file is written atomically to `path` and returned. `progress` shows
+    the step and the rows written on a terminal.
 
     Raises:
         ConfigError: `size` is not one of small, medium, large.
@@ -418,17 +462,20 @@ def generate_sample(root: Path, path: Path, size: str, upto: str | None = None) 
     """
     selected = _select_migrations(root, "sqlite", size, upto)
     logger.info("generating %s sample %s at schema version %s", size, path, selected[-1].version)
+    steps = _Steps(progress, path.name)
     with atomic_output(path) as temporary:
         db = open_database(f"sqlite:///{temporary.resolve()}", root, create=True)
         try:
-            _load(db, selected, size)
+            _load(db, selected, size, steps)
             # VACUUM rebuilds the file from the rows alone, so no trace of the
             # real durations written by the runner is left in free pages.
+            steps.show("VACUUM")
             db.execute("VACUUM")
         except sqlite3.Error as exc:
             raise MigrationError(f"filling sample {path} failed: {exc}") from exc
         finally:
             db.close()
+    steps.show("integrity checks")
     _check_sample(root, path)
     return path
 
@@ -452,12 +499,20 @@ def _check_sample(root: Path, path: Path) -> None:
     checks.save()
 
 
-def generate_postgres_sample(root: Path, url: str, size: str, upto: str | None = None) -> str:
+def generate_postgres_sample(
+    root: Path,
+    url: str,
+    size: str,
+    upto: str | None = None,
+    *,
+    progress: Progress | None = None,
+) -> str:
     """Create the PostgreSQL database named in `url` and load a sample into it.
 
     The rows are loaded into a database with a temporary name that is renamed
     at the end, so the sample appears whole or not at all. The result is the
-    template that every dry-run clones.
+    template that every dry-run clones. `progress` shows the step and the rows
+    written on a terminal.
 
     Raises:
         ConfigError: `size` is unknown or the URL names no database.
@@ -487,8 +542,10 @@ def generate_postgres_sample(root: Path, url: str, size: str, upto: str | None =
         admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(loading)))
         try:
             target = urlsplit(conninfo)._replace(path=f"/{loading}").geturl()
+            steps = _Steps(progress, name)
             with open_database(target, root) as db:
-                _load(db, selected, size)
+                _load(db, selected, size, steps)
+                steps.show("ANALYZE")
                 db.execute("ANALYZE")
             admin.execute(
                 sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
@@ -513,13 +570,19 @@ def generate_postgres_sample(root: Path, url: str, size: str, upto: str | None =
 
 
 def ensure_sample(
-    root: Path, sample: SampleDatabase, *, upto: str | None = None, force: bool = False
+    root: Path,
+    sample: SampleDatabase,
+    *,
+    upto: str | None = None,
+    force: bool = False,
+    progress: Progress | None = None,
 ) -> bool:
     """Generate a configured sample that is missing; return True when it was built.
 
     A sample without a `generate` size is left alone. `force` rebuilds an
     existing SQLite file; an existing PostgreSQL sample is always kept, because
-    dropping a database is left to its owner.
+    dropping a database is left to its owner. `progress` shows the generation
+    on a terminal.
 
     Raises:
         ConfigError: the URL is unsupported.
@@ -531,12 +594,12 @@ def ensure_sample(
         path = sample.sqlite_path(root)
         if path.is_file() and not force:
             return False
-        generate_sample(root, path, sample.generate, upto)
+        generate_sample(root, path, sample.generate, upto, progress=progress)
         return True
     if sample.engine in ("postgresql", "postgres"):
         if postgres_database_exists(sample.url):
             return False
-        generate_postgres_sample(root, sample.url, sample.generate, upto)
+        generate_postgres_sample(root, sample.url, sample.generate, upto, progress=progress)
         return True
     raise ConfigError(
         f"unsupported sample database URL {redact_url(sample.url)!r}:"
@@ -550,10 +613,12 @@ def generate_samples(
     *,
     upto: str | None = None,
     force: bool = False,
+    progress: Progress | None = None,
 ) -> list[tuple[str, bool]]:
     """Generate every sample that has a `generate` size; return (redacted URL, built) pairs.
 
-    `samples` defaults to the configured sample databases.
+    `samples` defaults to the configured sample databases. `progress` counts
+    the samples and shows each one's step and rows written on a terminal.
 
     Raises:
         ConfigError: no sample has a `generate` size, or a URL is unsupported.
@@ -565,10 +630,20 @@ def generate_samples(
             f"no sample database to generate: give a sample a generate size in [tool.pipeline]"
             f" of {config.root / 'pyproject.toml'}, or pass --database URL --size SIZE"
         )
-    return [
-        (redact_url(sample.url), ensure_sample(config.root, sample, upto=upto, force=force))
-        for sample in chosen
-    ]
+    results = []
+    if progress is not None:
+        progress.start(len(chosen))
+    try:
+        for sample in chosen:
+            built = ensure_sample(config.root, sample, upto=upto, force=force, progress=progress)
+            results.append((redact_url(sample.url), built))
+            if progress is not None:
+                outcome = "generated" if built else "exists, kept"
+                progress.advance(detail=f"{display_name(sample.url)}: {outcome}")
+    finally:
+        if progress is not None:
+            progress.close()
+    return results
 
 
 def drop_sample(url: str) -> None:

@@ -44,9 +44,11 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     seen: list[str] = []
     original: Callable[..., DatabaseResult] = dryrun._dry_run_one
 
-    def counting(sample: SampleDatabase, inputs: object) -> DatabaseResult:
+    def counting(
+        sample: SampleDatabase, inputs: object, progress: object = None
+    ) -> DatabaseResult:
         seen.append(sample.url)
-        return original(sample, inputs)
+        return original(sample, inputs, progress)
 
     monkeypatch.setattr(dryrun, "_dry_run_one", counting)
     return seen
