@@ -9,10 +9,13 @@ For every configured sample database:
 3. lint the pending migrations against the copy's row counts;
 4. apply the pending migrations with the runner and the transaction boundaries
    that `apply` uses (`pipeline.database.apply_pending`);
-5. run the integrity and foreign key checks;
-6. compile every report and form query (`query` of `packages/reports/*/report.json`
+5. run the schema, integrity and foreign key checks;
+6. load the catalogs that the release would ship, as apply loads them
+   (`pipeline.dryrun_catalogs`), so a catalog row that a migrated table
+   rejects fails the dry-run;
+7. compile every report and form query (`query` of `packages/reports/*/report.json`
    and `packages/forms/*/form.json`) with EXPLAIN against the migrated schema;
-7. drop the copy, also on failure, on Ctrl+C and on SIGTERM. A PostgreSQL
+8. drop the copy, also on failure, on Ctrl+C and on SIGTERM. A PostgreSQL
    copy records its process and host in a comment, so after a SIGKILL the
    next dry-run on that host drops it.
 
@@ -30,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -61,6 +63,7 @@ from pipeline.cache import (
 )
 from pipeline.config import Config, SampleDatabase
 from pipeline.console import Progress
+from pipeline.content import Kind, definition_path, list_items
 from pipeline.database import (
     Database,
     MigrationRun,
@@ -77,6 +80,7 @@ from pipeline.database import (
     run_migrations,
     table_row_counts,
 )
+from pipeline.dryrun_catalogs import load_catalogs, shipped_catalogs
 from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import CheckCase, Finding, errors_only
 from pipeline.migration_lint import (
@@ -161,6 +165,8 @@ class DatabaseResult:
     # whole database: a sample that passed the full checks before gets only
     # the tables its migrations changed unchecked.
     checked_tables: list[str] | None = None
+    # The catalogs loaded into the copy after the migrations, as apply loads them.
+    catalogs: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DatabaseResult:
@@ -177,6 +183,7 @@ class DatabaseResult:
             worker=data.get("worker", ""),
             sample_checked=data.get("sample_checked", False),
             checked_tables=data.get("checked_tables"),
+            catalogs=data.get("catalogs", []),
         )
 
 
@@ -226,6 +233,10 @@ class DryRunResult:
                 lines.append(
                     f"  checks after the migrations: changed tables only ({scope});"
                     " the sample passed the full checks before"
+                )
+            if result.catalogs:
+                lines.append(
+                    f"  catalogs loaded after the migrations: {', '.join(result.catalogs)}"
                 )
             # A failed migration is also a finding; print its error only once.
             if result.error and not errors_only(result.findings):
@@ -277,6 +288,8 @@ class _Inputs:
     # files passed them before, so only the changed tables are checked again.
     use_cache: bool = False
     checked_samples: frozenset[str] = frozenset()
+    # The catalogs to load after the migrations (`pipeline.dryrun_catalogs`).
+    catalogs: tuple[str, ...] = ()
 
 
 @contextlib.contextmanager
@@ -596,6 +609,8 @@ def _check_database(
             Finding(rule="dry-run.migration", file=result.database, message=str(exc))
         )
         return result
+    result.catalogs = list(inputs.catalogs)
+    result.findings.extend(load_catalogs(db, config.root, inputs.catalogs, inputs.bundle_version))
     if progress is not None:
         progress.status(f"{result.database}: report queries")
     for query in inputs.queries:
@@ -677,7 +692,10 @@ def _dry_run_counted(
 
 
 def _finish(result: DatabaseResult, inputs: _Inputs) -> DatabaseResult:
-    """Add the findings of report definitions whose query could not be read, and log the result."""
+    """Add the findings of report definitions whose query could not be read, and log the result.
+
+    A cached result is stored after this step, so it has those findings already.
+    """
     result.findings.extend(inputs.query_findings)
     result.passed = result.passed and not errors_only(inputs.query_findings)
     logger.info(
@@ -690,34 +708,75 @@ def _finish(result: DatabaseResult, inputs: _Inputs) -> DatabaseResult:
     return result
 
 
-def _cache_key(sample: SampleDatabase, inputs: _Inputs) -> str | None:
+def _shared_key_entries(root: Path, catalogs: Sequence[str]) -> list[tuple[str, str]]:
+    """Return the blob ids of the inputs that every sample's dry-run reads.
+
+    These are the migration files, every catalog description (the lint reads
+    its columns), every file of the catalogs loaded after the migrations, and
+    every report and form definition (the query). Nothing is parsed, so a run
+    whose results all come from the cache reads no query. An edit of a
+    definition outside its query runs the samples again.
+    """
+    entries = folder_blob_ids(root, root / "migrations")
+    for catalog_id in list_items(root, Kind.CATALOG):
+        path = definition_path(root, Kind.CATALOG, catalog_id)
+        if catalog_id in catalogs:
+            entries.extend(folder_blob_ids(root, path.parent))
+        else:
+            entries.append((path.relative_to(root).as_posix(), blob_id(path)))
+    entries.append(("catalogs loaded", " ".join(catalogs)))
+    for kind in (Kind.REPORT, Kind.FORM):
+        for code in list_items(root, kind):
+            path = definition_path(root, kind, code)
+            entries.append((path.relative_to(root).as_posix(), blob_id(path)))
+    return entries
+
+
+def _cache_key(
+    sample: SampleDatabase,
+    config: Config,
+    shared: Sequence[tuple[str, str]],
+    bundle_version: str | None,
+) -> str | None:
     """Return the cache key of a sample's dry-run, or None when its result cannot be reused.
 
-    The key covers the sample file's identity, the migration files, the catalog
-    descriptions (the lint reads their columns), the report and form queries,
-    the SQLite library version, the bundle version and the lock timeout. The
-    cache itself adds the pipeline fingerprint.
+    The key covers the sample file's identity, the `shared` inputs
+    (`_shared_key_entries`), the SQLite library version, the bundle version
+    and the lock timeout. The cache itself adds the pipeline fingerprint.
     NOTE: only SQLite samples are cached. A PostgreSQL sample has no file
     whose identity shows that its data did not change, so it always runs.
     """
     if sample.engine != "sqlite":
         return None
-    root = inputs.config.root
-    identity = file_identity(sample.sqlite_path(root))
+    identity = file_identity(sample.sqlite_path(config.root))
     if identity == MISSING:
         return None
-    entries = [("sample", identity)]
-    entries.extend(folder_blob_ids(root, root / "migrations"))
-    for description in sorted((root / "catalogs").glob("*/catalog.json")):
-        entries.append((description.relative_to(root).as_posix(), blob_id(description)))
-    for query in inputs.queries:
-        sql_hash = hashlib.sha256(query.sql.encode("utf-8", "surrogateescape")).hexdigest()
-        entries.append((f"{query.path} {query.kind} {query.code}", sql_hash))
     extra = (
-        f"sqlite {sqlite3.sqlite_version}\nbundle {inputs.bundle_version}"
-        f"\nlock timeout {inputs.config.lock_timeout_ms}"
+        f"sqlite {sqlite3.sqlite_version}\nbundle {bundle_version}"
+        f"\nlock timeout {config.lock_timeout_ms}"
     )
-    return inputs_key(entries, extra)
+    return inputs_key([("sample", identity), *shared], extra)
+
+
+def _load_inputs(
+    config: Config,
+    bundle_version: str | None,
+    use_cache: bool,
+    checked_samples: frozenset[str],
+    catalogs: Sequence[str],
+) -> _Inputs:
+    """Read and parse the report queries, which only a sample that runs needs."""
+    queries, query_findings = load_report_queries(config.root)
+    return _Inputs(
+        config,
+        tuple(queries),
+        tuple(query_findings),
+        used_objects(config.root, queries),
+        bundle_version,
+        use_cache=use_cache,
+        checked_samples=checked_samples,
+        catalogs=tuple(catalogs),
+    )
 
 
 def _sample_keys(root: Path, samples: Sequence[SampleDatabase]) -> dict[str, str | None]:
@@ -816,6 +875,7 @@ def dry_run(
     shard: Shard | None = None,
     use_cache: bool = False,
     allow_empty_shard: bool = False,
+    catalogs: Sequence[str] | None = None,
     progress: Progress | None = None,
 ) -> DryRunResult:
     """Migrate a throwaway copy of every sample database and check it and the report queries.
@@ -827,6 +887,8 @@ def dry_run(
     `.pipeline-cache/dry-run.json` under the same inputs is not run again; a
     failing result is never stored. A shard that selects no sample raises
     unless `allow_empty_shard` is set; then it passes and its summary says so.
+    `catalogs` are loaded into each copy after the migrations; None takes the
+    catalogs that differ from the base release (`shipped_catalogs`).
     `progress` counts the samples that run and shows the step and migration
     each one is at (only the count for samples in worker processes).
 
@@ -841,7 +903,7 @@ def dry_run(
     if not samples:
         _check_empty(config, databases, shard, allow_empty_shard)
         return DryRunResult([], shard, empty_shard=True)
-    queries, query_findings = load_report_queries(config.root)
+    loaded = shipped_catalogs(config.root) if catalogs is None else sorted(catalogs)
     sample_checks = SampleChecks(config.root) if use_cache else None
     sample_keys = _sample_keys(config.root, samples) if use_cache else {}
     checked = frozenset(
@@ -849,21 +911,13 @@ def dry_run(
         for path, key in sample_keys.items()
         if sample_checks is not None and sample_checks.passed(Path(path), key)
     )
-    inputs = _Inputs(
-        config,
-        tuple(queries),
-        tuple(query_findings),
-        used_objects(config.root, queries),
-        bundle_version,
-        use_cache=use_cache,
-        checked_samples=checked,
-    )
     cache = ResultCache(cache_path(config.root, "dry-run")) if use_cache else None
     keys: dict[int, str] = {}
     reused: dict[int, DatabaseResult] = {}
     if cache is not None:
+        shared = _shared_key_entries(config.root, loaded)
         for index, sample in enumerate(samples):
-            key = _cache_key(sample, inputs)
+            key = _cache_key(sample, config, shared, bundle_version)
             if key is None:
                 continue
             keys[index] = key
@@ -871,6 +925,9 @@ def dry_run(
             if record is not None:
                 reused[index] = DatabaseResult.from_json(record)
     pending = [sample for index, sample in enumerate(samples) if index not in reused]
+    inputs = _Inputs(config, (), (), UsedObjects(), bundle_version, catalogs=tuple(loaded))
+    if pending:
+        inputs = _load_inputs(config, bundle_version, use_cache, checked, loaded)
     if progress is not None:
         progress.start(len(pending))
     try:
@@ -882,7 +939,7 @@ def dry_run(
     for index, sample in enumerate(samples):
         result = reused.get(index)
         if result is None:
-            result = next(fresh)
+            result = _finish(next(fresh), inputs)
             # Only a passing result is stored, so a failure always runs again.
             if cache is not None and index in keys and result.passed:
                 cache.put_record(redact_url(sample.url), keys[index], asdict(result))
@@ -891,7 +948,7 @@ def dry_run(
         if sample_checks is not None and result.sample_checked:
             path = str(sample.sqlite_path(config.root).resolve())
             sample_checks.record(Path(path), sample_keys.get(path))
-        results.append(_finish(result, inputs))
+        results.append(result)
     if cache is not None:
         cache.save()
     if sample_checks is not None:

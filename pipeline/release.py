@@ -39,6 +39,7 @@ from pipeline.build import (
 from pipeline.collect import ChangeSet, collect, find_base_tag
 from pipeline.config import Config, SampleDatabase, load_config
 from pipeline.dryrun import DryRunResult, dry_run
+from pipeline.dryrun_catalogs import release_catalogs
 from pipeline.errors import (
     BundleError,
     CollectError,
@@ -224,7 +225,12 @@ def _release_into(
                 "no sample database to dry-run on: add sample_databases to [tool.pipeline]"
                 f" in {repo / 'pyproject.toml'} or pass --database sqlite:///PATH"
             )
-        dry = dry_run(config, samples, bundle_version=str(version))
+        dry = dry_run(
+            config,
+            samples,
+            bundle_version=str(version),
+            catalogs=release_catalogs(content, changes, full),
+        )
         if not dry.passed:
             raise MigrationError(_dry_run_failure(dry))
 

@@ -34,7 +34,7 @@ from pipeline.catalog_model import load_description
 from pipeline.config import Config, SampleDatabase
 from pipeline.database import open_database, run_migrations
 from pipeline.dryrun import dry_run
-from pipeline.errors import ApplyError, PipelineError, VerificationError
+from pipeline.errors import ApplyError, MigrationError, PipelineError, VerificationError
 from pipeline.migrations import load_migrations
 from pipeline.release import release
 from pipeline.samples import generate_sample
@@ -382,6 +382,35 @@ def test_catalog_row_breaking_constraint_named(bundles: Bundles, sample: Path) -
         " table knp: CHECK constraint failed: length(name_ru) <= 40"
     ) in message
     assert sha256(sample) == before
+
+
+def test_release_dry_run_loads_shipped_catalogs(tmp_path: Path) -> None:
+    signing.generate_keypair(tmp_path / "release.key", tmp_path / "minisign.pub")
+    secret = signing.load_secret_key(tmp_path / "release.key")
+    repo = _content_repo(tmp_path / "content")
+    (repo / "migrations/0004_knp_name_length.sqlite.sql").write_text(
+        "-- pipeline: rebuild-tables\n"
+        "CREATE TABLE knp_new (code TEXT PRIMARY KEY,"
+        " name_ru TEXT NOT NULL CHECK (length(name_ru) <= 40), name_kk TEXT NOT NULL);\n"
+        "INSERT INTO knp_new SELECT code, name_ru, name_kk FROM knp;\n"
+        "DROP TABLE knp;\n"
+        "ALTER TABLE knp_new RENAME TO knp;\n",
+        encoding="utf-8",
+    )
+    (repo / "migrations/0004_knp_name_length.postgresql.sql").write_text(
+        "ALTER TABLE knp ADD CONSTRAINT knp_name_ru_length CHECK (char_length(name_ru) <= 40);\n",
+        encoding="utf-8",
+    )
+    _commit(repo, "Limit KNP names", "2026-12-01T09:00:00Z")
+
+    with pytest.raises(MigrationError) as error:
+        release(repo, tmp_path / "out", secret, version=Version.parse("2026.12.0"))
+
+    message = str(error.value)
+    assert "dry-run failed on 1 of 1 sample databases" in message
+    assert "catalogs/knp/rows.csv: on small.sqlite: catalog knp: row code=019" in message
+    assert "CHECK constraint failed: length(name_ru) <= 40" in message
+    assert not (tmp_path / "out").exists()
 
 
 def test_no_transaction_failure_restores_backup(

@@ -16,11 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import under_ci
+from conftest import git, under_ci
 
 from pipeline.config import Config, SampleDatabase
 from pipeline.database import StatementError, open_database, run_migrations
 from pipeline.dryrun import Shard, dry_run
+from pipeline.dryrun_catalogs import shipped_catalogs
 from pipeline.errors import ConfigError, ValidationError
 from pipeline.findings import write_json_report, write_junit_report
 from pipeline.migrations import load_migrations
@@ -671,3 +672,102 @@ def test_non_utf8_migration_named_once(tmp_path: Path) -> None:
     assert str(finding) == (
         "migrations/0004_cp1251.sql:2: expected UTF-8, found byte 0xc1; save the file as UTF-8"
     )
+
+
+KNP_LIMIT_SQLITE = """-- pipeline: rebuild-tables
+CREATE TABLE knp_new (
+    code TEXT PRIMARY KEY,
+    name_ru TEXT NOT NULL CHECK (length(name_ru) <= 40),
+    name_kk TEXT NOT NULL
+);
+INSERT INTO knp_new SELECT code, name_ru, name_kk FROM knp;
+DROP TABLE knp;
+ALTER TABLE knp_new RENAME TO knp;
+"""
+KNP_LIMIT_POSTGRESQL = (
+    "ALTER TABLE knp ADD CONSTRAINT knp_name_ru_length CHECK (char_length(name_ru) <= 40);\n"
+)
+
+
+def catalog_content(root: Path) -> Path:
+    """Demo migrations and catalogs, and a migration that limits KNP names to 40 characters."""
+    make_content(root)
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    (root / "migrations" / "0004_knp_name_length.sqlite.sql").write_text(
+        KNP_LIMIT_SQLITE, "utf-8"
+    )
+    (root / "migrations" / "0004_knp_name_length.postgresql.sql").write_text(
+        KNP_LIMIT_POSTGRESQL, "utf-8"
+    )
+    return root
+
+
+def test_catalog_row_breaking_migration_fails(tmp_path: Path) -> None:
+    root = catalog_content(tmp_path / "content")
+    sample = generate_sample(root, root / "sample.sqlite", "small")
+    before = sha256(sample)
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config, use_cache=True)
+
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.rule == "dry-run.catalog"
+    assert finding.file == "catalogs/knp/rows.csv"
+    assert finding.message == (
+        "on sample.sqlite: catalog knp: row code=019 of catalogs/knp/rows.csv cannot be"
+        " written into table knp: CHECK constraint failed: length(name_ru) <= 40"
+    )
+    assert sha256(sample) == before
+
+
+def test_catalogs_load_after_migrations(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    generate_sample(root, root / "sample.sqlite", "small")
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config)
+    without_knp = dry_run(config, catalogs=["kato", "kbe"])
+
+    assert result.passed
+    assert result.results[0].catalogs == ["kato", "kbe", "knp"]
+    assert without_knp.results[0].catalogs == ["kato", "kbe"]
+    assert "  catalogs loaded after the migrations: kato, kbe, knp" in result.summary()
+
+
+def test_catalog_failure_needs_shipped_catalog(tmp_path: Path) -> None:
+    root = catalog_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config, catalogs=["kbe"])
+
+    assert result.passed
+
+
+def commit_all(repo: Path, message: str) -> None:
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", message)
+
+
+def test_shipped_catalogs_follow_base_release(git_repo: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    shutil.copytree(REPO_ROOT / "catalogs", plain / "catalogs")
+    shutil.copytree(REPO_ROOT / "catalogs", git_repo / "catalogs")
+    commit_all(git_repo, "Add the catalogs")
+    first_release = shipped_catalogs(git_repo)
+    git(git_repo, "tag", "release/2026.12.0")
+    with (git_repo / "catalogs/knp/rows.csv").open("a", encoding="utf-8") as rows:
+        rows.write("914,Өсімпұл,Пеня\n")
+    commit_all(git_repo, "Add KNP 914")
+    committed = shipped_catalogs(git_repo)
+    with (git_repo / "catalogs/kbe/rows.csv").open("a", encoding="utf-8") as rows:
+        rows.write("99,false,9,Сынақ,Проба\n")
+    shutil.copytree(git_repo / "catalogs/knp", git_repo / "catalogs/units")
+    shutil.rmtree(git_repo / "catalogs/kato")
+
+    assert shipped_catalogs(plain) == ["kato", "kbe", "knp"]
+    assert first_release == ["kato", "kbe", "knp"]
+    assert committed == ["knp"]
+    assert shipped_catalogs(git_repo) == ["kbe", "knp", "units"]

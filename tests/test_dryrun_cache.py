@@ -356,3 +356,53 @@ def test_stale_sample_check_record_dropped(config: Config) -> None:
         "sample.sqlite",
         "third.sqlite",
     ]
+
+
+# --------------------------------------------------------------------------- what a cached run reads
+
+
+def test_cached_run_parses_no_query(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    dry_run(config, use_cache=True)
+    parsed: list[str] = []
+
+    def recording(root: Path, queries: object) -> object:
+        parsed.append(str(root))
+        raise AssertionError("a run whose results all come from the cache parses no query")
+
+    monkeypatch.setattr(dryrun, "used_objects", recording)
+    monkeypatch.setattr(dryrun, "load_report_queries", recording)
+
+    result = dry_run(config, use_cache=True)
+
+    assert result.cached == 1
+    assert parsed == []
+
+
+def test_changed_loaded_catalog_runs_again(config: Config, runs: list[str]) -> None:
+    shutil.copytree(REPO_ROOT / "catalogs", config.root / "catalogs")
+    dry_run(config, use_cache=True)
+    with (config.root / "catalogs/knp/rows.csv").open("a", encoding="utf-8") as rows:
+        rows.write("914,Өсімпұл,Пеня\n")
+
+    result = dry_run(config, use_cache=True)
+    again = dry_run(config, use_cache=True, catalogs=["kbe"])
+
+    assert len(runs) == 3
+    assert result.cached == 0
+    assert again.cached == 0
+    assert result.results[0].catalogs == ["kato", "kbe", "knp"]
+
+
+def test_query_warnings_kept_in_cached_result(config: Config) -> None:
+    folder = config.root / "packages" / "reports" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "report.json").write_bytes(b'{"code": "broken", "query": "\xff"}')
+
+    first = dry_run(config, use_cache=True)
+    second = dry_run(config, use_cache=True)
+
+    assert second.cached == 1
+    assert [f.file for f in first.results[0].findings] == [
+        "packages/reports/broken/report.json"
+    ]
+    assert second.results[0].findings == first.results[0].findings

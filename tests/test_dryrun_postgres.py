@@ -655,3 +655,24 @@ def test_concurrent_index_with_header_runs(tmp_path: Path, postgres_database: st
         )
     assert [(run.version, run.transactional) for run in result.applied][-1] == ("0004", False)
     assert indexes == [("payment_documents_amount",)]
+
+
+def test_catalog_row_breaking_constraint_named(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    (root / "migrations" / "0004_knp_name_length.sql").write_text(
+        "ALTER TABLE knp ADD CONSTRAINT knp_name_ru_length"
+        " CHECK (char_length(name_ru) <= 40);\n",
+        "utf-8",
+    )
+
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+
+    (database,) = result.results
+    assert not database.passed
+    (finding,) = database.findings
+    assert finding.file == "catalogs/knp/rows.csv"
+    assert "catalog knp: row code=019 of catalogs/knp/rows.csv cannot be written" in (
+        finding.message
+    )
+    assert 'violates check constraint "knp_name_ru_length"' in finding.message
