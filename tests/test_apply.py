@@ -1129,6 +1129,27 @@ def test_postgres_apply_and_noop(bundles: Bundles, pg_sample: str, tmp_path: Pat
 
 
 @pytest.mark.postgres
+def test_postgres_catalog_row_breaking_constraint_named(
+    bundles: Bundles, pg_sample: str, tmp_path: Path
+) -> None:
+    with open_database(pg_sample, Path(".")) as db:
+        db.execute(
+            "ALTER TABLE knp ADD CONSTRAINT knp_name_ru_length CHECK (char_length(name_ru) <= 40)"
+        )
+    before = pg_dump(pg_sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.first, pg_sample, [bundles.public], backup_dir=tmp_path)
+
+    message = str(error.value)
+    assert "the database is as before" in message
+    assert "catalog knp: row code=019 of catalogs/knp/rows.csv cannot be written" in message
+    assert 'violates check constraint "knp_name_ru_length"' in message
+    assert "DETAIL: Failing row contains (019, " in message
+    assert pg_dump(pg_sample) == before
+
+
+@pytest.mark.postgres
 def test_postgres_failure_same_dump(bundles: Bundles, pg_sample: str, tmp_path: Path) -> None:
     apply_bundle(bundles.first, pg_sample, [bundles.public], backup_dir=tmp_path)
     with open_database(pg_sample, Path(".")) as db:
