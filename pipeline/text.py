@@ -14,9 +14,9 @@ the offending word or character:
    and a lowercase Latin letter of those standing as a word next to a
    Cyrillic word, such as the `c` of "(c НДС)";
 5. mojibake: KZ-1048 bytes read as CP1251 ("Ќазаќстан" for "Қазақстан"), and
-   UTF-8 bytes read as CP1251 ("РџР»Р°С‚РµР¶"), CP1252 or Latin-1 ("ÐŸÐ»Ð°Ñ‚"),
-   one misreading per word; a word in Ukrainian spelling ("Київ") is not
-   taken for KZ-1048 mojibake;
+   UTF-8 bytes read as CP1251 ("РџР»Р°С‚РµР¶", "в„–"), CP1252 or Latin-1
+   ("ÐŸÐ»Ð°Ñ‚"), with the whole text repaired (`pipeline.mojibake`); a word
+   in Ukrainian spelling ("Київ", "Сєров") is not taken for KZ-1048 mojibake;
 6. unbalanced «» quotes;
 7. a kk text and its ru text with different placeholders (`{name}`, `{0}`,
    `{}`, `%s`, `%(name)s`), and, reported apart, the same placeholder with
@@ -46,7 +46,9 @@ from typing import Literal
 from pipeline.catalog_model import load_description
 from pipeline.catalogs import read_rows
 from pipeline.errors import CatalogError, ValidationError
-from pipeline.findings import Finding
+from pipeline.findings import Finding, errors_only
+from pipeline.mojibake import detect_mojibake
+from pipeline.mojibake import repair_kz1048_mojibake as repair_kz1048_mojibake
 
 Language = Literal["kk", "ru"]
 LANGUAGES: tuple[Language, ...] = ("kk", "ru")
@@ -54,7 +56,6 @@ LANGUAGES: tuple[Language, ...] = ("kk", "ru")
 RUSSIAN_LETTERS = "абвгдеёжзийклмнопрстуфхцчшщъыьэюя"
 KAZAKH_ONLY_LETTERS = "әғқңөұүһі"
 KAZAKH_LETTERS = RUSSIAN_LETTERS + KAZAKH_ONLY_LETTERS
-_ALPHABET = frozenset(KAZAKH_LETTERS + KAZAKH_LETTERS.upper())
 
 _LETTER = re.compile(r"[^\W\d_]")
 _WORD = re.compile(r"[^\W\d_]+")
@@ -77,39 +78,7 @@ _LATIN_WORD_LETTERS = frozenset("aceopxyi")
 # The same repair for Russian words, where a Latin i stands for и.
 _LATIN_TO_RUSSIAN = {**_LATIN_TO_CYRILLIC, "i": "и", "I": "И"}
 
-# Characters that the KZ-1048 bytes of the Kazakh letters become when read as
-# CP1251 (Қ is byte 0x8D, which CP1251 shows as Ќ). І and і share a byte in both
-# code pages, so they are left out. None of these characters is a Kazakh or
-# Russian letter.
-_KZ1048_AS_CP1251 = "".join(
-    letter.encode("kz1048").decode("cp1251")
-    for letter in (KAZAKH_ONLY_LETTERS + KAZAKH_ONLY_LETTERS.upper())
-    .replace("і", "")
-    .replace("І", "")
-)
-_KZ1048_MARKER = re.compile(f"[{_KZ1048_AS_CP1251}]")
-# Ukrainian letters among those characters: є ї ґ are also how the KZ-1048
-# letters ғ ү ө look in CP1251, so a Ukrainian name in a CP1251 file looks like
-# mojibake at first sight ("Київ" would repair to "Киүв").
-_UKRAINIAN_ONLY = frozenset("єїґЄЇҐ")
-_UKRAINIAN_LETTERS = frozenset(
-    "абвгдежзийклмнопрстуфхцчшщьюяєіїґ" + "абвгдежзийклмнопрстуфхцчшщьюяєіїґ".upper()
-)
-_UKRAINIAN_VOWELS = frozenset("аеєиіїоуюя" + "аеєиіїоуюя".upper())
-_APOSTROPHES = "'’ʼ"
-
-# A two-byte UTF-8 Cyrillic letter starts with byte 0xD0 or 0xD1, or 0xD2 or
-# 0xD3 for the Kazakh letters, and goes on with a byte in 0x80-0xBF. Read as
-# CP1251 that is Р, С, Т or У followed by a character of that range, and read
-# as CP1252 (or Latin-1) it is Ð, Ñ, Ò or Ó followed by one.
-_CP1251_HIGH = bytes(range(0x80, 0xC0)).decode("cp1251", errors="ignore")
-_UTF8_AS_CP1251 = re.compile(f"[РСТУ][{re.escape(_CP1251_HIGH)}]")
-_LATIN1_HIGH = bytes(range(0x80, 0xC0)).decode("cp1252", errors="ignore") + "".join(
-    map(chr, range(0x80, 0xC0))
-)
-_UTF8_AS_LATIN1 = re.compile(f"[ÐÑÒÓ][{re.escape(_LATIN1_HIGH)}]")
-# Words are split at ASCII whitespace only: UTF-8 "Р" is the bytes 0xD0 0xA0,
-# which CP1251 shows as "Р" and a no-break space.
+# Words are split at ASCII whitespace only, as for mojibake.
 _TOKEN = re.compile(r"[^ \t\n\r\f\v]+")
 # JSON paths of texts that may span lines: a description and its parts.
 _MULTILINE_PATH = re.compile(r"\.description(?:[.\[]|$)")
@@ -125,7 +94,6 @@ _PERCENT_PLACEHOLDER = re.compile(
 # marks, or a question mark inside a word (a letter the target code page lacked).
 _LOSSY = re.compile(r"\ufffd|\?{3,}|(?<=[^\W\d_])\?(?=[^\W\d_])")
 
-_CODEC_NAMES = {"kz1048": "KZ-1048", "utf-8": "UTF-8"}
 _EDITOR_PLACEHOLDER = re.compile(r"\b(TODO|FIXME|TBD|XXX)\b")
 _LATIN_WORD = re.compile(r"\b[A-Za-z]{2,}\b")
 
@@ -144,18 +112,28 @@ def check_bilingual(value: object, file: str, json_path: str) -> list[Finding]:
     return check_pair(value.get("kk"), value.get("ru"), file, f"{json_path}.kk", f"{json_path}.ru")
 
 
-def check_pair(kk: object, ru: object, file: str, kk_path: str, ru_path: str) -> list[Finding]:
+def check_pair(
+    kk: object,
+    ru: object,
+    file: str,
+    kk_path: str,
+    ru_path: str,
+    *,
+    kz1048_elsewhere: str | None = None,
+) -> list[Finding]:
     """Check a Kazakh text and its Russian counterpart, each at its own JSON path.
 
-    A missing text is None. Each text is checked alone (`check_text`), then the
-    two are compared.
+    A missing text is None. Each text is checked alone (`check_text`, which
+    also explains `kz1048_elsewhere`), then the two are compared.
     """
     findings: list[Finding] = []
     texts: dict[Language, tuple[object, str]] = {"kk": (kk, kk_path), "ru": (ru, ru_path)}
     for language, (text, path) in texts.items():
         findings.extend(_check_present(text, language, file, path))
         if isinstance(text, str) and text.strip():
-            findings.extend(check_text(text, language, file, path))
+            findings.extend(
+                check_text(text, language, file, path, kz1048_elsewhere=kz1048_elsewhere)
+            )
     if isinstance(kk, str) and isinstance(ru, str):
         findings.extend(_check_placeholders(kk, ru, file, kk_path, ru_path))
         same = kk.strip()
@@ -246,19 +224,32 @@ def _check_present(text: object, language: Language, file: str, path: str) -> li
     return [Finding(rule="text.missing", file=file, json_path=path, message=message)]
 
 
-def check_text(text: str, language: Language, file: str, json_path: str) -> list[Finding]:
-    """Check one text in `language` for control characters, mixed scripts, mojibake and quotes."""
+def check_text(
+    text: str,
+    language: Language,
+    file: str,
+    json_path: str,
+    *,
+    kz1048_elsewhere: str | None = None,
+) -> list[Finding]:
+    """Check one text in `language` for control characters, mixed scripts, mojibake and quotes.
+
+    `kz1048_elsewhere` names KZ-1048 mojibake in another text of the same
+    file, which makes words with є, ї and ґ mojibake too (see
+    `pipeline.mojibake.detect_mojibake`).
+    """
     findings: list[Finding] = []
     findings.extend(_check_control(text, file, json_path))
     findings.extend(_check_newline(text, file, json_path))
     findings.extend(_check_lossy(text, file, json_path))
     findings.extend(_check_editor_placeholder(text, file, json_path))
     findings.extend(_check_script(text, language, file, json_path))
-    mojibake = _check_mojibake(text, file, json_path)
-    if mojibake:
+    mojibake = find_mojibake(text, file, json_path, kz1048_elsewhere=kz1048_elsewhere)
+    findings.extend(mojibake)
+    if errors_only(mojibake):
         # Stray quotes and mixed scripts in mojibake are artefacts of the
         # wrong decoding and go away with the repair.
-        return findings + mojibake
+        return findings
     findings.extend(_check_mixed_scripts(text, language, file, json_path))
     findings.extend(_check_quotes(text, file, json_path))
     return findings
@@ -428,147 +419,23 @@ def _describe_mixed_word(word: str, language: Language) -> str:
     return f"{problem}; expected {repaired!r}"
 
 
-# The misreadings the lint recognizes, as (written as, shown as, codec shown
-# as, marker), tried in this order on each word. A word that decodes as
-# UTF-8 is taken for UTF-8 first: a strict multi-byte decode that yields
-# Cyrillic letters is strong evidence, while the KZ-1048 repair turns almost
-# any CP1251 text into letters ("РћРїР»Р°С‚Р°" into "РһРүР»Р°С‚Р°").
-_MISREADINGS: tuple[tuple[str, str, str, re.Pattern[str]], ...] = (
-    ("utf-8", "CP1251", "cp1251", _UTF8_AS_CP1251),
-    # CP1252 leaves five bytes undefined, and a reader that fell back to
-    # Latin-1 shows them as C1 controls.
-    ("utf-8", "CP1252", "cp1252", _UTF8_AS_LATIN1),
-    ("utf-8", "Latin-1", "latin-1", _UTF8_AS_LATIN1),
-    ("kz1048", "CP1251", "cp1251", _KZ1048_MARKER),
-)
+def find_mojibake(
+    text: str, file: str, json_path: str, *, kz1048_elsewhere: str | None = None
+) -> list[Finding]:
+    """Return a `text.mojibake` finding per misreading found in `text`, with the repair.
 
-
-@dataclasses.dataclass(frozen=True)
-class Mojibake:
-    """The words of a text that one misreading explains, and the text repaired.
-
-    `written_as` is the codec the text was written in (`kz1048`, `utf-8`),
-    `codec` the one it was read as (`cp1251`, `cp1252`, `latin-1`), and
-    `expected` the whole text with every mojibake word repaired.
+    A misreading that is only a guess (Kazakh words that may be Ukrainian) is a warning.
     """
-
-    words: tuple[str, ...]
-    written_as: str
-    shown_as: str
-    codec: str
-    expected: str
-
-    def describe(self) -> str:
-        """Return the finding's message: the words, the misreading and the repair."""
-        words = ", ".join(repr(word) for word in self.words)
-        return (
-            f"mojibake: {words} is {_CODEC_NAMES[self.written_as]} text read as"
-            f" {self.shown_as}; expected {self.expected!r}; repair each word with"
-            f" s.encode('{self.codec}').decode('{self.written_as}')"
+    return [
+        Finding(
+            rule="text.mojibake",
+            file=file,
+            json_path=json_path,
+            message=found.describe(),
+            severity=found.severity,
         )
-
-
-def detect_mojibake(text: str) -> list[Mojibake]:
-    """Return the misreadings found in `text`, one per kind, in the order of `_MISREADINGS`."""
-    # Words by the misreading that explains them: (written as, shown as, codec shown as).
-    groups: dict[tuple[str, str, str], list[tuple[str, str]]] = {}
-    for word in _TOKEN.findall(text):
-        for written_as, shown_as, codec, marker in _MISREADINGS:
-            if not marker.search(word):
-                continue
-            if written_as == "kz1048" and _spelled_as_ukrainian(word):
-                continue
-            repaired = _recode(word, codec, written_as)
-            if repaired is not None:
-                groups.setdefault((written_as, shown_as, codec), []).append((word, repaired))
-                break
-    expected = text
-    for pairs in groups.values():
-        for word, repaired in pairs:
-            expected = expected.replace(word, repaired)
-    order = [misreading[:3] for misreading in _MISREADINGS]
-    return [
-        Mojibake(tuple(word for word, _ in groups[key]), *key, expected=expected)
-        for key in sorted(groups, key=order.index)
+        for found in detect_mojibake(text, kz1048_elsewhere=kz1048_elsewhere)
     ]
-
-
-def _check_mojibake(text: str, file: str, json_path: str) -> list[Finding]:
-    return [
-        Finding(rule="text.mojibake", file=file, json_path=json_path, message=found.describe())
-        for found in detect_mojibake(text)
-    ]
-
-
-def find_mojibake(text: str, file: str, json_path: str) -> list[Finding]:
-    """Return a `text.mojibake` finding per misreading found in `text`, with the repair."""
-    return _check_mojibake(text, file, json_path)
-
-
-def _spelled_as_ukrainian(word: str) -> bool:
-    """Return whether a word that looks like KZ-1048 mojibake is Ukrainian text instead.
-
-    The rule is per word, so one value may hold a Ukrainian name beside
-    Kazakh mojibake. A word is taken for Ukrainian when its only mojibake
-    characters are є, ї, ґ and its letters are all in the Ukrainian alphabet,
-    so it has no ы, э, ё or ъ. Those three letters must also stand where
-    Ukrainian spelling puts them:
-
-    - ї starts a word or follows a vowel or an apostrophe ("Київ", "з'їзд");
-    - є starts a word, follows a vowel or an apostrophe, or ends a word after
-      a consonant ("Європа", "моє", "синє"), and is never followed by a vowel;
-    - ґ starts a word or follows a vowel, and comes before a vowel or р, л, в
-      ("ґанок", "Ґрунт").
-
-    The KZ-1048 vowels ө and ү stand between consonants in most Kazakh words,
-    so their CP1251 forms break these rules ("Тґлем" for "Төлем").
-
-    NOTE: a Kazakh word whose only letters beyond Ukrainian ones are ғ, ү, ө
-    in the places above is not reported, such as "Їкімет" for "Үкімет" or
-    "жаєдай" for "жағдай". Such a word is rarely alone: a misread value
-    usually has a қ, ә, ұ, ң or һ as well, whose CP1251 forms Ukrainian lacks.
-    """
-    if not set(word) & _UKRAINIAN_ONLY or set(_KZ1048_MARKER.findall(word)) - _UKRAINIAN_ONLY:
-        return False
-    for run in _WORD.finditer(word):
-        letters = run.group()
-        if not set(letters) <= _UKRAINIAN_LETTERS:
-            return False
-        for index, letter in enumerate(letters):
-            before = letters[index - 1] if index else ""
-            after = letters[index + 1] if index + 1 < len(letters) else ""
-            after_apostrophe = (
-                index == 0 and run.start() > 0 and word[run.start() - 1] in _APOSTROPHES
-            )
-            starts = index == 0 and not after_apostrophe
-            follows_vowel = before in _UKRAINIAN_VOWELS or after_apostrophe
-            lower = letter.lower()
-            if lower == "ї" and not (starts or follows_vowel):
-                return False
-            if lower == "є" and (
-                after in _UKRAINIAN_VOWELS or not (starts or follows_vowel or not after)
-            ):
-                return False
-            if lower == "ґ" and not (
-                (starts or before in _UKRAINIAN_VOWELS)
-                and (after in _UKRAINIAN_VOWELS or after.lower() in ("р", "л", "в"))
-            ):
-                return False
-    return True
-
-
-def _recode(word: str, shown_as: str, written_as: str) -> str | None:
-    """Return `word` decoded as it was written, or None when that is not plausible kk/ru text."""
-    try:
-        repaired = word.encode(shown_as).decode(written_as)
-    except UnicodeError:
-        return None
-    if repaired == word:
-        return None
-    letters = [c for c in repaired if _CYRILLIC.match(c)]
-    if not letters or not all(c in _ALPHABET for c in letters):
-        return None
-    return repaired
 
 
 def _check_quotes(text: str, file: str, json_path: str) -> list[Finding]:
@@ -600,11 +467,6 @@ def _unbalanced(file: str, json_path: str, text: str, index: int, problem: str) 
 def _excerpt(text: str, index: int, width: int = 20) -> str:
     start = max(0, index - width)
     return text[start : index + width]
-
-
-def repair_kz1048_mojibake(text: str) -> str:
-    """Return `text` with KZ-1048 bytes that were read as CP1251 decoded properly."""
-    return text.encode("cp1251").decode("kz1048")
 
 
 def check_catalog_texts(root: Path, catalog_id: str) -> list[Finding]:

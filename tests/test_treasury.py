@@ -1022,11 +1022,136 @@ def ru_statement(payee: str) -> bytes:
     return text.replace("ТОО «Канцтовары Астана»", payee).encode("cp1251")
 
 
-@pytest.mark.parametrize("payee", ["ТОВ «Київ-Сервіс»", "ПП «Європа-Ґрунт»", "ТОВ «Україна»"])
+UKRAINIAN_NAMES = [
+    "ТОВ «Київ-Сервіс»",
+    "ПП «Європа-Ґрунт»",
+    "ТОВ «Україна»",
+    "ФОП Ільїн Олег",
+    "ТОВ «Сєвєродонецьк-Агро»",
+    "ФОП Пєсков Ігор",
+    "ФОП Ґжицький Ярослав",
+    "ФОП Сєров Ігор",
+    "ТОВ «Прокоф'єв і партнери»",
+]
+
+
+@pytest.mark.parametrize("payee", UKRAINIAN_NAMES)
 def test_ukrainian_name_in_cp1251_import(payee: str) -> None:
     fmt = load_format(REPO_ROOT, "1c-ru-statement-import")
-    records = parse_bytes(fmt, ru_statement(payee), "ukrainian-payee.txt")
+    warnings: list[Finding] = []
+    records = parse_bytes(fmt, ru_statement(payee), "ukrainian-payee.txt", warnings=warnings)
     assert records[0]["payee_name"] == payee
+    assert warnings == []
+
+
+@pytest.mark.parametrize("holder", UKRAINIAN_NAMES)
+def test_ukrainian_name_in_utf8_export_and_import(holder: str) -> None:
+    fmt = load_format(REPO_ROOT, "certificate-export")
+    warnings: list[Finding] = []
+    data = render_records(fmt, [certificate(holder)], "records.json", warnings=warnings)
+    records = parse_bytes(fmt, data, "certificates.txt", warnings=warnings)
+    assert records[0]["payer_name"] == holder
+    assert warnings == []
+
+
+def test_ukrainian_name_in_mt940_import() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    fields = {**MT940_FIELDS, "86": "Повернення від ФОП Ільїн"}
+    text = "".join(f":{tag}:{value}\r\n" for tag, value in fields.items()) + "-\r\n"
+    records = parse_bytes(fmt, text.encode("utf-8"), "statement.sta")
+    assert records[0]["purpose"] == "Повернення від ФОП Ільїн"
+
+
+RU_PURPOSE = "Оплата за канцелярские товары по счёту № 41 от 01.12.2026"
+
+
+def test_utf8_read_as_cp1251_in_import_repaired_whole() -> None:
+    fmt = load_format(REPO_ROOT, "1c-ru-statement-import")
+    sample = FORMATS / "1c-ru-statement-import" / "samples" / "statement-2026-12-03.txt"
+    text = sample.read_bytes().decode("cp1251")
+    misread = RU_PURPOSE.encode("utf-8").decode("cp1251")
+    data = text.replace(RU_PURPOSE, misread).encode("cp1251")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(fmt, data, "statement.txt")
+    error = caught.value
+    assert error.line == 20
+    assert error.field == "НазначениеПлатежа"
+    assert "'в„–', 'РѕС‚' is UTF-8 text read as CP1251;" in error.detail
+    assert f"expected {RU_PURPOSE!r};" in error.detail
+
+
+def kk_1c_statement(*payees: str) -> bytes:
+    """Return a KZ-1048 1C file with one payment order per payee; the first payee is on line 8."""
+    lines = ["1CClientBankExchange", "ВерсияФормата=1.01", "Кодировка=Windows"]
+    for number, payee in enumerate(payees, start=7):
+        lines += [
+            "СекцияДокумент=Платежное поручение",
+            f"Номер={number}",
+            "Дата=01.12.2026",
+            "СуммаРасход=100.00",
+            f"Получатель={payee}",
+            "КонецДокумента",
+        ]
+    return ("\r\n".join([*lines, "КонецФайла"]) + "\r\n").encode("kz1048")
+
+
+def kk_1c_read_as_cp1251() -> TreasuryFormat:
+    return variant(
+        "1c-kk-statement-import",
+        encoding="cp1251",
+        accepts={"versions": ["1.01"], "encoding_labels": ["Windows"]},
+    )
+
+
+def test_kz1048_evidence_elsewhere_in_file() -> None:
+    # "баєдарлама їшін" could be Ukrainian, but line 14 shows that the file is
+    # KZ-1048, which has no є, ї or ґ.
+    data = kk_1c_statement("Бюджеттік бағдарлама үшін", "Қазақстан Халық Банкі")
+    with pytest.raises(TreasuryFormatError) as caught:
+        parse_bytes(kk_1c_read_as_cp1251(), data, "statement.txt")
+    error = caught.value
+    assert error.line == 8
+    assert error.field == "Получатель"
+    assert error.detail.startswith(
+        "field Получатель: mojibake: 'баєдарлама', 'їшін' is KZ-1048 text read as CP1251,"
+        " as 'Ќазаќстан' on line 14 shows; expected 'Бюджеттік бағдарлама үшін';"
+    )
+
+
+def test_kz1048_words_alone_taken_for_ukrainian() -> None:
+    data = kk_1c_statement("Бюджеттік бағдарлама үшін")
+    warnings: list[Finding] = []
+    records = parse_bytes(kk_1c_read_as_cp1251(), data, "statement.txt", warnings=warnings)
+    assert records[0]["payee_name"] == "Бюджеттік баєдарлама їшін"
+    assert warnings == []
+
+
+def test_kz1048_doubtful_word_warns() -> None:
+    data = kk_1c_statement("Түркістан облысы")
+    warnings: list[Finding] = []
+    records = parse_bytes(kk_1c_read_as_cp1251(), data, "statement.txt", warnings=warnings)
+    assert records[0]["payee_name"] == "Тїркістан облысы"
+    assert [(w.severity, w.line) for w in warnings] == [("warning", 8)]
+    assert "field Получатель: possible mojibake: 'Тїркістан' may be KZ-1048" in (
+        warnings[0].message
+    )
+    assert "expected 'Түркістан облысы'" in warnings[0].message
+
+
+def test_kz1048_evidence_elsewhere_in_records() -> None:
+    fmt = load_format(REPO_ROOT, "payment-order-export")
+    records = [
+        payment_order(purpose="Бюджеттік баєдарлама їшін"),
+        payment_order(doc_number="2", purpose=MOJIBAKE_HOLDER),
+    ]
+    with pytest.raises(TreasuryFormatError) as caught:
+        render_records(fmt, records, "records.json")
+    error = caught.value
+    assert error.json_path == "$[0].purpose"
+    assert (
+        "'баєдарлама', 'їшін' is KZ-1048 text read as CP1251, as 'Ќазаќстан' at"
+        " $[1].purpose shows; expected 'Бюджеттік бағдарлама үшін';" in error.detail
+    )
 
 
 MOJIBAKE_HOLDER = "Ќазаќстан Республикасы"
@@ -1627,6 +1752,30 @@ def test_parse_task_prints_mojibake_warning(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert f"warning: {statement}:2: field holder: mojibake: 'Ќазаќстан'" in result.stdout
     assert "1 record(s) with certificate-export" in result.stdout
+
+
+def test_render_task_prints_mojibake_warning_once(tmp_path: Path) -> None:
+    root = copy_format(tmp_path, "certificate-export")
+    definition = root / "packages" / "treasury" / "certificate-export" / "format.json"
+    document = json.loads(definition.read_text(encoding="utf-8"))
+    definition.write_text(json.dumps({**document, "mojibake": "warning"}), encoding="utf-8")
+    records = tmp_path / "records.json"
+    records.write_text(json.dumps([certificate(MOJIBAKE_HOLDER)]), encoding="utf-8")
+    out = tmp_path / "certificates.txt"
+    result = run_inv(
+        "treasury.render",
+        "--repo",
+        str(root),
+        "--format",
+        "certificate-export",
+        str(records),
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert output.count("mojibake: 'Ќазаќстан'") == 1
+    assert f"warning: {records} $[0].payer_name: column holder: mojibake:" in result.stdout
 
 
 def test_render_task_rejects_import_format(tmp_path: Path) -> None:

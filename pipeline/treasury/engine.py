@@ -8,8 +8,11 @@ source field to its canonical field and convert it to the canonical type
 (`records.py`). A text value with mojibake, such as KZ-1048 text read as
 CP1251 ("Ќазаќстан" for "Қазақстан"), is rejected with the repaired text, or
 only reported as a warning when the definition sets `mojibake` to `warning`.
-In a CP1251 file that mojibake means the file itself is KZ-1048; in other
-files the text was misread before it reached the file. A file of an export
+One word misread beyond doubt anywhere in the file makes the words with є, ї
+and ґ of every value mojibake, and a guess (words that may be Ukrainian) is
+always a warning (`pipeline.mojibake`). In a CP1251 file KZ-1048 mojibake
+means the file itself is KZ-1048; in other files the text was misread
+before it reached the file. A file of an export
 format is held to what rendering requires: a record without a value for a
 field of `required_fields` is rejected.
 
@@ -27,14 +30,15 @@ warns, as for parsing).
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.findings import Finding, child_path
-from pipeline.text import Mojibake, detect_mojibake
+from pipeline.mojibake import Mojibake, detect_mojibake, find_kz1048_word
 from pipeline.treasury import codec, mt940, onec, tabular
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
 from pipeline.treasury.records import (
@@ -111,7 +115,20 @@ def parse_bytes(
     if fmt.direction == "export":
         for record in source:
             _check_required_present(record, fmt, file)
-    records = [_to_canonical(record, fmt, file, warnings) for record in source]
+    texts: list[tuple[str, str, int]] = []
+    records = [_to_canonical(record, fmt, file, texts) for record in source]
+    evidence = _kz1048_evidence((text, f"on line {line}") for text, _, line in texts)
+    for text, source_name, line in texts:
+        _report_mojibake(
+            fmt,
+            detect_mojibake(text, kz1048_elsewhere=evidence),
+            f"field {source_name}",
+            functools.partial(_import_advice, fmt),
+            warnings,
+            file=file,
+            line=line,
+            field=source_name,
+        )
     logger.info("parsed %s with %s: %d record(s)", file, fmt.id, len(records))
     return records
 
@@ -194,8 +211,9 @@ def _separators(fmt: TreasuryFormat) -> str:
 
 
 def _to_canonical(
-    source: SourceRecord, fmt: TreasuryFormat, file: str, warnings: list[Finding] | None
+    source: SourceRecord, fmt: TreasuryFormat, file: str, texts: list[tuple[str, str, int]]
 ) -> Record:
+    """Convert a source record; append each text value to `texts` with its field and line."""
     record: Record = {}
     for source_name, canonical in fmt.mapping.items():
         value = source.get(source_name)
@@ -207,17 +225,8 @@ def _to_canonical(
             raise TreasuryFormatError(
                 f"field {source_name}: {exc}", file=file, line=value.line, field=source_name
             ) from None
-        text = record[canonical]
-        found = detect_mojibake(text) if isinstance(text, str) else []
-        if found:
-            _report_mojibake(
-                fmt,
-                f"field {source_name}: {found[0].describe()}; {_import_advice(fmt, found[0])}",
-                warnings,
-                file=file,
-                line=value.line,
-                field=source_name,
-            )
+        if isinstance(record[canonical], str):
+            texts.append((record[canonical], source_name, value.line))
     return record
 
 
@@ -244,9 +253,28 @@ def _import_advice(fmt: TreasuryFormat, found: Mojibake) -> str:
     )
 
 
+def _render_advice(found: Mojibake) -> str:
+    return "repair the value in the records before rendering"
+
+
+def _kz1048_evidence(texts: Iterable[tuple[str, str]]) -> str | None:
+    """Return the first word misread beyond doubt as KZ-1048 among (text, where) pairs.
+
+    The result, such as "'Ќазаќстан' on line 14", makes the doubtful words
+    of every other value of the file mojibake too (see `detect_mojibake`).
+    """
+    for text, where in texts:
+        word = find_kz1048_word(text)
+        if word is not None:
+            return f"{word!r} {where}"
+    return None
+
+
 def _report_mojibake(
     fmt: TreasuryFormat,
-    message: str,
+    found: list[Mojibake],
+    subject: str,
+    advice: Callable[[Mojibake], str],
     warnings: list[Finding] | None,
     *,
     file: str,
@@ -254,20 +282,32 @@ def _report_mojibake(
     field: str,
     json_path: str | None = None,
 ) -> None:
-    """Raise the mojibake error, or record a warning when the definition accepts mojibake."""
-    if fmt.mojibake == "error":
+    """Raise the first mojibake error, or record each misreading as a warning.
+
+    The message is `subject` (the field or column), the misreading with its
+    repair, and the advice for that misreading.
+
+    A misreading is only a warning when the definition sets `mojibake` to
+    `warning`, or when it is a guess (words that may be Ukrainian). A warning
+    goes to `warnings` when the caller collects them, and to the log otherwise.
+    """
+    errors = [mojibake for mojibake in found if mojibake.severity == "error"]
+    if errors and fmt.mojibake == "error":
+        message = f"{subject}: {errors[0].describe()}; {advice(errors[0])}"
         raise TreasuryFormatError(message, file=file, line=line, field=field, json_path=json_path)
-    finding = Finding(
-        rule="treasury.mojibake",
-        file=file,
-        message=message,
-        line=line,
-        json_path=json_path,
-        severity="warning",
-    )
-    logger.warning("%s", finding)
-    if warnings is not None:
-        warnings.append(finding)
+    for mojibake in found:
+        finding = Finding(
+            rule="treasury.mojibake",
+            file=file,
+            message=f"{subject}: {mojibake.describe()}; {advice(mojibake)}",
+            line=line,
+            json_path=json_path,
+            severity="warning",
+        )
+        if warnings is None:
+            logger.warning("%s", finding)
+        else:
+            warnings.append(finding)
 
 
 def render_records(
@@ -299,23 +339,27 @@ def render_records(
     for source_name, canonical in fmt.mapping.items():
         reverse.setdefault(canonical, source_name)
     rows = [_to_source(record, index, reverse, fmt, file) for index, record in enumerate(records)]
+    evidence = _kz1048_evidence(
+        (value, f"at {child_path(child_path('$', index), fmt.mapping[name])}")
+        for index, row in enumerate(rows)
+        for name, value in row.items()
+    )
     # Values are checked one by one first, so an error names its record and field.
     for index, row in enumerate(rows):
         for source_name, value in row.items():
             canonical = fmt.mapping[source_name]
             path = child_path(child_path("$", index), canonical)
             column = f"{_source_word(fmt)} {source_name}"
-            found = detect_mojibake(value)
-            if found:
-                _report_mojibake(
-                    fmt,
-                    f"{column}: {found[0].describe()}; repair the value in the records before"
-                    " rendering",
-                    warnings,
-                    file=file,
-                    field=canonical,
-                    json_path=path,
-                )
+            _report_mojibake(
+                fmt,
+                detect_mojibake(value, kz1048_elsewhere=evidence),
+                column,
+                _render_advice,
+                warnings,
+                file=file,
+                field=canonical,
+                json_path=path,
+            )
             codec.encode_value(
                 value, fmt.encoding, file, json_path=path, field=canonical, column=column
             )
