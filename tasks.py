@@ -936,6 +936,7 @@ LOCK_WAIT_HELP = "seconds to wait for another publish of the same portal (defaul
         "from_": "with --offline-media: installed version the media updates from",
         "min_valid_days": "with --offline-media: " + MEDIA_VALID_HELP + " (default: 30)",
         "lock_timeout": LOCK_WAIT_HELP,
+        "max_ratio": MAX_RATIO_HELP.format(where="./pyproject.toml"),
         "json": JSON_HELP,
     },
 )
@@ -953,6 +954,7 @@ def publish_bundle(
     from_: str | None = None,
     min_valid_days: int = 30,
     lock_timeout: int = 120,
+    max_ratio: str | None = None,
     json: str | None = None,
 ) -> None:
     """Verify a bundle and add it to the update portal, or write offline media."""
@@ -976,6 +978,7 @@ def publish_bundle(
         expiry_days=int(expiry_days),
         force=force,
         lock_timeout=float(lock_timeout),
+        max_ratio=_max_ratio(max_ratio, Path(".")),
     )
     if result.changed:
         print(
@@ -1069,6 +1072,7 @@ def _write_media(
             " after verifying every bundle it lists"
         ),
         "lock_timeout": LOCK_WAIT_HELP,
+        "max_ratio": MAX_RATIO_HELP.format(where="./pyproject.toml"),
     },
 )
 @guarded()
@@ -1080,6 +1084,7 @@ def publish_refresh(
     expiry_days: int = 45,
     force_resign: bool = False,
     lock_timeout: int = 120,
+    max_ratio: str | None = None,
 ) -> None:
     """Re-sign the portal's feed with a higher feed version and a new expiry."""
     from pipeline.portal import check_portal_folder, refresh_feed
@@ -1094,6 +1099,7 @@ def publish_refresh(
         expiry_days=int(expiry_days),
         force_resign=force_resign,
         lock_timeout=float(lock_timeout),
+        max_ratio=_max_ratio(max_ratio, Path(".")),
     )
     print(
         f"re-signed {portal}/feed.json: feed version {feed.feed_version}, expires {feed.expires}"
@@ -1469,7 +1475,9 @@ def db_transfer(
         "database": "test database URL; repeat for several. Each is copied, never changed",
         "trusted_keys": TRUSTED_KEYS_HELP,
         "out": "folder for qa.html, qa.json and qa.junit.xml (default: qa)",
-        "repo": "folder that relative sqlite:/// paths start from (default: .)",
+        "repo": "folder that relative sqlite:/// paths start from, and whose pyproject.toml"
+        " may set max_ratio (default: .)",
+        "max_ratio": MAX_RATIO_HELP.format(where="the --repo folder's pyproject.toml"),
     },
 )
 @guarded(positional=("bundle",))
@@ -1480,6 +1488,7 @@ def qa(
     trusted_keys: str | None = None,
     out: str = "qa",
     repo: str = ".",
+    max_ratio: str | None = None,
 ) -> None:
     """Apply a bundle to a copy of each test database and write an HTML QA report."""
     from pipeline.qa import qa_bundle
@@ -1487,7 +1496,14 @@ def qa(
     if not database:
         raise ConfigError("qa needs at least one --database URL")
     keys_ = _trusted_keys(trusted_keys)
-    result = qa_bundle(Path(bundle), database, keys_, Path(out), root=Path(repo))
+    result = qa_bundle(
+        Path(bundle),
+        database,
+        keys_,
+        Path(out),
+        root=Path(repo),
+        max_ratio=_max_ratio(max_ratio, Path(repo)),
+    )
     for db in result.databases:
         print(f"{db.database} ({db.engine}): {db.status}")
         if db.error:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import archive
+from pipeline.config import DEFAULT_MAX_RATIO
 from pipeline.errors import PipelineError, SignatureError
 from pipeline.fsutil import atomic_write_bytes, atomic_write_text
 from pipeline.keys import format_key_id
@@ -122,6 +123,7 @@ def publish(
     force: bool = False,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     now: datetime | None = None,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> PublishResult:
     """Verify `bundle` and add it with its signatures, manifest and notes to the portal folder.
 
@@ -129,7 +131,8 @@ def publish(
     `manifest.json.minisig` beside the bundle, as `inv release` writes them.
     The feed is re-signed with `key` with a feed version one higher than any
     issued before and an expiry `expiry_days` days from now. Moving a stable
-    release back to testing needs `force`.
+    release back to testing needs `force`. `max_ratio` is verification's
+    limit on the unpacked size divided by the archive size.
 
     NOTE: an encrypted bundle (`inv release --password`) fails verification
     here, because publishing takes no password and clients would need one.
@@ -152,7 +155,9 @@ def publish(
             f"{manifest_signature} not found; publish the bundle from the folder that"
             " `inv release` wrote, which contains the manifest signature"
         )
-    verified = verify_trusted_bundle(bundle, trusted, manifest_signature=manifest_signature)
+    verified = verify_trusted_bundle(
+        bundle, trusted, manifest_signature=manifest_signature, max_ratio=max_ratio
+    )
     manifest_data = archive.read_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES)
     manifest = parse_manifest(manifest_data, f"{bundle}:{MANIFEST_NAME}")
     digest = _sha256(bundle)
@@ -220,13 +225,15 @@ def refresh_feed(
     force_resign: bool = False,
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     now: datetime | None = None,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> Feed:
     """Re-sign the portal's feed with a higher feed version and a new expiry; return it.
 
     With `force_resign`, a feed whose signature does not verify with `trusted`
     is re-signed all the same, as when a key that is no longer trusted signed
-    it. Before that, every bundle it lists must verify with `trusted` and
-    match the size and SHA-256 that the feed lists.
+    it. Before that, every bundle it lists must verify with `trusted`, with
+    `max_ratio` as the compression-ratio limit, and match the size and
+    SHA-256 that the feed lists.
 
     Raises:
         FeedError: the portal has no feed, or it does not verify (without
@@ -248,7 +255,7 @@ def refresh_feed(
                     " with `inv publish.refresh --portal DIR --key FILE --trusted-keys FILE"
                     " --force-resign`, which verifies every listed bundle first"
                 ) from exc
-            current = _read_feed_checking_bundles(portal, trusted)
+            current = _read_feed_checking_bundles(portal, trusted, max_ratio)
         if current is None:
             raise FeedError(f"{portal} has no {FEED_NAME}; publish a bundle first")
         feed = replace(
@@ -347,7 +354,9 @@ def portal_lock(portal: Path, timeout: float, *, exclusive: bool) -> Iterator[No
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _read_feed_checking_bundles(portal: Path, trusted: Sequence[TrustedKey]) -> Feed:
+def _read_feed_checking_bundles(
+    portal: Path, trusted: Sequence[TrustedKey], max_ratio: float
+) -> Feed:
     """Parse a feed whose signature does not verify, and verify every bundle it lists."""
     try:
         data = (portal / FEED_NAME).read_bytes()
@@ -361,6 +370,7 @@ def _read_feed_checking_bundles(portal: Path, trusted: Sequence[TrustedKey]) -> 
             trusted,
             signature=portal / release.files["signature"],
             manifest_signature=portal / release.files["manifest_signature"],
+            max_ratio=max_ratio,
         )
         size, digest = bundle.stat().st_size, _sha256(bundle)
         if (size, digest) != (release.size, release.sha256):

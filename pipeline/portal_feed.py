@@ -47,6 +47,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from pipeline.config import DEFAULT_MAX_RATIO
 from pipeline.errors import PipelineError, SignatureError, VerificationError
 from pipeline.keys import PublicKey
 from pipeline.schema import validate_document
@@ -321,8 +322,11 @@ def verify_trusted_bundle(
     *,
     signature: Path | None = None,
     manifest_signature: Path | None = None,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> VerifyResult:
     """Verify a bundle against trusted keys, including their validity and revocation.
+
+    `max_ratio` is verification's limit on the unpacked size divided by the archive size.
 
     Raises:
         VerificationError: any check of `pipeline.verify` failed, or the key
@@ -333,6 +337,7 @@ def verify_trusted_bundle(
         [key.public for key in keys],
         signature=signature,
         manifest_signature=manifest_signature,
+        max_ratio=max_ratio,
     )
     try:
         check_signer(keys, result.key_id, result.trusted_comment, str(bundle))

@@ -33,6 +33,7 @@ from sqlglot import exp
 
 from pipeline.apply import apply_bundle
 from pipeline.apply_store import load_definitions
+from pipeline.config import DEFAULT_MAX_RATIO
 from pipeline.database import Database, display_name, open_database
 from pipeline.db_backup import database_copy
 from pipeline.db_schema import describe_schema
@@ -205,7 +206,12 @@ def _cell(value: object) -> Any:
 
 
 def _qa_database(
-    bundle: Path, url: str, keys: Sequence[PublicKey | TrustedKey], root: Path, out: Path
+    bundle: Path,
+    url: str,
+    keys: Sequence[PublicKey | TrustedKey],
+    root: Path,
+    out: Path,
+    max_ratio: float,
 ) -> DatabaseQA:
     started = time.perf_counter()
     with database_copy(url, root) as copy, tempfile.TemporaryDirectory() as work:
@@ -222,6 +228,7 @@ def _qa_database(
                 root=root,
                 install_dir=Path(work) / "install",
                 backup_dir=Path(work) / "backups",
+                max_ratio=max_ratio,
             )
         except Exception as exc:  # a failed apply is a QA result, not a QA failure
             result.error = str(exc)
@@ -267,11 +274,13 @@ def qa_bundle(
     out: Path,
     *,
     root: Path = Path("."),
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> QAResult:
     """Apply `bundle` to a copy of each database and write the HTML, JSON and JUnit reports.
 
     A database where the apply fails gets its error in the report; the other
-    databases are still checked.
+    databases are still checked. `max_ratio` goes to the verification of
+    each apply.
 
     Raises:
         DatabaseToolError: a database cannot be copied.
@@ -279,7 +288,7 @@ def qa_bundle(
     results = []
     for url in databases:
         logger.info("QA of %s on %s", bundle.name, display_name(url))
-        results.append(_qa_database(bundle, url, keys, root, out))
+        results.append(_qa_database(bundle, url, keys, root, out, max_ratio))
     result = QAResult(
         bundle=bundle.name,
         databases=results,

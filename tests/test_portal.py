@@ -497,6 +497,37 @@ def test_cli_publish_refresh_and_media(chain: Chain, tmp_path: Path) -> None:
     assert (media / "README.ru.txt").is_file()
 
 
+def test_cli_publish_max_ratio(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    keys = ["--key", str(chain.secret_key), "--trusted-keys", str(chain.trusted_keys)]
+    bundle = str(chain.bundle("2026.10.0"))
+
+    low = run_cli(
+        "publish", bundle, "--portal", str(portal), *keys, "--max-ratio", "1", cwd=tmp_path
+    )
+    published = run_cli("publish", bundle, "--portal", str(portal), *keys, cwd=tmp_path)
+
+    assert low.returncode == 1
+    assert "is above the limit 1;" in low.stderr
+    assert published.returncode == 0, published.stderr
+
+
+def test_cli_force_resign_max_ratio(chain: Chain, tmp_path: Path) -> None:
+    portal = tmp_path / "portal"
+    publish_chain(chain, portal)
+    sign_with_untrusted_key(portal, other_key(tmp_path))
+    keys = ["--key", str(chain.secret_key), "--trusted-keys", str(chain.trusted_keys)]
+    refresh = ["publish.refresh", "--portal", str(portal), *keys, "--force-resign"]
+
+    low = run_cli(*refresh, "--max-ratio", "1", cwd=tmp_path)
+    refreshed = run_cli(*refresh, cwd=tmp_path)
+
+    assert low.returncode == 1
+    assert "is above the limit 1;" in low.stderr
+    assert refreshed.returncode == 0, refreshed.stderr
+    assert "feed version 4" in refreshed.stdout
+
+
 def test_cli_publish_needs_trusted_keys(chain: Chain, tmp_path: Path) -> None:
     result = run_cli(
         "publish",

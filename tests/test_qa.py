@@ -162,6 +162,32 @@ def test_cli_qa_exit_code(bundles: Bundles, samples: list[Path], tmp_path: Path)
     assert (tmp_path / "qa" / "qa.html").is_file()
 
 
+def test_cli_qa_max_ratio(bundles: Bundles, samples: list[Path], tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            CLI,
+            "qa",
+            str(bundles.first),
+            "--database",
+            f"sqlite:///{samples[0]}",
+            "--trusted-keys",
+            str(bundles.public_file),
+            "--out",
+            str(tmp_path / "qa"),
+            "--max-ratio",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "CI": "true"},
+    )
+    assert done.returncode == 1
+    assert "clean.sqlite (sqlite): failed" in done.stdout
+    report = json.loads((tmp_path / "qa" / "qa.json").read_text(encoding="utf-8"))
+    assert "is above the limit 1;" in report["databases"][0]["error"]
+
+
 @pytest.mark.postgres
 def test_qa_on_postgres(bundles: Bundles, postgres_database: str, tmp_path: Path) -> None:
     postgres_sample(postgres_database, bundles.repo)
