@@ -44,6 +44,7 @@ from sqlglot import exp
 from pipeline.content import DEFINITION_FILES, KIND_FOLDERS, Kind, definition_path, item_folder
 from pipeline.errors import ConfigError, ValidationError
 from pipeline.findings import Finding, child_path, errors_only
+from pipeline.mojibake import find_kz1048_evidence
 from pipeline.schema import load_json, validate_document
 from pipeline.text import check_pair
 from pipeline.treasury.checks import check_layout_fits_syntax
@@ -187,8 +188,17 @@ def _check_identity(document: dict[str, Any], kind: Kind, item: str, file: str) 
 
 def _check_texts(document: dict[str, Any], file: str, schema_paths: set[str]) -> list[Finding]:
     findings = []
-    for pair_path, kk, ru, kk_path, ru_path in _text_pairs(document, "$"):
-        pair_findings = check_pair(kk, ru, file, kk_path, ru_path)
+    pairs = list(_text_pairs(document, "$"))
+    # A KZ-1048 word misread beyond doubt in one text makes the doubtful
+    # words of every text of the definition mojibake too.
+    evidence = find_kz1048_evidence(
+        (text, f"at {path}")
+        for _, kk, ru, kk_path, ru_path in pairs
+        for text, path in ((kk, kk_path), (ru, ru_path))
+        if isinstance(text, str)
+    )
+    for pair_path, kk, ru, kk_path, ru_path in pairs:
+        pair_findings = check_pair(kk, ru, file, kk_path, ru_path, kz1048_elsewhere=evidence)
         if any(
             p == pair_path or p.startswith((pair_path + ".", pair_path + "["))
             for p in schema_paths

@@ -9,13 +9,15 @@ every misread part repaired, never a part of it.
    (`_utf8_spans`).
 2. KZ-1048 bytes read as CP1251 ("Ќазаќстан" for "Қазақстан"). These are
    found by words, because the misread letters look like real Cyrillic
-   letters and only the word around them tells (`_kz1048_words`).
+   letters and only the other letters of their word show the misreading
+   (`_kz1048_words`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from typing import Literal
 
 Severity = Literal["error", "warning"]
@@ -149,12 +151,22 @@ def detect_mojibake(text: str, *, kz1048_elsewhere: str | None = None) -> list[M
     return [dataclasses.replace(mojibake, expected=expected) for mojibake, _ in found]
 
 
-def find_kz1048_word(text: str) -> str | None:
-    """Return the first word of `text` that is KZ-1048 mojibake beyond doubt, or None.
+def find_kz1048_evidence(texts: Iterable[tuple[str, str]]) -> str | None:
+    """Return the first word misread beyond doubt as KZ-1048 among (text, place) pairs.
 
-    Such a word makes the doubtful words of the other values of its document
-    or file misread too (the `kz1048_elsewhere` of `detect_mojibake`).
+    The result names the word and its place, such as "'Ќазаќстан' on line
+    14" for the place "on line 14". It is the `kz1048_elsewhere` of
+    `detect_mojibake` for every text of the same document or file.
     """
+    for text, place in texts:
+        word = find_kz1048_word(text)
+        if word is not None:
+            return f"{word!r} {place}"
+    return None
+
+
+def find_kz1048_word(text: str) -> str | None:
+    """Return the first word of `text` that is KZ-1048 mojibake beyond doubt, or None."""
     covered = [
         part for byte_of in (_CP1251_BYTES, _WESTERN_BYTES) for part in _utf8_spans(text, byte_of)
     ]

@@ -47,7 +47,7 @@ from pipeline.catalog_model import load_description
 from pipeline.catalogs import read_rows
 from pipeline.errors import CatalogError, ValidationError
 from pipeline.findings import Finding, errors_only
-from pipeline.mojibake import detect_mojibake
+from pipeline.mojibake import detect_mojibake, find_kz1048_evidence
 from pipeline.mojibake import repair_kz1048_mojibake as repair_kz1048_mojibake
 
 Language = Literal["kk", "ru"]
@@ -511,24 +511,50 @@ def check_catalog_texts(root: Path, catalog_id: str) -> list[Finding]:
             pairs.append((name, partner))
     if not pairs:
         return findings
-    rows_file = f"catalogs/{catalog_id}/rows.csv"
     try:
-        # Line 1 is the header, so the first row is on line 2.
-        # NOTE: a quoted value with a line break shifts the lines of later rows.
-        for line, row in enumerate(read_rows(root, catalog_id), start=2):
-            for kk_name, ru_name in pairs:
-                for finding in check_pair(
-                    row.get(kk_name) or None, row.get(ru_name) or None, rows_file, kk_name, ru_name
-                ):
-                    findings.append(
-                        dataclasses.replace(
-                            finding,
-                            line=line,
-                            json_path=None,
-                            message=f"column {finding.json_path}: {finding.message}",
-                        )
-                    )
+        return findings + _check_catalog_rows(root, catalog_id, pairs)
     except CatalogError:
         # check_catalog reports an unreadable rows file.
         return findings
+
+
+def _check_catalog_rows(
+    root: Path, catalog_id: str, pairs: list[tuple[str, str]]
+) -> list[Finding]:
+    """Check the kk and ru columns `pairs` of each row; see `check_catalog_texts`.
+
+    Raises:
+        CatalogError: rows.csv cannot be read.
+    """
+    rows_file = f"catalogs/{catalog_id}/rows.csv"
+    # Line 1 is the header, so the first row is on line 2.
+    # NOTE: a quoted value with a line break shifts the lines of later rows.
+    # A KZ-1048 word misread beyond doubt in one row makes the doubtful words
+    # of every row mojibake too, so the rows are read twice.
+    evidence = find_kz1048_evidence(
+        (row[name], f"on line {line} (column {name})")
+        for line, row in enumerate(read_rows(root, catalog_id), start=2)
+        for pair in pairs
+        for name in pair
+        if row.get(name)
+    )
+    findings = []
+    for line, row in enumerate(read_rows(root, catalog_id), start=2):
+        for kk_name, ru_name in pairs:
+            for finding in check_pair(
+                row.get(kk_name) or None,
+                row.get(ru_name) or None,
+                rows_file,
+                kk_name,
+                ru_name,
+                kz1048_elsewhere=evidence,
+            ):
+                findings.append(
+                    dataclasses.replace(
+                        finding,
+                        line=line,
+                        json_path=None,
+                        message=f"column {finding.json_path}: {finding.message}",
+                    )
+                )
     return findings

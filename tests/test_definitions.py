@@ -642,3 +642,25 @@ def test_preview_value_of_wrong_type(
 def test_preview_value_of_declared_type(tmp_path: Path, value: object, declared: str) -> None:
     findings = report_with_preview(tmp_path, {"organization_id": value}, organization_id=declared)
     assert [f for f in findings if f.rule == "preview.parameter-type"] == []
+
+
+def test_kz1048_mojibake_elsewhere_in_definition(tmp_path: Path) -> None:
+    # "Сомасы, теңге" misread as "Сомасы, теѕге" settles that the kk texts
+    # were KZ-1048 read as CP1251, so "Їкімет їйі" is no Ukrainian phrase.
+    folder = tmp_path / "packages/reports/knp-payments-monthly"
+    shutil.copytree(REPO_ROOT / "packages/reports/knp-payments-monthly", folder)
+    path = folder / "report.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["captions"]["kk"]["knp_name"] = "Їкімет їйі"
+    document["captions"]["kk"]["amount"] = "Сомасы, теѕге"
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    findings = check_definition(tmp_path, Kind.REPORT, "knp-payments-monthly")
+    mojibake = [f for f in findings if f.rule == "text.mojibake"]
+    assert [(f.json_path, f.severity) for f in mojibake] == [
+        ("$.captions.kk.knp_name", "error"),
+        ("$.captions.kk.amount", "error"),
+    ]
+    assert mojibake[0].message.startswith(
+        "mojibake: 'Їкімет', 'їйі' is KZ-1048 text read as CP1251, as 'теѕге' at"
+        " $.captions.kk.amount shows; expected 'Үкімет үйі';"
+    )

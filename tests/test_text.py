@@ -348,6 +348,21 @@ def test_catalog_rows_linted(tmp_path: Path) -> None:
     assert "'Қазақстан'" in findings[2].message
 
 
+def test_catalog_rows_kz1048_evidence_elsewhere(tmp_path: Path) -> None:
+    # Row 3 settles that rows.csv was KZ-1048 read as CP1251, so row 2 is misread too.
+    rows = "code,name_kk,name_ru\n010,Їкімет їйі,Дом правительства\n017,Ќазаќстан,Казахстан\n"
+    write_catalog(tmp_path, CATALOG_DESCRIPTION, rows)
+    findings = check_catalog_texts(tmp_path, "knp")
+    assert [(f.rule, f.line, f.severity) for f in findings] == [
+        ("text.mojibake", 2, "error"),
+        ("text.mojibake", 3, "error"),
+    ]
+    assert findings[0].message.startswith(
+        "column name_kk: mojibake: 'Їкімет', 'їйі' is KZ-1048 text read as CP1251, as"
+        " 'Ќазаќстан' on line 3 (column name_kk) shows; expected 'Үкімет үйі';"
+    )
+
+
 def test_catalog_kk_column_beside_plain_name(tmp_path: Path) -> None:
     description = json.loads(json.dumps(CATALOG_DESCRIPTION))
     description["columns"][2]["name"] = "name"

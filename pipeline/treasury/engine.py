@@ -33,12 +33,12 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeline.findings import Finding, child_path
-from pipeline.mojibake import Mojibake, detect_mojibake, find_kz1048_word
+from pipeline.mojibake import Mojibake, detect_mojibake, find_kz1048_evidence
 from pipeline.treasury import codec, mt940, onec, tabular
 from pipeline.treasury.model import TreasuryFormat, TreasuryFormatError
 from pipeline.treasury.records import (
@@ -117,7 +117,7 @@ def parse_bytes(
             _check_required_present(record, fmt, file)
     texts: list[tuple[str, str, int]] = []
     records = [_to_canonical(record, fmt, file, texts) for record in source]
-    evidence = _kz1048_evidence((text, f"on line {line}") for text, _, line in texts)
+    evidence = find_kz1048_evidence((text, f"on line {line}") for text, _, line in texts)
     for text, source_name, line in texts:
         _report_mojibake(
             fmt,
@@ -257,19 +257,6 @@ def _render_advice(found: Mojibake) -> str:
     return "repair the value in the records before rendering"
 
 
-def _kz1048_evidence(texts: Iterable[tuple[str, str]]) -> str | None:
-    """Return the first word misread beyond doubt as KZ-1048 among (text, where) pairs.
-
-    The result, such as "'Ќазаќстан' on line 14", makes the doubtful words
-    of every other value of the file mojibake too (see `detect_mojibake`).
-    """
-    for text, where in texts:
-        word = find_kz1048_word(text)
-        if word is not None:
-            return f"{word!r} {where}"
-    return None
-
-
 def _report_mojibake(
     fmt: TreasuryFormat,
     found: list[Mojibake],
@@ -339,7 +326,7 @@ def render_records(
     for source_name, canonical in fmt.mapping.items():
         reverse.setdefault(canonical, source_name)
     rows = [_to_source(record, index, reverse, fmt, file) for index, record in enumerate(records)]
-    evidence = _kz1048_evidence(
+    evidence = find_kz1048_evidence(
         (value, f"at {child_path(child_path('$', index), fmt.mapping[name])}")
         for index, row in enumerate(rows)
         for name, value in row.items()
