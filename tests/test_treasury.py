@@ -523,6 +523,79 @@ def test_1c_names_unterminated_mt940_file(format_id: str) -> None:
     )
 
 
+MT940_TEXT = swift_message(MT940_FIELDS).decode("ascii")
+KK_1C_TEXT = KK_1C_KZ1048.decode("kz1048")
+
+
+@pytest.mark.parametrize(
+    ("format_id", "data", "message"),
+    [
+        (
+            "mt940-bank-statement-import",
+            MT940_TEXT.encode("utf-16"),
+            "the file starts with a UTF-16 LE byte order mark (FF FE), so it is UTF-16 text;"
+            " convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)",
+        ),
+        (
+            "mt940-bank-statement-import",
+            b"\xfe\xff" + MT940_TEXT.encode("utf-16-be"),
+            "the file starts with a UTF-16 BE byte order mark (FE FF), so it is UTF-16 text;"
+            " convert it to UTF-8 (iconv -f UTF-16 -t UTF-8)",
+        ),
+        (
+            "1c-kk-statement-import",
+            KK_1C_TEXT.encode("utf-16"),
+            "the file starts with a UTF-16 LE byte order mark (FF FE), so it is UTF-16 text;"
+            " convert it to KZ-1048 (iconv -f UTF-16 -t RK1048)",
+        ),
+        (
+            "mt940-statement-import",
+            MT940_TEXT.encode("utf-32"),
+            "the file starts with a UTF-32 LE byte order mark (FF FE 00 00), so it is UTF-32"
+            " text; convert it to KZ-1048 (iconv -f UTF-32 -t RK1048)",
+        ),
+        (
+            "1c-kk-statement-import",
+            b"\xef\xbb\xbf" + KK_1C_KZ1048,
+            "the file starts with a UTF-8 byte order mark (EF BB BF), which a KZ-1048 file"
+            " does not have; remove its first three bytes (tail -c +4 FILE)",
+        ),
+        (
+            "1c-kk-statement-import",
+            b"\xef\xbb\xbf" + KK_1C_TEXT.encode("utf-8"),
+            "the file starts with a UTF-8 byte order mark (EF BB BF), so it is UTF-8 text;"
+            " parse it with a UTF-8 format definition, or remove the byte order mark and"
+            " convert the file to KZ-1048 (iconv -f UTF-8 -t RK1048)",
+        ),
+        (
+            "mt940-statement-import",
+            b"\xef\xbb\xbf" + MT940_TEXT.encode("ascii"),
+            "the file starts with a UTF-8 byte order mark (EF BB BF), which a KZ-1048 file"
+            " does not have; remove its first three bytes (tail -c +4 FILE)",
+        ),
+    ],
+    ids=[
+        "utf16le",
+        "utf16be",
+        "utf16le-to-kz1048",
+        "utf32le",
+        "utf8-bom-on-kz1048",
+        "utf8",
+        "utf8-bom-on-ascii",
+    ],
+)
+def test_byte_order_mark_named(format_id: str, data: bytes, message: str) -> None:
+    error = swift_error(load_format(REPO_ROOT, format_id), data, "statement.txt")
+    assert error.line == 1
+    assert error.detail == message
+
+
+def test_utf8_byte_order_mark_on_utf8_definition() -> None:
+    fmt = load_format(REPO_ROOT, "mt940-bank-statement-import")
+    records = parse_bytes(fmt, b"\xef\xbb\xbf" + MT940_TEXT.encode("ascii"), "statement.sta")
+    assert [record["amount"] for record in records] == [25000]
+
+
 def test_utf8_definition_names_cp1251_file() -> None:
     line = (
         "C-0416|2026-12-04|KZ46601A871000456789|KZT|-12500.00|ГУ «Отдел финансов"

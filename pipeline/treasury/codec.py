@@ -7,6 +7,7 @@ names the character, never a silent `?`.
 
 from __future__ import annotations
 
+import codecs
 import re
 import unicodedata
 
@@ -37,6 +38,60 @@ _CONTROL_NAMES = {
     0x7F: "DELETE",
     0x85: "NEXT LINE",
 }
+
+
+# Byte order marks with the encoding they mark, longest first, because the
+# UTF-32 LE mark FF FE 00 00 starts with the UTF-16 LE mark FF FE.
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "UTF-32 LE", "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32 BE", "UTF-32"),
+    (codecs.BOM_UTF8, "UTF-8", "UTF-8"),
+    (codecs.BOM_UTF16_LE, "UTF-16 LE", "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16 BE", "UTF-16"),
+)
+
+
+def check_byte_order_mark(data: bytes, encoding: str, file: str) -> None:
+    """Reject a byte order mark other than the UTF-8 one of a UTF-8 file, naming the mark.
+
+    Raises:
+        TreasuryFormatError: `data` starts with a UTF-16 or UTF-32 byte order
+            mark, or with the UTF-8 one while `encoding` is a single-byte encoding.
+    """
+    found_mark = next((entry for entry in _BYTE_ORDER_MARKS if data.startswith(entry[0])), None)
+    if found_mark is None:
+        return
+    mark, name, family = found_mark
+    if family == "UTF-8" and encoding == "utf-8":
+        return
+    found = f"the file starts with a {name} byte order mark ({mark.hex(' ').upper()})"
+    target = ENCODING_NAMES.get(encoding, encoding)
+    iconv_name = _ICONV_NAMES.get(encoding, target)
+    if family != "UTF-8":
+        advice = (
+            f"so it is {family} text; convert it to {target} (iconv -f {family} -t {iconv_name})"
+        )
+    elif _is_utf8_text(data[len(mark) :]):
+        advice = (
+            "so it is UTF-8 text; parse it with a UTF-8 format definition, or remove the byte"
+            f" order mark and convert the file to {target} (iconv -f UTF-8 -t {iconv_name})"
+        )
+    else:
+        advice = (
+            f"which a {target} file does not have; remove its first three bytes (tail -c +4 FILE)"
+        )
+    raise TreasuryFormatError(f"{found}, {advice}", file=file, line=1)
+
+
+def _is_utf8_text(data: bytes) -> bool:
+    """Return whether `data` has non-ASCII bytes and all of it is valid UTF-8."""
+    if data.isascii():
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def decode(data: bytes, encoding: str, file: str) -> str:

@@ -1,7 +1,8 @@
 """Parse treasury files into canonical records and render canonical records as exports.
 
-Parsing runs in four steps: reject a file whose first line starts another
-syntax (before decoding, so a 1C file in CP1251 given to a UTF-8 MT940
+Parsing runs in five steps: reject a byte order mark other than the UTF-8
+one of a UTF-8 file, naming the mark; reject a file whose first line starts
+another syntax (before decoding, so a 1C file in CP1251 given to a UTF-8 MT940
 definition is named as 1C, not as an invalid UTF-8 byte), decode the bytes in
 the definition's encoding, parse the syntax into source fields, then map each
 source field to its canonical field and convert it to the canonical type
@@ -103,6 +104,7 @@ def parse_bytes(
         TreasuryFormatError: the file does not follow the format; the message names
             the line and the field.
     """
+    codec.check_byte_order_mark(data, fmt.encoding, file)
     _reject_other_syntax(data, fmt, file)
     text = codec.decode(data, fmt.encoding, file)
     _check_line_endings(text, file)
