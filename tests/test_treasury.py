@@ -28,6 +28,7 @@ from pipeline.treasury import (
     render_file,
     render_records,
 )
+from pipeline.treasury.checks import check_layout_fits_syntax
 from pipeline.treasury.codec import ENCODING_NAMES
 from pipeline.treasury.model import format_from_document
 
@@ -1445,12 +1446,6 @@ def test_required_lists_only_where_they_apply(tmp_path: Path) -> None:
             " ['decimal_comma', 'missing_final_newline', 'section_name_case']; remove it",
         ),
         (
-            "certificate-export",
-            {"deviations": ["message_wrappers"]},
-            "$.accepts.deviations[0]",
-            "deviation 'message_wrappers' does not apply to syntax 'delimited'",
-        ),
-        (
             "mt942-bank-interim-import",
             {"versions": ["1.01"]},
             "$.accepts.versions",
@@ -1461,7 +1456,6 @@ def test_required_lists_only_where_they_apply(tmp_path: Path) -> None:
         "1c-case-on-mt940",
         "comma-on-mt940",
         "envelope-on-1c",
-        "wrappers-on-delimited",
         "versions",
     ],
 )
@@ -1490,6 +1484,83 @@ def test_overlapping_fixed_width_columns(tmp_path: Path) -> None:
         "column NOTE (purpose, characters 60-99) overlaps column SUM (amount, characters"
         " 48-65) at $.layout.columns[5]; expected each character in one column, so move"
         " NOTE to start at 66 or later"
+    )
+
+
+@pytest.mark.parametrize(
+    ("format_id", "change", "rule", "path", "message"),
+    [
+        (
+            "financing-plan-export",
+            lambda d: d["layout"]["columns"][1].update(name="NUM"),
+            "treasury.column-duplicate",
+            "$.layout.columns[1].name",
+            "column name 'NUM' is also the name of $.layout.columns[0]; expected each column"
+            " name once, so rename one of them",
+        ),
+        (
+            "certificate-export",
+            lambda d: d["layout"]["columns"][3].update(name="iban"),
+            "treasury.column-duplicate",
+            "$.layout.columns[3].name",
+            "column name 'iban' is also the name of $.layout.columns[2]; expected each column"
+            " name once, so rename one of them",
+        ),
+        (
+            "payment-order-export",
+            lambda d: d["layout"].update(delimiter="."),
+            "treasury.delimiter",
+            "$.layout.delimiter",
+            "delimiter '.' is also the decimal separator, so an amount such as 100.50 would"
+            " split into two columns; expected another delimiter, such as ';'",
+        ),
+        (
+            "certificate-export",
+            lambda d: d.update(accepts={"deviations": ["missing_final_newline"]}),
+            "treasury.deviation-direction",
+            "$.accepts.deviations",
+            "deviations apply to import definitions, found direction 'export'; a file of an"
+            " export format is parsed as rendering writes it, so remove them",
+        ),
+    ],
+    ids=["fixed-width-name", "delimited-name", "delimiter-is-decimal", "deviation-on-export"],
+)
+def test_layout_check_of_definition(
+    tmp_path: Path, format_id: str, change: Any, rule: str, path: str, message: str
+) -> None:
+    root = copy_format(tmp_path, format_id)
+    rewrite(root / "packages/treasury" / format_id / "format.json", change)
+    findings = errors_only(check_definition(root, Kind.TREASURY, format_id))
+    assert rules(findings) == [rule]
+    assert findings[0].file == f"packages/treasury/{format_id}/format.json"
+    assert findings[0].json_path == path
+    assert findings[0].message == message
+
+
+def test_deviation_of_other_syntax_on_delimited_import() -> None:
+    document = demo_document("certificate-export")
+    document.update(direction="import", accepts={"deviations": ["message_wrappers"]})
+    findings = check_layout_fits_syntax(document, "format.json")
+    assert [(f.rule, f.json_path) for f in findings] == [
+        ("treasury.deviation-syntax", "$.accepts.deviations[0]")
+    ]
+    assert findings[0].message.startswith(
+        "deviation 'message_wrappers' does not apply to syntax 'delimited'"
+    )
+
+
+def test_comma_delimiter_with_decimal_comma() -> None:
+    document = demo_document("certificate-export")
+    document.update(direction="import", accepts={"deviations": ["decimal_comma"]})
+    document["layout"]["delimiter"] = ","
+    findings = check_layout_fits_syntax(document, "format.json")
+    assert [(f.rule, f.json_path) for f in findings] == [
+        ("treasury.delimiter", "$.layout.delimiter")
+    ]
+    assert findings[0].message == (
+        "delimiter ',' is also a decimal separator, because the definition accepts"
+        " decimal_comma, so an amount such as 100,50 would split into two columns; expected"
+        " another delimiter, such as ';'"
     )
 
 
