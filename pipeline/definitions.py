@@ -11,15 +11,18 @@
    install folder;
 6. a report or form query is one read-only SELECT whose `:name` placeholders
    are exactly the declared parameters, each preview value is of its
-   parameter's declared type (a date as YYYY-MM-DD), and every layout column
-   is an output of the query with a caption in both languages;
+   parameter's declared type (a date as YYYY-MM-DD), the preview dates of a
+   period `X_from` and `X_to` are in order, a parameter left out of the
+   preview values is a warning, and every layout column is an output of the
+   query with a caption in both languages;
 7. a treasury format has `required_tags` only in MT940 and MT942 syntax and
    `required_fields` only as an export, where each is a source field of its
-   mapping; it accepts only deviations of its syntax and has no overlapping
-   fixed-width columns (`pipeline.treasury.checks`); its sample files exist
-   and decode in the format's encoding, and each expected file is a JSON
-   array of records that use canonical field names of the mapping; then
-   every sample parses to its expected records (an export also renders them
+   mapping; it accepts only deviations of its syntax (none as an export),
+   has no overlapping fixed-width columns, no repeated column names and no
+   delimiter that is a decimal separator (`pipeline.treasury.checks`). Its
+   sample files exist and decode in the format's encoding, and each expected
+   file is a JSON array of records that use canonical field names of the
+   mapping. Then every sample parses to its expected records (an export also renders them
    back to the sample), and a changed definition comes with changed samples
    (`pipeline.treasury.conformance`);
 8. a report or form has a kk and a ru caption for the same columns.
@@ -541,6 +544,8 @@ def _check_preview(document: dict[str, Any], file: str) -> list[Finding]:
     preview = document.get("preview")
     values = preview.get("parameters") if isinstance(preview, dict) else None
     if not isinstance(values, dict):
+        # Without preview values every parameter takes its default on purpose,
+        # and the schema reports values that are not an object.
         return []
     declared: dict[str, object] = {}
     for _, parameter in _objects(document.get("parameters")):
@@ -565,8 +570,83 @@ def _check_preview(document: dict[str, Any], file: str) -> list[Finding]:
         if problem:
             message = f"preview value for {name!r}, declared {declared_type}: {problem}"
             findings.append(_finding("preview.parameter-type", file, where, message))
+    findings.extend(_check_preview_missing(document, declared, values, file))
+    findings.extend(_check_preview_periods(document, declared, values, file))
     return findings
 
+
+def _check_preview_missing(
+    document: dict[str, Any], declared: dict[str, object], values: dict[str, Any], file: str
+) -> list[Finding]:
+    """Warn of each parameter without a preview value, naming the value the preview takes."""
+    findings = []
+    for name, declared_type in declared.items():
+        if name in values:
+            continue
+        if declared_type == "date":
+            taken = f"the effective date {document.get('effective_date')}"
+        elif isinstance(declared_type, str) and declared_type in PREVIEW_DEFAULTS:
+            taken = f"{PREVIEW_DEFAULTS[declared_type]!r}, the default for {declared_type}"
+        else:
+            continue  # The schema reports an unknown type.
+        findings.append(
+            _finding(
+                "preview.parameter-missing",
+                file,
+                "$.preview.parameters",
+                f"no preview value for {name!r}, so the preview takes {taken}; expected a"
+                " value the reviewers should see, at"
+                f" {child_path('$.preview.parameters', name)}",
+                severity="warning",
+            )
+        )
+    return findings
+
+
+def _check_preview_periods(
+    document: dict[str, Any], declared: dict[str, object], values: dict[str, Any], file: str
+) -> list[Finding]:
+    """Reject a period whose `X_from` date parameter comes after its `X_to` one.
+
+    A date without a preview value is the effective date, as the preview takes it.
+    """
+    findings = []
+    for start in declared:
+        end = start.removesuffix("_from") + "_to"
+        if not start.endswith("_from") or declared[start] != "date" or declared.get(end) != "date":
+            continue
+        effective = document.get("effective_date")
+        start_value = values.get(start, effective)
+        end_value = values.get(end, effective)
+        if not (isinstance(start_value, str) and isinstance(end_value, str)):
+            continue  # The type check reports the value.
+        if not (_is_iso_date(start_value) and _is_iso_date(end_value)):
+            continue
+        if start_value <= end_value:
+            continue
+        given = start if start in values else end
+        findings.append(
+            _finding(
+                "preview.parameter-range",
+                file,
+                child_path("$.preview.parameters", given),
+                f"preview period reversed: {_describe_date(start, start_value, values)} is"
+                f" after {_describe_date(end, end_value, values)}; expected {start} on or"
+                f" before {end}",
+            )
+        )
+    return findings
+
+
+def _describe_date(name: str, value: str, values: dict[str, Any]) -> str:
+    if name in values:
+        return f"{name} {value}"
+    return f"{name} {value} (the effective date, as {name} has no preview value)"
+
+
+# The preview value of a parameter without one in the definition, by type. A
+# date parameter takes the definition's effective date instead.
+PREVIEW_DEFAULTS: dict[str, Any] = {"integer": 1, "decimal": 0, "string": "", "boolean": False}
 
 # The values each parameter type accepts in a preview, as messages name them.
 _PREVIEW_TYPES = {

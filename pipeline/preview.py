@@ -34,7 +34,7 @@ from pipeline.config import load_config
 from pipeline.content import Kind, definition_path, list_items
 from pipeline.database import Database, display_name, open_database
 from pipeline.dates import format_date
-from pipeline.definitions import load_definition
+from pipeline.definitions import PREVIEW_DEFAULTS, load_definition
 from pipeline.errors import ConfigError, ValidationError
 from pipeline.fsutil import atomic_folder, atomic_write_text
 from pipeline.migrations import replace_parameters
@@ -69,7 +69,6 @@ _WORDS = {
         "commit": "Коммит: {commit}",
     },
 }
-_DEFAULTS: dict[str, Any] = {"integer": 1, "decimal": 0, "string": "", "boolean": False}
 # The names of the pages `render_preview` writes, such as `report-knp.kk.html`.
 _PAGE_NAME = re.compile(r"(?:report|form)-[^/]+\.(?:kk|ru)\.html")
 
@@ -236,7 +235,7 @@ def preview_parameters(definition: dict[str, Any]) -> dict[str, Any]:
         elif parameter["type"] == "date":
             values[name] = definition["effective_date"]
         else:
-            values[name] = _DEFAULTS[parameter["type"]]
+            values[name] = PREVIEW_DEFAULTS[parameter["type"]]
     return values
 
 

@@ -664,3 +664,62 @@ def test_kz1048_mojibake_elsewhere_in_definition(tmp_path: Path) -> None:
         "mojibake: 'Їкімет', 'їйі' is KZ-1048 text read as CP1251, as 'теѕге' at"
         " $.captions.kk.amount shows; expected 'Үкімет үйі';"
     )
+
+
+def report_with_preview_values(tmp_path: Path, values: dict[str, Any]) -> list[Finding]:
+    """Check the demo report with exactly these preview values."""
+    folder = tmp_path / "packages/reports/knp-payments-monthly"
+    shutil.copytree(REPO_ROOT / "packages/reports/knp-payments-monthly", folder)
+    path = folder / "report.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["preview"]["parameters"] = values
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    return check_definition(tmp_path, Kind.REPORT, "knp-payments-monthly")
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (
+            {"organization_id": 5, "date_from": "2026-12-31", "date_to": "2022-01-01"},
+            "preview period reversed: date_from 2026-12-31 is after date_to 2022-01-01;"
+            " expected date_from on or before date_to",
+        ),
+        (
+            {"organization_id": 5, "date_from": "2027-01-01"},
+            "preview period reversed: date_from 2027-01-01 is after date_to 2026-12-01 (the"
+            " effective date, as date_to has no preview value); expected date_from on or"
+            " before date_to",
+        ),
+    ],
+    ids=["both-given", "date-to-missing"],
+)
+def test_preview_period_reversed(tmp_path: Path, values: dict[str, Any], message: str) -> None:
+    finding = only(report_with_preview_values(tmp_path, values), "preview.parameter-range")
+    assert finding.severity == "error"
+    assert finding.json_path == "$.preview.parameters.date_from"
+    assert finding.message == message
+
+
+def test_preview_period_of_one_day_passes(tmp_path: Path) -> None:
+    values = {"organization_id": 5, "date_from": "2026-12-01", "date_to": "2026-12-01"}
+    assert report_with_preview_values(tmp_path, values) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "taken"),
+    [
+        ("date_to", "the effective date 2026-12-01"),
+        ("organization_id", "1, the default for integer"),
+    ],
+)
+def test_preview_value_missing_warns(tmp_path: Path, name: str, taken: str) -> None:
+    values = {"organization_id": 5, "date_from": "2022-01-01", "date_to": "2026-12-31"}
+    del values[name]
+    finding = only(report_with_preview_values(tmp_path, values), "preview.parameter-missing")
+    assert finding.severity == "warning"
+    assert finding.json_path == "$.preview.parameters"
+    assert finding.message == (
+        f"no preview value for {name!r}, so the preview takes {taken}; expected a value the"
+        f" reviewers should see, at $.preview.parameters.{name}"
+    )
