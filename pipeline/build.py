@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import _lzma
 import ctypes
+import json
 import logging
 import math
 import os
 import platform
 import shutil
+import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -540,11 +542,41 @@ def _note_entries(
         path = content / KIND_FOLDERS[kind] / item / DEFINITION_FILES[kind]
         definition, _ = load_json(path, str(path)) if path.is_file() else (None, [])
         change = _item_change(changed.get(item, []), DEFINITION_FILES[kind], path.is_file())
+        if change == "deleted":
+            definition = _base_definition(changes, kind, item)
         rows, delta = catalog_rows.get(item, (None, None))
         entries.append(
             NoteEntry(item=item, change=change, definition=definition, rows=rows, delta=delta)
         )
     return entries
+
+
+def _base_definition(changes: ChangeSet, kind: Kind, item: str) -> dict[str, Any] | None:
+    """Return an item's definition as the base release committed it, for the notes of a deletion.
+
+    None means there is no base release, the item has no definition there, or
+    the definition is not a JSON object. The notes then name the item by its id alone.
+    """
+    if changes.base_commit is None:
+        return None
+    path = f"{KIND_FOLDERS[kind]}/{item}/{DEFINITION_FILES[kind]}"
+    shown = subprocess.run(
+        ["git", "show", f"{changes.base_commit}:{path}"],
+        cwd=changes.repo,
+        capture_output=True,
+        check=False,
+    )
+    if shown.returncode != 0:
+        logger.debug("%s is not in the base commit %s", path, changes.base_commit[:12])
+        return None
+    try:
+        definition = json.loads(shown.stdout.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        definition = None
+    if not isinstance(definition, dict):
+        logger.debug("%s in the base commit is not a JSON object", path)
+        return None
+    return definition
 
 
 def _item_change(file_changes: list[Change], definition_name: str, present: bool) -> str:

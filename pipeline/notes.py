@@ -90,7 +90,11 @@ _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
 
 @dataclass(frozen=True)
 class NoteEntry:
-    """One changed item: its id, change type and definition (None once deleted)."""
+    """One changed item: its id, change type and definition.
+
+    A deleted item carries its definition from the base release, or None
+    when there is no base release to read it from.
+    """
 
     item: str
     change: str
@@ -182,6 +186,9 @@ def _entry_content(section: str, entry: NoteEntry, language: str) -> tuple[str, 
     change = words.get(entry.change, entry.change)
     definition = entry.definition or {}
     details: list[str] = []
+    if entry.change == "deleted":
+        # The title names what was removed; its details no longer apply.
+        return title, change, details
     if section == "fix" and definition:
         description = _text(definition, "description", language)
         if description:

@@ -336,3 +336,22 @@ def test_encrypted_build_is_reproducible(content_repo: Path, tmp_path: Path) -> 
         archive.read_file(first.bundle, "manifest.json", 1 << 20, password="s3cret")
         == (tmp_path / "a" / "manifest.json").read_bytes()
     )
+
+
+def test_notes_name_deleted_format_by_title(content_repo: Path, tmp_path: Path) -> None:
+    format_id = "mt942-bank-interim-import"
+    folder = content_repo / "packages" / "treasury" / format_id
+    shutil.copytree(REPO_ROOT / "packages" / "treasury" / format_id, folder)
+    commit_all(content_repo, "Add the MT942 format")
+    build(content_repo, tmp_path / "first", "2026.12.0", work=tmp_path / "w1")
+    git(content_repo, "tag", "release/2026.12.0")
+    shutil.rmtree(folder)
+    commit_all(content_repo, "Remove the MT942 format", "2026-12-10T09:00:00Z")
+    built = build(content_repo, tmp_path / "second", "2026.12.1", work=tmp_path / "w2")
+    title = json.loads((REPO_ROOT / "packages/treasury" / format_id / "format.json").read_text())[
+        "title"
+    ]
+    ru = read_member(built.bundle, "notes/ru.md").decode("utf-8")
+    kk = read_member(built.bundle, "notes/kk.md").decode("utf-8")
+    assert f"- удалено: **{format_id}** — {title['ru']}\n" in ru
+    assert f"- **{format_id}** — {title['kk']} (жойылды)\n" in kk

@@ -207,3 +207,17 @@ def test_russian_change_words_fit_every_gender() -> None:
     assert "(добавлен)" not in ru
     page = render_notes_html(notes, "ru")
     assert "<li>добавлено: <strong>payment-order</strong> — Печатная форма<ul>" in page
+
+
+def test_deleted_item_named_by_title_only() -> None:
+    # A deleted item carries its definition from the base release: the notes
+    # name it by title, without details that no longer apply.
+    notes = notes_input()
+    notes.entries["treasury"] = [NoteEntry("mt940-import", "deleted", TREASURY)]
+    ru = render_notes(notes, "ru")
+    kk = render_notes(notes, "kk")
+    assert "- удалено: **mt940-import** — Импорт MT940\n\n" in ru
+    assert "- **mt940-import** — MT940 импорты (жойылды)\n\n" in kk
+    assert "1.01" not in ru
+    page = render_notes_html(notes, "ru")
+    assert "<li>удалено: <strong>mt940-import</strong> — Импорт MT940</li>" in page
