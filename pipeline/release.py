@@ -270,7 +270,7 @@ def _release_into(
         notices = []
         notice = ratio_notice(built.ratio, config.max_ratio, final_bundle)
         if notice is not None:
-            logger.warning("%s", notice)
+            logger.info("%s", notice)
             notices.append(notice)
         try:
             # The limit fits the bundle just written, whose ratio comes from its own content.
