@@ -52,6 +52,23 @@ _CP1251_BYTES = _byte_map("cp1251")
 _WESTERN_BYTES = {chr(byte): byte for byte in range(256)} | _byte_map("cp1252")
 _CP1252_CHARS = frozenset(_byte_map("cp1252"))
 
+
+def _lead_pattern(byte_of: dict[str, int]) -> re.Pattern[str]:
+    """Return a pattern of a UTF-8 lead byte and a continuation byte as `byte_of` shows them.
+
+    A misread multi-byte character starts only where the pattern matches, so
+    the check skips the rest of the text.
+    """
+    leads = "".join(char for char, byte in byte_of.items() if 0xC2 <= byte <= 0xF4)
+    continuations = "".join(char for char, byte in byte_of.items() if 0x80 <= byte <= 0xBF)
+    return re.compile(f"[{re.escape(leads)}][{re.escape(continuations)}]")
+
+
+_READERS = (
+    (_CP1251_BYTES, _lead_pattern(_CP1251_BYTES)),
+    (_WESTERN_BYTES, _lead_pattern(_WESTERN_BYTES)),
+)
+
 # KZ-1048 and CP1251 differ in 16 bytes, all of them Kazakh letters in KZ-1048.
 _KZ1048_REPAIR = {
     shown: written
@@ -68,6 +85,7 @@ _NOT_UKRAINIAN = frozenset("ыэъёЫЭЪЁ")
 # Serbian and Macedonian letters that KZ-1048 has at the same bytes as CP1251.
 # A text with one of them was not written as Kazakh ("Ђорђевић").
 _NOT_KAZAKH = frozenset("ђљњџѓЂЉЊЏЃ")
+_MARKER = re.compile("[" + "".join(sorted(_STRONG_MARKERS | _WEAK_MARKERS)) + "]")
 _VOWELS = frozenset("аеєиіїоуюяыэё")
 # Consonants that follow ґ in Ukrainian words and names ("ґрунт", "Ґданськ").
 _AFTER_GHE = frozenset("рлвдж")
@@ -137,8 +155,8 @@ def detect_mojibake(text: str, *, kz1048_elsewhere: str | None = None) -> list[M
     """
     found: list[tuple[Mojibake, list[_Part]]] = []
     covered: list[_Part] = []
-    for byte_of in (_CP1251_BYTES, _WESTERN_BYTES):
-        parts = _utf8_spans(text, byte_of)
+    for byte_of, lead in _READERS:
+        parts = _utf8_spans(text, byte_of, lead)
         if parts:
             shown_as, codec = _reader(text, parts, byte_of)
             words = _words_of(text, parts)
@@ -167,11 +185,9 @@ def find_kz1048_evidence(texts: Iterable[tuple[str, str]]) -> str | None:
 
 def find_kz1048_word(text: str) -> str | None:
     """Return the first word of `text` that is KZ-1048 mojibake beyond doubt, or None."""
-    covered = [
-        part for byte_of in (_CP1251_BYTES, _WESTERN_BYTES) for part in _utf8_spans(text, byte_of)
-    ]
-    if set(text) & _NOT_KAZAKH:
+    if not _MARKER.search(text) or set(text) & _NOT_KAZAKH:
         return None
+    covered = [part for byte_of, lead in _READERS for part in _utf8_spans(text, byte_of, lead)]
     for match in _TOKEN.finditer(text):
         if not _overlaps(match, covered) and _is_kz1048_beyond_doubt(match.group()):
             return match.group()
@@ -183,7 +199,7 @@ def repair_kz1048_mojibake(text: str) -> str:
     return text.encode("cp1251").decode("kz1048")
 
 
-def _utf8_spans(text: str, byte_of: dict[str, int]) -> list[_Part]:
+def _utf8_spans(text: str, byte_of: dict[str, int], lead: re.Pattern[str]) -> list[_Part]:
     """Return the parts of `text` that are UTF-8 bytes shown through the byte map `byte_of`.
 
     A candidate span is a run of characters whose bytes decode strictly as
@@ -198,12 +214,12 @@ def _utf8_spans(text: str, byte_of: dict[str, int]) -> list[_Part]:
     """
     spans: list[list[_Part]] = []
     index = 0
-    while index < len(text):
-        unit = _utf8_character(text, index, byte_of)
+    while (match := lead.search(text, index)) is not None:
+        unit = _utf8_character(text, match.start(), byte_of)
         if unit is None:
-            index += 1
+            index = match.start() + 1
             continue
-        if spans and spans[-1][-1].end == index:
+        if spans and spans[-1][-1].end == unit.start:
             spans[-1].append(unit)
         else:
             spans.append([unit])
@@ -275,7 +291,7 @@ def _kz1048_words(
     Ukrainian unless its document or file has a word misread beyond doubt.
     A Belarusian word with ў and a Macedonian word with ќ are reported.
     """
-    if set(text) & _NOT_KAZAKH:
+    if not _MARKER.search(text) or set(text) & _NOT_KAZAKH:
         return None
     certain: list[re.Match[str]] = []
     doubtful: list[re.Match[str]] = []
