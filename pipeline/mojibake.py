@@ -205,8 +205,8 @@ def _utf8_spans(text: str, byte_of: dict[str, int], lead: re.Pattern[str]) -> li
     A candidate span is a run of characters whose bytes decode strictly as
     UTF-8 into multi-byte characters, one of them in `_PLAUSIBLE`. A span
     that touches a letter outside it is part of a real word ("Рё" of
-    "Рёрих") and never counts. The other spans count when one of them is
-    conclusive: it shows a character outside `_PLAUSIBLE` ("„" of "в„–" for №,
+    "Рёрих") and never counts. The remaining candidates count only when one
+    of them is conclusive: it shows a character outside `_PLAUSIBLE` ("„" of "в„–" for №,
     "Ћ" of "РћРїР»Р°С‚Р°"), or two misread characters. A single misread
     character shown as text a kk or ru writer types, such as "В«" for « or
     "Р»" for л, is left alone, because "В«Законе»" and "«Группа Р»" are
@@ -349,7 +349,7 @@ def _breaks_ukrainian_spelling(word: str) -> bool:
             starts = index == 0
             if letter == "ї" and not (starts or before in _VOWELS or before == "ь"):
                 return True
-            if letter == "є" and after in _VOWELS and after:
+            if letter == "є" and after in _VOWELS:
                 return True
             if letter == "ґ" and (
                 (before and before not in _VOWELS)
