@@ -101,7 +101,7 @@ def load_catalogs(
     """Load `catalogs` from the content tree at `root` into `db` as apply does.
 
     The catalogs load in one transaction, each in a savepoint, so a catalog
-    that fails leaves the others loaded; COMMIT then checks the deferred
+    that fails leaves the others loaded. COMMIT then checks the deferred
     constraints. Returns one finding per catalog that fails, naming its file.
     """
     if not catalogs:

@@ -26,7 +26,7 @@ import sqlite3
 _MISMATCH = re.compile(r'foreign key mismatch - "(?P<child>.+)" referencing "(?P<parent>.+)"')
 
 
-def quote(name: str) -> str:
+def _quote(name: str) -> str:
     """Quote an SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
 
@@ -58,20 +58,20 @@ def schema_problems(connection: sqlite3.Connection) -> list[str]:
 def _probes(connection: sqlite3.Connection, name: str, kind: str) -> list[tuple[str, str]]:
     """Return `(verb, statement)` pairs that use every constraint, trigger and key of `name`."""
     if kind == "view":
-        return [("SELECT", f"SELECT * FROM {quote(name)}")]
+        return [("SELECT", f"SELECT * FROM {_quote(name)}")]
     probes = [
-        ("INSERT", f"INSERT INTO {quote(name)} DEFAULT VALUES"),
-        ("DELETE", f"DELETE FROM {quote(name)}"),
+        ("INSERT", f"INSERT INTO {_quote(name)} DEFAULT VALUES"),
+        ("DELETE", f"DELETE FROM {_quote(name)}"),
     ]
     # Hidden columns (generated ones, and those of virtual tables) cannot be assigned.
     columns = [
         str(row[1])
-        for row in connection.execute(f"PRAGMA table_xinfo({quote(name)})")
+        for row in connection.execute(f"PRAGMA table_xinfo({_quote(name)})")
         if int(row[6]) == 0
     ]
     if columns:
-        assignments = ", ".join(f"{quote(column)} = {quote(column)}" for column in columns)
-        probes.append(("UPDATE", f"UPDATE {quote(name)} SET {assignments}"))
+        assignments = ", ".join(f"{_quote(column)} = {_quote(column)}" for column in columns)
+        probes.append(("UPDATE", f"UPDATE {_quote(name)} SET {assignments}"))
     return probes
 
 
@@ -96,7 +96,7 @@ def describe_mismatch(connection: sqlite3.Connection, error: str) -> str | None:
         return None
     child, parent = match["child"], match["parent"]
     keys: dict[int, list[tuple[str, str]]] = {}
-    for row in connection.execute(f"PRAGMA foreign_key_list({quote(child)})"):
+    for row in connection.execute(f"PRAGMA foreign_key_list({_quote(child)})"):
         if str(row[2]).lower() == parent.lower():
             keys.setdefault(int(row[0]), []).append((str(row[3]), str(row[4] or "")))
     unique = _unique_column_sets(connection, parent)
@@ -120,13 +120,13 @@ def _unique_column_sets(connection: sqlite3.Connection, table: str) -> list[set[
     sets = []
     primary = {
         str(row[1]).lower()
-        for row in connection.execute(f"PRAGMA table_info({quote(table)})")
+        for row in connection.execute(f"PRAGMA table_info({_quote(table)})")
         if int(row[5]) > 0
     }
     if primary:
         sets.append(primary)
-    for row in connection.execute(f"PRAGMA index_list({quote(table)})"):
+    for row in connection.execute(f"PRAGMA index_list({_quote(table)})"):
         if int(row[2]):
-            columns = connection.execute(f"PRAGMA index_info({quote(str(row[1]))})")
+            columns = connection.execute(f"PRAGMA index_info({_quote(str(row[1]))})")
             sets.append({str(column[2]).lower() for column in columns})
     return sets
