@@ -116,6 +116,19 @@ def _change_json(change: Change) -> dict[str, Any]:
     }
 
 
+def has_release_tags(repo: Path) -> bool:
+    """Tell whether `repo` has a release tag, reading the ref files without a git process.
+
+    Returns True when that cannot be told (refs in a reftable, an unreadable
+    repository), so the caller then asks git.
+    """
+    try:
+        with _open_repo(repo) as handle:
+            return bool(_release_tags_from_files(handle, None)) or _reftable(handle)
+    except (CollectError, OSError, ValueError):
+        return True
+
+
 def find_base_tag(
     repo: Path, commit: str, before: Version | None = None
 ) -> tuple[str, str] | None:
@@ -346,11 +359,15 @@ def _release_tags_from_files(
     A repository that keeps its refs in a reftable has no such files, so it
     lists nothing here and goes the step-by-step way.
     """
-    if Path(handle.common_dir, "reftable").exists():
+    if _reftable(handle):
         return []
     refs: list[git.TagReference] = list(git.TagReference.list_items(handle))
     names = [ref.path for ref in refs]
     return _release_versions(names, before)
+
+
+def _reftable(handle: git.Repo) -> bool:
+    return Path(handle.common_dir, "reftable").exists()
 
 
 def _try_rev_parse(handle: git.Repo, *revs: str) -> list[str] | None:

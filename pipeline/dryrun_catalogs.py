@@ -30,7 +30,7 @@ import git
 
 from pipeline.apply_store import ensure_tables, load_catalog
 from pipeline.catalog_model import ROWS_FILE, relative_path
-from pipeline.collect import ChangeSet, find_base_tag
+from pipeline.collect import ChangeSet, find_base_tag, has_release_tags
 from pipeline.content import KIND_FOLDERS, Kind, classify, list_items
 from pipeline.database import Database, commit
 from pipeline.errors import ApplyError, CollectError, MigrationError
@@ -61,6 +61,9 @@ def shipped_catalogs(root: Path) -> list[str]:
     present = list_items(root, Kind.CATALOG)
     if not present:
         return []
+    if not has_release_tags(root):
+        logger.debug("every catalog ships, because the repository has no release tag")
+        return present
     try:
         base = find_base_tag(root, "HEAD")
     except CollectError as exc:

@@ -14,7 +14,7 @@ import pytest
 from conftest import git
 
 from pipeline import collect as collect_module
-from pipeline.collect import Change, ChangeSet, collect, find_base_tag
+from pipeline.collect import Change, ChangeSet, collect, find_base_tag, has_release_tags
 from pipeline.content import Kind, classify
 from pipeline.errors import CollectError
 from pipeline.versions import Version
@@ -703,3 +703,16 @@ def test_classify_paths(path: str, expected: tuple[Kind, str] | None) -> None:
 
     found = None if content is None else (content.kind, content.item)
     assert found == expected
+
+
+def test_has_release_tags_reads_ref_files(git_repo: Path, tmp_path: Path) -> None:
+    write(git_repo, "catalogs/kbk/catalog.json", "{}\n")
+    commit(git_repo, "Add a catalog")
+    tag(git_repo, "v1.0", annotated=False)
+    before = has_release_tags(git_repo)
+    tag(git_repo, "release/2026.11.0")
+    git(git_repo, "pack-refs", "--all")
+
+    assert not before
+    assert has_release_tags(git_repo)
+    assert has_release_tags(tmp_path / "not-a-repository")
