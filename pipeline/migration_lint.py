@@ -28,7 +28,7 @@ import json
 import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlglot
@@ -159,17 +159,53 @@ class ReportQuery:
     sql: str
 
 
-@dataclass
 class UsedObjects:
-    """Tables and columns that report queries and catalogs read, with who reads each."""
+    """Tables and columns that report queries and catalogs read, with who reads each.
 
-    tables: dict[str, set[str]] = field(default_factory=dict)
-    columns: dict[tuple[str, str], set[str]] = field(default_factory=dict)
+    Made by `used_objects`, it parses the queries and catalog descriptions when
+    a lint rule first reads `tables` or `columns`. Only a migration that drops
+    or renames something needs them, and parsing hundreds of queries costs
+    more than a small sample's whole dry-run.
+    """
+
+    def __init__(self, root: Path | None = None, queries: Sequence[ReportQuery] = ()) -> None:
+        self._tables: dict[str, set[str]] = {}
+        self._columns: dict[tuple[str, str], set[str]] = {}
+        self._source = None if root is None else (root, tuple(queries))
+
+    @property
+    def tables(self) -> dict[str, set[str]]:
+        """Table name -> the readers of that table."""
+        self._load()
+        return self._tables
+
+    @property
+    def columns(self) -> dict[tuple[str, str], set[str]]:
+        """(table, column) -> the readers of that column."""
+        self._load()
+        return self._columns
 
     def add(self, user: str, table: str, columns: Iterable[str] = ()) -> None:
-        self.tables.setdefault(table.lower(), set()).add(user)
+        self._tables.setdefault(table.lower(), set()).add(user)
         for column in columns:
-            self.columns.setdefault((table.lower(), column.lower()), set()).add(user)
+            self._columns.setdefault((table.lower(), column.lower()), set()).add(user)
+
+    def _load(self) -> None:
+        if self._source is None:
+            return
+        root, queries = self._source
+        self._source = None
+        for query in queries:
+            _add_query(self, query)
+        for catalog_id in list_items(root, Kind.CATALOG):
+            file = definition_path(root, Kind.CATALOG, catalog_id)
+            try:
+                document = json.loads(file.read_text(encoding="utf-8-sig"))
+                columns = [str(column["name"]) for column in document.get("columns", [])]
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                logger.debug("%s unreadable; the validate stage reports it", file)
+                continue
+            self.add(f"catalog {catalog_id}", catalog_id, columns)
 
 
 @dataclass(frozen=True)
@@ -226,21 +262,9 @@ def used_objects(root: Path, queries: Sequence[ReportQuery]) -> UsedObjects:
 
     A catalog is loaded into the table named by its id, so it reads that table
     and every column it declares. A column without a table qualifier counts
-    for every table of its query.
+    for every table of its query. The work is done when the result is first read.
     """
-    used = UsedObjects()
-    for query in queries:
-        _add_query(used, query)
-    for catalog_id in list_items(root, Kind.CATALOG):
-        file = definition_path(root, Kind.CATALOG, catalog_id)
-        try:
-            document = json.loads(file.read_text(encoding="utf-8-sig"))
-            columns = [str(column["name"]) for column in document.get("columns", [])]
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
-            logger.debug("%s unreadable; the validate stage reports it", file)
-            continue
-        used.add(f"catalog {catalog_id}", catalog_id, columns)
-    return used
+    return UsedObjects(root, queries)
 
 
 def _add_query(used: UsedObjects, query: ReportQuery) -> None:

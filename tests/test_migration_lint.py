@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from pipeline import migration_lint
 from pipeline.database import HISTORY_TABLE, open_database, run_migrations
 from pipeline.errors import MigrationError
 from pipeline.migration_lint import (
     RULES,
     LintContext,
+    ReportQuery,
     UsedObjects,
     lint_migrations,
     load_report_queries,
@@ -480,6 +482,29 @@ def test_used_objects_resolve_aliases(tmp_path: Path) -> None:
     assert ("payment_documents", "amount") in used.columns
     assert ("organizations", "bin") in used.columns
     assert ("organizations", "amount") not in used.columns
+
+
+def test_used_objects_parse_when_first_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write_content(tmp_path, {}, query="SELECT amount FROM payment_documents")
+    queries, _ = load_report_queries(root)
+    parsed: list[str] = []
+    original = migration_lint._add_query
+
+    def counting(used: UsedObjects, query: ReportQuery) -> None:
+        parsed.append(query.code)
+        original(used, query)
+
+    monkeypatch.setattr(migration_lint, "_add_query", counting)
+
+    used = used_objects(root, queries)
+    before = list(parsed)
+    tables = used.tables
+
+    assert before == []
+    assert len(parsed) == 1
+    assert "payment_documents" in tables
 
 
 # -- rejected before anything runs ----------------------------------------------------------------
