@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import functools
 import hashlib
 import re
 import sqlite3
@@ -378,6 +379,9 @@ def _quote_end(text: str, start: int, quote: str, backslash: bool) -> int:
 def split_statements(text: str, dialect: str) -> list[Statement]:
     """Split migration text into statements at semicolons outside quotes and comments.
 
+    The lint, the runner and the checks after the migrations each split the
+    same file, so the statements of a text are kept and split once per process.
+
     SQLite trigger bodies (`BEGIN ... END;`) stay whole because a semicolon
     ends a statement only where `sqlite3.complete_statement` agrees. PostgreSQL
     dollar quotes (`$$` and `$tag$`), `E'...'` strings and nested block comments
@@ -387,6 +391,15 @@ def split_statements(text: str, dialect: str) -> list[Statement]:
         MigrationError: an unknown dialect, an unterminated quote or comment, or a
             SQLite statement (such as a trigger without `END;`) that never completes.
     """
+    return list(_split_once(text, dialect))
+
+
+@functools.lru_cache(maxsize=256)
+def _split_once(text: str, dialect: str) -> tuple[Statement, ...]:
+    return tuple(_split(text, dialect))
+
+
+def _split(text: str, dialect: str) -> list[Statement]:
     if dialect not in DIALECTS:
         raise MigrationError(f"unknown dialect {dialect!r}: expected one of {', '.join(DIALECTS)}")
     # NOTE: a PostgreSQL SQL-standard function body (`BEGIN ATOMIC ... END`) is not
