@@ -124,13 +124,27 @@ def load_description(root: Path, catalog_id: str) -> CatalogDescription:
             f"{file}: catalog description not found under {root};"
             f" import the catalog with `inv catalog.import --id {catalog_id} --from FILE`"
         )
+    data = path.read_bytes()
+    known = _PARSED.get((catalog_id, data))
+    if known is not None:
+        return known
     document, findings = load_json(path, file)
     description = None
     if not findings:
         description, findings = parse_description(document, catalog_id, file)
     if description is None:
         raise ValidationError(f"{file}: invalid catalog description", [*findings])
+    if len(_PARSED) >= _PARSED_LIMIT:
+        _PARSED.clear()
+    _PARSED[(catalog_id, data)] = description
     return description
+
+
+# Descriptions that passed the checks, by catalog id and file bytes. A dry-run
+# loads each shipped catalog into every sample, and the schema check of one
+# description costs more than loading a small catalog.
+_PARSED: dict[tuple[str, bytes], CatalogDescription] = {}
+_PARSED_LIMIT = 256
 
 
 def parse_description(

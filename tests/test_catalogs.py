@@ -11,6 +11,7 @@ import csv
 import datetime
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -930,3 +931,18 @@ def test_real_kato_rename_and_remove(tmp_path: Path) -> None:
     assert delta.changed[0].new["name"].endswith("(переименовано)")
     assert [c.key for c in delta.removed] == [(removed[0],)]
     assert check_catalog(root, "kato") == []
+
+
+def test_description_read_again_after_an_edit(tmp_path: Path) -> None:
+    first = load_description(REPO_ROOT, "knp")
+    root = tmp_path / "content"
+    shutil.copytree(REPO_ROOT / "catalogs" / "knp", root / "catalogs" / "knp")
+    path = root / "catalogs" / "knp" / "catalog.json"
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["title"]["ru"] = "Изменённое название"
+    path.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+
+    again = load_description(root, "knp")
+
+    assert first.title.ru != "Изменённое название"
+    assert again.title.ru == "Изменённое название"
