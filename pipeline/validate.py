@@ -9,7 +9,9 @@ in an earlier run gets that run's findings without being checked again
 
 - a catalog: its `catalog.json` and `rows.csv`, and those of every catalog
   one of its columns references;
-- the migrations: every file in `migrations/`, and `pyproject.toml`;
+- the migrations: every file in `migrations/`, `pyproject.toml`, and the
+  definition file of every report, form and catalog, whose queries and
+  columns the migration lint reads;
 - a fix, report, form or treasury format: every file in its folder.
 """
 
@@ -34,7 +36,7 @@ from pipeline.catalog_model import (
     relative_path,
 )
 from pipeline.console import Progress
-from pipeline.content import KIND_FOLDERS, Kind, item_folder, list_items
+from pipeline.content import KIND_FOLDERS, Kind, definition_path, item_folder, list_items
 from pipeline.findings import CheckCase, Finding, errors_only
 
 logger = logging.getLogger(__name__)
@@ -189,9 +191,16 @@ def _inputs(root: Path, kind: Kind, name: str) -> list[tuple[str, str]]:
             for file in (DESCRIPTION_FILE, ROWS_FILE)
         ]
     if kind is Kind.MIGRATION:
-        # The lint reads lock_timeout_ms from the settings.
+        # The lint reads lock_timeout_ms from the settings, the report and form
+        # queries and the catalog descriptions (the tables and columns they use).
         settings = ("pyproject.toml", blob_id(root / "pyproject.toml"))
-        return [*folder_blob_ids(root, root / KIND_FOLDERS[Kind.MIGRATION]), settings]
+        readers = [
+            (definition.relative_to(root).as_posix(), blob_id(definition))
+            for reader_kind in (Kind.REPORT, Kind.FORM, Kind.CATALOG)
+            for reader in list_items(root, reader_kind)
+            for definition in [definition_path(root, reader_kind, reader)]
+        ]
+        return [*folder_blob_ids(root, root / KIND_FOLDERS[Kind.MIGRATION]), settings, *readers]
     return folder_blob_ids(root, item_folder(root, kind, name))
 
 

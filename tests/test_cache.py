@@ -278,3 +278,25 @@ def test_settings_change_checks_migrations_again(content: Path, check_calls: Cou
     assert [str(f) for f in result.errors if f.rule == "config"] == [
         "pyproject.toml: [tool.pipeline] lock_timeout_ms: expected a positive integer, found -5"
     ]
+
+
+def test_report_query_change_checks_migrations_again(
+    content: Path, check_calls: Counter[str]
+) -> None:
+    # The migration lint reads the report queries and the catalog descriptions.
+    validate(content, use_cache=True)
+    check_calls.clear()
+    report = next(path for path in (content / "packages" / "reports").iterdir() if path.is_dir())
+    definition = report / "report.json"
+    document = json.loads(definition.read_text(encoding="utf-8"))
+    document["query"] = document["query"] + " "
+    definition.write_text(json.dumps(document, ensure_ascii=False), encoding="utf-8")
+    description = content / "catalogs" / "kato" / "catalog.json"
+
+    validate(content, use_cache=True)
+    after_report = check_calls["migrations"]
+    description.write_text(description.read_text(encoding="utf-8") + "\n", encoding="utf-8")
+    validate(content, use_cache=True)
+
+    assert after_report == 1
+    assert check_calls["migrations"] == 2
