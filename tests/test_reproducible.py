@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -125,3 +125,30 @@ def test_clone_with_other_origin_builds_same(git_repo: Path, tmp_path: Path) -> 
 
     assert first.provenance_path.read_bytes() == second.provenance_path.read_bytes()
     assert first.bundle.read_bytes() == second.bundle.read_bytes()
+
+
+def set_crlf_attributes(clone: Path) -> None:
+    (clone / ".git" / "info" / "attributes").write_text("*.sql text eol=crlf\n", encoding="utf-8")
+
+
+def set_autocrlf(clone: Path) -> None:
+    git(clone, "config", "core.autocrlf", "true")
+
+
+@pytest.mark.parametrize("configure", [set_autocrlf, set_crlf_attributes])
+def test_local_line_ending_settings_ignored(
+    git_repo: Path, tmp_path: Path, configure: Callable[[Path], None]
+) -> None:
+    repo = make_content_repo(git_repo)
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True)
+    configure(clone)
+    first = build(repo, tmp_path / "a", "2026.12.0", work=tmp_path / "wa")
+    second = build(clone, tmp_path / "b", "2026.12.0", work=tmp_path / "wb")
+
+    migration = tmp_path / "wb" / "content" / "migrations" / "0001_baseline.sql"
+    assert b"\r" not in migration.read_bytes()
+    for name in OUTPUTS:
+        a = (first.bundle.parent / name).read_bytes()
+        b = (second.bundle.parent / name).read_bytes()
+        assert a == b, f"{name} differs between the two builds"
