@@ -303,10 +303,8 @@ def source_date_epoch(commit_time: int) -> int:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if epoch is None:
         return commit_time
-    try:
-        value = int(epoch)
-    except ValueError:
-        value = -1
+    # int() would also take spaces, signs, underscores and non-ASCII digits.
+    value = int(epoch) if epoch.isascii() and epoch.isdigit() else -1
     if value < 0:
         raise BundleError(
             f"SOURCE_DATE_EPOCH: expected unix seconds (an integer >= 0), found {epoch!r}"

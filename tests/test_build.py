@@ -311,6 +311,16 @@ def test_huge_source_date_epoch_rejected(
     )
 
 
+@pytest.mark.parametrize("value", [" 1800000000", "1800000000 ", "+1800000000", "1_800_000_000"])
+def test_padded_source_date_epoch_rejected(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    with pytest.raises(BundleError) as error:
+        source_date_epoch(0)
+    assert str(error.value) == (
+        f"SOURCE_DATE_EPOCH: expected unix seconds (an integer >= 0), found {value!r}"
+    )
+
+
 def test_last_source_date_epoch_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "253402300799")
     assert source_date_epoch(0) == 253_402_300_799
