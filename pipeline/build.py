@@ -205,7 +205,8 @@ def build_bundle(
                 "base_tag": changes.base_tag,
                 "base_commit": changes.base_commit,
             },
-            "schema": {"from": notes.schema_before, "to": notes.schema_after},
+            # A full bundle migrates any older schema, an empty database included.
+            "schema": {"from": None if full else notes.schema_before, "to": notes.schema_after},
             "changes": {
                 kind.value: [_change_json(c) for c in items]
                 for kind, items in changes.by_kind().items()

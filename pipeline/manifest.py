@@ -35,9 +35,11 @@ Fields:
   An incremental bundle carries catalog deltas and only the items changed
   since its base release, so it needs the base release installed; a full
   bundle (`full` true, or a first release) applies to any version and has null.
-- `schema.from` is the schema version the bundle expects (the last migration
-  of the base release, null without one); `schema.to` is the version it
-  leaves. Every migration ships, so an older schema is migrated forward.
+- `schema.from` is the schema version a delta bundle expects (the last
+  migration of the base release, null without one). A full bundle has null,
+  because it applies to any older database, an empty one included.
+  `schema.to` is the version it leaves. Every migration ships, so an older
+  schema is migrated forward.
 - `catalogs[]`: `mode` "delta" ships `catalogs/<id>/delta.json` (see
   pipeline.bundle_delta); "full" ships `catalogs/<id>/rows.csv`. `path` is
   that file. `rows` is the row count after applying. `sha256` is the

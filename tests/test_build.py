@@ -230,6 +230,7 @@ def test_full_option_ships_whole_catalogs(two_releases: TwoReleases, tmp_path: P
 
     assert manifest["full"] is True
     assert manifest["min_from_version"] is None
+    assert manifest["schema"] == {"from": None, "to": "0001"}
     [entry] = manifest["catalogs"]
     assert entry["mode"] == "full"
     assert entry["counts"] == {"added": 1, "changed": 1, "removed": 1}
