@@ -44,7 +44,7 @@ import sqlite3
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -60,6 +60,7 @@ from pipeline.cache import (
     file_identity,
     folder_blob_ids,
     inputs_key,
+    pipeline_fingerprint,
 )
 from pipeline.config import Config, SampleDatabase
 from pipeline.console import Progress
@@ -80,7 +81,8 @@ from pipeline.database import (
     run_migrations,
     table_row_counts,
 )
-from pipeline.dryrun_catalogs import load_catalogs, shipped_catalogs
+from pipeline.dryrun_catalogs import loaded_catalogs, shipped_catalogs
+from pipeline.dryrun_kept import KeptCopy
 from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import CheckCase, Finding, errors_only
 from pipeline.migration_lint import (
@@ -290,6 +292,8 @@ class _Inputs:
     checked_samples: frozenset[str] = frozenset()
     # The catalogs to load after the migrations (`pipeline.dryrun_catalogs`).
     catalogs: tuple[str, ...] = ()
+    # {sample URL: key of its kept migrated copy} (`_kept_key`); empty without the cache.
+    kept_keys: Mapping[str, str] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -341,7 +345,13 @@ def _copy_sqlite(source: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def _sqlite_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]:
+def _sqlite_copy(
+    config: Config, sample: SampleDatabase, target: Path | None = None
+) -> Iterator[Database]:
+    """Copy a SQLite sample and open the copy; the copy goes to `target`, else a temporary folder.
+
+    A copy in a temporary folder is removed afterwards; the caller owns `target`.
+    """
     path = sample.sqlite_path(config.root)
     if not path.is_file():
         if sample.generate is None:
@@ -350,20 +360,24 @@ def _sqlite_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]:
                 f' "small" for {sample.url} in [tool.pipeline] sample_databases'
             )
         ensure_sample(config.root, sample)
-    with tempfile.TemporaryDirectory(prefix="pipeline-dry-run-") as folder:
-        copy = Path(folder) / path.name
+    with contextlib.ExitStack() as stack:
+        if target is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeline-dry-run-"))
+            target = Path(folder) / path.name
         try:
-            _copy_sqlite(path, copy)
+            _copy_sqlite(path, target)
         except sqlite3.Error as exc:
             raise MigrationError(f"cannot copy sample database {path}: {exc}") from exc
         db = open_database(
-            f"sqlite:///{copy}", config.root, lock_timeout_ms=config.lock_timeout_ms
+            f"sqlite:///{target}", config.root, lock_timeout_ms=config.lock_timeout_ms
         )
+        db.label = display_name(sample.url)
         # Memory-mapped reads take about a third off integrity_check on a 137 MB
         # sample (benchmarks/dryrun_sqlite.py); the copy is private to this run.
         db.execute("PRAGMA mmap_size = 1073741824")
-        # The copy is thrown away, so it needs no durable writes. The rollback
-        # journal stays (in memory), because a failed migration is rolled back.
+        # The copy is thrown away, or kept only after its migrations passed, so it
+        # needs no durable writes. The rollback journal stays (in memory), because
+        # a failed migration is rolled back.
         db.execute("PRAGMA journal_mode = MEMORY")
         db.execute("PRAGMA synchronous = OFF")
         db.execute("PRAGMA temp_store = MEMORY")
@@ -541,7 +555,14 @@ class _ProgressHooks(RunnerHooks):
 
 def _check_database(
     db: Database, sample: SampleDatabase, inputs: _Inputs, progress: Progress | None = None
-) -> DatabaseResult:
+) -> tuple[DatabaseResult, dict[str, Any] | None]:
+    """Migrate and check a copy, then load the catalogs and compile the report queries.
+
+    Returns the result and, when the migrations and the checks after them
+    passed, the record of that part of the result, which a kept copy stores
+    (`_check_kept` reads it). The catalogs are rolled back, so the copy is
+    then as the migrations left it.
+    """
     config = inputs.config
     result = DatabaseResult(
         database=display_name(sample.url),
@@ -566,7 +587,7 @@ def _check_database(
                     for finding in problems
                 )
                 result.error = f"{result.database} fails its own integrity checks"
-                return result
+                return result, None
             checked_before = result.sample_checked = True
     try:
         migrations = load_migrations(config.root, db.engine)
@@ -575,13 +596,15 @@ def _check_database(
         # Before the lint, so a file that does not split is named.
         for migration in pending:
             migration_statements(migration, db.engine)
+        row_counts = table_row_counts(db)
         context = LintContext(
             db.engine,
             inputs.used,
-            table_row_counts(db),
+            row_counts,
             lock_timeout_ms=config.lock_timeout_ms if db.engine == "postgresql" else None,
         )
         result.findings.extend(lint_migrations(pending, context))
+        linted = len(result.findings)
         hooks = None
         if progress is not None:
             hooks = _ProgressHooks(progress, result.database, pending[-1] if pending else None)
@@ -601,37 +624,181 @@ def _check_database(
                 message=f"failed on {result.database}: {exc.database_message}",
             )
         )
-        return result
+        return result, None
     except MigrationFileError as exc:
         result.error = str(exc)
         result.findings.append(
             Finding(rule="dry-run.migration", file=exc.path, line=exc.line, message=exc.problem)
         )
-        return result
+        return result, None
     except MigrationError as exc:
         result.error = str(exc)
         result.findings.append(
             Finding(rule="dry-run.migration", file=result.database, message=str(exc))
         )
-        return result
+        return result, None
+    checks = result.findings[linted:]
+    record = None
+    if not errors_only(checks):
+        record = {
+            "engine_version": result.engine_version,
+            "applied": [asdict(run) for run in result.applied],
+            "findings": [asdict(finding) for finding in checks],
+            "checked_tables": result.checked_tables,
+            "sample_checked": result.sample_checked,
+            "row_counts": dict(row_counts),
+        }
+    _check_catalogs_and_queries(db, inputs, result, progress)
+    return result, record
+
+
+def _check_catalogs_and_queries(
+    db: Database, inputs: _Inputs, result: DatabaseResult, progress: Progress | None
+) -> None:
+    """Load the catalogs and compile every report query in their transaction, then roll back."""
     result.catalogs = list(inputs.catalogs)
-    result.findings.extend(load_catalogs(db, config.root, inputs.catalogs, inputs.bundle_version))
-    if progress is not None:
-        progress.status(f"{result.database}: report queries")
-    for query in inputs.queries:
-        try:
-            db.explain_query(query.sql)
-        except ValidationError as exc:
-            result.findings.append(
-                Finding(
-                    rule="dry-run.query",
-                    file=query.path,
-                    json_path="$.query",
-                    message=f"{query.kind} {query.code} on {result.database}: {exc}",
+    reported = {finding.message for finding in result.findings}
+    query_findings = []
+    with loaded_catalogs(
+        db, inputs.config.root, inputs.catalogs, inputs.bundle_version, reported
+    ) as catalog_findings:
+        if progress is not None:
+            progress.status(f"{result.database}: report queries")
+        for query in inputs.queries:
+            try:
+                db.explain_query(query.sql)
+            except ValidationError as exc:
+                query_findings.append(
+                    Finding(
+                        rule="dry-run.query",
+                        file=query.path,
+                        json_path="$.query",
+                        message=f"{query.kind} {query.code} on {result.database}: {exc}",
+                    )
                 )
-            )
+    result.findings.extend(catalog_findings)
+    result.findings.extend(query_findings)
     result.passed = not errors_only(result.findings)
+
+
+def _check_kept(
+    db: Database,
+    sample: SampleDatabase,
+    inputs: _Inputs,
+    stored: Mapping[str, Any],
+    progress: Progress | None,
+) -> DatabaseResult:
+    """Check a kept migrated copy: the stored migration result, the lint, catalogs and queries.
+
+    The lint runs again, because it reads the report queries and catalog
+    descriptions, which the kept copy's key leaves out. It gets the row
+    counts that the sample had before the migrations.
+
+    Raises:
+        KeyError, TypeError: the stored record is malformed.
+    """
+    result = DatabaseResult(
+        database=display_name(sample.url),
+        url=redact_url(sample.url),
+        engine=db.engine,
+        engine_version=str(stored["engine_version"]),
+        passed=False,
+        applied=[MigrationRun(**run) for run in stored["applied"]],
+        checked_tables=stored["checked_tables"],
+        sample_checked=bool(stored["sample_checked"]),
+    )
+    checks = [Finding(**finding) for finding in stored["findings"]]
+    # The key covers the migration files, so the migrations that ran are the pending ones.
+    applied = {run.path for run in result.applied}
+    pending = [m for m in load_migrations(inputs.config.root, db.engine) if m.path in applied]
+    context = LintContext(db.engine, inputs.used, dict(stored["row_counts"]))
+    result.findings.extend(lint_migrations(pending, context))
+    result.findings.extend(checks)
+    _check_catalogs_and_queries(db, inputs, result, progress)
     return result
+
+
+def _open_kept(
+    kept: KeptCopy, sample: SampleDatabase, inputs: _Inputs, record: Mapping[str, Any]
+) -> Database | None:
+    """Open a kept copy for a catalog load that is rolled back; None when it cannot be used."""
+    try:
+        db = open_database(
+            f"sqlite:///{kept.path}",
+            inputs.config.root,
+            lock_timeout_ms=inputs.config.lock_timeout_ms,
+        )
+    except MigrationError as exc:
+        logger.warning("cannot open the kept copy %s: %s", kept.path, exc)
+        return None
+    try:
+        db.label = display_name(sample.url)
+        db.execute("PRAGMA mmap_size = 1073741824")
+        # A journal on disk with full syncs: after a crash in the catalog load,
+        # the next open rolls the hot journal back, so the copy stays as kept.
+        db.execute("PRAGMA journal_mode = DELETE")
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA temp_store = MEMORY")
+        db.execute(f"PRAGMA cache_size = -{COPY_CACHE_KIB}")
+        # The first read rolls back a hot journal, so the header is compared after it.
+        db.execute("SELECT count(*) FROM sqlite_master")
+    except sqlite3.Error as exc:
+        logger.warning("cannot read the kept copy %s: %s", kept.path, exc)
+        db.close()
+        return None
+    if not kept.header_matches(record):
+        logger.info("kept copy %s changed since it was kept; not used", kept.path)
+        db.close()
+        return None
+    return db
+
+
+def _dry_run_kept(
+    sample: SampleDatabase, inputs: _Inputs, key: str, progress: Progress | None
+) -> DatabaseResult:
+    """Dry-run a SQLite sample on its kept migrated copy, or migrate a copy and keep it.
+
+    A copy whose record has `key` is used without copying or migrating. Any
+    other case runs the full dry-run on a new copy in the cache folder, which
+    replaces the kept one when its migrations and checks pass.
+    """
+    config = inputs.config
+    kept = KeptCopy(config.root, sample.sqlite_path(config.root))
+    with kept.locked() as owned:
+        if not owned:
+            return _dry_run_copy(sample, inputs, _sqlite_copy(config, sample), progress)[0]
+        record = kept.read_record(key)
+        db = None if record is None else _open_kept(kept, sample, inputs, record)
+        if record is not None and db is not None:
+            logger.info("dry-run on %s: on the kept migrated copy", redact_url(sample.url))
+            if progress is not None:
+                progress.status(f"{display_name(sample.url)}: catalogs on the kept copy")
+            try:
+                return _check_kept(db, sample, inputs, record["result"], progress)
+            except (KeyError, TypeError) as exc:
+                logger.warning("kept copy record %s is malformed: %r", kept.record_path, exc)
+            finally:
+                db.close()
+        staging = kept.staging_path()
+        try:
+            copy = _sqlite_copy(config, sample, staging)
+            result, migrated = _dry_run_copy(sample, inputs, copy, progress)
+            if migrated is not None:
+                _keep(kept, staging, key, migrated)
+        finally:
+            staging.unlink(missing_ok=True)
+        return result
+
+
+def _keep(kept: KeptCopy, staging: Path, key: str, migrated: dict[str, Any]) -> None:
+    """Flush a migrated copy to disk and keep it; a failure costs the next run time only."""
+    try:
+        # The copy was written without syncs; a kept copy must survive a power loss.
+        with staging.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        kept.install(staging, key, migrated)
+    except OSError as exc:
+        logger.warning("cannot keep the migrated copy %s: %s", kept.path, exc)
 
 
 def _unavailable(sample: SampleDatabase, error: Exception) -> DatabaseResult:
@@ -664,26 +831,42 @@ def _dry_run_one(
     logger.info("dry-run on %s", redact_url(sample.url))
     if progress is not None:
         progress.status(f"{display_name(sample.url)}: copying")
-    if sample.engine == "sqlite":
-        copy = _sqlite_copy(inputs.config, sample)
-    elif sample.engine in ("postgresql", "postgres"):
-        copy = _postgres_copy(inputs.config, sample)
-    else:
-        return _unavailable(
-            sample,
-            ConfigError(
-                f"unsupported sample database URL {redact_url(sample.url)!r}:"
-                " expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
-            ),
-        )
-    with _terminate_as_interrupt(), contextlib.ExitStack() as stack:
+    kept_key = inputs.kept_keys.get(sample.url)
+    with _terminate_as_interrupt():
+        if sample.engine == "sqlite" and kept_key is not None:
+            result = _dry_run_kept(sample, inputs, kept_key, progress)
+        elif sample.engine == "sqlite":
+            result = _dry_run_copy(sample, inputs, _sqlite_copy(inputs.config, sample), progress)[
+                0
+            ]
+        elif sample.engine in ("postgresql", "postgres"):
+            copy = _postgres_copy(inputs.config, sample)
+            result = _dry_run_copy(sample, inputs, copy, progress)[0]
+        else:
+            result = _unavailable(
+                sample,
+                ConfigError(
+                    f"unsupported sample database URL {redact_url(sample.url)!r}:"
+                    " expected sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+                ),
+            )
+    result.worker = _worker()
+    return result
+
+
+def _dry_run_copy(
+    sample: SampleDatabase,
+    inputs: _Inputs,
+    copy: contextlib.AbstractContextManager[Database],
+    progress: Progress | None,
+) -> tuple[DatabaseResult, dict[str, Any] | None]:
+    """Make the copy, dry-run it and drop it; return what `_check_database` returns."""
+    with contextlib.ExitStack() as stack:
         try:
             db = stack.enter_context(copy)
         except (ConfigError, MigrationError) as exc:
-            return _unavailable(sample, exc)
-        result = _check_database(db, sample, inputs, progress)
-    result.worker = _worker()
-    return result
+            return _unavailable(sample, exc), None
+        return _check_database(db, sample, inputs, progress)
 
 
 def _dry_run_counted(
@@ -763,12 +946,40 @@ def _cache_key(
     return inputs_key([("sample", identity), *shared], extra)
 
 
+def _kept_key(
+    sample: SampleDatabase,
+    config: Config,
+    migrations: Sequence[tuple[str, str]],
+    bundle_version: str | None,
+) -> str | None:
+    """Return the key of a SQLite sample's kept migrated copy, or None for no kept copy.
+
+    The key covers what the migrated copy and the checks after the
+    migrations depend on. These are the sample file's identity, the blob ids
+    of the `migrations` files and the SQLite library version. The bundle
+    version counts too, because the history rows contain it, and so do the
+    lock timeout and the pipeline fingerprint. Catalogs and report queries are left out, because each run
+    loads and compiles them on the copy again.
+    """
+    if sample.engine != "sqlite":
+        return None
+    identity = file_identity(sample.sqlite_path(config.root))
+    if identity == MISSING:
+        return None
+    extra = (
+        f"sqlite {sqlite3.sqlite_version}\nbundle {bundle_version}"
+        f"\nlock timeout {config.lock_timeout_ms}\npipeline {pipeline_fingerprint()}"
+    )
+    return inputs_key([("sample", identity), *migrations], extra)
+
+
 def _load_inputs(
     config: Config,
     bundle_version: str | None,
     use_cache: bool,
     checked_samples: frozenset[str],
     catalogs: Sequence[str],
+    kept_keys: Mapping[str, str],
 ) -> _Inputs:
     """Read and parse the report queries, which only a sample that runs needs."""
     queries, query_findings = load_report_queries(config.root)
@@ -781,6 +992,7 @@ def _load_inputs(
         use_cache=use_cache,
         checked_samples=checked_samples,
         catalogs=tuple(catalogs),
+        kept_keys=dict(kept_keys),
     )
 
 
@@ -932,7 +1144,14 @@ def dry_run(
     pending = [sample for index, sample in enumerate(samples) if index not in reused]
     inputs = _Inputs(config, (), (), UsedObjects(), bundle_version, catalogs=tuple(loaded))
     if pending:
-        inputs = _load_inputs(config, bundle_version, use_cache, checked, loaded)
+        kept_keys = {}
+        if cache is not None:
+            migrations = folder_blob_ids(config.root, config.root / "migrations")
+            for sample in pending:
+                kept_key = _kept_key(sample, config, migrations, bundle_version)
+                if kept_key is not None:
+                    kept_keys[sample.url] = kept_key
+        inputs = _load_inputs(config, bundle_version, use_cache, checked, loaded, kept_keys)
     if progress is not None:
         progress.start(len(pending))
     try:

@@ -22,18 +22,19 @@ That covers what any customer at the base release receives.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import git
 
-from pipeline.apply_store import ensure_tables, load_catalog
+from pipeline.apply_store import CATALOGS_TABLE, catalog_table, ensure_tables, load_catalog
 from pipeline.catalog_model import ROWS_FILE, relative_path
 from pipeline.collect import ChangeSet, find_base_tag, has_release_tags
 from pipeline.content import KIND_FOLDERS, Kind, classify, list_items
-from pipeline.database import Database, commit
-from pipeline.errors import ApplyError, CollectError, MigrationError
+from pipeline.database import Database, check_integrity
+from pipeline.errors import ApplyError, CollectError
 from pipeline.findings import Finding
 
 logger = logging.getLogger(__name__)
@@ -98,23 +99,42 @@ def _changed_catalogs(root: Path, base_commit: str) -> set[str]:
     return items
 
 
-def load_catalogs(
-    db: Database, root: Path, catalogs: Sequence[str], bundle_version: str | None
-) -> list[Finding]:
-    """Load `catalogs` from the content tree at `root` into `db` as apply does.
+@contextlib.contextmanager
+def loaded_catalogs(
+    db: Database,
+    root: Path,
+    catalogs: Sequence[str],
+    bundle_version: str | None,
+    reported: Collection[str] = (),
+) -> Iterator[list[Finding]]:
+    """Load `catalogs` from the content tree at `root` into `db` as apply does, then roll back.
 
     The catalogs load in one transaction, each in a savepoint, so a catalog
-    that fails leaves the others loaded. COMMIT then checks the deferred
-    constraints. Returns one finding per catalog that fails, naming its file.
+    that fails leaves the others loaded. Then the schema check and the
+    integrity and foreign key checks of the written tables and the tables
+    referencing them run (`check_integrity`), in place of the deferred
+    constraint check of a COMMIT. The block runs inside the transaction,
+    so report queries see the catalog tables, and the transaction is rolled
+    back afterwards: the database is left as it was, which lets a kept
+    migrated copy serve the next dry-run too (`pipeline.dryrun_kept`).
+
+    Yields one finding per catalog that fails, naming its file, and one per
+    problem of the checks whose message is not in `reported` (the checks
+    after the migrations reported those already).
+    NOTE: a deferred foreign key that a trigger breaks in a table outside
+    the written ones is found by apply's COMMIT, not by these checks.
     """
     if not catalogs:
-        return []
+        yield []
+        return
     findings = []
     version = bundle_version or DRY_RUN_VERSION
-    db.execute("BEGIN")
     try:
+        db.execute("BEGIN")
         ensure_tables(db)
+        written = {CATALOGS_TABLE}
         for catalog_id in catalogs:
+            written.update((catalog_table(catalog_id), catalog_id))
             problem = _load_one(db, root, catalog_id, version)
             if problem is not None:
                 findings.append(
@@ -124,15 +144,13 @@ def load_catalogs(
                         message=f"on {db.label}: {problem}",
                     )
                 )
-        commit(db, "the catalogs loaded after the migrations")
-    except MigrationError as exc:
-        findings.append(
-            Finding(rule="dry-run.catalog", file=db.label, message=f"on {db.label}: {exc}")
+        findings.extend(
+            finding for finding in check_integrity(db, written) if finding.message not in reported
         )
+        yield findings
     finally:
         if db.in_transaction:
             db.execute("ROLLBACK")
-    return findings
 
 
 def _load_one(db: Database, root: Path, catalog_id: str, version: str) -> str | None:

@@ -5,17 +5,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pipeline import dryrun
+from pipeline.apply_store import ensure_tables, load_catalog
 from pipeline.cache import CACHE_FOLDER, EDGE_BYTES, MISSING, WHOLE_HASH_BYTES, file_identity
 from pipeline.config import Config, SampleDatabase
-from pipeline.database import SQLiteDatabase
-from pipeline.dryrun import DatabaseResult, dry_run
+from pipeline.database import Database, SQLiteDatabase
+from pipeline.dryrun import DatabaseResult, DryRunResult, dry_run
+from pipeline.dryrun_kept import FOLDER
 from pipeline.sample_checks import SampleChecks
 from pipeline.samples import generate_sample
 
@@ -402,7 +408,249 @@ def test_query_warnings_kept_in_cached_result(config: Config) -> None:
     second = dry_run(config, use_cache=True)
 
     assert second.cached == 1
-    assert [f.file for f in first.results[0].findings] == [
-        "packages/reports/broken/report.json"
-    ]
+    assert [f.file for f in first.results[0].findings] == ["packages/reports/broken/report.json"]
     assert second.results[0].findings == first.results[0].findings
+
+
+# --------------------------------------------------------------------------- kept migrated copies
+
+
+@pytest.fixture
+def migrations_run(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The sample copies made and the migration runs started, in order."""
+    calls: list[str] = []
+    copy = dryrun._copy_sqlite
+    migrate = dryrun.run_migrations
+
+    def copying(source: Path, target: Path) -> None:
+        calls.append(f"copy {source.name}")
+        copy(source, target)
+
+    def migrating(db: Database, *args: Any, **kwargs: Any) -> Any:
+        calls.append(f"migrate {db.label}")
+        return migrate(db, *args, **kwargs)
+
+    monkeypatch.setattr(dryrun, "_copy_sqlite", copying)
+    monkeypatch.setattr(dryrun, "run_migrations", migrating)
+    return calls
+
+
+def kept_files(root: Path) -> list[Path]:
+    return sorted((root / CACHE_FOLDER / FOLDER).glob("*.sqlite"))
+
+
+def comparable(result: DryRunResult) -> list[tuple[object, ...]]:
+    """The parts of each result that do not depend on timing or the worker."""
+    return [
+        (
+            r.database,
+            r.passed,
+            r.error,
+            [(run.version, run.path, run.transactional) for run in r.applied],
+            r.findings,
+            r.catalogs,
+        )
+        for r in result.results
+    ]
+
+
+def append_row(root: Path, catalog: str, line: str) -> None:
+    with (root / "catalogs" / catalog / "rows.csv").open("a", encoding="utf-8") as rows:
+        rows.write(line)
+
+
+def test_changed_catalog_uses_kept_copy(config: Config, migrations_run: list[str]) -> None:
+    shutil.copytree(REPO_ROOT / "catalogs", config.root / "catalogs")
+    first = dry_run(config, use_cache=True)
+    (kept,) = kept_files(config.root)
+    kept_bytes = kept.read_bytes()
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+    migrations_run.clear()
+
+    result = dry_run(config, use_cache=True)
+
+    assert first.passed
+    assert migrations_run == []
+    assert result.cached == 0
+    assert result.passed
+    assert kept.read_bytes() == kept_bytes
+    assert comparable(result) == comparable(dry_run(config))
+
+
+def test_kept_copy_finds_rejected_catalog_row(config: Config, migrations_run: list[str]) -> None:
+    shutil.copytree(REPO_ROOT / "catalogs", config.root / "catalogs")
+    (config.root / "migrations" / "0004_knp_name_length.sql").write_text(
+        "-- pipeline: rebuild-tables\n"
+        "CREATE TABLE knp_new (\n"
+        "    code TEXT PRIMARY KEY,\n"
+        "    name_ru TEXT NOT NULL CHECK (length(name_ru) <= 40),\n"
+        "    name_kk TEXT NOT NULL\n"
+        ");\n"
+        "INSERT INTO knp_new SELECT code, name_ru, name_kk FROM knp;\n"
+        "DROP TABLE knp;\n"
+        "ALTER TABLE knp_new RENAME TO knp;\n",
+        "utf-8",
+    )
+    dry_run(config, use_cache=True, catalogs=["kato"])
+    (kept,) = kept_files(config.root)
+    kept_bytes = kept.read_bytes()
+    migrations_run.clear()
+
+    result = dry_run(config, use_cache=True, catalogs=["kato", "knp"])
+
+    assert migrations_run == []
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.file == "catalogs/knp/rows.csv"
+    assert finding.message == (
+        "on sample.sqlite: catalog knp: row code=019 of catalogs/knp/rows.csv cannot be"
+        " written into table knp: CHECK constraint failed: length(name_ru) <= 40"
+    )
+    assert kept.read_bytes() == kept_bytes
+    assert comparable(result) == comparable(dry_run(config, catalogs=["kato", "knp"]))
+
+
+def test_kept_copy_finds_orphans_of_removed_row(config: Config, migrations_run: list[str]) -> None:
+    root = config.root
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    sample = SQLiteDatabase(
+        "sqlite:///sample.sqlite", root / "sample.sqlite", create=False, lock_timeout_ms=1000
+    )
+    sample.execute("BEGIN")
+    ensure_tables(sample)
+    load_catalog(sample, root, {"id": "knp", "path": "catalogs/knp/rows.csv"}, "2025.1")
+    sample.execute("COMMIT")
+    sample.close()
+    # Deferred, so the loader's DELETE passes and only a check of the rows finds the orphan.
+    (root / "migrations" / "0004_payment_purpose.sql").write_text(
+        "CREATE TABLE payment_purposes (\n"
+        "    id INTEGER PRIMARY KEY,\n"
+        "    knp_code TEXT NOT NULL REFERENCES catalog_knp (code)"
+        " DEFERRABLE INITIALLY DEFERRED\n"
+        ");\n"
+        "INSERT INTO payment_purposes (knp_code) VALUES ('311');\n",
+        "utf-8",
+    )
+    dry_run(config, use_cache=True, catalogs=["kato"])
+    (kept,) = kept_files(root)
+    kept_bytes = kept.read_bytes()
+    rows = root / "catalogs" / "knp" / "rows.csv"
+    rows.write_text(
+        "".join(
+            line
+            for line in rows.read_text("utf-8").splitlines(True)
+            if not line.startswith("311,")
+        ),
+        "utf-8",
+    )
+    migrations_run.clear()
+
+    result = dry_run(config, use_cache=True, catalogs=["kato", "knp"])
+
+    assert migrations_run == []
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.rule == "database.foreign-key"
+    assert finding.message.startswith(
+        "foreign key check: table payment_purposes foreign key (knp_code) -> catalog_knp(code)"
+    )
+    assert kept.read_bytes() == kept_bytes
+    assert comparable(result) == comparable(dry_run(config, catalogs=["kato", "knp"]))
+
+
+def test_changed_migration_rebuilds_kept_copy(config: Config, migrations_run: list[str]) -> None:
+    dry_run(config, use_cache=True)
+    (kept,) = kept_files(config.root)
+    (config.root / "migrations" / "0004_audit.sql").write_text(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY);\n", "utf-8"
+    )
+    migrations_run.clear()
+
+    result = dry_run(config, use_cache=True)
+
+    assert migrations_run == ["copy sample.sqlite", "migrate sample.sqlite"]
+    assert result.passed
+    assert kept_files(config.root) == [kept]
+    with sqlite3.connect(kept) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert "audit" in tables
+
+
+def test_deleted_cache_folder_runs_full_path(config: Config, migrations_run: list[str]) -> None:
+    dry_run(config, use_cache=True)
+    shutil.rmtree(config.root / CACHE_FOLDER)
+    migrations_run.clear()
+
+    result = dry_run(config, use_cache=True)
+
+    assert result.passed
+    assert migrations_run == ["copy sample.sqlite", "migrate sample.sqlite"]
+    assert len(kept_files(config.root)) == 1
+
+
+def test_changed_kept_copy_not_used(config: Config, migrations_run: list[str]) -> None:
+    dry_run(config, use_cache=True)
+    (kept,) = kept_files(config.root)
+    with sqlite3.connect(kept) as connection:
+        connection.execute("DROP TABLE kbk")
+    write_report(config.root, "payments_by_kbk", QUERY + " ORDER BY 1")
+    migrations_run.clear()
+
+    result = dry_run(config, use_cache=True)
+
+    assert result.passed
+    assert migrations_run == ["copy sample.sqlite", "migrate sample.sqlite"]
+
+
+CRASH_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from pipeline import dryrun, dryrun_catalogs
+from pipeline.config import Config, SampleDatabase
+
+# A small page cache makes SQLite write changed pages into the kept copy
+# before the transaction ends.
+dryrun.COPY_CACHE_KIB = 16
+load = dryrun_catalogs.load_catalog
+
+def load_then_die(db, *args):
+    counts = load(db, *args)
+    db.execute(
+        "CREATE TABLE scratch AS WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL"
+        " SELECT i + 1 FROM n WHERE i < 20000) SELECT i, randomblob(100) AS b FROM n"
+    )
+    os.kill(os.getpid(), signal.SIGKILL)
+
+dryrun_catalogs.load_catalog = load_then_die
+root = Path(sys.argv[1])
+config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+dryrun.dry_run(config, use_cache=True)
+"""
+
+
+def test_crash_in_catalog_load_leaves_kept_copy(config: Config, migrations_run: list[str]) -> None:
+    shutil.copytree(REPO_ROOT / "catalogs", config.root / "catalogs")
+    first = dry_run(config, use_cache=True)
+    (kept,) = kept_files(config.root)
+    kept_bytes = kept.read_bytes()
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+
+    child = subprocess.run(
+        [sys.executable, "-c", CRASH_SCRIPT, str(config.root)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    migrations_run.clear()
+    written = kept.read_bytes() != kept_bytes
+    journal = Path(f"{kept}-journal").is_file()
+    result = dry_run(config, use_cache=True)
+
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert written
+    assert journal
+    assert migrations_run == []
+    assert result.passed
+    assert comparable(result)[0][4] == comparable(first)[0][4]
+    assert kept.read_bytes() == kept_bytes
