@@ -958,8 +958,8 @@ def _kept_key(
     migrations depend on. These are the sample file's identity, the blob ids
     of the `migrations` files and the SQLite library version. The bundle
     version counts too, because the history rows contain it, and so do the
-    lock timeout and the pipeline fingerprint. Catalogs and report queries are left out, because each run
-    loads and compiles them on the copy again.
+    lock timeout and the pipeline fingerprint. Catalogs and report queries
+    are left out, because each run loads and compiles them on the copy again.
     """
     if sample.engine != "sqlite":
         return None

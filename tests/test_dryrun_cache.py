@@ -19,7 +19,7 @@ from pipeline import dryrun
 from pipeline.apply_store import ensure_tables, load_catalog
 from pipeline.cache import CACHE_FOLDER, EDGE_BYTES, MISSING, WHOLE_HASH_BYTES, file_identity
 from pipeline.config import Config, SampleDatabase
-from pipeline.database import Database, SQLiteDatabase
+from pipeline.database import Database, SQLiteDatabase, run_migrations
 from pipeline.dryrun import DatabaseResult, DryRunResult, dry_run
 from pipeline.dryrun_kept import FOLDER
 from pipeline.sample_checks import SampleChecks
@@ -420,7 +420,7 @@ def migrations_run(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The sample copies made and the migration runs started, in order."""
     calls: list[str] = []
     copy = dryrun._copy_sqlite
-    migrate = dryrun.run_migrations
+    migrate = run_migrations
 
     def copying(source: Path, target: Path) -> None:
         calls.append(f"copy {source.name}")
