@@ -278,13 +278,15 @@ def _check_trusted_key(keys: Sequence[PublicKey | TrustedKey], key_id: str, comm
     check_key_usable(key, signed_at)
 
 
-def _extract(bundle: Path, work: Path, max_ratio: float) -> tuple[Path, dict[str, Any]]:
+def _extract(
+    bundle: Path, work: Path, max_ratio: float, password: str | None
+) -> tuple[Path, dict[str, Any]]:
     """Extract a verified bundle and check each file against the manifest once more."""
-    manifest_data = archive.read_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES)
+    manifest_data = archive.read_file(bundle, MANIFEST_NAME, MAX_MANIFEST_BYTES, password)
     manifest = parse_manifest(manifest_data, f"{bundle}:{MANIFEST_NAME}")
     limit = sum(entry["size"] for entry in manifest["files"]) + len(manifest_data)
     extracted = work / "bundle"
-    archive.extract_all(bundle, extracted, max_total=limit, max_ratio=max_ratio)
+    archive.extract_all(bundle, extracted, max_total=limit, max_ratio=max_ratio, password=password)
     for entry in manifest["files"]:
         path = extracted / entry["path"]
         if not path.is_file() or file_sha256(path) != entry["sha256"]:
@@ -292,6 +294,33 @@ def _extract(bundle: Path, work: Path, max_ratio: float) -> tuple[Path, dict[str
                 f"{bundle}: {entry['path']} changed after verification; verify the bundle again"
             )
     return extracted, manifest
+
+
+@contextlib.contextmanager
+def _created_database(database: str, root: Path, folder: Path, create: bool) -> Iterator[None]:
+    """Create a missing SQLite file when `create` is set, and remove it if the apply fails.
+
+    The file, its lock file and a backup folder made on the way are removed
+    only when no journal is left: a journal means the undo failed, and
+    `inv db.recover` needs everything as it is.
+    """
+    if not create or engine_of(database) != "sqlite" or sqlite_file(database, root).exists():
+        yield
+        return
+    path = sqlite_file(database, root)
+    folder_existed = folder.exists()
+    open_database(database, root, create=True).close()
+    logger.info("created the empty SQLite database %s", path)
+    try:
+        yield
+    except BaseException:
+        if not journal_path(database, root, folder).exists():
+            for leftover in (path, path.with_name(path.name + ".apply-lock")):
+                leftover.unlink(missing_ok=True)
+            if not folder_existed:
+                shutil.rmtree(folder, ignore_errors=True)
+            logger.info("removed the SQLite database %s created for the failed apply", path)
+        raise
 
 
 def apply_bundle(
@@ -308,6 +337,7 @@ def apply_bundle(
     create: bool = False,
     keep_backups: int = DEFAULT_KEEP_BACKUPS,
     max_ratio: float = DEFAULT_MAX_RATIO,
+    password: str | None = None,
 ) -> ApplyResult:
     """Apply `bundle` to `database`, running the steps of the module docstring.
 
@@ -315,8 +345,9 @@ def apply_bundle(
     installed. `backup_dir` defaults to `default_backup_dir`; after the apply
     it keeps the newest `keep_backups` backups of this database. With `create`, a
     missing SQLite file is created empty once the bundle has verified, for a
-    fresh install. `max_ratio` is verification's limit on the unpacked size
-    divided by the archive size.
+    fresh install, and removed again with its lock file when the apply fails
+    and left no journal. `max_ratio` is verification's limit on the unpacked
+    size divided by the archive size. `password` opens an encrypted bundle.
 
     Raises:
         VerificationError: the bundle failed verification.
@@ -328,14 +359,14 @@ def apply_bundle(
     if keep_backups < 1:
         raise ApplyError(f"--keep-backups {keep_backups}: expected at least 1")
     started = time.perf_counter()
-    verified = verify_bundle(bundle, _public_keys(keys), max_ratio=max_ratio)
+    verified = verify_bundle(bundle, _public_keys(keys), max_ratio=max_ratio, password=password)
     _check_trusted_key(keys, verified.key_id, verified.trusted_comment)
-    if create and engine_of(database) == "sqlite" and not sqlite_file(database, root).exists():
-        open_database(database, root, create=True).close()
-        logger.info("created the empty SQLite database %s", sqlite_file(database, root))
     folder = backup_dir or default_backup_dir(database, root)
-    with tempfile.TemporaryDirectory(prefix="parus-apply-") as work:
-        extracted, manifest = _extract(bundle, Path(work), max_ratio)
+    with (
+        _created_database(database, root, folder, create),
+        tempfile.TemporaryDirectory(prefix="parus-apply-") as work,
+    ):
+        extracted, manifest = _extract(bundle, Path(work), max_ratio, password)
         with database_lock(database, root, lock_timeout), _pruning(database, folder, keep_backups):
             result = _apply_locked(
                 _Context(

@@ -315,6 +315,8 @@ def test_delta_rejected_on_new_database(bundles: Bundles, tmp_path: Path) -> Non
         "bundle 2026.12.1 updates release 2026.12.0, but the database has no release"
         " installed; apply the full release bundle first"
     )
+    assert sorted(path.name for path in tmp_path.iterdir() if "new.sqlite" in path.name) == []
+    assert not (tmp_path / "backups").exists()
 
 
 def test_downgrade_needs_flag(bundles: Bundles, sample: Path) -> None:
