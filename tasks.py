@@ -52,6 +52,10 @@ JSON_HELP = "write a machine-readable JSON report to this file"
 JUNIT_HELP = "write a JUnit XML report to this file"
 # Environment variable that contains the password of an encrypted bundle.
 BUNDLE_PASSWORD_ENV = "PIPELINE_BUNDLE_PASSWORD"
+ENCRYPTED_HELP = (
+    f"the bundle is encrypted; the password comes from {BUNDLE_PASSWORD_ENV}"
+    " or is asked for on a terminal"
+)
 MAX_RATIO_HELP = (
     "largest unpacked size divided by archive size that verification accepts"
     " (default: max_ratio of [tool.pipeline] in {where}, else 100)"
@@ -693,12 +697,11 @@ def sign(
     help={
         "bundle": "bundle archive (.7z); its signature is BUNDLE.minisig",
         "public_key": "minisign public key file that must have signed the bundle",
-        "trusted_keys": "trusted-keys JSON file; a signature counts only from a key valid and"
-        " not revoked at its signing time",
+        "trusted_keys": "trusted-keys JSON file, or a bare minisign.pub; a signature counts"
+        " only from a key valid and not revoked at its signing time",
         "manifest_signature": "manifest signature"
         " (default: manifest.json.minisig beside the bundle)",
-        "encrypted": f"the bundle is encrypted; the password comes from {BUNDLE_PASSWORD_ENV}"
-        " or is asked for on a terminal",
+        "encrypted": ENCRYPTED_HELP,
         "allow_unsigned_manifest": "pass without a manifest signature beside the bundle"
         " (the archive signature still covers the manifest inside)",
         "accept_rotation": "when the bundle carries the next trusted keys, signed by a trusted"
@@ -721,12 +724,12 @@ def verify(
     json: str | None = None,
 ) -> None:
     """Verify a bundle: signatures, manifest, archive safety and every file hash."""
-    from pipeline.trust import load_trusted_keys
+    from pipeline.trust import load_trust
     from pipeline.verify import verify_bundle
 
     keys_: list[Any] = []
     if trusted_keys is not None:
-        keys_.extend(load_trusted_keys(Path(trusted_keys)))
+        keys_.extend(load_trust(Path(trusted_keys)))
     if public_key is not None:
         keys_.append(signing.load_public_key(Path(public_key)))
     if not keys_:
@@ -959,7 +962,7 @@ def publish_bundle(
 ) -> None:
     """Verify a bundle and add it to the update portal, or write offline media."""
     from pipeline.portal import check_portal_folder, publish
-    from pipeline.portal_feed import load_trust
+    from pipeline.trust import load_trust
 
     if offline_media:
         # `inv publish --offline-media DIR`: invoke has no optional positional
@@ -1036,7 +1039,7 @@ def _write_media(
     lock_timeout: int = 120,
 ) -> None:
     from pipeline.portal import check_portal_folder, read_portal_feed, write_offline_media
-    from pipeline.portal_feed import load_trust
+    from pipeline.trust import load_trust
 
     if not portal or not trusted_keys:
         raise ConfigError("offline media need --portal DIR and --trusted-keys FILE")
@@ -1088,7 +1091,7 @@ def publish_refresh(
 ) -> None:
     """Re-sign the portal's feed with a higher feed version and a new expiry."""
     from pipeline.portal import check_portal_folder, refresh_feed
-    from pipeline.portal_feed import load_trust
+    from pipeline.trust import load_trust
 
     if not portal or not trusted_keys:
         raise ConfigError("publish.refresh needs --portal DIR and --trusted-keys FILE")
@@ -1140,14 +1143,11 @@ def _milliseconds(text: str, option: str) -> int:
 
 
 def _trusted_keys(path: str | None) -> list[Any]:
-    from pipeline.trust import load_trusted_keys, trusted_keys_from_public_key
+    from pipeline.trust import load_trust
 
     if not path:
         raise SignatureError("--trusted-keys FILE is required (trusted-keys.json or minisign.pub)")
-    file = Path(path)
-    if file.is_file() and file.read_bytes().startswith(b"untrusted comment:"):
-        return list(trusted_keys_from_public_key(file))
-    return list(load_trusted_keys(file))
+    return list(load_trust(Path(path)))
 
 
 @task(
@@ -1167,6 +1167,7 @@ def _trusted_keys(path: str | None) -> list[Any]:
         "repo": "folder that relative sqlite:/// paths start from, and whose pyproject.toml"
         " may set max_ratio (default: .)",
         "create": "create a missing SQLite database file for a fresh install",
+        "encrypted": ENCRYPTED_HELP,
         "allow_unsigned_manifest": "apply without manifest.json.minisig beside the bundle"
         " (the archive signature still covers the manifest inside)",
         "max_ratio": MAX_RATIO_HELP.format(where="the --repo folder's pyproject.toml"),
@@ -1187,6 +1188,7 @@ def apply(
     keep_backups: int = 5,
     repo: str = ".",
     create: bool = False,
+    encrypted: bool = False,
     allow_unsigned_manifest: bool = False,
     max_ratio: str | None = None,
     json: str | None = None,
@@ -1202,6 +1204,7 @@ def apply(
     if unsigned and not allow_unsigned_manifest:
         _require_manifest_signature(Path(bundle))
     limit = _max_ratio(max_ratio, Path(repo))
+    password = _bundle_password(new=False) if encrypted else None
     result = apply_bundle(
         Path(bundle),
         database,
@@ -1215,6 +1218,7 @@ def apply(
         keep_backups=keep_backups,
         create=create,
         max_ratio=limit,
+        password=password,
     )
     if result.status == "already-applied":
         print(f"{result.bundle_version} is already installed; nothing to do")
@@ -1238,7 +1242,7 @@ def apply(
     if result.status == "applied" and trusted_keys and trusted_keys.endswith(".json"):
         # A bundle that carries the next trusted keys moves the customer to them. The bundle
         # is applied already, so next trusted keys older than the file's only get a notice.
-        _accept_rotation(Path(bundle), trusted_keys, None, limit, stale_ok=True)
+        _accept_rotation(Path(bundle), trusted_keys, password, limit, stale_ok=True)
     if json:
         write_json_report(Path(json), result.to_json())
 
@@ -1682,7 +1686,7 @@ def update(
     json: str | None = None,
 ) -> None:
     """Update a database to the newest release on a channel from a portal or offline media."""
-    from pipeline.portal_feed import load_trust
+    from pipeline.trust import load_trust
     from pipeline.update import update as run_update
 
     if not portal or not database or not trusted_keys:

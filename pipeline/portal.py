@@ -134,7 +134,7 @@ def publish(
     release back to testing needs `force`. `max_ratio` is verification's
     limit on the unpacked size divided by the archive size.
 
-    NOTE: an encrypted bundle (`inv release --password`) fails verification
+    NOTE: an encrypted bundle (`inv release --encrypt`) fails verification
     here, because publishing takes no password and clients would need one.
 
     Raises:

@@ -52,13 +52,13 @@ from pipeline.errors import PipelineError, SignatureError, VerificationError
 from pipeline.keys import PublicKey
 from pipeline.schema import validate_document
 from pipeline.signing import SecretKey, blake2b_digest, signature_text, verify_bytes
+from pipeline.trust import PUBLIC_KEY_START as PUBLIC_KEY_START
 from pipeline.trust import (
     TrustedKey,
     check_key_usable,
     find_trusted_key,
-    load_trusted_keys,
-    trusted_keys_from_public_key,
 )
+from pipeline.trust import load_trust as load_trust
 from pipeline.verify import VerifyResult, parse_trusted_comment, verify_bundle
 from pipeline.versions import Version
 
@@ -69,8 +69,6 @@ FEED_SIGNATURE_NAME = "feed.json.minisig"
 FEED_FORMAT = 1
 CHANNELS = ("stable", "testing")
 DEFAULT_EXPIRY_DAYS = 45
-# First bytes of a minisign public key file, which load_trust reads as one trusted key.
-PUBLIC_KEY_START = b"untrusted comment:"
 
 
 class FeedError(PipelineError):
@@ -298,22 +296,6 @@ def verify_feed(
         "verified feed %s: version %d, %d releases", name, feed.feed_version, len(feed.releases)
     )
     return feed
-
-
-def load_trust(path: Path) -> list[TrustedKey]:
-    """Load trusted keys from a trusted-keys JSON file or a bare minisign public key file.
-
-    A file that starts like a minisign public key (`untrusted comment:`) is
-    read as one; any other file as trusted-keys JSON.
-    """
-    try:
-        with path.open("rb") as handle:
-            start = handle.read(len(PUBLIC_KEY_START))
-    except OSError:
-        start = b""
-    if start == PUBLIC_KEY_START:
-        return trusted_keys_from_public_key(path)
-    return load_trusted_keys(path)
 
 
 def verify_trusted_bundle(

@@ -42,6 +42,8 @@ from pipeline.schema import load_json, validate_document
 from pipeline.versions import Version
 
 logger = logging.getLogger(__name__)
+# First bytes of a minisign public key file, which load_trust reads as one trusted key.
+PUBLIC_KEY_START = b"untrusted comment:"
 
 TRUSTED_KEYS_FORMAT = 1
 SCHEMA_NAME = "trusted-keys"
@@ -197,6 +199,26 @@ def trusted_keys_from_public_key(path: Path) -> list[TrustedKey]:
     """Return one trusted key for a minisign public key file, valid at any time and not revoked."""
     public = load_public_key(path)
     return [TrustedKey(public=public, valid_from=EPOCH, comment=f"public key file {path.name}")]
+
+
+def load_trust(path: Path) -> list[TrustedKey]:
+    """Load trusted keys from a trusted-keys JSON file or a bare minisign public key file.
+
+    A file that starts like a minisign public key (`untrusted comment:`) is
+    read as one; any other file as trusted-keys JSON. Every task that takes
+    `--trusted-keys` reads it here, so each accepts both kinds.
+
+    Raises:
+        SignatureError: as `load_trusted_keys` or `load_public_key`.
+    """
+    try:
+        with path.open("rb") as handle:
+            start = handle.read(len(PUBLIC_KEY_START))
+    except OSError:
+        start = b""
+    if start == PUBLIC_KEY_START:
+        return trusted_keys_from_public_key(path)
+    return load_trusted_keys(path)
 
 
 def find_trusted_key(keys: Sequence[TrustedKey], key_id_hex: str) -> TrustedKey:

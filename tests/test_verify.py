@@ -27,6 +27,7 @@ from test_build import commit_all, make_content_repo
 
 from pipeline import release as release_module
 from pipeline import sevenzip_reader
+from pipeline.apply import installed_version
 from pipeline.archive import Compression, write_archive
 from pipeline.errors import StaleRotationError, VerificationError
 from pipeline.manifest import file_entry, manifest_bytes
@@ -1674,3 +1675,40 @@ def test_cli_release_encrypted_and_rotating(small_release: Released, tmp_path: P
     assert checked.returncode == 0, checked.stderr
     accepted = accept_rotation(bundle, load_trusted_keys(current), password="bundle password")
     assert len(accepted) == 2
+
+
+def test_cli_verify_takes_bare_public_key(small_release: Released, tmp_path: Path) -> None:
+    done = run_cli(
+        "verify", str(small_release.bundle), "--trusted-keys", str(small_release.key), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"verified version {VERSION}" in done.stdout
+
+
+def test_cli_apply_encrypted_bundle(small_release: Released, tmp_path: Path) -> None:
+    require_encryption()
+    out = tmp_path / "encrypted"
+    run_release(
+        small_release.repo,
+        out,
+        small_release.secret,
+        version=Version.parse(VERSION),
+        databases=[small_release.sample],
+        password="пароль-2026",
+    )
+    bundle = out / f"parus-kaz-budget-{VERSION}.7z"
+    database = tmp_path / "new.sqlite"
+    options = ("--database", f"sqlite:///{database}", "--create")
+    keys = ("--trusted-keys", str(small_release.key))
+
+    refused = run_cli("apply", str(bundle), *options, *keys, cwd=tmp_path)
+    applied = run_cli(
+        "apply", str(bundle), *options, *keys, "--encrypted",
+        cwd=tmp_path, PIPELINE_BUNDLE_PASSWORD="пароль-2026",
+    )  # fmt: skip
+
+    assert refused.returncode == 1
+    assert "the archive is encrypted" in refused.stderr
+    assert applied.returncode == 0, applied.stderr
+    assert f"applied {VERSION} (from none)" in applied.stdout
+    assert installed_version(f"sqlite:///{database}") == VERSION
