@@ -37,7 +37,6 @@ import json
 import logging
 import re
 import subprocess
-import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,13 +76,12 @@ def source_repository(repo: Path, configured: object) -> str | None:
     """Return the URL that names the content repository, or None when there is none to name.
 
     The `[tool.pipeline] repository` setting wins. Otherwise the `origin`
-    remote counts when it is a URL (`scheme://` or `user@host:path`), not a
-    local path, which would differ between two checkouts of one commit.
-    Either way the URL passes through `public_url`, because every customer
-    receives the provenance.
+    remote counts. Either way a local path or `file:` URL gives None, because
+    it would differ between two checkouts of one commit, and any other URL
+    passes through `public_url`, because every customer receives the provenance.
     """
     if isinstance(configured, str) and configured:
-        return public_url(configured)
+        return _recorded_url(configured, "the repository setting")
     shown = subprocess.run(
         ["git", "remote", "get-url", "origin"],
         cwd=repo,
@@ -95,37 +93,71 @@ def source_repository(repo: Path, configured: object) -> str | None:
     if shown.returncode != 0 or not url:
         logger.debug("%s has no origin remote; the provenance names no repository", repo)
         return None
-    if "://" in url and not url.startswith("file://"):
-        return public_url(url)
-    if _SCP_LIKE.fullmatch(url):
-        return public_url(url)
-    logger.debug("origin %s is a local path; the provenance names no repository", url)
-    return None
+    return _recorded_url(url, "the origin remote")
+
+
+def _recorded_url(url: str, source: str) -> str | None:
+    """Return `public_url(url)`, or None when `url` names a local path."""
+    if _is_local(url):
+        # Two checkouts of one commit differ in their local paths, and a path
+        # names only a folder on the build machine.
+        logger.info("%s is a local path; the provenance names no repository", source)
+        return None
+    return public_url(url)
 
 
 # Git's scp-like syntax `[user[:password]@]host:path`, which git takes when a colon comes
 # before the first slash. The host has no `/`, `:` or `@`, and a password may contain `@`.
 _SCP_LIKE = re.compile(r"(?:(?P<userinfo>[^/]*)@)?(?P<host>[^:/@]+):(?P<path>.+)")
+_SCHEME = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*):(?P<rest>.*)", re.DOTALL)
+# Schemes that mark a URL even when the `//` after them is missing or mistyped.
+_URL_SCHEMES = frozenset({"http", "https", "ssh", "git", "git+ssh", "ssh+git", "ftp", "ftps"})
+
+
+def _is_local(url: str) -> bool:
+    """Return True for a `file:` URL or a path, which git reads from this machine."""
+    match = _SCHEME.fullmatch(url)
+    scheme = match["scheme"].lower() if match else ""
+    if scheme == "file":
+        return True
+    if "://" in url or scheme in _URL_SCHEMES:
+        return False
+    scp = _SCP_LIKE.fullmatch(url)
+    # A one-letter host is a Windows drive letter, as in `C:/content`.
+    return scp is None or len(scp["host"]) == 1
 
 
 def public_url(url: str) -> str:
-    """Return `url` without user name, password, query string or fragment.
+    """Return `url` without user name, password, path parameters, query string or fragment.
 
-    A user name can be an access token, like a password, and a query string
-    can carry a token (`?private_token=...`), so all of them are dropped. The
-    result names the repository, but cloning from it may need credentials.
+    A user name can be an access token, like a password, and a path parameter
+    or a query string can carry a token (`;auth=...`, `?private_token=...`),
+    so all of them are dropped. In a malformed URL such as `https:/user:pw@host/x`
+    everything before the last `@` of the part up to the first `/` after the
+    scheme counts as user information. The result names the repository, but
+    cloning from it may need credentials.
     """
-    if "://" in url:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.netloc.rpartition("@")[2]
-        public = urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    match = _SCHEME.fullmatch(url)
+    if match and ("://" in url or match["scheme"].lower() in _URL_SCHEMES):
+        public = _public_hierarchical(match["scheme"].lower(), match["rest"])
     else:
-        match = _SCP_LIKE.fullmatch(url)
-        public = f"{match['host']}:{match['path']}" if match else url
+        scp = _SCP_LIKE.fullmatch(url)
+        public = f"{scp['host']}:{scp['path']}" if scp else url
     if public != url:
         # The dropped parts may be secret, so only the public URL is logged.
         logger.info("recording the source repository as %s, without credentials or query", public)
     return public
+
+
+def _public_hierarchical(scheme: str, rest: str) -> str:
+    """Rebuild `scheme://host/path` from the part of a URL after `scheme:`."""
+    authority, slash, path = rest.lstrip("/").partition("/")
+    # Cut the query and fragment after taking the host, so a `?` or `#` inside a
+    # password cannot end the authority early.
+    host = re.split(r"[?#]", authority.rpartition("@")[2], maxsplit=1)[0]
+    path = re.split(r"[?#]", path, maxsplit=1)[0]
+    path = re.sub(r";[^/]*", "", path)
+    return f"{scheme}://{host}{slash}{path}"
 
 
 def provenance_statement(

@@ -114,6 +114,13 @@ def test_configured_repository_wins(content_repo: Path) -> None:
         ),
         ("git@git.parus-kaz.example:parus/c@1.git", "git.parus-kaz.example:parus/c@1.git"),
         ("deploy:p@ss@git.parus-kaz.example:content.git", "git.parus-kaz.example:content.git"),
+        (
+            "https://git.parus-kaz.example/p;v=1/content.git;auth=s3cr3t",
+            "https://git.parus-kaz.example/p/content.git",
+        ),
+        ("https:/qa:s3cr3t@git.parus-kaz.example/c.git", "https://git.parus-kaz.example/c.git"),
+        ("https:///qa:s3cr3t@git.parus-kaz.example/c.git", "https://git.parus-kaz.example/c.git"),
+        ("HTTPS:qa:s3cr3t@git.parus-kaz.example/c.git", "https://git.parus-kaz.example/c.git"),
     ],
     ids=[
         "https-password",
@@ -124,6 +131,10 @@ def test_configured_repository_wins(content_repo: Path) -> None:
         "scp-password",
         "scp-at-in-path",
         "scp-at-in-password",
+        "path-parameters",
+        "one-slash",
+        "three-slashes",
+        "no-slash",
     ],
 )
 def test_origin_credentials_stripped(content_repo: Path, url: str, recorded: str) -> None:
@@ -155,9 +166,19 @@ def test_provenance_has_no_credentials(content_repo: Path, tmp_path: Path) -> No
     assert source["repository"] == "https://git.parus-kaz.example/parus/content.git"
 
 
-def test_local_origin_not_recorded(content_repo: Path, tmp_path: Path) -> None:
-    git(content_repo, "remote", "add", "origin", str(tmp_path / "upstream"))
+@pytest.mark.parametrize(
+    "origin",
+    ["{tmp}/upstream", "file://{tmp}/upstream", "FILE:///{tmp}/upstream", "file:upstream", "C:/x"],
+    ids=["path", "file-url", "file-url-upper", "file-no-slash", "drive-letter"],
+)
+def test_local_origin_not_recorded(content_repo: Path, tmp_path: Path, origin: str) -> None:
+    git(content_repo, "remote", "add", "origin", origin.format(tmp=tmp_path))
     assert source_repository(content_repo, None) is None
+
+
+def test_local_configured_repository_not_recorded(content_repo: Path, tmp_path: Path) -> None:
+    assert source_repository(content_repo, f"file://{tmp_path}/upstream") is None
+    assert source_repository(content_repo, str(tmp_path / "upstream")) is None
 
 
 def test_check_rejects_changed_subject(content_repo: Path, tmp_path: Path) -> None:
