@@ -2,11 +2,10 @@
 
 A dry-run with the cache on keeps, per SQLite sample, the copy on which the
 pending migrations and the checks after them passed, before any catalog is
-loaded. A later dry-run whose migration inputs are unchanged (the sample's
-identity, the migration files, the SQLite version, the bundle version, the
-lock timeout and the pipeline fingerprint, see `pipeline.dryrun._kept_key`)
-loads the catalogs into the kept copy inside one transaction, checks them,
-compiles the report queries and rolls back. It copies and migrates nothing.
+loaded. The inputs of the migrations make up its key (`pipeline.dryrun._kept_key`).
+A later dry-run with the same key loads the catalogs into the kept copy
+inside one transaction, checks them, compiles the report queries and rolls
+back. It copies and migrates nothing.
 
 Layout, in `.pipeline-cache/dry-run-samples/`:
 
