@@ -294,6 +294,20 @@ class SQLiteDatabase(Database):
         self.connection.execute("PRAGMA foreign_keys=ON")
         self.connection.execute("PRAGMA ignore_check_constraints=OFF")
 
+    def immediate_foreign_keys(self) -> bool:
+        """Tell whether every write is checked against every foreign key as it runs.
+
+        True when enforcement is on, `defer_foreign_keys` is off and no table
+        declares a key DEFERRABLE INITIALLY DEFERRED. A write that breaks a key
+        then fails at once, so no later scan can find a violation it made.
+        """
+        if not self.execute("PRAGMA foreign_keys")[0][0]:
+            return False
+        if self.execute("PRAGMA defer_foreign_keys")[0][0]:
+            return False
+        rows = self.execute("SELECT sql FROM sqlite_master WHERE type = 'table'")
+        return not any(_INITIALLY_DEFERRED.search(str(row[0] or "")) for row in rows)
+
     def tables(self) -> list[str]:
         rows = self.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
@@ -766,6 +780,7 @@ def _record(db: Database, migration: Migration, seconds: float, bundle: str | No
     )
 
 
+_INITIALLY_DEFERRED = re.compile(r"\bINITIALLY\s+DEFERRED\b", re.IGNORECASE)
 _TABLE_NAME = r'(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[\w$]+)(?:\s*\.\s*(?:"[^"]+"|`[^`]+`|[\w$]+))?'
 _TOUCHES_TABLE = re.compile(
     r"^(?:ALTER\s+TABLE|(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO|UPDATE(?:\s+OR\s+\w+)?"
@@ -996,14 +1011,18 @@ def table_row_counts(db: Database) -> dict[str, int]:
     return counts
 
 
-def check_integrity(db: Database, tables: Collection[str] | None = None) -> list[Finding]:
+def check_integrity(
+    db: Database, tables: Collection[str] | None = None, *, foreign_keys: bool = True
+) -> list[Finding]:
     """Run the schema, integrity and foreign key checks; return one finding per problem.
 
     `tables` limits the integrity and foreign key checks to those tables,
     their indexes and the tables whose foreign keys reference them; None
     checks the whole database. The schema check (`Database.schema_problems`)
     reads no rows and always covers every table and view. An error that a
-    check itself raises is a finding too.
+    check itself raises is a finding too. Without `foreign_keys`, the
+    foreign key check is left out, for a caller whose writes the engine
+    checked as they ran.
     """
     name = db.label
     schema = db.schema_problems()
@@ -1017,6 +1036,8 @@ def check_integrity(db: Database, tables: Collection[str] | None = None) -> list
     )
     # A foreign key mismatch fails the foreign key check of its table with the
     # problem that the schema check has reported already.
+    if not foreign_keys:
+        return findings
     findings.extend(
         Finding(rule="database.foreign-key", file=name, message=f"foreign key check: {problem}")
         for problem in _run_check(db, db.foreign_key_violations, tables)
