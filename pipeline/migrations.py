@@ -280,12 +280,19 @@ class _Lines:
         return bisect.bisect_right(self._starts, offset)
 
 
-def _segments(text: str, dialect: str) -> Iterator[tuple[str, int, int]]:
-    """Yield `(kind, start, end)` pieces of `text`: kind is `code`, `quoted` or `comment`.
+@functools.lru_cache(maxsize=1024)
+def _segments(text: str, dialect: str) -> tuple[tuple[str, int, int], ...]:
+    """Return the `(kind, start, end)` pieces of `text`: kind is `code`, `quoted` or `comment`.
 
     Quoted pieces are string literals, quoted identifiers and PostgreSQL dollar
-    quotes. Raises MigrationError for an unterminated quote or comment.
+    quotes. Raises MigrationError for an unterminated quote or comment. The
+    header marks, the lint, the splitter and the report queries each scan the
+    same texts, so the pieces of a text are kept.
     """
+    return tuple(_scan_segments(text, dialect))
+
+
+def _scan_segments(text: str, dialect: str) -> Iterator[tuple[str, int, int]]:
     lines = _Lines(text)
     length = len(text)
     position = 0
