@@ -36,9 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline.cache import cache_path  # noqa: E402
+from pipeline.cache import CACHE_FOLDER, cache_path  # noqa: E402
 from pipeline.config import Config, SampleDatabase  # noqa: E402
 from pipeline.dryrun import dry_run  # noqa: E402
+from pipeline.dryrun_kept import FOLDER as KEPT_FOLDER  # noqa: E402
 from pipeline.migrations import load_migrations  # noqa: E402
 from pipeline.samples import generate_sample  # noqa: E402
 
@@ -57,8 +58,10 @@ def cli_run(cli: str, sample: Path, work: Path, script: str) -> float:
 
 
 def pipeline_run(config: Config, use_cache: bool = False) -> float:
-    # Only the stored results go, so each run migrates and checks again.
+    # The stored results and the kept migrated copies go, so each run copies,
+    # migrates and checks again; the record of the sample's full checks stays.
     cache_path(config.root, "dry-run").unlink(missing_ok=True)
+    shutil.rmtree(config.root / CACHE_FOLDER / KEPT_FOLDER, ignore_errors=True)
     start = time.perf_counter()
     result = dry_run(config, use_cache=use_cache)
     seconds = time.perf_counter() - start
