@@ -119,7 +119,7 @@ def _change_json(change: Change) -> dict[str, Any]:
 def has_release_tags(repo: Path) -> bool:
     """Tell whether `repo` has a release tag, reading the ref files without a git process.
 
-    Returns True when that cannot be told (refs in a reftable, an unreadable
+    Returns True when the ref files cannot show it (refs in a reftable, an unreadable
     repository), so the caller then asks git.
     """
     try:

@@ -46,7 +46,7 @@ FOREIGN_KEYS_MESSAGE = (
     " transaction and would silently turn foreign key checks off; remove it"
 )
 _PRAGMA = r"^PRAGMA\s+(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?"
-# Statements a migration must not contain, with the reason its author sees. They
+# Statements a migration must not contain, with the reason given to its author. They
 # are matched on the statement without comments, so `PRAGMA /* c */ name` counts.
 _REJECTED = (
     (re.compile(_PRAGMA + r"foreign_keys\b", re.IGNORECASE), FOREIGN_KEYS_MESSAGE),
