@@ -10,8 +10,7 @@ For every configured sample database:
 4. apply the pending migrations with the runner and the transaction boundaries
    that `apply` uses (`pipeline.database.apply_pending`);
 5. run the schema, integrity and foreign key checks;
-6. load the catalogs that the release would ship, and those whose table a
-   pending migration names, as apply loads them
+6. load the catalogs that the release would ship, as apply loads them
    (`pipeline.dryrun_catalogs`), so a catalog row that a migrated table
    rejects fails the dry-run;
 7. compile every report and form query (`query` of `packages/reports/*/report.json`
@@ -82,7 +81,7 @@ from pipeline.database import (
     run_migrations,
     table_row_counts,
 )
-from pipeline.dryrun_catalogs import loaded_catalogs, named_catalogs, shipped_catalogs
+from pipeline.dryrun_catalogs import loaded_catalogs, shipped_catalogs
 from pipeline.dryrun_kept import KeptCopy
 from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import CheckCase, Finding, errors_only
@@ -657,13 +656,12 @@ def _check_catalogs_and_queries(
     db: Database, inputs: _Inputs, result: DatabaseResult, progress: Progress | None
 ) -> None:
     """Load the catalogs and compile every report query in their transaction, then roll back."""
-    root = inputs.config.root
-    named = named_catalogs(root, [run.path for run in result.applied], db.engine)
-    catalogs = sorted({*inputs.catalogs, *named})
-    result.catalogs = catalogs
+    result.catalogs = list(inputs.catalogs)
     reported = {finding.message for finding in result.findings}
     query_findings = []
-    with loaded_catalogs(db, root, catalogs, inputs.bundle_version, reported) as catalog_findings:
+    with loaded_catalogs(
+        db, inputs.config.root, inputs.catalogs, inputs.bundle_version, reported
+    ) as catalog_findings:
         if progress is not None:
             progress.status(f"{result.database}: report queries")
         for query in inputs.queries:

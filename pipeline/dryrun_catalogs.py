@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import git
@@ -34,9 +34,8 @@ from pipeline.catalog_model import ROWS_FILE, relative_path
 from pipeline.collect import ChangeSet, find_base_tag, has_release_tags
 from pipeline.content import KIND_FOLDERS, Kind, classify, list_items
 from pipeline.database import Database, SQLiteDatabase, check_integrity
-from pipeline.errors import ApplyError, CollectError, MigrationError
+from pipeline.errors import ApplyError, CollectError
 from pipeline.findings import Finding
-from pipeline.migrations import code_words
 
 logger = logging.getLogger(__name__)
 
@@ -77,26 +76,6 @@ def shipped_catalogs(root: Path) -> list[str]:
     changed = _changed_catalogs(root, base[1])
     logger.debug("catalogs changed since %s: %s", base[0], sorted(changed) or "none")
     return [catalog_id for catalog_id in present if catalog_id in changed]
-
-
-def named_catalogs(root: Path, migration_paths: Iterable[str], dialect: str) -> set[str]:
-    """Return the catalogs whose table the code of these migration files names.
-
-    A customer's database holds the rows of every catalog of earlier releases,
-    not only of those this release ships. A migration that constrains, rebuilds
-    or changes a catalog's table must hold against those rows too, so the
-    dry-run loads such a catalog even when it did not change. A name in a
-    comment or a string does not count.
-    """
-    present = set(list_items(root, Kind.CATALOG))
-    named: set[str] = set()
-    for relative in migration_paths:
-        try:
-            text = (root / relative).read_text(encoding="utf-8-sig")
-            named |= present & code_words(text, dialect)
-        except (OSError, UnicodeDecodeError, MigrationError) as exc:
-            logger.debug("%s not read for catalog names: %s", relative, exc)
-    return named
 
 
 def _changed_catalogs(root: Path, base_commit: str) -> set[str]:

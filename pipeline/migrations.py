@@ -258,26 +258,6 @@ def line_comments(text: str, dialect: str) -> list[tuple[int, str]]:
     ]
 
 
-def code_words(sql: str, dialect: str) -> set[str]:
-    """Return the lower-case words of `sql` outside comments and string literals.
-
-    A quoted identifier ("knp", `knp`, [knp]) counts as the word it quotes.
-
-    Raises:
-        MigrationError: an unterminated quote or comment.
-    """
-    words: set[str] = set()
-    for kind, first, end in _segments(sql, dialect):
-        piece = sql[first:end]
-        if kind == "comment" or (kind == "quoted" and piece[:1] not in ('"', "`", "[")):
-            continue
-        words.update(word.lower() for word in _WORD.findall(piece))
-    return words
-
-
-_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-
-
 def strip_comments(sql: str, dialect: str) -> str:
     """Return `sql` with every comment outside quotes replaced by one space."""
     pieces = [
