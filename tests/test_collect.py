@@ -52,6 +52,21 @@ def commits_of(change_set: ChangeSet) -> dict[str, tuple[str, ...]]:
 
 
 @pytest.fixture
+def one_round_results(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """What each call of the one-round collect returned, None where it gave way."""
+    results: list[object] = []
+    one_round = collect_module._quick_range
+
+    def spy(*args: Any) -> object:
+        result = one_round(*args)
+        results.append(result)
+        return result
+
+    monkeypatch.setattr(collect_module, "_quick_range", spy)
+    return results
+
+
+@pytest.fixture
 def released(git_repo: Path) -> tuple[Path, str]:
     """A repository with one commit of every kind of content, tagged release/2026.11.0."""
     write(git_repo, "README.md", "content repository\n")
@@ -367,7 +382,7 @@ def test_merge_commits_attribute_branch_work(
 
 
 def test_one_round_and_step_by_step_agree(
-    released: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+    released: tuple[Path, str], one_round_results: list[object]
 ) -> None:
     repo, _ = released
     git(repo, "checkout", "-q", "-b", "feature")
@@ -378,21 +393,11 @@ def test_one_round_and_step_by_step_agree(
     write(repo, "migrations/0002_add_column.sql")
     commit(repo, "Add a migration")
     git(repo, "merge", "-q", "--no-edit", "feature")
-    results: list[object] = []
-    one_round = collect_module._quick_range
-
-    def spy(*args: Any) -> object:
-        result = one_round(*args)
-        results.append(result)
-        return result
-
-    monkeypatch.setattr(collect_module, "_quick_range", spy)
-
     at_head = collect(repo, "HEAD")
     by_branch = collect(repo, "main")
 
-    assert results[0] is not None
-    assert results[1] is None
+    assert one_round_results[0] is not None
+    assert one_round_results[1] is None
     assert at_head.commit == by_branch.commit
     assert at_head.base_tag == by_branch.base_tag == "release/2026.11.0"
     assert at_head.commit_time == by_branch.commit_time
@@ -403,7 +408,7 @@ def test_one_round_and_step_by_step_agree(
 
 
 def test_linear_range_diff_matches_git(
-    released: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+    released: tuple[Path, str], one_round_results: list[object]
 ) -> None:
     repo, _ = released
     write(repo, "migrations/0002_temporary.sql", "SELECT 1;\n")
@@ -418,20 +423,10 @@ def test_linear_range_diff_matches_git(
     (repo / "catalogs/oked/catalog.json").symlink_to("../kbk/catalog.json")
     write(repo, "catalogs/kbk/rows.csv", "code\n1\n")
     commit(repo, "Turn a catalog file into a link and restore the rows")
-    seen: list[object] = []
-    one_round = collect_module._quick_range
-
-    def spy(*args: Any) -> object:
-        result = one_round(*args)
-        seen.append(result)
-        return result
-
-    monkeypatch.setattr(collect_module, "_quick_range", spy)
-
     at_head = collect(repo, "HEAD")
     by_branch = collect(repo, "main")
 
-    assert seen[0] is not None
+    assert one_round_results[0] is not None
     assert at_head.changes == by_branch.changes
     assert summary(at_head.changes) == [
         ("catalog", "oked", "modified", "catalogs/oked/catalog.json", None),

@@ -228,9 +228,9 @@ def test_verify_good_bundle(bundle: Path, signer: Signer, isolated_tmp: Path) ->
     assert list(isolated_tmp.iterdir()) == []
 
 
-def test_verify_parses_the_header_once(
-    bundle: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def opened_archives(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The archives whose 7z header the own reader parses, in order."""
     opened: list[Path] = []
     original = sevenzip_reader.open_archive
 
@@ -239,28 +239,25 @@ def test_verify_parses_the_header_once(
         return original(path, *args)
 
     monkeypatch.setattr(sevenzip_reader, "open_archive", counting)
+    return opened
 
+
+def test_verify_parses_the_header_once(
+    bundle: Path, signer: Signer, opened_archives: list[Path]
+) -> None:
     verify_bundle(bundle, [signer.public])
 
-    assert opened == [bundle]
+    assert opened_archives == [bundle]
 
 
 def test_archive_not_parsed_before_its_signature_passes(
-    bundle: Path, signer: Signer, monkeypatch: pytest.MonkeyPatch
+    bundle: Path, signer: Signer, opened_archives: list[Path]
 ) -> None:
-    opened: list[Path] = []
-    original = sevenzip_reader.open_archive
-
-    def counting(path: Path, *args: Any) -> sevenzip_reader.Archive:
-        opened.append(path)
-        return original(path, *args)
-
-    monkeypatch.setattr(sevenzip_reader, "open_archive", counting)
     flip(bundle, bundle.stat().st_size // 2)
 
     with pytest.raises(VerificationError, match=r"check 1 \(archive signature\) failed"):
         verify_bundle(bundle, [signer.public])
-    assert opened == []
+    assert opened_archives == []
 
 
 def test_verify_among_several_keys(bundle: Path, signer: Signer, other_key: PublicKey) -> None:
