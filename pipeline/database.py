@@ -1123,7 +1123,7 @@ def apply_pending(
 
     Returns:
         The migrations in the transaction left open, which the caller ends
-        with COMMIT or ROLLBACK. After an exception, `db.in_transaction` tells
+        with COMMIT or ROLLBACK. After an exception, `db.in_transaction` shows
         whether a transaction is open.
 
     Raises:

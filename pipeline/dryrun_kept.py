@@ -9,8 +9,8 @@ back. It copies and migrates nothing.
 
 Layout, in `.pipeline-cache/dry-run-samples/`:
 
-- `<name>.sqlite`: the kept copy; `<name>` is a hash of the sample's resolved
-  path, so each sample has at most one kept copy and a new one replaces it;
+- `<name>.sqlite`: the kept copy. `<name>` is a hash of the sample's resolved
+  path, so each sample has at most one kept copy, and a new one replaces it.
 - `<name>.json`: its record: the key, the size and a hash of the SQLite
   header of the copy, and the result of its migrations and checks;
 - `<name>.lock`: an exclusive `flock` held while a dry-run reads or replaces

@@ -335,9 +335,9 @@ def _breaks_ukrainian_spelling(word: str) -> bool:
     """Return whether `word` has an є, ї or ґ in a place where Ukrainian spelling has none.
 
     Ukrainian writes ї only at the start of a word or after a vowel, an
-    apostrophe or ь ("Київ", "з'їзд", "Ільїн"), є never before a vowel, and
-    ґ never after a consonant, nor before one other than р л в д ж
-    ("ґрунт", "Ґданськ", "Ґжицький"). The KZ-1048 ө and ү stand between
+    apostrophe or ь ("Київ", "з'їзд", "Ільїн"). It writes є never before a
+    vowel. It writes ґ never after a consonant, nor before one other than
+    р л в д ж ("ґрунт", "Ґданськ", "Ґжицький"). The KZ-1048 ө and ү stand between
     consonants in most Kazakh words, so their CP1251 forms break these rules
     ("Тґлем" for "Төлем", "Тїркістан" for "Түркістан").
     """

@@ -477,7 +477,7 @@ INSERT INTO plans VALUES (1, '001');
 
 
 def migrate_twice(root: Path, checked_before: bool) -> RunResult:
-    """Apply 0001 first, then the rest, so the second run knows the database was checked."""
+    """Apply 0001, then the rest with `checked_before`, as after a sample's full checks."""
     migrations = load_migrations(root, "sqlite")
     with open_sqlite(root) as db:
         run_migrations(db, migrations[:1])

@@ -1,12 +1,12 @@
 """Parse treasury files into canonical records and render canonical records as exports.
 
-Parsing runs in five steps: reject a byte order mark other than the UTF-8
-one of a UTF-8 file, naming the mark; reject a file whose first line starts
-another syntax (before decoding, so a 1C file in CP1251 given to a UTF-8 MT940
-definition is named as 1C, not as an invalid UTF-8 byte), decode the bytes in
-the definition's encoding, parse the syntax into source fields, then map each
-source field to its canonical field and convert it to the canonical type
-(`records.py`). A text value with mojibake, such as KZ-1048 text read as
+Parsing runs in five steps. It rejects a byte order mark other than the
+UTF-8 one of a UTF-8 file, naming the mark. It rejects a file whose first line
+starts another syntax, before decoding, so a 1C file in CP1251 given to a UTF-8
+MT940 definition is named as 1C, not as an invalid UTF-8 byte. It decodes the
+bytes in the definition's encoding and parses the syntax into source fields.
+Last, it maps each source field to its canonical field and converts it to the
+canonical type (`records.py`). A text value with mojibake, such as KZ-1048 text read as
 CP1251 ("Ќазаќстан" for "Қазақстан"), is rejected with the repaired text, or
 only reported as a warning when the definition sets `mojibake` to `warning`.
 One word misread beyond doubt anywhere in the file makes the words with є, ї
