@@ -366,11 +366,11 @@ class SQLiteDatabase(Database):
             checks = ["PRAGMA integrity_check"]
         else:
             # A table argument to integrity_check needs SQLite 3.33.0 or newer.
-            wanted = {table.lower() for table in tables}
+            requested = {table.lower() for table in tables}
             checks = [
                 f'PRAGMA integrity_check("{table}")'
                 for table in self.tables()
-                if table.lower() in wanted
+                if table.lower() in requested
             ]
         problems = []
         for check in checks:

@@ -492,8 +492,8 @@ def _check_sample(root: Path, path: Path) -> None:
     with open_database(f"sqlite:///{path.resolve()}", root) as db:
         problems = check_integrity(db)
     if problems:
-        shown = "; ".join(finding.message for finding in problems[:5])
-        raise MigrationError(f"generated sample {path} fails its own checks: {shown}")
+        first_problems = "; ".join(finding.message for finding in problems[:5])
+        raise MigrationError(f"generated sample {path} fails its own checks: {first_problems}")
     checks = SampleChecks(root)
     checks.record(path)
     checks.save()
