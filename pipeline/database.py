@@ -462,28 +462,31 @@ class PostgresDatabase(Database):
             self.execute("RELEASE SAVEPOINT pipeline_constraints")
 
     def foreign_key_violations(self, tables: Collection[str] | None = None) -> list[str]:
-        """Search every foreign key for child rows without a parent row, a few keys each.
+        """Search every foreign key for child rows without a parent row.
 
         Validated keys cannot have such rows; a key added NOT VALID, or rows
-        loaded with triggers disabled, can.
+        loaded with triggers disabled, can. Each finding gives the exact
+        number of orphan rows and names the first five by the child table's
+        primary key, or by ctid when the table has none.
         """
         violations = []
         wanted = None if tables is None else {table.lower() for table in tables}
-        for name, child, parent, child_columns, parent_columns in self.execute(_FOREIGN_KEYS_SQL):
-            if wanted is not None and not {child.lower(), parent.lower()} & wanted:
+        for key in self.execute(_FOREIGN_KEYS_SQL):
+            name, child, parent, child_name, parent_name = key[:5]
+            child_columns, parent_columns, primary_key = key[5:]
+            # `tables` contains bare names, so they are compared with pg_class.relname.
+            if wanted is not None and not {child_name.lower(), parent_name.lower()} & wanted:
                 continue
-            keys = self.execute(_orphans_sql(child, parent, child_columns, parent_columns))
-            if not keys:
-                continue
-            shown = "; ".join(
-                ", ".join(f"{c}={v!r}" for c, v in zip(child_columns, key, strict=True))
-                for key in keys[:5]
+            row_key = primary_key or ["ctid"]
+            rows = self.execute(
+                _orphans_sql(child, parent, child_columns, parent_columns, row_key)
             )
-            more = ", and more" if len(keys) > 5 else ""
-            violations.append(
-                f"table {child} constraint {name}: rows have no matching row in parent"
-                f" table {parent}({', '.join(parent_columns)}): {shown}{more}"
-            )
+            if rows:
+                violations.append(
+                    _describe_orphans(
+                        name, child, parent, child_columns, parent_columns, row_key, rows
+                    )
+                )
         return violations
 
     def integrity_problems(self, tables: Collection[str] | None = None) -> list[str]:
@@ -509,7 +512,7 @@ class PostgresDatabase(Database):
             )
             self.execute(start)
             try:
-                self.execute(f'ALTER TABLE {table} VALIDATE CONSTRAINT "{name}"')
+                self.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
             except psycopg.Error as exc:
                 problems.append(
                     f"table {table} constraint {name} (NOT VALID) fails validation:"
@@ -589,18 +592,26 @@ class PostgresDatabase(Database):
         return self.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
 
+# Names come quoted where needed: tables by regclass, columns and constraints by
+# quote_ident. The bare relname is there for comparison with a list of tables.
 _FOREIGN_KEYS_SQL = """
-SELECT con.conname, con.conrelid::regclass::text, con.confrelid::regclass::text,
+SELECT quote_ident(con.conname), con.conrelid::regclass::text, con.confrelid::regclass::text,
+    (SELECT relname FROM pg_class WHERE oid = con.conrelid),
+    (SELECT relname FROM pg_class WHERE oid = con.confrelid),
     ARRAY(SELECT quote_ident(a.attname) FROM unnest(con.conkey) WITH ORDINALITY AS k(n, i)
           JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n ORDER BY k.i),
     ARRAY(SELECT quote_ident(a.attname) FROM unnest(con.confkey) WITH ORDINALITY AS k(n, i)
-          JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i)
+          JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.n ORDER BY k.i),
+    ARRAY(SELECT quote_ident(a.attname)
+          FROM pg_constraint pk, unnest(pk.conkey) WITH ORDINALITY AS k(n, i)
+          JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.n
+          WHERE pk.conrelid = con.conrelid AND pk.contype = 'p' ORDER BY k.i)
 FROM pg_constraint con JOIN pg_namespace ns ON ns.oid = con.connamespace
 WHERE con.contype = 'f' AND ns.nspname = current_schema()
 ORDER BY 2, 1
 """
 _NOT_VALID_SQL = """
-SELECT con.conname, con.conrelid::regclass::text
+SELECT quote_ident(con.conname), con.conrelid::regclass::text
 FROM pg_constraint con JOIN pg_namespace ns ON ns.oid = con.connamespace
 WHERE NOT con.convalidated AND con.contype IN ('c', 'f') AND ns.nspname = current_schema()
 ORDER BY 2, 1
@@ -617,13 +628,65 @@ ORDER BY c.relname, l.pid
 """
 
 
-def _orphans_sql(child: str, parent: str, columns: Sequence[str], parents: Sequence[str]) -> str:
-    # Identifiers come from the system catalogs, already quoted by regclass and quote_ident.
+# The maximum number of orphan rows a finding names. Its count covers all of them.
+_ORPHANS_SHOWN = 5
+
+
+def _orphans_sql(
+    child: str,
+    parent: str,
+    columns: Sequence[str],
+    parents: Sequence[str],
+    row_key: Sequence[str],
+) -> str:
+    """Return a query for the first orphan rows of a foreign key, ordered by `row_key`.
+
+    Each result row has the `row_key` values, then the foreign key values, as
+    text, and last the number of all orphan rows. The names must be quoted
+    identifiers from the system catalogs. A row with a NULL in its key is no
+    orphan, as MATCH SIMPLE has it.
+
+    NOTE: a MATCH FULL key's rows with some key columns NULL are not found
+    here; the validation in `integrity_problems` reports them.
+    """
     present = " AND ".join(f"c.{column} IS NOT NULL" for column in columns)
     match = " AND ".join(f"p.{p} = c.{c}" for c, p in zip(columns, parents, strict=True))
+    values = ", ".join(f"c.{column}::text" for column in [*row_key, *columns])
+    order = ", ".join(f"c.{column}" for column in row_key)
+    # The window count is taken over every orphan row before LIMIT applies.
     return (
-        f"SELECT {', '.join(f'c.{column}' for column in columns)} FROM {child} AS c"
-        f" WHERE {present} AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE {match}) LIMIT 6"
+        f"SELECT {values}, count(*) OVER () FROM {child} AS c"
+        f" WHERE {present} AND NOT EXISTS (SELECT 1 FROM {parent} AS p WHERE {match})"
+        f" ORDER BY {order} LIMIT {_ORPHANS_SHOWN}"
+    )
+
+
+def _describe_orphans(
+    name: str,
+    child: str,
+    parent: str,
+    columns: Sequence[str],
+    parents: Sequence[str],
+    row_key: Sequence[str],
+    rows: Sequence[Row],
+) -> str:
+    """Describe the orphan rows of one foreign key from the rows of `_orphans_sql`."""
+    total = int(rows[0][-1])
+    described = []
+    for row in rows:
+        key_values = ", ".join(row[: len(row_key)])
+        values = ", ".join(row[len(row_key) : -1])
+        where = (
+            f"ctid {key_values}"
+            if list(row_key) == ["ctid"]
+            else f"({', '.join(row_key)})=({key_values})"
+        )
+        described.append(f"row {where} has key ({', '.join(columns)})=({values})")
+    if total > len(rows):
+        described.append(f"and {total - len(rows)} more row(s)")
+    return (
+        f"table {child} constraint {name}: {total} row(s) have no matching row in parent"
+        f" table {parent}({', '.join(parents)}): {'; '.join(described)}"
     )
 
 

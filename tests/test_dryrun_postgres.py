@@ -619,12 +619,100 @@ def test_orphans_and_not_valid_constraints(tmp_path: Path, postgres_database: st
         "table audit constraint audit_organization_fk (NOT VALID) fails validation"
         in (messages[1])
     )
-    assert (
-        "table audit constraint audit_organization_fk: rows have no matching row in parent"
-        " table organizations(id): organization_id=424242"
-    ) in messages[2]
+    assert messages[2] == (
+        "foreign key check: table audit constraint audit_organization_fk: 1 row(s) have no"
+        " matching row in parent table organizations(id):"
+        " row (id)=(1) has key (organization_id)=(424242)"
+    )
     # Validation is rolled back: the constraints stay NOT VALID and are found again.
     assert [f.message for f in again] == messages
+
+
+def test_orphans_named_by_primary_key(tmp_path: Path, postgres_database: str) -> None:
+    with open_database(postgres_database, tmp_path) as db:
+        db.execute("CREATE TABLE organizations (id INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE audit (id INTEGER PRIMARY KEY, organization_id INTEGER)")
+        db.execute("INSERT INTO organizations VALUES (1)")
+        # Rows 12 to 18 are orphans, inserted out of order; 10 has a parent, 11 has no key.
+        db.execute(
+            "INSERT INTO audit VALUES (10, 1), (11, NULL), (18, 424243), (17, 424243),"
+            " (12, 424242), (13, 424242), (14, 424242), (15, 424242), (16, 424242)"
+        )
+        db.execute(
+            "ALTER TABLE audit ADD CONSTRAINT audit_organization_fk FOREIGN KEY"
+            " (organization_id) REFERENCES organizations (id) NOT VALID"
+        )
+        violations = db.foreign_key_violations()
+    assert violations == [
+        "table audit constraint audit_organization_fk: 7 row(s) have no matching row in"
+        " parent table organizations(id):"
+        " row (id)=(12) has key (organization_id)=(424242);"
+        " row (id)=(13) has key (organization_id)=(424242);"
+        " row (id)=(14) has key (organization_id)=(424242);"
+        " row (id)=(15) has key (organization_id)=(424242);"
+        " row (id)=(16) has key (organization_id)=(424242);"
+        " and 2 more row(s)"
+    ]
+
+
+def test_orphans_without_primary_key_by_ctid(tmp_path: Path, postgres_database: str) -> None:
+    with open_database(postgres_database, tmp_path) as db:
+        db.execute("CREATE TABLE organizations (id INTEGER PRIMARY KEY)")
+        db.execute("CREATE TABLE audit_log (organization_id INTEGER, note TEXT)")
+        db.execute("INSERT INTO audit_log VALUES (424242, 'a'), (NULL, 'b'), (424243, 'c')")
+        db.execute(
+            "ALTER TABLE audit_log ADD CONSTRAINT audit_log_organization_fk FOREIGN KEY"
+            " (organization_id) REFERENCES organizations (id) NOT VALID"
+        )
+        violations = db.foreign_key_violations()
+    assert violations == [
+        "table audit_log constraint audit_log_organization_fk: 2 row(s) have no matching"
+        " row in parent table organizations(id):"
+        " row ctid (0,1) has key (organization_id)=(424242);"
+        " row ctid (0,3) has key (organization_id)=(424243)"
+    ]
+
+
+def test_orphans_in_quoted_tables(tmp_path: Path, postgres_database: str) -> None:
+    # Capitals, spaces and a double quote in names; composite primary and foreign keys.
+    with open_database(postgres_database, tmp_path) as db:
+        db.execute(
+            'CREATE TABLE "Org Unit" ("Region" TEXT, "Org Id" INTEGER,'
+            ' PRIMARY KEY ("Region", "Org Id"))'
+        )
+        db.execute(
+            'CREATE TABLE "Audit Log" ("Log Day" DATE, "Line No" INTEGER, "Region" TEXT,'
+            ' "Org Id" INTEGER, PRIMARY KEY ("Log Day", "Line No"))'
+        )
+        db.execute("""INSERT INTO "Org Unit" VALUES ('KZ-ALA', 1)""")
+        db.execute(
+            """INSERT INTO "Audit Log" VALUES ('2025-01-31', 2, 'KZ-AST', 1),"""
+            " ('2025-01-31', 1, 'KZ-ALA', 1), ('2025-01-30', 5, 'KZ-ALA', 7)"
+        )
+        db.execute(
+            'ALTER TABLE "Audit Log" ADD CONSTRAINT "Audit ""Org"" FK"'
+            ' FOREIGN KEY ("Region", "Org Id") REFERENCES "Org Unit" ("Region", "Org Id")'
+            " NOT VALID"
+        )
+        everything = db.foreign_key_violations()
+        # The tables of a migration come unquoted from `touched_tables`.
+        named = db.foreign_key_violations({"Audit Log"})
+        other = db.foreign_key_violations({"audit log2"})
+        validation = db.integrity_problems()
+    expected = (
+        'table "Audit Log" constraint "Audit ""Org"" FK": 2 row(s) have no matching row in'
+        ' parent table "Org Unit"("Region", "Org Id"):'
+        ' row ("Log Day", "Line No")=(2025-01-30, 5) has key ("Region", "Org Id")=(KZ-ALA, 7);'
+        ' row ("Log Day", "Line No")=(2025-01-31, 2) has key ("Region", "Org Id")=(KZ-AST, 1)'
+    )
+    assert everything == [expected]
+    assert named == [expected]
+    assert other == []
+    assert len(validation) == 1
+    assert validation[0].startswith(
+        'table "Audit Log" constraint "Audit ""Org"" FK" (NOT VALID) fails validation:'
+        ' insert or update on table "Audit Log" violates foreign key constraint'
+    )
 
 
 def test_statement_timeout_named(tmp_path: Path, postgres_database: str) -> None:
