@@ -519,13 +519,17 @@ def _structure_findings(files: list[_MigrationFile]) -> list[Finding]:
         present = {d for d in dialects if d is not None}
         if present and present != set(DIALECTS):
             (missing,) = set(DIALECTS) - present
+            (found,) = group
+            base = f"{version}_{slugs[0]}"
             findings.append(
                 Finding(
                     rule="migration.dialect",
-                    file=group[0].path,
-                    message=f"version {version} has a {next(iter(present))} file but no"
-                    f" {missing} file; add {MIGRATIONS_FOLDER}/{version}_{slugs[0]}.{missing}.sql"
-                    f" or merge both into {version}_{slugs[0]}.sql",
+                    file=found.path,
+                    message=f"expected {base}.sqlite.sql together with {base}.postgresql.sql,"
+                    f" or one portable {base}.sql, found only {found.file.name}; add"
+                    f" {MIGRATIONS_FOLDER}/{base}.{missing}.sql, or rename this file to"
+                    f" {MIGRATIONS_FOLDER}/{base}.sql if its SQL runs on both SQLite and"
+                    " PostgreSQL",
                 )
             )
     numbers = sorted(int(v) for v in by_version)

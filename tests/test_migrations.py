@@ -82,8 +82,30 @@ def test_check_reports_duplicate_number() -> None:
 def test_check_reports_missing_dialect_file() -> None:
     findings = check_migrations(DATA / "postgresql_file_missing")
     assert [f.rule for f in findings] == ["migration.dialect"]
-    assert "no postgresql file" in findings[0].message
-    assert "0002_statements.postgresql.sql" in findings[0].message
+    assert str(findings[0]) == (
+        "migrations/0002_statements.sqlite.sql: expected 0002_statements.sqlite.sql together"
+        " with 0002_statements.postgresql.sql, or one portable 0002_statements.sql, found only"
+        " 0002_statements.sqlite.sql; add migrations/0002_statements.postgresql.sql, or rename"
+        " this file to migrations/0002_statements.sql if its SQL runs on both SQLite and"
+        " PostgreSQL"
+    )
+
+
+def test_missing_sqlite_file_named(tmp_path: Path) -> None:
+    root = write_migrations(
+        tmp_path, {"0001_baseline.sql": BASELINE, "0002_index.postgresql.sql": "SELECT 1;\n"}
+    )
+    findings = check_migrations(root)
+    assert [f.rule for f in findings] == ["migration.dialect"]
+    assert str(findings[0]) == (
+        "migrations/0002_index.postgresql.sql: expected 0002_index.sqlite.sql together with"
+        " 0002_index.postgresql.sql, or one portable 0002_index.sql, found only"
+        " 0002_index.postgresql.sql; add migrations/0002_index.sqlite.sql, or rename this"
+        " file to migrations/0002_index.sql if its SQL runs on both SQLite and PostgreSQL"
+    )
+    with pytest.raises(MigrationError) as caught:
+        load_migrations(root, "sqlite")
+    assert f"invalid migration files: {findings[0]}" in str(caught.value)
 
 
 def test_check_reports_bad_name() -> None:
