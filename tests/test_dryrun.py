@@ -24,7 +24,7 @@ from pipeline.dryrun import Shard, dry_run
 from pipeline.dryrun_catalogs import shipped_catalogs
 from pipeline.errors import ConfigError, ValidationError
 from pipeline.findings import write_json_report, write_junit_report
-from pipeline.migrations import load_migrations
+from pipeline.migrations import FOREIGN_KEYS_MESSAGE, load_migrations
 from pipeline.report_merge import merge_reports
 from pipeline.samples import generate_sample
 
@@ -637,6 +637,37 @@ def test_ignore_check_constraints_rejected(tmp_path: Path) -> None:
         "migrations/0004_opening.sqlite.sql:1: PRAGMA ignore_check_constraints is not allowed"
         in (result.results[0].error or "")
     )
+
+
+@pytest.mark.parametrize(
+    "pragma", ["foreign_keys = OFF", "ignore_check_constraints = ON", "writable_schema = ON"]
+)
+@pytest.mark.parametrize(
+    "name", ["0004_pragma.sql", "0004_pragma.sqlite.sql"], ids=["portable", "sqlite"]
+)
+def test_rejected_pragma_named(tmp_path: Path, name: str, pragma: str) -> None:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    (root / "migrations" / name).write_text(
+        f"-- Empty knp, which other tables reference.\nPRAGMA {pragma};\nDELETE FROM knp;\n",
+        "utf-8",
+    )
+    if name.endswith(".sqlite.sql"):
+        (root / "migrations" / "0004_pragma.postgresql.sql").write_text("SELECT 1;\n", "utf-8")
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config)
+
+    (database,) = result.results
+    assert not database.passed
+    assert database.applied == []
+    (finding,) = database.findings
+    assert finding.rule == "dry-run.migration"
+    assert (finding.file, finding.line) == (f"migrations/{name}", 2)
+    assert finding.message.startswith(f"PRAGMA {pragma.split()[0]} is not allowed in a migration:")
+    assert database.error == f"migrations/{name}:2: {finding.message}"
+    if pragma.startswith("foreign_keys"):
+        assert finding.message == FOREIGN_KEYS_MESSAGE
 
 
 def test_unterminated_quote_names_file(tmp_path: Path) -> None:
