@@ -386,7 +386,7 @@ class SQLiteDatabase(Database):
         return sqlite_schema.schema_problems(self.connection)
 
     def _explain(self, sql: str, names: Sequence[str]) -> None:
-        self.connection.execute(f"EXPLAIN {sql}", dict.fromkeys(names)).fetchall()
+        sqlite_schema.explain(self.connection, sql, dict.fromkeys(names))
 
     def close(self) -> None:
         self.connection.close()

@@ -20,8 +20,10 @@ milliseconds on a database of any size.
 
 from __future__ import annotations
 
+import itertools
 import re
 import sqlite3
+from typing import Any
 
 _MISMATCH = re.compile(r'foreign key mismatch - "(?P<child>.+)" referencing "(?P<parent>.+)"')
 
@@ -29,6 +31,24 @@ _MISMATCH = re.compile(r'foreign key mismatch - "(?P<child>.+)" referencing "(?P
 def _quote(name: str) -> str:
     """Quote an SQL identifier."""
     return '"' + name.replace('"', '""') + '"'
+
+
+# Numbers the EXPLAIN statements, so that none comes from the statement cache.
+_EXPLAINED = itertools.count()
+
+
+def explain(connection: sqlite3.Connection, sql: str, parameters: Any = ()) -> None:
+    """Compile `sql` with EXPLAIN on the schema as it is now, without running it.
+
+    The sqlite3 module keeps prepared statements by their text, and SQLite
+    does not prepare an EXPLAIN statement again after the schema changed.
+    A repeated text would report how the statement compiled on the schema of
+    its first use, so each call gets a text of its own.
+
+    Raises:
+        sqlite3.Error: the statement does not compile.
+    """
+    connection.execute(f"/* {next(_EXPLAINED)} */ EXPLAIN {sql}", parameters).fetchall()
 
 
 def schema_problems(connection: sqlite3.Connection) -> list[str]:
@@ -45,7 +65,7 @@ def schema_problems(connection: sqlite3.Connection) -> list[str]:
     for name, kind in rows:
         for verb, sql in _probes(connection, str(name), str(kind)):
             try:
-                connection.execute(f"EXPLAIN {sql}").fetchall()
+                explain(connection, sql)
             except sqlite3.Error as exc:
                 message = str(exc)
                 mismatch = describe_mismatch(connection, message)
