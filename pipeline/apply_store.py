@@ -250,21 +250,41 @@ def _prepare_table(db: Database, description: CatalogDescription) -> list[Row]:
     """
     table = catalog_table(description.id)
     columns = list(description.column_names)
-    if table in list_tables(db):
-        existing = [name for name, _ in table_columns(db, table)]
-        stored = db.execute(
-            f"SELECT key_columns FROM {CATALOGS_TABLE} WHERE id = {db.placeholder}",
-            (description.id,),
-        )
-        same_key = bool(stored) and json.loads(str(stored[0][0])) == list(description.key)
-        if existing == columns and same_key:
-            return read_catalog(db, description.id, columns)
+    fits = catalog_table_fits(db, description)
+    if fits:
+        return read_catalog(db, description.id, columns)
+    if fits is not None:
         logger.info("catalog %s: columns or key changed, the table is created again", table)
         db.execute(f"DROP TABLE {quote(table)}")
-    definitions = ", ".join(f"{quote(name)} TEXT NOT NULL" for name in columns)
-    key = ", ".join(quote(name) for name in description.key)
-    db.execute(f"CREATE TABLE {quote(table)} ({definitions}, PRIMARY KEY ({key}))")
+    create_catalog_table(db, description)
     return []
+
+
+def catalog_table_fits(db: Database, description: CatalogDescription) -> bool | None:
+    """Tell whether the catalog's table has the description's columns and key; None when absent.
+
+    A load keeps a table that fits and creates any other one anew.
+    """
+    table = catalog_table(description.id)
+    if table not in list_tables(db):
+        return None
+    existing = [name for name, _ in table_columns(db, table)]
+    stored = db.execute(
+        f"SELECT key_columns FROM {CATALOGS_TABLE} WHERE id = {db.placeholder}",
+        (description.id,),
+    )
+    same_key = bool(stored) and json.loads(str(stored[0][0])) == list(description.key)
+    return existing == list(description.column_names) and same_key
+
+
+def create_catalog_table(db: Database, description: CatalogDescription) -> None:
+    """Create the catalog's table, empty, when it does not exist."""
+    definitions = ", ".join(f"{quote(name)} TEXT NOT NULL" for name in description.column_names)
+    key = ", ".join(quote(name) for name in description.key)
+    db.execute(
+        f"CREATE TABLE IF NOT EXISTS {quote(catalog_table(description.id))}"
+        f" ({definitions}, PRIMARY KEY ({key}))"
+    )
 
 
 def _apply_delta(db: Database, description: CatalogDescription, delta: CatalogDelta) -> None:

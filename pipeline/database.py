@@ -154,6 +154,10 @@ class Database(abc.ABC):
         """
 
     @abc.abstractmethod
+    def foreign_key_parents(self) -> dict[str, set[str]]:
+        """Return {table: the tables its foreign keys reference}, every name in lower case."""
+
+    @abc.abstractmethod
     def integrity_problems(self, tables: Collection[str] | None = None) -> list[str]:
         """Describe every problem of the engine's own integrity check.
 
@@ -315,6 +319,10 @@ class SQLiteDatabase(Database):
         )
         return [str(row[0]) for row in rows]
 
+    def foreign_key_parents(self) -> dict[str, set[str]]:
+        graph = sqlite_schema.foreign_key_graph(self.connection)
+        return {table: keys.parents for table, keys in graph.items()}
+
     def foreign_key_violations(self, tables: Collection[str] | None = None) -> list[str]:
         # SQLite foreign keys have no names, so a key is named by its columns.
         # The rows are grouped per key, and a few rowids are shown.
@@ -460,6 +468,12 @@ class PostgresDatabase(Database):
         finally:
             self.execute("ROLLBACK TO SAVEPOINT pipeline_constraints")
             self.execute("RELEASE SAVEPOINT pipeline_constraints")
+
+    def foreign_key_parents(self) -> dict[str, set[str]]:
+        parents: dict[str, set[str]] = {}
+        for child, parent in self.execute(_FOREIGN_KEY_TABLES_SQL):
+            parents.setdefault(str(child).lower(), set()).add(str(parent).lower())
+        return parents
 
     def foreign_key_violations(self, tables: Collection[str] | None = None) -> list[str]:
         """Search every foreign key for child rows without a parent row.
@@ -609,6 +623,14 @@ SELECT quote_ident(con.conname), con.conrelid::regclass::text, con.confrelid::re
 FROM pg_constraint con JOIN pg_namespace ns ON ns.oid = con.connamespace
 WHERE con.contype = 'f' AND ns.nspname = current_schema()
 ORDER BY 2, 1
+"""
+_FOREIGN_KEY_TABLES_SQL = """
+SELECT child.relname, parent.relname
+FROM pg_constraint con
+JOIN pg_namespace ns ON ns.oid = con.connamespace
+JOIN pg_class child ON child.oid = con.conrelid
+JOIN pg_class parent ON parent.oid = con.confrelid
+WHERE con.contype = 'f' AND ns.nspname = current_schema()
 """
 _NOT_VALID_SQL = """
 SELECT quote_ident(con.conname), con.conrelid::regclass::text
@@ -1075,7 +1097,11 @@ def table_row_counts(db: Database) -> dict[str, int]:
 
 
 def check_integrity(
-    db: Database, tables: Collection[str] | None = None, *, foreign_keys: bool = True
+    db: Database,
+    tables: Collection[str] | None = None,
+    *,
+    foreign_keys: bool = True,
+    schema: Sequence[str] | None = None,
 ) -> list[Finding]:
     """Run the schema, integrity and foreign key checks; return one finding per problem.
 
@@ -1085,10 +1111,12 @@ def check_integrity(
     reads no rows and always covers every table and view. An error that a
     check itself raises is a finding too. Without `foreign_keys`, the
     foreign key check is left out, for a caller whose writes the engine
-    checked as they ran.
+    checked as they ran. `schema` is the schema check's result when the
+    caller has it already.
     """
     name = db.label
-    schema = db.schema_problems()
+    if schema is None:
+        schema = db.schema_problems()
     findings = [
         Finding(rule="database.schema", file=name, message=f"schema check: {problem}")
         for problem in schema

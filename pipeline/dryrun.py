@@ -12,7 +12,8 @@ For every configured sample database:
 5. run the schema, integrity and foreign key checks;
 6. load the catalogs that the release would ship, as apply loads them
    (`pipeline.dryrun_catalogs`), so a catalog row that a migrated table
-   rejects fails the dry-run;
+   rejects fails the dry-run; on a kept migrated copy, a catalog whose
+   files and parent catalogs did not change keeps its stored result;
 7. compile every report and form query (`query` of `packages/reports/*/report.json`
    and `packages/forms/*/form.json`) with EXPLAIN against the migrated schema;
 8. drop the copy, also on failure, on Ctrl+C and on SIGTERM. A PostgreSQL
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import multiprocessing
 import os
@@ -52,6 +54,7 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline import sqlite_schema
 from pipeline.cache import (
     MISSING,
     ResultCache,
@@ -70,6 +73,7 @@ from pipeline.database import (
     MigrationRun,
     RunnerHooks,
     RunResult,
+    SQLiteDatabase,
     StatementError,
     check_integrity,
     display_name,
@@ -81,7 +85,12 @@ from pipeline.database import (
     run_migrations,
     table_row_counts,
 )
-from pipeline.dryrun_catalogs import loaded_catalogs, shipped_catalogs
+from pipeline.dryrun_catalogs import (
+    CatalogLoad,
+    constrained_catalogs,
+    loaded_catalogs,
+    shipped_catalogs,
+)
 from pipeline.dryrun_kept import KeptCopy
 from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import CheckCase, Finding, errors_only
@@ -93,7 +102,7 @@ from pipeline.migration_lint import (
     load_report_queries,
     used_objects,
 )
-from pipeline.migrations import Migration, MigrationFileError, load_migrations
+from pipeline.migrations import Migration, MigrationFileError, load_migrations, sql_names
 from pipeline.sample_checks import SampleChecks, sample_key
 from pipeline.samples import ensure_sample
 
@@ -169,6 +178,14 @@ class DatabaseResult:
     checked_tables: list[str] | None = None
     # The catalogs loaded into the copy after the migrations, as apply loads them.
     catalogs: list[str] = field(default_factory=list)
+    # Those of `catalogs` that the release does not ship: catalogs whose tables
+    # the migrations change, and catalogs that loaded ones reference. Their rows
+    # are those the customers hold from earlier releases.
+    catalogs_not_shipped: list[str] = field(default_factory=list)
+    # Those of `catalogs` whose result on a kept migrated copy came from its
+    # record, because neither their files nor those of the catalogs they
+    # reference changed (`pipeline.dryrun_catalogs`).
+    catalogs_reused: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DatabaseResult:
@@ -186,6 +203,8 @@ class DatabaseResult:
             sample_checked=data.get("sample_checked", False),
             checked_tables=data.get("checked_tables"),
             catalogs=data.get("catalogs", []),
+            catalogs_reused=data.get("catalogs_reused", []),
+            catalogs_not_shipped=data.get("catalogs_not_shipped", []),
         )
 
 
@@ -237,9 +256,18 @@ class DryRunResult:
                     " the sample passed the full checks before"
                 )
             if result.catalogs:
-                lines.append(
-                    f"  catalogs loaded after the migrations: {', '.join(result.catalogs)}"
-                )
+                line = f"  catalogs loaded after the migrations: {', '.join(result.catalogs)}"
+                if result.catalogs_not_shipped:
+                    line += (
+                        f" (not shipped, rows of earlier releases:"
+                        f" {', '.join(result.catalogs_not_shipped)})"
+                    )
+                if result.catalogs_reused:
+                    line += (
+                        f" (unchanged, results from the kept copy's record:"
+                        f" {', '.join(result.catalogs_reused)})"
+                    )
+                lines.append(line)
             # A failed migration is also a finding; print its error only once.
             if result.error and not errors_only(result.findings):
                 lines.append(f"  error: {result.error}")
@@ -294,6 +322,8 @@ class _Inputs:
     catalogs: tuple[str, ...] = ()
     # {sample URL: key of its kept migrated copy} (`_kept_key`); empty without the cache.
     kept_keys: Mapping[str, str] = field(default_factory=dict)
+    # {catalog: digest of its files} of `catalogs`; empty without the cache.
+    catalog_blobs: Mapping[str, str] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -555,13 +585,10 @@ class _ProgressHooks(RunnerHooks):
 
 def _check_database(
     db: Database, sample: SampleDatabase, inputs: _Inputs, progress: Progress | None = None
-) -> tuple[DatabaseResult, dict[str, Any] | None]:
+) -> _Checked:
     """Migrate and check a copy, then load the catalogs and compile the report queries.
 
-    Returns the result and, when the migrations and the checks after them
-    passed, the record of that part of the result, which a kept copy stores
-    (`_check_kept` reads it). The catalogs are rolled back, so the copy is
-    then as the migrations left it.
+    The catalogs are rolled back, so the copy is then as the migrations left it.
     """
     config = inputs.config
     result = DatabaseResult(
@@ -587,7 +614,7 @@ def _check_database(
                     for finding in problems
                 )
                 result.error = f"{result.database} fails its own integrity checks"
-                return result, None
+                return _Checked(result)
             checked_before = result.sample_checked = True
     try:
         migrations = load_migrations(config.root, db.engine)
@@ -624,19 +651,19 @@ def _check_database(
                 message=f"failed on {result.database}: {exc.database_message}",
             )
         )
-        return result, None
+        return _Checked(result)
     except MigrationFileError as exc:
         result.error = str(exc)
         result.findings.append(
             Finding(rule="dry-run.migration", file=exc.path, line=exc.line, message=exc.problem)
         )
-        return result, None
+        return _Checked(result)
     except MigrationError as exc:
         result.error = str(exc)
         result.findings.append(
             Finding(rule="dry-run.migration", file=result.database, message=str(exc))
         )
-        return result, None
+        return _Checked(result)
     checks = result.findings[linted:]
     record = None
     if not errors_only(checks):
@@ -648,37 +675,121 @@ def _check_database(
             "sample_checked": result.sample_checked,
             "row_counts": dict(row_counts),
         }
-    _check_catalogs_and_queries(db, inputs, result, progress)
-    return result, record
+    catalogs = _check_catalogs_and_queries(db, inputs, result, progress, pending=pending)
+    return _Checked(result, record, catalogs)
+
+
+@dataclass
+class _Checked:
+    """A sample's dry-run result, and what a kept copy of it stores.
+
+    `migrated` is the record of the migrations and the checks after them
+    when those passed (`_check_kept` reads it). `catalogs` is the record of
+    the catalog load and the query compilation (`loaded_catalogs` reads it).
+    """
+
+    result: DatabaseResult
+    migrated: dict[str, Any] | None = None
+    catalogs: dict[str, Any] | None = None
 
 
 def _check_catalogs_and_queries(
-    db: Database, inputs: _Inputs, result: DatabaseResult, progress: Progress | None
-) -> None:
-    """Load the catalogs and compile every report query in their transaction, then roll back."""
-    result.catalogs = list(inputs.catalogs)
+    db: Database,
+    inputs: _Inputs,
+    result: DatabaseResult,
+    progress: Progress | None,
+    stored: Mapping[str, Any] | None = None,
+    *,
+    pending: Sequence[Migration] = (),
+) -> dict[str, Any] | None:
+    """Load the catalogs and compile every report query in their transaction, then roll back.
+
+    The catalogs are those the release ships, and those whose tables the
+    `pending` migrations change (`dryrun_catalogs.constrained_catalogs`).
+
+    With the cache on, returns the record a kept copy stores for the next
+    run, and `stored` is that of the previous run on the same copy. EXPLAIN
+    reads no rows, so a query's result depends on the schema alone. A query
+    compiled before is not compiled again when the schema is the same, or
+    when the query names none of the objects that differ
+    (`sqlite_schema.changed_objects`).
+    """
+    root = inputs.config.root
     reported = {finding.message for finding in result.findings}
     query_findings = []
+    blobs = inputs.catalog_blobs if inputs.use_cache else None
+    changed_tables = constrained_catalogs(pending, list_items(root, Kind.CATALOG), db.engine)
     with loaded_catalogs(
-        db, inputs.config.root, inputs.catalogs, inputs.bundle_version, reported
-    ) as catalog_findings:
+        db,
+        root,
+        inputs.catalogs,
+        inputs.bundle_version,
+        reported,
+        unshipped=changed_tables - set(inputs.catalogs),
+        blobs=blobs,
+        stored=stored,
+    ) as load:
         if progress is not None:
             progress.status(f"{result.database}: report queries")
+        known, changed = _known_queries(db, load, stored)
+        compiled: dict[str, str | None] = {}
         for query in inputs.queries:
-            try:
-                db.explain_query(query.sql)
-            except ValidationError as exc:
+            digest = hashlib.sha256(query.sql.encode()).hexdigest()
+            if digest in known and _unaffected(query.sql, db.engine, changed):
+                problem = known[digest]
+            else:
+                try:
+                    db.explain_query(query.sql)
+                except ValidationError as exc:
+                    problem = str(exc)
+                else:
+                    problem = None
+            compiled[digest] = problem
+            if problem is not None:
                 query_findings.append(
                     Finding(
                         rule="dry-run.query",
                         file=query.path,
                         json_path="$.query",
-                        message=f"{query.kind} {query.code} on {result.database}: {exc}",
+                        message=f"{query.kind} {query.code} on {result.database}: {problem}",
                     )
                 )
-    result.findings.extend(catalog_findings)
+    result.catalogs = list(load.catalogs)
+    result.catalogs_not_shipped = list(load.unshipped)
+    result.catalogs_reused = list(load.reused)
+    result.findings.extend(load.findings)
     result.findings.extend(query_findings)
     result.passed = not errors_only(result.findings)
+    if load.record is None:
+        return None
+    if load.schema is not None:
+        load.record["queries"] = compiled
+    return load.record
+
+
+def _known_queries(
+    db: Database, load: CatalogLoad, stored: Mapping[str, Any] | None
+) -> tuple[Mapping[str, Any], set[str]]:
+    """Return the stored query results and the schema objects changed since they were taken."""
+    if stored is None or load.objects is None or not isinstance(db, SQLiteDatabase):
+        return {}, set()
+    known = stored.get("queries")
+    if not isinstance(known, dict):
+        return {}, set()
+    if stored.get("schema") == load.schema:
+        return known, set()
+    before = stored.get("objects")
+    if not isinstance(before, dict):
+        return {}, set()
+    return known, sqlite_schema.changed_objects(db.connection, before, load.objects)
+
+
+def _unaffected(sql: str, engine: str, changed: set[str]) -> bool:
+    """Tell whether a query names none of the `changed` schema objects."""
+    if not changed:
+        return True
+    names = sql_names(sql, engine)
+    return names is not None and not names & changed
 
 
 def _check_kept(
@@ -687,12 +798,14 @@ def _check_kept(
     inputs: _Inputs,
     stored: Mapping[str, Any],
     progress: Progress | None,
-) -> DatabaseResult:
+    stored_catalogs: Mapping[str, Any] | None = None,
+) -> _Checked:
     """Check a kept migrated copy: the stored migration result, the lint, catalogs and queries.
 
     The lint runs again, because it reads the report queries and catalog
     descriptions, which the kept copy's key leaves out. It gets the row
-    counts that the sample had before the migrations.
+    counts that the sample had before the migrations. `stored_catalogs` is
+    the record of the previous catalog load on the copy.
 
     Raises:
         KeyError, TypeError: the stored record is malformed.
@@ -714,8 +827,10 @@ def _check_kept(
     context = LintContext(db.engine, inputs.used, dict(stored["row_counts"]))
     result.findings.extend(lint_migrations(pending, context))
     result.findings.extend(checks)
-    _check_catalogs_and_queries(db, inputs, result, progress)
-    return result
+    catalogs = _check_catalogs_and_queries(
+        db, inputs, result, progress, stored_catalogs, pending=pending
+    )
+    return _Checked(result, catalogs=catalogs)
 
 
 def _open_kept(
@@ -766,7 +881,7 @@ def _dry_run_kept(
     kept = KeptCopy(config.root, sample.sqlite_path(config.root))
     with kept.locked() as owned:
         if not owned:
-            return _dry_run_copy(sample, inputs, _sqlite_copy(config, sample), progress)[0]
+            return _dry_run_copy(sample, inputs, _sqlite_copy(config, sample), progress).result
         record = kept.read_record(key)
         db = None if record is None else _open_kept(kept, sample, inputs, record)
         if record is not None and db is not None:
@@ -774,24 +889,32 @@ def _dry_run_kept(
             if progress is not None:
                 progress.status(f"{display_name(sample.url)}: catalogs on the kept copy")
             try:
-                return _check_kept(db, sample, inputs, record["result"], progress)
+                checked = _check_kept(
+                    db, sample, inputs, record["result"], progress, kept.read_catalog_record(key)
+                )
             except (KeyError, TypeError) as exc:
                 logger.warning("kept copy record %s is malformed: %r", kept.record_path, exc)
+            else:
+                kept.write_catalog_record(key, checked.catalogs)
+                return checked.result
             finally:
                 db.close()
         staging = kept.staging_path()
         try:
             copy = _sqlite_copy(config, sample, staging)
-            result, migrated = _dry_run_copy(sample, inputs, copy, progress)
-            if migrated is not None:
-                _keep(kept, staging, key, migrated)
+            checked = _dry_run_copy(sample, inputs, copy, progress)
+            if checked.migrated is not None and _keep(kept, staging, key, checked.migrated):
+                kept.write_catalog_record(key, checked.catalogs)
         finally:
             staging.unlink(missing_ok=True)
-        return result
+        return checked.result
 
 
-def _keep(kept: KeptCopy, staging: Path, key: str, migrated: dict[str, Any]) -> None:
-    """Flush a migrated copy to disk and keep it; a failure costs the next run time only."""
+def _keep(kept: KeptCopy, staging: Path, key: str, migrated: dict[str, Any]) -> bool:
+    """Flush a migrated copy to disk and keep it; a failure costs the next run time only.
+
+    Returns whether the copy was kept.
+    """
     try:
         # The copy was written without syncs; a kept copy must survive a power loss.
         with staging.open("rb+") as handle:
@@ -799,6 +922,8 @@ def _keep(kept: KeptCopy, staging: Path, key: str, migrated: dict[str, Any]) -> 
         kept.install(staging, key, migrated)
     except OSError as exc:
         logger.warning("cannot keep the migrated copy %s: %s", kept.path, exc)
+        return False
+    return True
 
 
 def _unavailable(sample: SampleDatabase, error: Exception) -> DatabaseResult:
@@ -836,12 +961,11 @@ def _dry_run_one(
         if sample.engine == "sqlite" and kept_key is not None:
             result = _dry_run_kept(sample, inputs, kept_key, progress)
         elif sample.engine == "sqlite":
-            result = _dry_run_copy(sample, inputs, _sqlite_copy(inputs.config, sample), progress)[
-                0
-            ]
+            copy = _sqlite_copy(inputs.config, sample)
+            result = _dry_run_copy(sample, inputs, copy, progress).result
         elif sample.engine in ("postgresql", "postgres"):
             copy = _postgres_copy(inputs.config, sample)
-            result = _dry_run_copy(sample, inputs, copy, progress)[0]
+            result = _dry_run_copy(sample, inputs, copy, progress).result
         else:
             result = _unavailable(
                 sample,
@@ -859,13 +983,13 @@ def _dry_run_copy(
     inputs: _Inputs,
     copy: contextlib.AbstractContextManager[Database],
     progress: Progress | None,
-) -> tuple[DatabaseResult, dict[str, Any] | None]:
+) -> _Checked:
     """Make the copy, dry-run it and drop it; return what `_check_database` returns."""
     with contextlib.ExitStack() as stack:
         try:
             db = stack.enter_context(copy)
         except (ConfigError, MigrationError) as exc:
-            return _unavailable(sample, exc), None
+            return _Checked(_unavailable(sample, exc))
         return _check_database(db, sample, inputs, progress)
 
 
@@ -896,22 +1020,38 @@ def _finish(result: DatabaseResult, inputs: _Inputs) -> DatabaseResult:
     return result
 
 
-def _shared_key_entries(root: Path, catalogs: Sequence[str]) -> list[tuple[str, str]]:
+def _catalog_files(root: Path, catalogs: Sequence[str]) -> dict[str, list[tuple[str, str]]]:
+    """Return `(repository path, blob id)` of every file of each of `catalogs`."""
+    return {
+        catalog_id: folder_blob_ids(root, definition_path(root, Kind.CATALOG, catalog_id).parent)
+        for catalog_id in catalogs
+    }
+
+
+def _shared_key_entries(
+    root: Path, catalogs: Sequence[str], files: Mapping[str, list[tuple[str, str]]]
+) -> list[tuple[str, str]]:
     """Return the blob ids of the inputs that every sample's dry-run reads.
 
     These are the migration files, every catalog description (the lint reads
-    its columns), every file of the catalogs loaded after the migrations, and
-    every report and form definition (the query). Nothing is parsed, so a run
-    whose results all come from the cache reads no query. An edit of a
-    definition outside its query runs the samples again.
+    its columns), every file of the catalogs the release ships (`files`), and
+    every report and form definition (the query). Nothing is parsed, so a
+    run whose results all come from the cache reads no query. An edit of a
+    definition outside its query runs the samples again. The other files of
+    the catalogs the release does not ship count by their identities
+    (`file_identity`): a migration that changes a catalog's table loads that
+    catalog too, and a loaded catalog loads the catalogs it references.
     """
     entries = folder_blob_ids(root, root / "migrations")
     for catalog_id in list_items(root, Kind.CATALOG):
         path = definition_path(root, Kind.CATALOG, catalog_id)
         if catalog_id in catalogs:
-            entries.extend(folder_blob_ids(root, path.parent))
-        else:
-            entries.append((path.relative_to(root).as_posix(), blob_id(path)))
+            entries.extend(files[catalog_id])
+            continue
+        entries.append((path.relative_to(root).as_posix(), blob_id(path)))
+        for other in sorted(path.parent.rglob("*")):
+            if other != path and other.is_file():
+                entries.append((other.relative_to(root).as_posix(), file_identity(other)))
     entries.append(("catalogs loaded", " ".join(catalogs)))
     for kind in (Kind.REPORT, Kind.FORM):
         for code in list_items(root, kind):
@@ -980,6 +1120,7 @@ def _load_inputs(
     checked_samples: frozenset[str],
     catalogs: Sequence[str],
     kept_keys: Mapping[str, str],
+    catalog_files: Mapping[str, list[tuple[str, str]]],
 ) -> _Inputs:
     """Read and parse the report queries, which only a sample that runs needs."""
     queries, query_findings = load_report_queries(config.root)
@@ -993,6 +1134,9 @@ def _load_inputs(
         checked_samples=checked_samples,
         catalogs=tuple(catalogs),
         kept_keys=dict(kept_keys),
+        catalog_blobs={
+            catalog_id: inputs_key(entries) for catalog_id, entries in catalog_files.items()
+        },
     )
 
 
@@ -1131,8 +1275,9 @@ def dry_run(
     cache = ResultCache(cache_path(config.root, "dry-run")) if use_cache else None
     keys: dict[int, str] = {}
     reused: dict[int, DatabaseResult] = {}
+    catalog_files = _catalog_files(config.root, loaded) if cache is not None else {}
     if cache is not None:
-        shared = _shared_key_entries(config.root, loaded)
+        shared = _shared_key_entries(config.root, loaded, catalog_files)
         for index, sample in enumerate(samples):
             key = _cache_key(sample, config, shared, bundle_version)
             if key is None:
@@ -1151,7 +1296,9 @@ def dry_run(
                 kept_key = _kept_key(sample, config, migrations, bundle_version)
                 if kept_key is not None:
                     kept_keys[sample.url] = kept_key
-        inputs = _load_inputs(config, bundle_version, use_cache, checked, loaded, kept_keys)
+        inputs = _load_inputs(
+            config, bundle_version, use_cache, checked, loaded, kept_keys, catalog_files
+        )
     if progress is not None:
         progress.start(len(pending))
     try:

@@ -18,24 +18,48 @@ ship into its throwaway copy after the migrations, with that same function:
 Each catalog is loaded in full mode from the content tree, so an application
 table gets every row of a catalog, not only the rows a delta bundle carries.
 That covers what any customer at the base release receives.
+
+Customers also hold the rows of the catalogs that earlier releases shipped.
+A pending migration that changes a catalog's table (`constrained_catalogs`:
+ALTER TABLE, a new index or trigger on it, a rebuild, a write to its rows)
+meets those rows at the customer, so such a catalog loads too, although
+this release does not ship it. Its unchanged rows in the content tree are
+the rows the customers hold. Last, every catalog that a loaded catalog's
+tables reference through foreign keys loads too (`with_parents`), so its
+rows find the parent rows that the customers hold.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Collection, Iterator, Sequence
+import re
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import git
 
-from pipeline.apply_store import CATALOGS_TABLE, catalog_table, ensure_tables, load_catalog
+from pipeline import sqlite_schema
+from pipeline.apply_store import (
+    CATALOGS_TABLE,
+    catalog_table,
+    catalog_table_fits,
+    create_catalog_table,
+    ensure_tables,
+    load_catalog,
+)
+from pipeline.cache import file_identity, inputs_key
 from pipeline.catalog_model import ROWS_FILE, relative_path
+from pipeline.catalogs import load_description
 from pipeline.collect import ChangeSet, find_base_tag, has_release_tags
-from pipeline.content import KIND_FOLDERS, Kind, classify, list_items
+from pipeline.content import KIND_FOLDERS, Kind, classify, definition_path, list_items
 from pipeline.database import Database, SQLiteDatabase, check_integrity
-from pipeline.errors import ApplyError, CollectError
+from pipeline.db_schema import list_tables
+from pipeline.errors import ApplyError, CollectError, MigrationError
 from pipeline.findings import Finding
+from pipeline.migrations import Migration, split_statements, sql_names
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +123,126 @@ def _changed_catalogs(root: Path, base_commit: str) -> set[str]:
     return items
 
 
+# The table whose rows or constraints a statement changes: the target of
+# ALTER TABLE (and its new name), a write, DROP TABLE, a new index or trigger.
+_NAME = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[\w$]+)'
+_TABLE = rf"{_NAME}(?:\s*\.\s*{_NAME})?"
+_TARGET = re.compile(
+    r"^(?:ALTER\s+TABLE(?:\s+IF\s+EXISTS)?(?:\s+ONLY)?"
+    r"|(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO"
+    r"|UPDATE(?:\s+OR\s+\w+)?(?:\s+ONLY)?"
+    r"|DELETE\s+FROM(?:\s+ONLY)?"
+    r"|TRUNCATE(?:\s+TABLE)?(?:\s+ONLY)?"
+    r"|DROP\s+TABLE(?:\s+IF\s+EXISTS)?"
+    r"|CREATE\s+(?:TEMP\w*\s+|UNLOGGED\s+)?TABLE(?:\s+IF\s+NOT\s+EXISTS)?(?=\s+\S+\s+AS\b)"
+    rf"|CREATE\s+(?:UNIQUE\s+)?INDEX(?:\s+CONCURRENTLY)?(?:\s+IF\s+NOT\s+EXISTS)?(?:\s+{_TABLE})?"
+    r"\s+ON(?:\s+ONLY)?"
+    r"|CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\w*\s+)?(?:CONSTRAINT\s+)?TRIGGER\b.*?\bON)"
+    rf"\s+({_TABLE})(?:\s+RENAME\s+TO\s+({_TABLE}))?",
+    re.IGNORECASE | re.DOTALL,
+)
+# Statements that change no table's rows or constraints.
+_NO_TARGET = re.compile(
+    rf"^(?:CREATE\s+(?:TEMP\w*\s+|UNLOGGED\s+)?TABLE(?:\s+IF\s+NOT\s+EXISTS)?\s+{_TABLE}\s*\("
+    r"|(?:CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\w*\s+)?VIEW|DROP\s+(?:VIEW|INDEX|TRIGGER)"
+    r"|CREATE\s+(?:TYPE|SEQUENCE|SCHEMA|EXTENSION)|ALTER\s+TYPE"
+    r"|SELECT|ANALYZE|SET|RESET|COMMENT|GRANT|REVOKE)\b)",
+    re.IGNORECASE,
+)
+
+
+def constrained_catalogs(
+    migrations: Sequence[Migration], present: Collection[str], engine: str
+) -> set[str]:
+    """Return the catalogs of `present` whose tables the `migrations` change.
+
+    A catalog's tables are its application table (`knp`) and the pipeline's
+    copy of it (`catalog_knp`). A statement of a form not recognized here
+    counts every catalog whose table it names anywhere in its text.
+    """
+    tables = {name.lower(): catalog for catalog in present for name in _own_names(catalog)}
+    found: set[str] = set()
+    for migration in migrations:
+        try:
+            statements = [statement.sql for statement in split_statements(migration.text, engine)]
+        except MigrationError:
+            statements = [migration.text]
+        for sql in statements:
+            match = _TARGET.match(sql)
+            if match:
+                names = {_bare(name) for name in match.groups() if name}
+            elif _NO_TARGET.match(sql):
+                continue
+            else:
+                names = set(sql_names(sql, engine) or tables)
+            found.update(tables[name] for name in names if name in tables)
+    return found
+
+
+def _own_names(catalog_id: str) -> tuple[str, str]:
+    return catalog_id, catalog_table(catalog_id)
+
+
+def _bare(name: str) -> str:
+    """Return a table name without its schema and quotes, in lower case."""
+    last = re.split(r"\s*\.\s*(?=[\"`\[\w$])", name)[-1]
+    if last[:1] in '"`[':
+        last = last[1:-1].replace('""', '"')
+    return last.lower()
+
+
+def with_parents(db: Database, catalogs: Collection[str], present: Collection[str]) -> list[str]:
+    """Return `catalogs` and every catalog of `present` their tables reference, at any depth."""
+    parents = db.foreign_key_parents()
+    owners = {name.lower(): catalog for catalog in present for name in _own_names(catalog)}
+    selected = set(catalogs)
+    pending = list(selected)
+    while pending:
+        catalog_id = pending.pop()
+        for table in _own_names(catalog_id):
+            for parent in parents.get(table.lower(), ()):
+                owner = owners.get(parent)
+                if owner is not None and owner not in selected:
+                    selected.add(owner)
+                    pending.append(owner)
+    return sorted(selected)
+
+
+def catalog_digest(root: Path, catalog_id: str) -> str:
+    """Return a digest of the files of a catalog folder, by their identities (`file_identity`)."""
+    folder = definition_path(root, Kind.CATALOG, catalog_id).parent
+    files = sorted(path for path in folder.rglob("*") if path.is_file())
+    return inputs_key((path.relative_to(root).as_posix(), file_identity(path)) for path in files)
+
+
+@dataclass
+class CatalogLoad:
+    """The findings of a catalog load into one database, and its record.
+
+    `record` is what a kept migrated copy stores for the next dry-run on it
+    (`loaded_catalogs` reads it back as `stored`); None without one.
+    `objects` are the schema objects with the catalogs loaded
+    (`sqlite_schema.schema_objects`) and `schema` their fingerprint; both are
+    None for PostgreSQL.
+    """
+
+    findings: list[Finding] = field(default_factory=list)
+    # Every catalog of the load, sorted, and those of them the release does not ship.
+    catalogs: list[str] = field(default_factory=list)
+    unshipped: list[str] = field(default_factory=list)
+    loaded: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    record: dict[str, Any] | None = None
+    objects: dict[str, str] | None = None
+    schema: str | None = None
+
+    def read_schema(self, db: Database) -> None:
+        """Take the schema objects and fingerprint of a SQLite database."""
+        if isinstance(db, SQLiteDatabase):
+            self.objects = sqlite_schema.schema_objects(db.connection)
+            self.schema = sqlite_schema.schema_fingerprint(self.objects)
+
+
 @contextlib.contextmanager
 def loaded_catalogs(
     db: Database,
@@ -106,8 +250,17 @@ def loaded_catalogs(
     catalogs: Sequence[str],
     bundle_version: str | None,
     reported: Collection[str] = (),
-) -> Iterator[list[Finding]]:
+    *,
+    unshipped: Collection[str] = (),
+    blobs: Mapping[str, str] | None = None,
+    stored: Mapping[str, Any] | None = None,
+) -> Iterator[CatalogLoad]:
     """Load `catalogs` from the content tree at `root` into `db` as apply does, then roll back.
+
+    `catalogs` are those the release ships. `unshipped` are catalogs it does
+    not ship whose rows the customers hold and the migrations meet
+    (`constrained_catalogs`). Both load, with every catalog their tables
+    reference (`with_parents`); `CatalogLoad.catalogs` lists them all.
 
     The catalogs load in one transaction, each in a savepoint, so a catalog
     that fails leaves the others loaded. Then the schema check and the
@@ -118,44 +271,195 @@ def loaded_catalogs(
     back afterwards: the database is left as it was, which lets a kept
     migrated copy serve the next dry-run too (`pipeline.dryrun_kept`).
 
-    Yields one finding per catalog that fails, naming its file, and one per
-    problem of the checks whose message is not in `reported` (the checks
-    after the migrations reported those already).
+    The result has one finding per catalog that fails, naming its file, and
+    one per problem of the checks whose message is not in `reported` (the
+    checks after the migrations reported those already).
+
+    On a SQLite kept copy, `blobs` ({catalog: digest of its files}) makes the
+    result carry a record, and `stored` is the record of the previous run on
+    the same copy. A catalog whose files and whose parent catalogs' files are
+    those of the stored record is not loaded again, and its stored result
+    is used (see `_plan`).
     NOTE: a deferred foreign key that a trigger breaks in a table outside
     the written ones is found by apply's COMMIT, not by these checks.
     """
-    if not catalogs:
-        yield []
+    load = CatalogLoad()
+    if catalogs or unshipped:
+        present = list_items(root, Kind.CATALOG)
+        load.catalogs = with_parents(db, {*catalogs, *unshipped}, present)
+        load.unshipped = [catalog_id for catalog_id in load.catalogs if catalog_id not in catalogs]
+    if not load.catalogs:
+        if blobs is not None and isinstance(db, SQLiteDatabase):
+            load.read_schema(db)
+            load.record = {
+                "catalogs": {},
+                "integrity": [],
+                "schema": load.schema,
+                "objects": load.objects,
+            }
+        yield load
         return
-    findings = []
     version = bundle_version or DRY_RUN_VERSION
     try:
         db.execute("BEGIN")
         ensure_tables(db)
+        plan = _plan(db, root, load.catalogs, version, blobs, stored)
         written = {CATALOGS_TABLE}
-        for catalog_id in catalogs:
-            written.update((catalog_table(catalog_id), catalog_id))
-            problem = _load_one(db, root, catalog_id, version)
+        for catalog_id in load.catalogs:
+            if catalog_id not in plan.load:
+                load.reused.append(catalog_id)
+                problem = plan.stored_problems.get(catalog_id)
+                create_catalog_table(db, load_description(root, catalog_id))
+            else:
+                load.loaded.append(catalog_id)
+                written.update((catalog_table(catalog_id), catalog_id))
+                problem = _load_one(db, root, catalog_id, version)
+                plan.problems[catalog_id] = problem
             if problem is not None:
-                findings.append(
+                where = f"on {db.label}"
+                if catalog_id in load.unshipped:
+                    where += ", with the rows customers hold from earlier releases"
+                load.findings.append(
                     Finding(
                         rule="dry-run.catalog",
                         file=relative_path(catalog_id, ROWS_FILE),
-                        message=f"on {db.label}: {problem}",
+                        message=f"{where}: {problem}",
                     )
                 )
+        schema = None
+        if isinstance(db, SQLiteDatabase):
+            # The schema check reads no rows, so its result holds for any copy with this schema.
+            load.read_schema(db)
+            same = stored is not None and stored.get("schema") == load.schema
+            known = stored.get("schema_problems") if stored is not None else None
+            if same and isinstance(known, list):
+                schema = [str(problem) for problem in known]
+            else:
+                schema = db.schema_problems()
         # Where SQLite checked every key at each write, a scan of the tables
         # referencing the catalogs (a million payment documents) finds nothing new.
         scan = not (isinstance(db, SQLiteDatabase) and db.immediate_foreign_keys())
-        findings.extend(
-            finding
-            for finding in check_integrity(db, written, foreign_keys=scan)
-            if finding.message not in reported
-        )
-        yield findings
+        checks = check_integrity(db, written, foreign_keys=scan, schema=schema)
+        integrity = [finding for finding in checks if finding.message not in reported]
+        load.findings.extend(integrity)
+        if plan.keys is not None:
+            load.record = {
+                "catalogs": {
+                    name: {"key": plan.keys[name], "problem": plan.problems[name]}
+                    for name in load.catalogs
+                },
+                "integrity": [asdict(finding) for finding in integrity],
+                "schema": load.schema,
+                "objects": load.objects,
+                "schema_problems": schema,
+            }
+        yield load
     finally:
         if db.in_transaction:
             db.execute("ROLLBACK")
+
+
+@dataclass
+class _Plan:
+    """The catalogs to load, and the stored results of the others."""
+
+    load: set[str]
+    # {catalog: why it failed, or None}, stored or from this run.
+    problems: dict[str, str | None]
+    stored_problems: dict[str, str | None]
+    keys: dict[str, str] | None
+
+
+def _plan(
+    db: Database,
+    root: Path,
+    catalogs: Sequence[str],
+    version: str,
+    blobs: Mapping[str, str] | None,
+    stored: Mapping[str, Any] | None,
+) -> _Plan:
+    """Decide which catalogs to load: all of them, or those whose inputs changed.
+
+    A catalog's load depends on its own files and on the rows of the tables
+    its tables reference, directly or through other tables. A catalog among
+    those parents is a dependency, so the key of a catalog covers its files
+    and those of every dependency. A catalog whose key changed is loaded, and
+    its dependencies with it, so its rows meet the parent rows a full load
+    gives them. The others keep their stored results, which holds only when:
+
+    - the stored checks after the load found nothing, so the tables that are
+      not written again were sound;
+    - no trigger is on a written table and no foreign key acts (CASCADE,
+      SET NULL, SET DEFAULT) on a change of one, so a catalog writes only
+      its own tables.
+
+    A catalog whose table exists in another shape than its description's
+    loads too, because its load would create the table anew.
+
+    Otherwise, or without `blobs` and `stored`, every catalog loads.
+    """
+    everything = _Plan(set(catalogs), {}, {}, None)
+    if blobs is None or not isinstance(db, SQLiteDatabase):
+        return everything
+    connection = db.connection
+    graph = sqlite_schema.foreign_key_graph(connection)
+    tables = {name.lower() for name in list_tables(db)}
+    own = {
+        catalog_id: {catalog_id.lower(), catalog_table(catalog_id).lower()} & tables
+        for catalog_id in catalogs
+    }
+    dependencies = {catalog_id: _dependencies(catalog_id, own, graph) for catalog_id in catalogs}
+    digests = {
+        catalog_id: blobs.get(catalog_id) or catalog_digest(root, catalog_id)
+        for catalog_id in catalogs
+    }
+    keys = {
+        catalog_id: inputs_key(
+            [(catalog_id, digests[catalog_id])]
+            + [(parent, digests[parent]) for parent in sorted(dependencies[catalog_id])],
+            f"bundle {version}",
+        )
+        for catalog_id in catalogs
+    }
+    everything.keys = keys
+    entries = stored.get("catalogs") if stored is not None else None
+    if not isinstance(entries, dict) or stored.get("integrity") != []:
+        return everything
+    written = set().union(*own.values())
+    acting = any(keys_of.acting_parents & written for keys_of in graph.values())
+    if acting or sqlite_schema.trigger_tables(connection) & written:
+        logger.debug("%s: every catalog loads, because a load can write other tables", db.label)
+        return everything
+    changed = {
+        catalog_id
+        for catalog_id in catalogs
+        if not isinstance(entries.get(catalog_id), dict)
+        or entries[catalog_id].get("key") != keys[catalog_id]
+        or catalog_table_fits(db, load_description(root, catalog_id)) is False
+    }
+    load = changed.union(*(dependencies[catalog_id] for catalog_id in changed))
+    stored_problems = {
+        catalog_id: entries[catalog_id].get("problem")
+        for catalog_id in catalogs
+        if catalog_id not in load
+    }
+    return _Plan(load, dict(stored_problems), stored_problems, keys)
+
+
+def _dependencies(
+    catalog_id: str, own: Mapping[str, set[str]], graph: Mapping[str, sqlite_schema.ForeignKeys]
+) -> set[str]:
+    """Return the other catalogs whose tables those of `catalog_id` reference, at any depth."""
+    seen: set[str] = set()
+    pending = list(own[catalog_id])
+    while pending:
+        table = pending.pop()
+        keys = graph.get(table)
+        for parent in keys.parents if keys is not None else ():
+            if parent not in seen:
+                seen.add(parent)
+                pending.append(parent)
+    return {other for other, names in own.items() if other != catalog_id and names & seen}
 
 
 def _load_one(db: Database, root: Path, catalog_id: str, version: str) -> str | None:

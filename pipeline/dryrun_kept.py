@@ -13,6 +13,10 @@ Layout, in `.pipeline-cache/dry-run-samples/`:
   path, so each sample has at most one kept copy, and a new one replaces it.
 - `<name>.json`: its record: the key, the size and a hash of the SQLite
   header of the copy, and the result of its migrations and checks;
+- `<name>.catalogs.json`: the record of the last catalog load on the copy,
+  under the same key: each catalog's key and result, the result of the
+  checks after the load, and the schema check and report query results for
+  the fingerprint of the schema they ran on (`pipeline.dryrun_catalogs`);
 - `<name>.lock`: an exclusive `flock` held while a dry-run reads or replaces
   the copy. A dry-run that cannot take it at once neither reads nor keeps
   a copy of that sample.
@@ -76,6 +80,7 @@ class KeptCopy:
         self.name = name
         self.path = folder / f"{name}.sqlite"
         self.record_path = folder / f"{name}.json"
+        self.catalog_record_path = folder / f"{name}.catalogs.json"
         self._lock_path = folder / f"{name}.lock"
         self._lock_fd: int | None = None
 
@@ -148,6 +153,7 @@ class KeptCopy:
                 then missing or has no record, so the next run replaces it.
         """
         self.record_path.unlink(missing_ok=True)
+        self.catalog_record_path.unlink(missing_ok=True)
         for suffix in _SIDE_FILES:
             Path(f"{self.path}{suffix}").unlink(missing_ok=True)
         os.replace(staging, self.path)
@@ -155,3 +161,31 @@ class KeptCopy:
         record = {"key": key, "size": size, "header": digest, "result": result}
         atomic_write_text(self.record_path, json.dumps(record, ensure_ascii=False) + "\n")
         logger.info("kept the migrated copy %s", self.path)
+
+    def read_catalog_record(self, key: str) -> dict[str, Any] | None:
+        """Return the record of the last catalog load when it was written with `key`."""
+        try:
+            record = json.loads(self.catalog_record_path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            logger.warning("catalog record %s is unreadable: %s", self.catalog_record_path, exc)
+            return None
+        if not isinstance(record, dict) or record.get("key") != key:
+            return None
+        loaded = record.get("load")
+        return loaded if isinstance(loaded, dict) else None
+
+    def write_catalog_record(self, key: str, load: Mapping[str, Any] | None) -> None:
+        """Store the record of a catalog load under `key`; None removes the stored one.
+
+        Only the lock holder calls this. A failure to write costs the next run time only.
+        """
+        try:
+            if load is None:
+                self.catalog_record_path.unlink(missing_ok=True)
+                return
+            text = json.dumps({"key": key, "load": load}, ensure_ascii=False) + "\n"
+            atomic_write_text(self.catalog_record_path, text)
+        except OSError as exc:
+            logger.warning("cannot write the catalog record %s: %s", self.catalog_record_path, exc)

@@ -460,6 +460,33 @@ def query_parameters(sql: str, dialect: str) -> list[str]:
     return names
 
 
+@functools.lru_cache(maxsize=4096)
+def sql_names(sql: str, dialect: str) -> frozenset[str] | None:
+    """Return every word and quoted name of `sql`, lower case; None when it does not scan.
+
+    This is a superset of the objects a statement names: the words of string
+    literals and comments count too. A caller that skips the statements
+    naming none of a set of objects therefore never skips one that names one.
+    """
+    try:
+        segments = _segments(sql, dialect)
+    except MigrationError:
+        return None
+    names = set()
+    for kind, first, end in segments:
+        piece = sql[first:end]
+        if kind == "quoted" and len(piece) >= 2:
+            names.add(piece[1:-1].replace(piece[0] * 2, piece[0]).lower())
+        names.update(word.lower() for word in _WORD.findall(piece))
+    # The scan ends a backtick name at the next backtick, SQLite at a single one.
+    names.update(name.replace("``", "`").lower() for name in _BACKTICKS.findall(sql))
+    return frozenset(names)
+
+
+_WORD = re.compile(r"[^\W\d][\w$]*")
+_BACKTICKS = re.compile(r"`((?:[^`]|``)*)`")
+
+
 def replace_parameters(sql: str, dialect: str, replacement: str) -> str:
     """Return `sql` with every `:name` placeholder outside quotes and comments replaced."""
     pieces: list[str] = []

@@ -16,14 +16,24 @@ For every table the check prepares `EXPLAIN INSERT INTO t DEFAULT VALUES`,
 and for every view `EXPLAIN SELECT * FROM v`, with foreign keys on. EXPLAIN
 compiles a statement without running it, so the check reads no rows and takes
 milliseconds on a database of any size.
+
+The dry-run reuses the results of EXPLAIN on a kept migrated copy, so this
+module also describes a schema: its objects and their fingerprint, which
+objects changed between two schemas, the foreign keys between tables and
+the tables that have triggers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline.migrations import sql_names
 
 _MISMATCH = re.compile(r'foreign key mismatch - "(?P<child>.+)" referencing "(?P<parent>.+)"')
 
@@ -150,3 +160,90 @@ def _unique_column_sets(connection: sqlite3.Connection, table: str) -> list[set[
             columns = connection.execute(f"PRAGMA index_info({_quote(str(row[1]))})")
             sets.append({str(column[2]).lower() for column in columns})
     return sets
+
+
+def schema_objects(connection: sqlite3.Connection) -> dict[str, str]:
+    """Return {lower-case name: SHA-256 of its type, table and SQL} of every schema object."""
+    rows = connection.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
+    return {
+        str(name).lower(): hashlib.sha256(
+            "\0".join(str(value) for value in (kind, tbl_name, sql)).encode()
+        ).hexdigest()
+        for kind, name, tbl_name, sql in rows
+    }
+
+
+def schema_fingerprint(objects: Mapping[str, str]) -> str:
+    """Return a SHA-256 of `schema_objects` and the SQLite library version.
+
+    Two databases with one fingerprint compile every statement alike, so a
+    result of EXPLAIN on one holds for the other.
+    """
+    digest = hashlib.sha256(f"sqlite {sqlite3.sqlite_version}\n".encode())
+    for name in sorted(objects):
+        digest.update(f"{name}\0{objects[name]}\n".encode())
+    return digest.hexdigest()
+
+
+def changed_objects(
+    connection: sqlite3.Connection, before: Mapping[str, str], after: Mapping[str, str]
+) -> set[str]:
+    """Return the objects that differ between two `schema_objects`, and every one using them.
+
+    An object is changed when it was added, removed or defined anew. A view or
+    trigger whose SQL names a changed object counts as changed too, at any
+    depth, because what it compiles to may differ.
+    """
+    names = before.keys() | after.keys()
+    changed = {name for name in names if before.get(name) != after.get(name)}
+    if not changed:
+        return changed
+    rows = connection.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type IN ('view', 'trigger')"
+    ).fetchall()
+    uses = {str(name).lower(): sql_names(str(sql or ""), "sqlite") for name, sql in rows}
+    grown = True
+    while grown:
+        grown = False
+        for name, used in uses.items():
+            if name not in changed and (used is None or used & changed):
+                changed.add(name)
+                grown = True
+    return changed
+
+
+@dataclass
+class ForeignKeys:
+    """The parent tables of one table's foreign keys."""
+
+    parents: set[str] = field(default_factory=set)
+    # Parents whose change writes to this table (CASCADE, SET NULL, SET DEFAULT).
+    acting_parents: set[str] = field(default_factory=set)
+
+
+_PASSIVE_ACTIONS = {"NO ACTION", "RESTRICT"}
+
+
+def foreign_key_graph(connection: sqlite3.Connection) -> dict[str, ForeignKeys]:
+    """Return each table's foreign keys: the parent tables and whether any key acts on a change.
+
+    An action is an ON DELETE or ON UPDATE clause other than NO ACTION or
+    RESTRICT, by which a write to the parent table writes to the child.
+    """
+    graph: dict[str, ForeignKeys] = {}
+    rows = connection.execute(
+        'SELECT m.name, p."table", p.on_update, p.on_delete FROM sqlite_master AS m'
+        " JOIN pragma_foreign_key_list(m.name) AS p WHERE m.type = 'table'"
+    ).fetchall()
+    for child, parent, on_update, on_delete in rows:
+        keys = graph.setdefault(str(child).lower(), ForeignKeys())
+        keys.parents.add(str(parent).lower())
+        if {str(on_update).upper(), str(on_delete).upper()} - _PASSIVE_ACTIONS:
+            keys.acting_parents.add(str(parent).lower())
+    return graph
+
+
+def trigger_tables(connection: sqlite3.Connection) -> set[str]:
+    """Return the tables that have a trigger, lower case."""
+    rows = connection.execute("SELECT tbl_name FROM sqlite_master WHERE type = 'trigger'")
+    return {str(row[0]).lower() for row in rows}

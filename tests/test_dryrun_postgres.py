@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -764,3 +765,40 @@ def test_catalog_row_breaking_constraint_named(generated_sample: tuple[Path, str
         finding.message
     )
     assert 'violates check constraint "knp_name_ru_length"' in finding.message
+
+
+def test_unshipped_catalog_parent_loaded(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    with (root / "catalogs" / "knp" / "rows.csv").open("a", encoding="utf-8") as rows:
+        rows.write("914,Өсімпұл,Пеня\n")
+    folder = root / "catalogs" / "purposes"
+    folder.mkdir()
+    description = json.loads((root / "catalogs" / "knp" / "catalog.json").read_text("utf-8"))
+    description["id"] = "purposes"
+    description["columns"] = [
+        {"name": "code", "type": "text", "required": True, "title": {"kk": "Код", "ru": "Код"}},
+        {"name": "knp_code", "type": "text", "title": {"kk": "ТМК", "ru": "КНП"}},
+    ]
+    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
+    (folder / "rows.csv").write_text("code,knp_code\nP1,914\nP2,999\n", "utf-8")
+    (root / "migrations" / "0004_purposes.sql").write_text(
+        "CREATE TABLE purposes (code TEXT PRIMARY KEY, knp_code TEXT REFERENCES knp (code));\n"
+        "ALTER TABLE purposes ADD COLUMN note TEXT;\n",
+        "utf-8",
+    )
+
+    result = dryrun.dry_run(
+        Config(root=root, sample_databases=(SampleDatabase(url),)), catalogs=[]
+    )
+
+    # 914 is in the knp catalog only, so P1 passes because knp loads; 999 is nowhere.
+    (database,) = result.results
+    assert database.catalogs == ["knp", "purposes"]
+    assert database.catalogs_not_shipped == ["knp", "purposes"]
+    (finding,) = database.findings
+    assert finding.file == "catalogs/purposes/rows.csv"
+    assert ", with the rows customers hold from earlier releases: catalog purposes:" in (
+        finding.message
+    )
+    assert "row code=P2 of catalogs/purposes/rows.csv cannot be written" in finding.message

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 
-from pipeline.sqlite_schema import schema_problems
+from pipeline.migrations import sql_names
+from pipeline.sqlite_schema import changed_objects, schema_objects, schema_problems
 
 
-def test_explain_sees_schema_changed_on_same_connection() -> None:
+def test_explain_sees_changed_schema() -> None:
     connection = sqlite3.connect(":memory:", isolation_level=None)
     connection.executescript("CREATE TABLE t (a, b); CREATE VIEW v AS SELECT b FROM t;")
     before = schema_problems(connection)
@@ -19,3 +20,32 @@ def test_explain_sees_schema_changed_on_same_connection() -> None:
     assert after == [
         "view v does not compile: no such column: b; create the view again over the new schema"
     ]
+
+
+def test_sql_names_cover_quoted_names() -> None:
+    names = sql_names(
+        "SELECT \"My Table\".x, [b c].y FROM \"My Table\", [b c], `d``e` -- f\nWHERE k = 'it''s'",
+        "sqlite",
+    )
+
+    assert names is not None
+    assert {"my table", "b c", "d`e", "x", "y", "f", "k", "it's"} <= names
+
+
+def test_sql_names_unterminated_quote() -> None:
+    assert sql_names("SELECT 'open FROM t", "sqlite") is None
+
+
+def test_changed_objects_include_views() -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.executescript(
+        "CREATE TABLE t (a); CREATE VIEW v AS SELECT a FROM t; CREATE VIEW w AS SELECT * FROM v;"
+        " CREATE TABLE other (b); CREATE VIEW u AS SELECT b FROM other;"
+    )
+    before = schema_objects(connection)
+    connection.executescript("DROP VIEW w; DROP VIEW v; DROP TABLE t; CREATE TABLE t (a, c);")
+    connection.executescript("CREATE VIEW v AS SELECT a FROM t; CREATE VIEW w AS SELECT * FROM v;")
+
+    changed = changed_objects(connection, before, schema_objects(connection))
+
+    assert changed == {"t", "v", "w"}

@@ -1,0 +1,492 @@
+"""Catalog results reused on a kept migrated copy: what loads again, and what is compiled again."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import dryrun_catalogs
+from pipeline.apply_store import ensure_tables, load_catalog
+from pipeline.cache import CACHE_FOLDER
+from pipeline.config import Config, SampleDatabase
+from pipeline.database import Database, SQLiteDatabase
+from pipeline.dryrun import DryRunResult, dry_run
+from pipeline.dryrun_kept import FOLDER
+from pipeline.samples import generate_sample
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CATALOGS = ["kato", "kbe", "knp"]
+# An application table for the kbe catalog whose rows reference the knp table.
+KBE_TABLE = (
+    "CREATE TABLE kbe (\n"
+    "    code TEXT PRIMARY KEY,\n"
+    "    name_ru TEXT NOT NULL,\n"
+    "    name_kk TEXT NOT NULL,\n"
+    "    knp_code TEXT REFERENCES knp (code)\n"
+    ");\n"
+)
+
+
+def write_report(root: Path, code: str, sql: str) -> None:
+    folder = root / "packages" / "reports" / code
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps({"code": code, "query": sql}), "utf-8")
+
+
+def write_migration(root: Path, name: str, sql: str) -> None:
+    (root / "migrations" / name).write_text(sql, "utf-8")
+
+
+def append_row(root: Path, catalog: str, line: str) -> None:
+    with (root / "catalogs" / catalog / "rows.csv").open("a", encoding="utf-8") as rows:
+        rows.write(line)
+
+
+def edit_row(root: Path, catalog: str, prefix: str, line: str = "") -> None:
+    """Replace the row starting with `prefix` by `line`; an empty line removes it."""
+    rows = root / "catalogs" / catalog / "rows.csv"
+    lines = rows.read_text("utf-8").splitlines(True)
+    rows.write_text("".join(line if row.startswith(prefix) else row for row in lines), "utf-8")
+
+
+def load_knp_into_sample(root: Path, orphan_code: str) -> None:
+    """Give the sample the knp catalog's table and a row referencing `orphan_code` in it."""
+    sample = SQLiteDatabase(
+        "sqlite:///sample.sqlite", root / "sample.sqlite", create=False, lock_timeout_ms=1000
+    )
+    sample.execute("BEGIN")
+    ensure_tables(sample)
+    load_catalog(sample, root, {"id": "knp", "path": "catalogs/knp/rows.csv"}, "2025.1")
+    # Deferred, so the loader's DELETE passes and only the checks after the load find an orphan.
+    sample.execute(
+        "CREATE TABLE payment_purposes (id INTEGER PRIMARY KEY,"
+        " knp_code TEXT NOT NULL REFERENCES catalog_knp (code) DEFERRABLE INITIALLY DEFERRED)"
+    )
+    sample.execute("INSERT INTO payment_purposes (knp_code) VALUES (?)", (orphan_code,))
+    sample.execute("COMMIT")
+    sample.close()
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    root = tmp_path / "content"
+    shutil.copytree(REPO_ROOT / "migrations", root / "migrations")
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    write_report(root, "payments_by_kbk", "SELECT kbk_code, sum(amount) FROM payment_documents")
+    generate_sample(root, root / "sample.sqlite", "small")
+    return Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The catalogs really loaded into a copy, in order."""
+    seen: list[str] = []
+    original = dryrun_catalogs._load_one
+
+    def recording(db: Database, root: Path, catalog_id: str, version: str) -> str | None:
+        seen.append(catalog_id)
+        return original(db, root, catalog_id, version)
+
+    monkeypatch.setattr(dryrun_catalogs, "_load_one", recording)
+    return seen
+
+
+@pytest.fixture
+def compiled(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The report queries compiled with EXPLAIN, in order."""
+    seen: list[str] = []
+    original = Database.explain_query
+
+    def recording(self: Database, sql: str, parameters: Any = None) -> None:
+        seen.append(sql)
+        original(self, sql, parameters)
+
+    monkeypatch.setattr(Database, "explain_query", recording)
+    return seen
+
+
+def comparable(result: DryRunResult) -> list[tuple[object, ...]]:
+    return [(r.passed, r.error, r.findings, r.catalogs) for r in result.results]
+
+
+def catalog_record(root: Path) -> Path:
+    (path,) = (root / CACHE_FOLDER / FOLDER).glob("*.catalogs.json")
+    return path
+
+
+def test_only_changed_catalog_loads(config: Config, loads: list[str]) -> None:
+    first = dry_run(config, use_cache=True, catalogs=CATALOGS)
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+    loads.clear()
+
+    result = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert first.passed
+    assert first.results[0].catalogs_reused == []
+    assert loads == ["knp"]
+    assert result.passed
+    assert result.results[0].catalogs == CATALOGS
+    assert result.results[0].catalogs_reused == ["kato", "kbe"]
+    assert comparable(result) == comparable(dry_run(config, catalogs=CATALOGS))
+    assert (
+        "  catalogs loaded after the migrations: kato, kbe, knp"
+        " (unchanged, results from the kept copy's record: kato, kbe)"
+    ) in result.summary()
+
+
+def test_referencing_catalog_loads_again(config: Config, loads: list[str]) -> None:
+    write_migration(config.root, "0004_kbe.sql", KBE_TABLE)
+    dry_run(config, use_cache=True, catalogs=CATALOGS)
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+    loads.clear()
+
+    after_knp = dry_run(config, use_cache=True, catalogs=CATALOGS)
+    knp_loads = list(loads)
+    edit_row(config.root, "kbe", "29,", "29,false,9,Бейрезидент,Нерезидент\n")
+    loads.clear()
+    after_kbe = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    # kbe's table references knp's, so a change of either loads both.
+    assert knp_loads == ["kbe", "knp"]
+    assert loads == ["kbe", "knp"]
+    assert after_knp.passed
+    assert after_kbe.passed
+    assert after_kbe.results[0].catalogs_reused == ["kato"]
+
+
+def test_rejected_changed_row_found(config: Config, loads: list[str]) -> None:
+    write_migration(
+        config.root,
+        "0004_knp_name_length.sql",
+        "-- pipeline: rebuild-tables\n"
+        "CREATE TABLE knp_new (\n"
+        "    code TEXT PRIMARY KEY,\n"
+        "    name_ru TEXT NOT NULL CHECK (length(name_ru) <= 80),\n"
+        "    name_kk TEXT NOT NULL\n"
+        ");\n"
+        "INSERT INTO knp_new SELECT code, name_ru, name_kk FROM knp;\n"
+        "DROP TABLE knp;\n"
+        "ALTER TABLE knp_new RENAME TO knp;\n",
+    )
+    first = dry_run(config, use_cache=True, catalogs=CATALOGS)
+    append_row(config.root, "knp", "914,Өсімпұл," + "П" * 81 + "\n")
+    loads.clear()
+
+    result = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert first.passed
+    assert loads == ["knp"]
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.file == "catalogs/knp/rows.csv"
+    assert finding.message == (
+        "on sample.sqlite: catalog knp: row code=914 of catalogs/knp/rows.csv cannot be"
+        " written into table knp: CHECK constraint failed: length(name_ru) <= 80"
+    )
+    assert comparable(result) == comparable(dry_run(config, catalogs=CATALOGS))
+
+
+def test_removed_referenced_row_found(config: Config, loads: list[str]) -> None:
+    load_knp_into_sample(config.root, "311")
+    first = dry_run(config, use_cache=True, catalogs=CATALOGS)
+    edit_row(config.root, "knp", "311,")
+    loads.clear()
+
+    result = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert first.passed
+    assert loads == ["knp"]
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.rule == "database.foreign-key"
+    assert finding.message.startswith(
+        "foreign key check: table payment_purposes foreign key (knp_code) -> catalog_knp(code):"
+        " 1 row(s) have no matching row in parent table catalog_knp"
+    )
+    assert comparable(result) == comparable(dry_run(config, catalogs=CATALOGS))
+
+
+def test_stored_findings_load_all(config: Config, loads: list[str]) -> None:
+    load_knp_into_sample(config.root, "311")
+    edit_row(config.root, "knp", "311,")
+    first = dry_run(config, use_cache=True, catalogs=CATALOGS)
+    edit_row(config.root, "kbe", "29,", "29,false,9,Бейрезидент,Нерезидент\n")
+    loads.clear()
+
+    result = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert not first.passed
+    assert loads == CATALOGS
+    assert result.results[0].catalogs_reused == []
+    assert comparable(result) == comparable(first)
+
+
+def test_trigger_loads_all(config: Config, loads: list[str]) -> None:
+    write_migration(
+        config.root,
+        "0004_knp_audit.sql",
+        "CREATE TABLE knp_audit (code TEXT);\n"
+        "CREATE TRIGGER knp_written AFTER INSERT ON knp BEGIN\n"
+        "    INSERT INTO knp_audit VALUES (new.code);\n"
+        "END;\n",
+    )
+    dry_run(config, use_cache=True, catalogs=CATALOGS)
+    edit_row(config.root, "kbe", "29,", "29,false,9,Бейрезидент,Нерезидент\n")
+    loads.clear()
+
+    result = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert result.passed
+    assert loads == CATALOGS
+
+
+def test_cascading_key_loads_all(config: Config, loads: list[str]) -> None:
+    write_migration(
+        config.root,
+        "0004_knp_notes.sql",
+        "CREATE TABLE knp_notes (\n"
+        "    code TEXT REFERENCES knp (code) ON DELETE CASCADE,\n"
+        "    note TEXT\n"
+        ");\n",
+    )
+    dry_run(config, use_cache=True, catalogs=CATALOGS)
+    edit_row(config.root, "kbe", "29,", "29,false,9,Бейрезидент,Нерезидент\n")
+    loads.clear()
+
+    dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert loads == CATALOGS
+
+
+def test_malformed_record_loads_all(config: Config, loads: list[str]) -> None:
+    dry_run(config, use_cache=True, catalogs=CATALOGS)
+    record = catalog_record(config.root)
+    record.write_text("{not json", "utf-8")
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+    loads.clear()
+
+    result = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert result.passed
+    assert loads == CATALOGS
+    assert json.loads(record.read_text("utf-8"))["load"]["integrity"] == []
+
+
+def test_record_of_other_key_ignored(config: Config, loads: list[str]) -> None:
+    dry_run(config, use_cache=True, catalogs=CATALOGS)
+    record = catalog_record(config.root)
+    stored = json.loads(record.read_text("utf-8"))
+    stored["key"] = "0" * 64
+    record.write_text(json.dumps(stored), "utf-8")
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+    loads.clear()
+
+    dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert loads == CATALOGS
+
+
+def test_unchanged_schema_compiles_nothing(config: Config, compiled: list[str]) -> None:
+    dry_run(config, use_cache=True, catalogs=CATALOGS)
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+    compiled.clear()
+
+    result = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert result.passed
+    assert compiled == []
+
+
+def test_query_on_new_table_compiled(config: Config, compiled: list[str]) -> None:
+    query = "SELECT code, name_ru FROM catalog_kbe"
+    write_report(config.root, "kbe_names", query)
+    first = dry_run(config, use_cache=True, catalogs=["kato", "knp"])
+    compiled.clear()
+
+    second = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    # Only the query that names the new table catalog_kbe is compiled again.
+    assert not first.passed
+    assert [f.file for f in first.results[0].findings] == [
+        "packages/reports/kbe_names/report.json"
+    ]
+    assert compiled == [query]
+    assert second.passed
+
+
+def test_query_through_changed_view_compiled(config: Config, compiled: list[str]) -> None:
+    load_knp_into_sample(config.root, "311")
+    write_migration(
+        config.root,
+        "0004_knp_view.sql",
+        "CREATE VIEW knp_names AS SELECT name_ru FROM catalog_knp;\n",
+    )
+    query = "SELECT name_ru FROM knp_names"
+    write_report(config.root, "knp_names", query)
+    first = dry_run(config, use_cache=True, catalogs=CATALOGS)
+    rename_knp_column(config.root, "name_ru", "title_ru")
+    compiled.clear()
+
+    second = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    # The load creates catalog_knp anew without name_ru, so the view it names breaks.
+    assert first.passed
+    assert compiled == [query]
+    assert not second.passed
+    messages = [finding.message for finding in second.results[0].findings]
+    assert any("view knp_names" in message and "name_ru" in message for message in messages)
+    assert any(message.startswith("report knp_names on sample.sqlite:") for message in messages)
+    assert comparable(second) == comparable(dry_run(config, catalogs=CATALOGS))
+
+
+def test_view_broken_by_reshape_found(config: Config) -> None:
+    load_knp_into_sample(config.root, "311")
+    write_migration(
+        config.root,
+        "0004_knp_view.sql",
+        "CREATE VIEW knp_names AS SELECT name_ru FROM catalog_knp;\n",
+    )
+    rename_knp_column(config.root, "name_ru", "title_ru")
+
+    # The checks after the migrations compiled the view on this connection already.
+    result = dry_run(config, catalogs=CATALOGS)
+
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.message == (
+        "schema check: view knp_names does not compile: no such column: name_ru;"
+        " create the view again over the new schema"
+    )
+
+
+def rename_knp_column(root: Path, old: str, new: str) -> None:
+    folder = root / "catalogs" / "knp"
+    description = json.loads((folder / "catalog.json").read_text("utf-8"))
+    for column in description["columns"]:
+        if column["name"] == old:
+            column["name"] = new
+    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
+    rows = (folder / "rows.csv").read_text("utf-8").split("\n", 1)
+    (folder / "rows.csv").write_text(rows[0].replace(old, new) + "\n" + rows[1], "utf-8")
+
+
+# -- catalogs the release does not ship --------------------------------------------------------
+
+KNP_NAME_LIMIT = (
+    "-- pipeline: rebuild-tables\n"
+    "CREATE TABLE knp_new (\n"
+    "    code TEXT PRIMARY KEY,\n"
+    "    name_ru TEXT NOT NULL CHECK (length(name_ru) <= 40),\n"
+    "    name_kk TEXT NOT NULL\n"
+    ");\n"
+    "INSERT INTO knp_new SELECT code, name_ru, name_kk FROM knp;\n"
+    "DROP TABLE knp;\n"
+    "ALTER TABLE knp_new RENAME TO knp;\n"
+)
+
+
+def write_purposes_catalog(root: Path, rows: str) -> None:
+    """Add a catalog whose application table references the knp table."""
+    folder = root / "catalogs" / "purposes"
+    description = json.loads((root / "catalogs" / "knp" / "catalog.json").read_text("utf-8"))
+    description["id"] = "purposes"
+    description["columns"] = [
+        {"name": "code", "type": "text", "required": True, "title": {"kk": "Код", "ru": "Код"}},
+        {"name": "knp_code", "type": "text", "title": {"kk": "ТМК", "ru": "КНП"}},
+    ]
+    folder.mkdir()
+    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
+    (folder / "rows.csv").write_text("code,knp_code\n" + rows, "utf-8")
+
+
+def test_migration_meets_unshipped_rows(config: Config) -> None:
+    write_migration(config.root, "0004_knp_name_length.sql", KNP_NAME_LIMIT)
+
+    result = dry_run(config, catalogs=[])
+
+    assert not result.passed
+    (sample,) = result.results
+    assert sample.catalogs == ["knp"]
+    assert sample.catalogs_not_shipped == ["knp"]
+    (finding,) = sample.findings
+    assert finding.file == "catalogs/knp/rows.csv"
+    assert finding.message == (
+        "on sample.sqlite, with the rows customers hold from earlier releases: catalog knp:"
+        " row code=019 of catalogs/knp/rows.csv cannot be written into table knp:"
+        " CHECK constraint failed: length(name_ru) <= 40"
+    )
+    assert (
+        "  catalogs loaded after the migrations: knp (not shipped, rows of earlier releases: knp)"
+        in result.summary()
+    )
+
+
+def test_new_catalog_table_not_loaded(config: Config) -> None:
+    write_migration(config.root, "0004_kbe.sql", KBE_TABLE)
+
+    result = dry_run(config, catalogs=[])
+
+    assert result.passed
+    assert result.results[0].catalogs == []
+
+
+def test_unshipped_catalog_loads_parents(config: Config) -> None:
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+    write_purposes_catalog(config.root, "P1,914\nP2,311\n")
+    write_migration(
+        config.root,
+        "0004_purposes.sql",
+        "CREATE TABLE purposes (code TEXT PRIMARY KEY, knp_code TEXT REFERENCES knp (code));\n",
+    )
+    write_migration(
+        config.root, "0005_purpose_notes.sql", "ALTER TABLE purposes ADD COLUMN note TEXT;\n"
+    )
+
+    result = dry_run(config, catalogs=[])
+
+    # Code 914 is in the knp catalog only, not among the sample's own rows.
+    assert result.passed
+    assert result.results[0].catalogs == ["knp", "purposes"]
+    assert result.results[0].catalogs_not_shipped == ["knp", "purposes"]
+
+
+def test_unshipped_row_without_parent_found(config: Config) -> None:
+    write_purposes_catalog(config.root, "P1,999\n")
+    write_migration(
+        config.root,
+        "0004_purposes.sql",
+        "CREATE TABLE purposes (code TEXT PRIMARY KEY, knp_code TEXT REFERENCES knp (code));\n",
+    )
+    write_migration(
+        config.root, "0005_purpose_notes.sql", "ALTER TABLE purposes ADD COLUMN note TEXT;\n"
+    )
+
+    result = dry_run(config, catalogs=[])
+
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.file == "catalogs/purposes/rows.csv"
+    assert finding.message.startswith(
+        "on sample.sqlite, with the rows customers hold from earlier releases: catalog purposes:"
+        " row code=P1 of catalogs/purposes/rows.csv cannot be written into table purposes:"
+    )
+
+
+def test_unshipped_catalog_change_reruns(config: Config, loads: list[str]) -> None:
+    write_migration(config.root, "0004_knp_name_length.sql", KNP_NAME_LIMIT)
+    for code in ("019", "911", "912", "913"):
+        edit_row(config.root, "knp", f"{code},")
+    first = dry_run(config, use_cache=True, catalogs=[])
+    append_row(config.root, "knp", "915,Өсімпұл," + "П" * 41 + "\n")
+    loads.clear()
+
+    second = dry_run(config, use_cache=True, catalogs=[])
+
+    assert first.passed
+    assert second.cached == 0
+    assert loads == ["knp"]
+    assert not second.passed
