@@ -174,6 +174,20 @@ class Database(abc.ABC):
         """
         return []
 
+    def schema_objects(self) -> dict[str, str] | None:
+        """Return the schema's objects (`sqlite_schema.schema_objects`); None for PostgreSQL."""
+        return None
+
+    def schema_problems_since(self, before: Mapping[str, str] | None) -> list[str]:
+        """Run the schema check on what changed since `before`, a `schema_objects` result.
+
+        A caller passes the objects of a schema whose problems it has reported
+        already. Those of the objects that did not change, and of the tables
+        and views that use none of the changed ones, are not described again.
+        None checks the whole schema.
+        """
+        return self.schema_problems()
+
     @abc.abstractmethod
     def _explain(self, sql: str, names: Sequence[str]) -> None:
         """Compile `sql` with every named parameter set to NULL, without fetching its rows."""
@@ -329,15 +343,13 @@ class SQLiteDatabase(Database):
         # One table at a time, because a foreign key mismatch stops the check
         # of the table it is on, and the other tables still need theirs.
         wanted = None if tables is None else {table.lower() for table in tables}
+        graph = sqlite_schema.foreign_key_graph(self.connection) if wanted is not None else {}
         checked = [
             table
             for table in self.tables()
             if wanted is None
             or table.lower() in wanted
-            or any(
-                str(row[2]).lower() in wanted
-                for row in self.execute(f'PRAGMA foreign_key_list("{table}")')
-            )
+            or graph.get(table.lower(), sqlite_schema.ForeignKeys()).parents & wanted
         ]
         violations = []
         orphans: dict[tuple[str, int, str], list[int]] = {}
@@ -392,6 +404,16 @@ class SQLiteDatabase(Database):
 
     def schema_problems(self) -> list[str]:
         return sqlite_schema.schema_problems(self.connection)
+
+    def schema_objects(self) -> dict[str, str] | None:
+        return sqlite_schema.schema_objects(self.connection)
+
+    def schema_problems_since(self, before: Mapping[str, str] | None) -> list[str]:
+        if before is None:
+            return self.schema_problems()
+        after = sqlite_schema.schema_objects(self.connection)
+        targets = sqlite_schema.probe_targets(self.connection, before, after)
+        return sqlite_schema.schema_problems(self.connection, only=targets)
 
     def _explain(self, sql: str, names: Sequence[str]) -> None:
         sqlite_schema.explain(self.connection, sql, dict.fromkeys(names))
@@ -1283,7 +1305,8 @@ def run_migrations(
 
     `checked_before` tells that the database passed the full integrity and
     foreign key checks before the migrations. The checks afterwards then cover
-    only the tables the migrations changed (`changed_tables`), when known.
+    only the tables the migrations changed (`changed_tables`), when known,
+    and the schema check only what the migrations changed in the schema.
     `hooks` are called between the steps, as `apply_pending` describes.
 
     The migrations run with the transaction boundaries of `apply_pending`.
@@ -1294,6 +1317,8 @@ def run_migrations(
     Raises:
         MigrationError: a migration was modified after it was applied, or failed.
     """
+    # The objects whose schema check the sample passed; only changes are checked again.
+    before = db.schema_objects() if checked_before else None
     ensure_history(db)
     pending = pending_migrations(db, migrations)
     logger.info("%s: %d of %d migration(s) pending", db.label, len(pending), len(migrations))
@@ -1313,7 +1338,8 @@ def run_migrations(
     if tables is not None:
         result.checked_tables = sorted(tables)
         logger.info("%s: integrity checks of the changed tables %s", db.label, sorted(tables))
-    result.findings.extend(check_integrity(db, tables))
+    schema = db.schema_problems_since(before)
+    result.findings.extend(check_integrity(db, tables, schema=schema))
     return result
 
 

@@ -632,12 +632,26 @@ def _misspelled_mark(line: str) -> bool:
     names_mark = bool(difflib.get_close_matches(first, HEADER_MARKS, n=1, cutoff=_SIMILAR))
     if word == "pipeline":
         return colon or names_mark
-    if difflib.SequenceMatcher(None, word, "pipeline").ratio() >= _SIMILAR:
+    if _similar(word, "pipeline"):
         return colon or names_mark
     if colon:
         return names_mark
     return not value.strip() and bool(
         difflib.get_close_matches(word, HEADER_MARKS, n=1, cutoff=_SIMILAR)
+    )
+
+
+def _similar(word: str, other: str) -> bool:
+    """Tell whether difflib's ratio of two words reaches `_SIMILAR`.
+
+    The quick ratios are upper bounds of the ratio, so most words are
+    turned down before the full comparison.
+    """
+    matcher = difflib.SequenceMatcher(None, word, other)
+    return (
+        matcher.real_quick_ratio() >= _SIMILAR
+        and matcher.quick_ratio() >= _SIMILAR
+        and matcher.ratio() >= _SIMILAR
     )
 
 

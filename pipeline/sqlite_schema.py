@@ -29,7 +29,7 @@ import hashlib
 import itertools
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,11 +61,14 @@ def explain(connection: sqlite3.Connection, sql: str, parameters: Any = ()) -> N
     connection.execute(f"/* {next(_EXPLAINED)} */ EXPLAIN {sql}", parameters).fetchall()
 
 
-def schema_problems(connection: sqlite3.Connection) -> list[str]:
+def schema_problems(
+    connection: sqlite3.Connection, only: Collection[str] | None = None
+) -> list[str]:
     """Describe every table and view on which a statement does not compile.
 
     A foreign key mismatch fails on the child and on the parent table with
-    the same message, so it is described once.
+    the same message, so it is described once. `only` limits the check to
+    the tables and views of those lower-case names (`probe_targets`).
     """
     rows = connection.execute(
         "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')"
@@ -73,6 +76,8 @@ def schema_problems(connection: sqlite3.Connection) -> list[str]:
     ).fetchall()
     problems: dict[tuple[str, str], str] = {}
     for name, kind in rows:
+        if only is not None and str(name).lower() not in only:
+            continue
         for verb, sql in _probes(connection, str(name), str(kind)):
             try:
                 explain(connection, sql)
@@ -163,14 +168,42 @@ def _unique_column_sets(connection: sqlite3.Connection, table: str) -> list[set[
 
 
 def schema_objects(connection: sqlite3.Connection) -> dict[str, str]:
-    """Return {lower-case name: SHA-256 of its type, table and SQL} of every schema object."""
+    """Return {name: its table, a space and a SHA-256 of its type and SQL} of every object.
+
+    Names are in lower case. The table of a table or view is itself, that
+    of an index or trigger the table it is on.
+    """
     rows = connection.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall()
-    return {
-        str(name).lower(): hashlib.sha256(
-            "\0".join(str(value) for value in (kind, tbl_name, sql)).encode()
-        ).hexdigest()
-        for kind, name, tbl_name, sql in rows
-    }
+    objects = {}
+    for kind, name, tbl_name, sql in rows:
+        digest = hashlib.sha256(f"{kind}\0{sql}".encode()).hexdigest()
+        objects[str(name).lower()] = f"{str(tbl_name).lower()} {digest}"
+    return objects
+
+
+def probe_targets(
+    connection: sqlite3.Connection, before: Mapping[str, str], after: Mapping[str, str]
+) -> set[str]:
+    """Return the tables and views whose schema check may differ between two `schema_objects`.
+
+    These are the changed objects (`changed_objects`), the tables of changed
+    indexes and triggers, and the tables whose foreign keys reference one of
+    those, because an INSERT into a table compiles the lookup of its parent's
+    key. A table whose own foreign key breaks fails its own probes, so the
+    tables it references need no new probe.
+    """
+    changed = changed_objects(connection, before, after)
+    owners = set()
+    for name in changed:
+        value = after.get(name) or before.get(name)
+        owners.add(name)
+        if value is not None:
+            owners.add(value.rsplit(" ", 1)[0])
+    targets = set(owners)
+    for child, keys in foreign_key_graph(connection).items():
+        if keys.parents & owners:
+            targets.add(child)
+    return targets
 
 
 def schema_fingerprint(objects: Mapping[str, str]) -> str:

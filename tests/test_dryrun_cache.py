@@ -654,3 +654,30 @@ def test_crash_in_catalog_load_leaves_kept_copy(config: Config, migrations_run: 
     assert result.passed
     assert comparable(result)[0][4] == comparable(first)[0][4]
     assert kept.read_bytes() == kept_bytes
+
+
+def test_view_broken_on_checked_sample_found(config: Config) -> None:
+    with sqlite3.connect(config.root / "sample.sqlite") as connection:
+        connection.execute("CREATE VIEW knp_names AS SELECT name_ru FROM knp")
+    dry_run(config, use_cache=True)
+    (config.root / "migrations" / "0004_knp_titles.sql").write_text(
+        "-- pipeline: rebuild-tables\n"
+        "CREATE TABLE knp_old AS SELECT * FROM knp;\n"
+        "DROP TABLE knp;\n"
+        "CREATE TABLE knp (code TEXT PRIMARY KEY, title_ru TEXT, name_kk TEXT);\n"
+        "INSERT INTO knp SELECT code, name_ru, name_kk FROM knp_old;\n"
+        "DROP TABLE knp_old;\n",
+        "utf-8",
+    )
+
+    result = dry_run(config, use_cache=True)
+
+    # The sample passed the schema check before, so only what the migration changed is probed.
+    (sample,) = result.results
+    assert sample.sample_checked is False
+    assert not result.passed
+    messages = [finding.message for finding in sample.findings]
+    assert (
+        "schema check: view knp_names does not compile: no such column: name_ru;"
+        " create the view again over the new schema"
+    ) in messages

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from pipeline.migrations import sql_names
-from pipeline.sqlite_schema import changed_objects, schema_objects, schema_problems
+from pipeline.sqlite_schema import changed_objects, probe_targets, schema_objects, schema_problems
 
 
 def test_explain_sees_changed_schema() -> None:
@@ -49,3 +49,29 @@ def test_changed_objects_include_views() -> None:
     changed = changed_objects(connection, before, schema_objects(connection))
 
     assert changed == {"t", "v", "w"}
+
+
+def test_probe_targets_follow_changes() -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.executescript(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT);"
+        " CREATE UNIQUE INDEX parent_code ON parent (code);"
+        " CREATE TABLE child (id INTEGER PRIMARY KEY, code TEXT REFERENCES parent (code));"
+        " CREATE TABLE log (line TEXT);"
+        " CREATE TABLE other (x);"
+        " CREATE TABLE unrelated (x);"
+        " CREATE TRIGGER other_logged AFTER INSERT ON other"
+        " BEGIN INSERT INTO log (line) VALUES (1); END;"
+    )
+    before = schema_objects(connection)
+    connection.executescript("DROP INDEX parent_code; DROP TABLE log; CREATE TABLE log (text);")
+    after = schema_objects(connection)
+
+    targets = probe_targets(connection, before, after)
+
+    # The dropped index belongs to parent, child references parent, the trigger names log.
+    assert targets == {"parent", "parent_code", "child", "log", "other", "other_logged"}
+    problems = schema_problems(connection)
+    assert len(problems) == 2
+    assert schema_problems(connection, only=targets) == problems
