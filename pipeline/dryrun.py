@@ -666,7 +666,9 @@ def _check_database(
         return _Checked(result)
     checks = result.findings[linted:]
     record = None
-    if not errors_only(checks):
+    # A temporary object of a migration lives only on this connection, and a
+    # kept copy is opened on a new one, so such a copy is not kept.
+    if not errors_only(checks) and not _temporary_objects(db):
         record = {
             "engine_version": result.engine_version,
             "applied": [asdict(run) for run in result.applied],
@@ -677,6 +679,13 @@ def _check_database(
         }
     catalogs = _check_catalogs_and_queries(db, inputs, result, progress, pending=pending)
     return _Checked(result, record, catalogs)
+
+
+def _temporary_objects(db: Database) -> bool:
+    """Tell whether the connection has temporary tables, views, indexes or triggers."""
+    if not isinstance(db, SQLiteDatabase):
+        return False
+    return bool(db.execute("SELECT count(*) FROM sqlite_temp_master")[0][0])
 
 
 @dataclass
@@ -808,7 +817,7 @@ def _check_kept(
     the record of the previous catalog load on the copy.
 
     Raises:
-        KeyError, TypeError: the stored record is malformed.
+        KeyError, TypeError, ValueError: the stored record is malformed.
     """
     result = DatabaseResult(
         database=display_name(sample.url),
@@ -892,7 +901,7 @@ def _dry_run_kept(
                 checked = _check_kept(
                     db, sample, inputs, record["result"], progress, kept.read_catalog_record(key)
                 )
-            except (KeyError, TypeError) as exc:
+            except (KeyError, TypeError, ValueError) as exc:
                 logger.warning("kept copy record %s is malformed: %r", kept.record_path, exc)
             else:
                 kept.write_catalog_record(key, checked.catalogs)

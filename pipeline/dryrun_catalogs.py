@@ -382,12 +382,14 @@ def _plan(
 ) -> _Plan:
     """Decide which catalogs to load: all of them, or those whose inputs changed.
 
-    A catalog's load depends on its own files and on the rows of the tables
-    its tables reference, directly or through other tables. A catalog among
-    those parents is a dependency, so the key of a catalog covers its files
-    and those of every dependency. A catalog whose key changed is loaded, and
-    its dependencies with it, so its rows meet the parent rows a full load
-    gives them. The others keep their stored results, which holds only when:
+    A catalog's load depends on its own files, on the rows of the tables its
+    tables reference, and on the rows of the tables referencing them, directly
+    or through other tables. The catalogs among those are its group
+    (`_related`), so the key of a catalog covers the files of every catalog
+    of its group, and a group that gains or loses a catalog changes the keys.
+    A catalog whose key changed is loaded with its whole group, so its rows
+    meet the rows a full load gives the others. The others keep their stored
+    results, which holds only when:
 
     - the stored checks after the load found nothing, so the tables that are
       not written again were sound;
@@ -410,7 +412,7 @@ def _plan(
         catalog_id: {catalog_id.lower(), catalog_table(catalog_id).lower()} & tables
         for catalog_id in catalogs
     }
-    dependencies = {catalog_id: _dependencies(catalog_id, own, graph) for catalog_id in catalogs}
+    dependencies = _related(catalogs, own, graph)
     digests = {
         catalog_id: blobs.get(catalog_id) or catalog_digest(root, catalog_id)
         for catalog_id in catalogs
@@ -448,20 +450,34 @@ def _plan(
     return _Plan(load, dict(stored_problems), stored_problems, keys)
 
 
-def _dependencies(
-    catalog_id: str, own: Mapping[str, set[str]], graph: Mapping[str, sqlite_schema.ForeignKeys]
-) -> set[str]:
-    """Return the other catalogs whose tables those of `catalog_id` reference, at any depth."""
-    seen: set[str] = set()
-    pending = list(own[catalog_id])
-    while pending:
-        table = pending.pop()
-        keys = graph.get(table)
-        for parent in keys.parents if keys is not None else ():
-            if parent not in seen:
-                seen.add(parent)
-                pending.append(parent)
-    return {other for other, names in own.items() if other != catalog_id and names & seen}
+def _related(
+    catalogs: Sequence[str],
+    own: Mapping[str, set[str]],
+    graph: Mapping[str, sqlite_schema.ForeignKeys],
+) -> dict[str, set[str]]:
+    """Return {catalog: the other catalogs whose loads can change its result}.
+
+    Two catalogs are related when the tables of one reference those of the
+    other, at any depth. A parent's rows decide whether a child's rows find
+    their keys, and a child's rows decide whether a parent's rows may change,
+    so relations go both ways and chain: each catalog gets its whole group.
+    """
+    group = {catalog_id: {catalog_id} for catalog_id in catalogs}
+    for catalog_id in catalogs:
+        seen: set[str] = set()
+        pending = list(own[catalog_id])
+        while pending:
+            keys = graph.get(pending.pop())
+            for parent in keys.parents if keys is not None else ():
+                if parent not in seen:
+                    seen.add(parent)
+                    pending.append(parent)
+        for other in catalogs:
+            if other != catalog_id and own[other] & seen and group[other] is not group[catalog_id]:
+                merged = group[catalog_id] | group[other]
+                for member in merged:
+                    group[member] = merged
+    return {catalog_id: group[catalog_id] - {catalog_id} for catalog_id in catalogs}
 
 
 def _load_one(db: Database, root: Path, catalog_id: str, version: str) -> str | None:

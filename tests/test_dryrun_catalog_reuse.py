@@ -490,3 +490,57 @@ def test_unshipped_catalog_change_reruns(config: Config, loads: list[str]) -> No
     assert second.cached == 0
     assert loads == ["knp"]
     assert not second.passed
+
+
+def test_child_leaving_reloads_parent(config: Config, loads: list[str]) -> None:
+    # kbe loads before knp, and its row holds a name that knp's rows change.
+    write_migration(
+        config.root,
+        "0004_kbe_names.sql",
+        "CREATE UNIQUE INDEX knp_name_ru ON knp (name_ru);\n"
+        "CREATE TABLE kbe (code TEXT PRIMARY KEY, name_ru TEXT REFERENCES knp (name_ru),"
+        " name_kk TEXT);\n",
+    )
+    (config.root / "catalogs" / "kbe" / "rows.csv").write_text(
+        "code,resident,sector,name_kk,name_ru\n11,true,1,Тауарлар,Оплата товаров\n", "utf-8"
+    )
+    first = dry_run(config, use_cache=True, catalogs=CATALOGS)
+    loads.clear()
+
+    second = dry_run(config, use_cache=True, catalogs=["kato", "knp"])
+
+    assert not first.passed
+    assert loads == ["knp"]
+    assert second.passed
+    assert comparable(second) == comparable(dry_run(config, catalogs=["kato", "knp"]))
+
+
+def test_malformed_row_counts_migrate_again(config: Config) -> None:
+    dry_run(config, use_cache=True, catalogs=CATALOGS)
+    (record_path,) = (config.root / CACHE_FOLDER / FOLDER).glob("*[0-9a-f].json")
+    record = json.loads(record_path.read_text("utf-8"))
+    record["result"]["row_counts"] = "ab"
+    record_path.write_text(json.dumps(record), "utf-8")
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+
+    result = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert result.passed
+    assert comparable(result) == comparable(dry_run(config, catalogs=CATALOGS))
+
+
+def test_temporary_trigger_not_kept(config: Config) -> None:
+    write_migration(
+        config.root,
+        "0004_freeze_knp.sql",
+        "CREATE TEMP TRIGGER knp_frozen BEFORE UPDATE ON main.knp\n"
+        "BEGIN SELECT RAISE(ABORT, 'knp names are frozen'); END;\n",
+    )
+    first = dry_run(config, use_cache=True, catalogs=CATALOGS)
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+
+    second = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert not first.passed
+    assert not second.passed
+    assert comparable(second) == comparable(dry_run(config, catalogs=CATALOGS))
