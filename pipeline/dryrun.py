@@ -86,10 +86,12 @@ from pipeline.database import (
     table_row_counts,
 )
 from pipeline.dryrun_catalogs import (
+    BaseRelease,
     CatalogLoad,
-    constrained_catalogs,
+    catalog_digest,
+    held_rows,
     loaded_catalogs,
-    shipped_catalogs,
+    shipped_since_base,
 )
 from pipeline.dryrun_kept import KeptCopy
 from pipeline.errors import ConfigError, MigrationError, ValidationError
@@ -178,10 +180,12 @@ class DatabaseResult:
     checked_tables: list[str] | None = None
     # The catalogs loaded into the copy after the migrations, as apply loads them.
     catalogs: list[str] = field(default_factory=list)
-    # Those of `catalogs` that the release does not ship: catalogs whose tables
-    # the migrations change, and catalogs that loaded ones reference. Their rows
-    # are those the customers hold from earlier releases.
+    # Those of `catalogs` that the release does not ship: catalogs that loaded
+    # ones reference. Their rows are those the customers hold from earlier releases.
     catalogs_not_shipped: list[str] = field(default_factory=list)
+    # The catalogs loaded before the migrations with the rows customers hold,
+    # because the migrations change their tables (`dryrun_catalogs.held_rows`).
+    catalogs_before: list[str] = field(default_factory=list)
     # Those of `catalogs` whose result on a kept migrated copy came from its
     # record, because neither their files nor those of the catalogs they
     # reference changed (`pipeline.dryrun_catalogs`).
@@ -205,6 +209,7 @@ class DatabaseResult:
             catalogs=data.get("catalogs", []),
             catalogs_reused=data.get("catalogs_reused", []),
             catalogs_not_shipped=data.get("catalogs_not_shipped", []),
+            catalogs_before=data.get("catalogs_before", []),
         )
 
 
@@ -254,6 +259,11 @@ class DryRunResult:
                 lines.append(
                     f"  checks after the migrations: changed tables only ({scope});"
                     " the sample passed the full checks before"
+                )
+            if result.catalogs_before:
+                lines.append(
+                    "  catalogs loaded before the migrations, with the rows customers hold:"
+                    f" {', '.join(result.catalogs_before)}"
                 )
             if result.catalogs:
                 line = f"  catalogs loaded after the migrations: {', '.join(result.catalogs)}"
@@ -324,6 +334,8 @@ class _Inputs:
     kept_keys: Mapping[str, str] = field(default_factory=dict)
     # {catalog: digest of its files} of `catalogs`; empty without the cache.
     catalog_blobs: Mapping[str, str] = field(default_factory=dict)
+    # The release customers hold, whose catalog rows load before the migrations.
+    base: BaseRelease | None = None
 
 
 @contextlib.contextmanager
@@ -623,6 +635,15 @@ def _check_database(
         # Before the lint, so a file that does not split is named.
         for migration in pending:
             migration_statements(migration, db.engine)
+        held, problems = held_rows(db, config.root, pending, inputs.catalogs, inputs.base)
+        result.catalogs_before = held
+        if problems:
+            result.findings.extend(problems)
+            result.error = (
+                f"{result.database}: the catalog rows customers hold do not load into the"
+                " sample, so the migrations cannot be checked against them"
+            )
+            return _Checked(result)
         row_counts = table_row_counts(db)
         context = LintContext(
             db.engine,
@@ -676,8 +697,13 @@ def _check_database(
             "checked_tables": result.checked_tables,
             "sample_checked": result.sample_checked,
             "row_counts": dict(row_counts),
+            # The rows loaded before the migrations: the kept copy is used only
+            # while these catalogs' files are unchanged (`_held_unchanged`).
+            "catalogs_before": {
+                catalog_id: catalog_digest(config.root, catalog_id) for catalog_id in held
+            },
         }
-    catalogs = _check_catalogs_and_queries(db, inputs, result, progress, pending=pending)
+    catalogs = _check_catalogs_and_queries(db, inputs, result, progress)
     return _Checked(result, record, catalogs)
 
 
@@ -708,13 +734,8 @@ def _check_catalogs_and_queries(
     result: DatabaseResult,
     progress: Progress | None,
     stored: Mapping[str, Any] | None = None,
-    *,
-    pending: Sequence[Migration] = (),
 ) -> dict[str, Any] | None:
     """Load the catalogs and compile every report query in their transaction, then roll back.
-
-    The catalogs are those the release ships, and those whose tables the
-    `pending` migrations change (`dryrun_catalogs.constrained_catalogs`).
 
     With the cache on, returns the record a kept copy stores for the next
     run, and `stored` is that of the previous run on the same copy. EXPLAIN
@@ -727,14 +748,13 @@ def _check_catalogs_and_queries(
     reported = {finding.message for finding in result.findings}
     query_findings = []
     blobs = inputs.catalog_blobs if inputs.use_cache else None
-    changed_tables = constrained_catalogs(pending, list_items(root, Kind.CATALOG), db.engine)
     with loaded_catalogs(
         db,
         root,
         inputs.catalogs,
         inputs.bundle_version,
         reported,
-        unshipped=changed_tables - set(inputs.catalogs),
+        preloaded=result.catalogs_before,
         blobs=blobs,
         stored=stored,
     ) as load:
@@ -828,6 +848,7 @@ def _check_kept(
         applied=[MigrationRun(**run) for run in stored["applied"]],
         checked_tables=stored["checked_tables"],
         sample_checked=bool(stored["sample_checked"]),
+        catalogs_before=sorted(str(catalog_id) for catalog_id in stored["catalogs_before"]),
     )
     checks = [Finding(**finding) for finding in stored["findings"]]
     # The key covers the migration files, so the migrations that ran are the pending ones.
@@ -836,9 +857,7 @@ def _check_kept(
     context = LintContext(db.engine, inputs.used, dict(stored["row_counts"]))
     result.findings.extend(lint_migrations(pending, context))
     result.findings.extend(checks)
-    catalogs = _check_catalogs_and_queries(
-        db, inputs, result, progress, stored_catalogs, pending=pending
-    )
+    catalogs = _check_catalogs_and_queries(db, inputs, result, progress, stored_catalogs)
     return _Checked(result, catalogs=catalogs)
 
 
@@ -892,6 +911,8 @@ def _dry_run_kept(
         if not owned:
             return _dry_run_copy(sample, inputs, _sqlite_copy(config, sample), progress).result
         record = kept.read_record(key)
+        if record is not None and not _held_unchanged(config.root, record):
+            record = None
         db = None if record is None else _open_kept(kept, sample, inputs, record)
         if record is not None and db is not None:
             logger.info("dry-run on %s: on the kept migrated copy", redact_url(sample.url))
@@ -917,6 +938,17 @@ def _dry_run_kept(
         finally:
             staging.unlink(missing_ok=True)
         return checked.result
+
+
+def _held_unchanged(root: Path, record: Mapping[str, Any]) -> bool:
+    """Tell whether the catalogs loaded into a kept copy before its migrations are unchanged."""
+    result = record.get("result")
+    held = result.get("catalogs_before") if isinstance(result, dict) else None
+    if not isinstance(held, dict):
+        return False
+    return all(
+        catalog_digest(root, str(catalog_id)) == digest for catalog_id, digest in held.items()
+    )
 
 
 def _keep(kept: KeptCopy, staging: Path, key: str, migrated: dict[str, Any]) -> bool:
@@ -1130,6 +1162,7 @@ def _load_inputs(
     catalogs: Sequence[str],
     kept_keys: Mapping[str, str],
     catalog_files: Mapping[str, list[tuple[str, str]]],
+    base: BaseRelease | None,
 ) -> _Inputs:
     """Read and parse the report queries, which only a sample that runs needs."""
     queries, query_findings = load_report_queries(config.root)
@@ -1146,6 +1179,7 @@ def _load_inputs(
         catalog_blobs={
             catalog_id: inputs_key(entries) for catalog_id, entries in catalog_files.items()
         },
+        base=base,
     )
 
 
@@ -1246,6 +1280,7 @@ def dry_run(
     use_cache: bool = False,
     allow_empty_shard: bool = False,
     catalogs: Sequence[str] | None = None,
+    base: tuple[Path, str] | None = None,
     progress: Progress | None = None,
 ) -> DryRunResult:
     """Migrate a throwaway copy of every sample database and check it and the report queries.
@@ -1258,7 +1293,10 @@ def dry_run(
     failing result is never stored. A shard that selects no sample raises
     unless `allow_empty_shard` is set; then it passes and its summary says so.
     `catalogs` are loaded into each copy after the migrations; None takes the
-    catalogs that differ from the base release (`shipped_catalogs`).
+    catalogs that differ from the base release (`shipped_catalogs`). `base`
+    is the repository and commit of the release customers hold, whose rows
+    of the catalogs the migrations change load before the migrations
+    (`held_rows`); with `catalogs` None it is that base release.
     `progress` counts the samples that run and shows the step and migration
     each one is at (only the count for samples in worker processes).
 
@@ -1273,7 +1311,30 @@ def dry_run(
     if not samples:
         _check_empty(config, databases, shard, allow_empty_shard)
         return DryRunResult([], shard, empty_shard=True)
-    loaded = shipped_catalogs(config.root) if catalogs is None else sorted(catalogs)
+    if catalogs is None:
+        loaded, base_commit = shipped_since_base(config.root)
+        base = (config.root, base_commit) if base_commit is not None else None
+    else:
+        loaded = sorted(catalogs)
+    with tempfile.TemporaryDirectory(prefix="pipeline-base-") as exports:
+        release = None if base is None else BaseRelease(base[0], base[1], Path(exports))
+        return _dry_run_samples(
+            config, samples, bundle_version, loaded, release, jobs, shard, use_cache, progress
+        )
+
+
+def _dry_run_samples(
+    config: Config,
+    samples: Sequence[SampleDatabase],
+    bundle_version: str | None,
+    loaded: Sequence[str],
+    base: BaseRelease | None,
+    jobs: int,
+    shard: Shard | None,
+    use_cache: bool,
+    progress: Progress | None,
+) -> DryRunResult:
+    """Dry-run `samples`, reusing stored results with `use_cache`; see `dry_run`."""
     sample_checks = SampleChecks(config.root) if use_cache else None
     sample_keys = _sample_keys(config.root, samples) if use_cache else {}
     checked = frozenset(
@@ -1287,6 +1348,7 @@ def dry_run(
     catalog_files = _catalog_files(config.root, loaded) if cache is not None else {}
     if cache is not None:
         shared = _shared_key_entries(config.root, loaded, catalog_files)
+        shared.append(("base release", base.commit if base is not None else "none"))
         for index, sample in enumerate(samples):
             key = _cache_key(sample, config, shared, bundle_version)
             if key is None:
@@ -1296,17 +1358,20 @@ def dry_run(
             if record is not None:
                 reused[index] = DatabaseResult.from_json(record)
     pending = [sample for index, sample in enumerate(samples) if index not in reused]
-    inputs = _Inputs(config, (), (), UsedObjects(), bundle_version, catalogs=tuple(loaded))
+    inputs = _Inputs(
+        config, (), (), UsedObjects(), bundle_version, catalogs=tuple(loaded), base=base
+    )
     if pending:
         kept_keys = {}
         if cache is not None:
             migrations = folder_blob_ids(config.root, config.root / "migrations")
+            migrations.append(("base release", base.commit if base is not None else "none"))
             for sample in pending:
                 kept_key = _kept_key(sample, config, migrations, bundle_version)
                 if kept_key is not None:
                     kept_keys[sample.url] = kept_key
         inputs = _load_inputs(
-            config, bundle_version, use_cache, checked, loaded, kept_keys, catalog_files
+            config, bundle_version, use_cache, checked, loaded, kept_keys, catalog_files, base
         )
     if progress is not None:
         progress.start(len(pending))

@@ -19,14 +19,14 @@ Each catalog is loaded in full mode from the content tree, so an application
 table gets every row of a catalog, not only the rows a delta bundle carries.
 That covers what any customer at the base release receives.
 
-Customers also hold the rows of the catalogs that earlier releases shipped.
-A pending migration that changes a catalog's table (`constrained_catalogs`:
-ALTER TABLE, a new index or trigger on it, a rebuild, a write to its rows)
-meets those rows at the customer, so such a catalog loads too, although
-this release does not ship it. Its unchanged rows in the content tree are
-the rows the customers hold. Last, every catalog that a loaded catalog's
-tables reference through foreign keys loads too (`with_parents`), so its
-rows find the parent rows that the customers hold.
+Customers also hold the rows of the catalogs that earlier releases shipped,
+and the pending migrations meet them. So a catalog whose table a pending
+migration changes (`constrained_catalogs`: ALTER TABLE, a new index or
+trigger on it, a rebuild, a write to its rows) loads into the copy before
+the migrations with the rows customers hold (`held_rows`): those of the
+base release. Every catalog that a loaded catalog's tables reference
+through foreign keys loads too (`with_parents`), so each row finds the
+parent rows that the customers hold.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import shutil
+import tempfile
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,11 +62,14 @@ from pipeline.db_schema import list_tables
 from pipeline.errors import ApplyError, CollectError, MigrationError
 from pipeline.findings import Finding
 from pipeline.migrations import Migration, split_statements, sql_names
+from pipeline.snapshot import export_commit
 
 logger = logging.getLogger(__name__)
 
 # The version recorded in `pipeline_catalogs` of the copy when the dry-run has none.
 DRY_RUN_VERSION = "dry-run"
+# The version recorded for the rows customers hold before the migrations.
+BASE_VERSION = "base release"
 
 
 def release_catalogs(content: Path, changes: ChangeSet, full: bool) -> list[str]:
@@ -83,23 +88,132 @@ def shipped_catalogs(root: Path) -> list[str]:
     Every catalog counts when `root` is not a git repository with commits or
     has no release tag before HEAD.
     """
+    return shipped_since_base(root)[0]
+
+
+def shipped_since_base(root: Path) -> tuple[list[str], str | None]:
+    """Return `shipped_catalogs` and the commit of the base release, None when there is none."""
     present = list_items(root, Kind.CATALOG)
-    if not present:
-        return []
     if not has_release_tags(root):
         logger.debug("every catalog ships, because the repository has no release tag")
-        return present
+        return present, None
     try:
         base = find_base_tag(root, "HEAD")
     except CollectError as exc:
         logger.debug("every catalog ships, because the base release is unknown: %s", exc)
-        return present
+        return present, None
     if base is None:
         logger.debug("every catalog ships, because no release tag precedes HEAD")
-        return present
+        return present, None
+    if not present:
+        return [], base[1]
     changed = _changed_catalogs(root, base[1])
     logger.debug("catalogs changed since %s: %s", base[0], sorted(changed) or "none")
-    return [catalog_id for catalog_id in present if catalog_id in changed]
+    return [catalog_id for catalog_id in present if catalog_id in changed], base[1]
+
+
+@dataclass(frozen=True)
+class BaseRelease:
+    """The release that customers hold: a commit of a repository.
+
+    `folder` is where `held_rows` exports the catalogs of that commit, one
+    folder per catalog, shared by every sample of one dry-run.
+    """
+
+    repo: Path
+    commit: str
+    folder: Path
+
+
+def held_rows(
+    db: Database,
+    root: Path,
+    migrations: Sequence[Migration],
+    shipped: Collection[str],
+    base: BaseRelease | None,
+) -> tuple[list[str], list[Finding]]:
+    """Load into `db` the catalog rows that customers hold before `migrations` run.
+
+    These are the catalogs whose tables the migrations change
+    (`constrained_catalogs`) and every catalog their tables reference. A
+    catalog the release does not ship has the rows of the content tree,
+    which it has not changed since the base release. A catalog it ships has
+    the rows of the base release, read from `base`. Without a base release
+    no customer holds its rows, so it is left out. The rows are committed:
+    `db` is a throwaway copy, and the migrations must meet them as they meet
+    them at the customers.
+
+    Returns the catalogs loaded, sorted, and one finding per catalog that
+    does not load into the sample before the migrations.
+    """
+    present = list_items(root, Kind.CATALOG)
+    domains: dict[str, set[str]] = {}
+    if db.engine == "postgresql":
+        for domain, table in db.execute(_DOMAIN_COLUMNS_SQL):
+            domains.setdefault(str(domain).lower(), set()).add(str(table).lower())
+    constrained = constrained_catalogs(migrations, present, db.engine, domains)
+    if not constrained:
+        return [], []
+    candidates = [
+        catalog_id
+        for catalog_id in with_parents(db, constrained, present)
+        if catalog_id not in shipped or base is not None
+    ]
+    findings = []
+    loaded = []
+    db.execute("BEGIN")
+    try:
+        ensure_tables(db)
+        for catalog_id in candidates:
+            source = root if catalog_id not in shipped else _base_catalog(base, catalog_id)
+            if source is None:
+                continue
+            loaded.append(catalog_id)
+            problem = _load_one(db, source, catalog_id, BASE_VERSION)
+            if problem is not None:
+                findings.append(_held_finding(db, catalog_id, problem))
+        try:
+            db.execute("COMMIT")
+        except db.errors as exc:
+            # A deferred foreign key is checked here.
+            findings.append(_held_finding(db, ", ".join(loaded), db.describe_error(exc)))
+    finally:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+    return loaded, findings
+
+
+def _held_finding(db: Database, catalogs: str, problem: str) -> Finding:
+    first = catalogs.split(", ", 1)[0]
+    return Finding(
+        rule="dry-run.catalog",
+        file=relative_path(first, ROWS_FILE),
+        message=f"on {db.label}, before the migrations, with the rows customers hold of"
+        f" {catalogs}: {problem}; the sample cannot hold these rows, so the migrations cannot"
+        " be checked against them",
+    )
+
+
+def _base_catalog(base: BaseRelease | None, catalog_id: str) -> Path | None:
+    """Return a content tree with the catalog as the base release has it; None when it has none.
+
+    Each catalog is exported once per dry-run. Samples running at the same
+    time may export it together: each writes its own folder and the first
+    rename wins.
+    """
+    if base is None:
+        return None
+    tree = base.folder / catalog_id
+    path = relative_path(catalog_id, ROWS_FILE)
+    if not tree.is_dir():
+        staging = Path(tempfile.mkdtemp(prefix=f".{catalog_id}.", dir=base.folder))
+        folder = Path(path).parent.as_posix()
+        export_commit(base.repo, base.commit, staging, paths=(folder,))
+        try:
+            staging.rename(tree)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return tree if (tree / path).is_file() else None
 
 
 def _changed_catalogs(root: Path, base_commit: str) -> set[str]:
@@ -132,14 +246,24 @@ _TARGET = re.compile(
     r"|(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO"
     r"|UPDATE(?:\s+OR\s+\w+)?(?:\s+ONLY)?"
     r"|DELETE\s+FROM(?:\s+ONLY)?"
-    r"|TRUNCATE(?:\s+TABLE)?(?:\s+ONLY)?"
     r"|DROP\s+TABLE(?:\s+IF\s+EXISTS)?"
     r"|CREATE\s+(?:TEMP\w*\s+|UNLOGGED\s+)?TABLE(?:\s+IF\s+NOT\s+EXISTS)?(?=\s+\S+\s+AS\b)"
     rf"|CREATE\s+(?:UNIQUE\s+)?INDEX(?:\s+CONCURRENTLY)?(?:\s+IF\s+NOT\s+EXISTS)?(?:\s+{_TABLE})?"
     r"\s+ON(?:\s+ONLY)?"
-    r"|CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\w*\s+)?(?:CONSTRAINT\s+)?TRIGGER\b.*?\bON)"
+    r"|CREATE\s+(?:OR\s+REPLACE\s+)?(?:TEMP\w*\s+)?(?:CONSTRAINT\s+)?TRIGGER"
+    rf"(?:\s+IF\s+NOT\s+EXISTS)?\s+{_TABLE}\s.*?\bON)"
     rf"\s+({_TABLE})(?:\s+RENAME\s+TO\s+({_TABLE}))?",
     re.IGNORECASE | re.DOTALL,
+)
+# TRUNCATE empties every table of its list; ALTER DOMAIN constrains every column of the domain.
+_TRUNCATE = re.compile(
+    r"^TRUNCATE(?:\s+TABLE)?\s+(?P<tables>.*?)(?:\s+(?:RESTART|CONTINUE|CASCADE|RESTRICT)\b.*)?$",
+    re.IGNORECASE | re.DOTALL,
+)
+_ALTER_DOMAIN = re.compile(rf"^ALTER\s+DOMAIN\s+({_TABLE})", re.IGNORECASE)
+_DOMAIN_COLUMNS_SQL = (
+    "SELECT domain_name, table_name FROM information_schema.columns"
+    " WHERE table_schema = current_schema() AND domain_name IS NOT NULL"
 )
 # Statements that change no table's rows or constraints.
 _NO_TARGET = re.compile(
@@ -152,13 +276,20 @@ _NO_TARGET = re.compile(
 
 
 def constrained_catalogs(
-    migrations: Sequence[Migration], present: Collection[str], engine: str
+    migrations: Sequence[Migration],
+    present: Collection[str],
+    engine: str,
+    domains: Mapping[str, Collection[str]] | None = None,
 ) -> set[str]:
     """Return the catalogs of `present` whose tables the `migrations` change.
 
     A catalog's tables are its application table (`knp`) and the pipeline's
     copy of it (`catalog_knp`). A statement of a form not recognized here
     counts every catalog whose table it names anywhere in its text.
+    `domains` ({domain: tables with a column of it}, lower case) resolves
+    `ALTER DOMAIN`.
+    NOTE: a write that a migration makes through a function it calls, or
+    through SQL it builds at run time, names no table and is not seen.
     """
     tables = {name.lower(): catalog for catalog in present for name in _own_names(catalog)}
     found: set[str] = set()
@@ -168,15 +299,28 @@ def constrained_catalogs(
         except MigrationError:
             statements = [migration.text]
         for sql in statements:
-            match = _TARGET.match(sql)
-            if match:
-                names = {_bare(name) for name in match.groups() if name}
-            elif _NO_TARGET.match(sql):
-                continue
-            else:
-                names = set(sql_names(sql, engine) or tables)
+            names = _statement_targets(sql, engine, tables, domains or {})
             found.update(tables[name] for name in names if name in tables)
     return found
+
+
+def _statement_targets(
+    sql: str, engine: str, tables: Collection[str], domains: Mapping[str, Collection[str]]
+) -> set[str]:
+    """Return the tables whose rows or constraints one statement may change, lower case."""
+    match = _TARGET.match(sql)
+    if match:
+        return {_bare(name) for name in match.groups() if name}
+    truncate = _TRUNCATE.match(sql)
+    if truncate:
+        listed = re.sub(r"\bONLY\b|\*", " ", truncate["tables"], flags=re.IGNORECASE)
+        return {_bare(name.strip()) for name in listed.split(",") if name.strip()}
+    domain = _ALTER_DOMAIN.match(sql)
+    if domain:
+        return set(domains.get(_bare(domain.group(1)), ()))
+    if _NO_TARGET.match(sql):
+        return set()
+    return set(sql_names(sql, engine) or tables)
 
 
 def _own_names(catalog_id: str) -> tuple[str, str]:
@@ -251,16 +395,17 @@ def loaded_catalogs(
     bundle_version: str | None,
     reported: Collection[str] = (),
     *,
-    unshipped: Collection[str] = (),
+    preloaded: Collection[str] = (),
     blobs: Mapping[str, str] | None = None,
     stored: Mapping[str, Any] | None = None,
 ) -> Iterator[CatalogLoad]:
     """Load `catalogs` from the content tree at `root` into `db` as apply does, then roll back.
 
-    `catalogs` are those the release ships. `unshipped` are catalogs it does
-    not ship whose rows the customers hold and the migrations meet
-    (`constrained_catalogs`). Both load, with every catalog their tables
-    reference (`with_parents`); `CatalogLoad.catalogs` lists them all.
+    `catalogs` are those the release ships. They load with every catalog
+    their tables reference (`with_parents`), except the catalogs the release
+    does not ship that are `preloaded` (`held_rows` put the rows customers
+    hold into `db` already). `CatalogLoad.catalogs` lists every catalog
+    loaded, and `CatalogLoad.unshipped` those the release does not ship.
 
     The catalogs load in one transaction, each in a savepoint, so a catalog
     that fails leaves the others loaded. Then the schema check and the
@@ -284,9 +429,13 @@ def loaded_catalogs(
     the written ones is found by apply's COMMIT, not by these checks.
     """
     load = CatalogLoad()
-    if catalogs or unshipped:
+    if catalogs:
         present = list_items(root, Kind.CATALOG)
-        load.catalogs = with_parents(db, {*catalogs, *unshipped}, present)
+        load.catalogs = [
+            catalog_id
+            for catalog_id in with_parents(db, catalogs, present)
+            if catalog_id in catalogs or catalog_id not in preloaded
+        ]
         load.unshipped = [catalog_id for catalog_id in load.catalogs if catalog_id not in catalogs]
     if not load.catalogs:
         if blobs is not None and isinstance(db, SQLiteDatabase):

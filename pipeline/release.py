@@ -230,6 +230,7 @@ def _release_into(
             samples,
             bundle_version=str(version),
             catalogs=release_catalogs(content, changes, full),
+            base=None if changes.base_commit is None else (repo, changes.base_commit),
         )
         if not dry.passed:
             raise MigrationError(_dry_run_failure(dry))

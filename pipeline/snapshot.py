@@ -18,6 +18,7 @@ import logging
 import os
 import posixpath
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
@@ -33,15 +34,18 @@ FOLDER_MODE = 0o755
 COPY_CHUNK = 1024 * 1024
 
 
-def export_commit(repo_path: Path, commit: str, dest: Path) -> Path:
+def export_commit(repo_path: Path, commit: str, dest: Path, paths: Sequence[str] = ()) -> Path:
     """Write the tree of `commit` into the empty or missing folder `dest` and return it.
+
+    `paths` limits the export to those files and folders of the tree.
 
     Raises:
         CollectError: the repository or the commit cannot be read, or the tree
             contains a path or a link that leaves it.
     """
     dest.mkdir(parents=True, exist_ok=True)
-    listing = _run_git(repo_path, commit, "ls-tree", "-r", "-z", "--full-tree", commit)
+    limit = ("--", *paths) if paths else ()
+    listing = _run_git(repo_path, commit, "ls-tree", "-r", "-z", "--full-tree", commit, *limit)
     with _BlobReader(repo_path, commit) as blobs:
         for mode, kind, oid, path in _tree_entries(listing):
             target = dest / _safe_relative(repo_path, commit, path)

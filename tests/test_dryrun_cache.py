@@ -479,18 +479,19 @@ def test_changed_catalog_uses_kept_copy(config: Config, migrations_run: list[str
 
 def test_kept_copy_finds_rejected_catalog_row(config: Config, migrations_run: list[str]) -> None:
     shutil.copytree(REPO_ROOT / "catalogs", config.root / "catalogs")
-    (config.root / "migrations" / "0004_knp_name_length.sql").write_text(
-        "-- pipeline: rebuild-tables\n"
-        "CREATE TABLE knp_new (\n"
-        "    code TEXT PRIMARY KEY,\n"
-        "    name_ru TEXT NOT NULL CHECK (length(name_ru) <= 40),\n"
-        "    name_kk TEXT NOT NULL\n"
-        ");\n"
-        "INSERT INTO knp_new SELECT code, name_ru, name_kk FROM knp;\n"
-        "DROP TABLE knp;\n"
-        "ALTER TABLE knp_new RENAME TO knp;\n",
-        "utf-8",
-    )
+    # The sample itself limits the names, so no migration changes the knp table.
+    with sqlite3.connect(config.root / "sample.sqlite") as connection:
+        connection.executescript(
+            "PRAGMA foreign_keys = OFF;\n"
+            "CREATE TABLE knp_new (\n"
+            "    code TEXT PRIMARY KEY,\n"
+            "    name_ru TEXT NOT NULL CHECK (length(name_ru) <= 40),\n"
+            "    name_kk TEXT NOT NULL\n"
+            ");\n"
+            "INSERT INTO knp_new SELECT code, name_ru, name_kk FROM knp;\n"
+            "DROP TABLE knp;\n"
+            "ALTER TABLE knp_new RENAME TO knp;\n"
+        )
     dry_run(config, use_cache=True, catalogs=["kato"])
     (kept,) = kept_files(config.root)
     kept_bytes = kept.read_bytes()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ from pipeline.cache import CACHE_FOLDER
 from pipeline.config import Config, SampleDatabase
 from pipeline.database import Database, SQLiteDatabase
 from pipeline.dryrun import DryRunResult, dry_run
+from pipeline.dryrun_catalogs import constrained_catalogs
 from pipeline.dryrun_kept import FOLDER
+from pipeline.migrations import Migration
 from pipeline.samples import generate_sample
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -408,21 +412,34 @@ def test_migration_meets_unshipped_rows(config: Config) -> None:
 
     result = dry_run(config, catalogs=[])
 
+    # Customers hold knp's rows before the migration, and row 019 breaks its new CHECK.
     assert not result.passed
     (sample,) = result.results
-    assert sample.catalogs == ["knp"]
-    assert sample.catalogs_not_shipped == ["knp"]
+    assert sample.catalogs_before == ["knp"]
+    assert sample.catalogs == []
     (finding,) = sample.findings
-    assert finding.file == "catalogs/knp/rows.csv"
-    assert finding.message == (
-        "on sample.sqlite, with the rows customers hold from earlier releases: catalog knp:"
-        " row code=019 of catalogs/knp/rows.csv cannot be written into table knp:"
-        " CHECK constraint failed: length(name_ru) <= 40"
-    )
+    assert finding.rule == "dry-run.migration"
+    assert finding.file == "migrations/0004_knp_name_length.sql"
+    assert "CHECK constraint failed: length(name_ru) <= 40" in finding.message
     assert (
-        "  catalogs loaded after the migrations: knp (not shipped, rows of earlier releases: knp)"
+        "  catalogs loaded before the migrations, with the rows customers hold: knp"
         in result.summary()
     )
+
+
+def test_migration_insert_meets_unshipped_rows(config: Config) -> None:
+    write_migration(
+        config.root,
+        "0004_knp_penalty.sql",
+        "INSERT INTO knp (code, name_ru, name_kk) VALUES ('912', 'Пени', 'Өсімпұл');\n",
+    )
+
+    result = dry_run(config, catalogs=[])
+
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.file == "migrations/0004_knp_penalty.sql"
+    assert "UNIQUE constraint failed: knp.code" in finding.message
 
 
 def test_new_catalog_table_not_loaded(config: Config) -> None:
@@ -432,37 +449,37 @@ def test_new_catalog_table_not_loaded(config: Config) -> None:
 
     assert result.passed
     assert result.results[0].catalogs == []
+    assert result.results[0].catalogs_before == []
+
+
+def add_purposes_table(root: Path) -> None:
+    """Give the sample an application table for the purposes catalog, as earlier releases did."""
+    with sqlite3.connect(root / "sample.sqlite") as connection:
+        connection.execute(
+            "CREATE TABLE purposes (code TEXT PRIMARY KEY, knp_code TEXT REFERENCES knp (code))"
+        )
 
 
 def test_unshipped_catalog_loads_parents(config: Config) -> None:
     append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
     write_purposes_catalog(config.root, "P1,914\nP2,311\n")
+    add_purposes_table(config.root)
     write_migration(
-        config.root,
-        "0004_purposes.sql",
-        "CREATE TABLE purposes (code TEXT PRIMARY KEY, knp_code TEXT REFERENCES knp (code));\n",
-    )
-    write_migration(
-        config.root, "0005_purpose_notes.sql", "ALTER TABLE purposes ADD COLUMN note TEXT;\n"
+        config.root, "0004_purpose_notes.sql", "ALTER TABLE purposes ADD COLUMN note TEXT;\n"
     )
 
     result = dry_run(config, catalogs=[])
 
     # Code 914 is in the knp catalog only, not among the sample's own rows.
     assert result.passed
-    assert result.results[0].catalogs == ["knp", "purposes"]
-    assert result.results[0].catalogs_not_shipped == ["knp", "purposes"]
+    assert result.results[0].catalogs_before == ["knp", "purposes"]
 
 
 def test_unshipped_row_without_parent_found(config: Config) -> None:
     write_purposes_catalog(config.root, "P1,999\n")
+    add_purposes_table(config.root)
     write_migration(
-        config.root,
-        "0004_purposes.sql",
-        "CREATE TABLE purposes (code TEXT PRIMARY KEY, knp_code TEXT REFERENCES knp (code));\n",
-    )
-    write_migration(
-        config.root, "0005_purpose_notes.sql", "ALTER TABLE purposes ADD COLUMN note TEXT;\n"
+        config.root, "0004_purpose_notes.sql", "ALTER TABLE purposes ADD COLUMN note TEXT;\n"
     )
 
     result = dry_run(config, catalogs=[])
@@ -471,8 +488,9 @@ def test_unshipped_row_without_parent_found(config: Config) -> None:
     (finding,) = result.results[0].findings
     assert finding.file == "catalogs/purposes/rows.csv"
     assert finding.message.startswith(
-        "on sample.sqlite, with the rows customers hold from earlier releases: catalog purposes:"
-        " row code=P1 of catalogs/purposes/rows.csv cannot be written into table purposes:"
+        "on sample.sqlite, before the migrations, with the rows customers hold of purposes:"
+        " catalog purposes: row code=P1 of catalogs/purposes/rows.csv cannot be written into"
+        " table purposes:"
     )
 
 
@@ -490,6 +508,7 @@ def test_unshipped_catalog_change_reruns(config: Config, loads: list[str]) -> No
     assert second.cached == 0
     assert loads == ["knp"]
     assert not second.passed
+    assert comparable(second) == comparable(dry_run(config, catalogs=[]))
 
 
 def test_child_leaving_reloads_parent(config: Config, loads: list[str]) -> None:
@@ -544,3 +563,89 @@ def test_temporary_trigger_not_kept(config: Config) -> None:
     assert not first.passed
     assert not second.passed
     assert comparable(second) == comparable(dry_run(config, catalogs=CATALOGS))
+
+
+def git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-C", str(root), *args], check=True, capture_output=True)
+
+
+def commit_all(root: Path, message: str) -> None:
+    git(root, "add", "-A")
+    git(
+        root, "-c", "user.name=QA", "-c", "user.email=qa@example.kz", "commit", "-q", "-m", message
+    )
+
+
+def tag_release(root: Path, tag: str) -> None:
+    """Make `root` a git repository whose HEAD is the release `tag`."""
+    git(root, "init", "-q", "-b", "main")
+    commit_all(root, "Release the base")
+    git(root, "tag", tag)
+
+
+def test_shipped_catalog_preloaded_from_base(config: Config) -> None:
+    tag_release(config.root, "release/2026.11.0")
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+    write_migration(
+        config.root,
+        "0004_knp_penalty.sql",
+        "INSERT INTO knp (code, name_ru, name_kk) VALUES ('914', 'Пеня', 'Өсімпұл');\n",
+    )
+    commit_all(config.root, "Add the penalty code")
+
+    result = dry_run(config)
+
+    # Code 914 is new in this release, so customers do not hold it before the migration.
+    assert result.passed
+    (sample,) = result.results
+    assert sample.catalogs_before == ["knp"]
+    assert sample.catalogs == ["knp"]
+
+
+def test_shipped_catalog_base_rows_meet_migration(config: Config) -> None:
+    tag_release(config.root, "release/2026.11.0")
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+    write_migration(
+        config.root,
+        "0004_knp_penalty.sql",
+        "INSERT INTO knp (code, name_ru, name_kk) VALUES ('912', 'Пени', 'Өсімпұл');\n",
+    )
+    commit_all(config.root, "Add the penalty code")
+
+    result = dry_run(config)
+
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.file == "migrations/0004_knp_penalty.sql"
+    assert "UNIQUE constraint failed: knp.code" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ('CREATE UNIQUE INDEX knp_names ON main."knp" (name_ru);', {"knp"}),
+        ("ALTER TABLE knp_new RENAME TO knp;", {"knp"}),
+        ("CREATE TABLE audit (code TEXT REFERENCES knp (code));", set()),
+        ("CREATE INDEX audit_code ON audit (code);", set()),
+        ("TRUNCATE payment_documents, knp;", {"knp"}),
+        ('CREATE TRIGGER "guard ON kato" BEFORE INSERT ON knp BEGIN SELECT 1; END;', {"knp"}),
+        ("WITH old AS (SELECT 1) UPDATE knp SET name_ru = name_kk;", {"knp"}),
+        ("UPDATE catalog_kbe SET name_ru = 'x';", {"kbe"}),
+        ("-- knp is not touched\nSELECT 1;", set()),
+    ],
+)
+def test_constrained_catalogs_by_statement(sql: str, expected: set[str]) -> None:
+    migration = Migration("0004", "check", "migrations/0004_check.sql", None, sql, "", True)
+
+    found = constrained_catalogs([migration], CATALOGS, "sqlite")
+
+    assert found == expected
+
+
+def test_altered_domain_constrains_its_tables() -> None:
+    sql = "ALTER DOMAIN short_name ADD CONSTRAINT short CHECK (length(VALUE) <= 40);"
+    migration = Migration("0004", "check", "migrations/0004_check.sql", None, sql, "", True)
+
+    found = constrained_catalogs([migration], CATALOGS, "postgresql", {"short_name": {"knp"}})
+
+    assert found == {"knp"}

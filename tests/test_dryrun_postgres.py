@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -767,24 +766,11 @@ def test_catalog_row_breaking_constraint_named(generated_sample: tuple[Path, str
     assert 'violates check constraint "knp_name_ru_length"' in finding.message
 
 
-def test_unshipped_catalog_parent_loaded(generated_sample: tuple[Path, str]) -> None:
+def test_unshipped_catalog_rows_meet_migration(generated_sample: tuple[Path, str]) -> None:
     root, url = generated_sample
     shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
-    with (root / "catalogs" / "knp" / "rows.csv").open("a", encoding="utf-8") as rows:
-        rows.write("914,Өсімпұл,Пеня\n")
-    folder = root / "catalogs" / "purposes"
-    folder.mkdir()
-    description = json.loads((root / "catalogs" / "knp" / "catalog.json").read_text("utf-8"))
-    description["id"] = "purposes"
-    description["columns"] = [
-        {"name": "code", "type": "text", "required": True, "title": {"kk": "Код", "ru": "Код"}},
-        {"name": "knp_code", "type": "text", "title": {"kk": "ТМК", "ru": "КНП"}},
-    ]
-    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
-    (folder / "rows.csv").write_text("code,knp_code\nP1,914\nP2,999\n", "utf-8")
-    (root / "migrations" / "0004_purposes.sql").write_text(
-        "CREATE TABLE purposes (code TEXT PRIMARY KEY, knp_code TEXT REFERENCES knp (code));\n"
-        "ALTER TABLE purposes ADD COLUMN note TEXT;\n",
+    (root / "migrations" / "0004_knp_name_length.sql").write_text(
+        "ALTER TABLE knp ADD CONSTRAINT knp_name_ru_length CHECK (char_length(name_ru) <= 40);\n",
         "utf-8",
     )
 
@@ -792,13 +778,36 @@ def test_unshipped_catalog_parent_loaded(generated_sample: tuple[Path, str]) -> 
         Config(root=root, sample_databases=(SampleDatabase(url),)), catalogs=[]
     )
 
-    # 914 is in the knp catalog only, so P1 passes because knp loads; 999 is nowhere.
+    # Customers hold knp's rows before the migration, and row 019 breaks the new constraint.
     (database,) = result.results
-    assert database.catalogs == ["knp", "purposes"]
-    assert database.catalogs_not_shipped == ["knp", "purposes"]
+    assert not database.passed
+    assert database.catalogs_before == ["knp"]
     (finding,) = database.findings
-    assert finding.file == "catalogs/purposes/rows.csv"
-    assert ", with the rows customers hold from earlier releases: catalog purposes:" in (
-        finding.message
+    assert finding.rule == "dry-run.migration"
+    assert finding.file == "migrations/0004_knp_name_length.sql"
+    assert 'check constraint "knp_name_ru_length"' in finding.message
+    assert "is violated by some row" in finding.message
+
+
+def test_altered_domain_meets_unshipped_rows(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE DOMAIN short_name AS TEXT")
+        connection.execute("ALTER TABLE knp ALTER COLUMN name_ru TYPE short_name")
+    (root / "migrations" / "0004_name_length.sql").write_text(
+        "ALTER DOMAIN short_name ADD CONSTRAINT short_name_length CHECK (length(VALUE) <= 40);\n",
+        "utf-8",
     )
-    assert "row code=P2 of catalogs/purposes/rows.csv cannot be written" in finding.message
+
+    result = dryrun.dry_run(
+        Config(root=root, sample_databases=(SampleDatabase(url),)), catalogs=[]
+    )
+
+    # The domain is the type of knp.name_ru, so customers' knp rows meet the new constraint.
+    (database,) = result.results
+    assert database.catalogs_before == ["knp"]
+    assert not database.passed
+    (finding,) = database.findings
+    assert finding.file == "migrations/0004_name_length.sql"
+    assert "violate the new constraint" in finding.message
