@@ -56,6 +56,7 @@ from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import Finding
 from pipeline.migrations import (
     CONCURRENTLY_MESSAGE,
+    NAME_CHARACTERS,
     NO_TRANSACTION_MARK,
     REBUILD_TABLES_MARK,
     Migration,
@@ -888,7 +889,9 @@ def _record(db: Database, migration: Migration, seconds: float, bundle: str | No
 
 
 _INITIALLY_DEFERRED = re.compile(r"\bINITIALLY\s+DEFERRED\b", re.IGNORECASE)
-_TABLE_NAME = r'(?:"[^"]+"|`[^`]+`|\[[^\]]+\]|[\w$]+)(?:\s*\.\s*(?:"[^"]+"|`[^`]+`|[\w$]+))?'
+_NAME_PART = rf'(?:"(?:[^"]|"")*"|`(?:[^`]|``)*`|\[[^\]]*\]|[{NAME_CHARACTERS}]+)'
+_TABLE_NAME = rf"{_NAME_PART}(?:\s*\.\s*{_NAME_PART})?"
+_NAME_PARTS = re.compile(_NAME_PART)
 _TOUCHES_TABLE = re.compile(
     r"^(?:ALTER\s+TABLE|(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO|UPDATE(?:\s+OR\s+\w+)?"
     r"|DELETE\s+FROM|CREATE\s+(?:TEMP\w*\s+)?TABLE(?:\s+IF\s+NOT\s+EXISTS)?"
@@ -931,10 +934,20 @@ def touched_tables(statements: Sequence[Statement]) -> set[str] | None:
         if match:
             for name in match.groups():
                 if name:
-                    tables.add(re.split(r"\s*\.\s*", name)[-1].strip('"`[]'))
+                    tables.add(_table_of(name))
         elif not _TOUCHES_NO_ROWS.match(statement.sql):
             return None
     return tables
+
+
+def _table_of(name: str) -> str:
+    """Return the table of a `_TABLE_NAME` match, without its schema and quotes."""
+    last: str = _NAME_PARTS.findall(name)[-1]
+    if last[:1] in ('"', "`"):
+        return last[1:-1].replace(last[0] * 2, last[0])
+    if last[:1] == "[":
+        return last[1:-1]
+    return last
 
 
 def _check_foreign_keys(db: Database, migration: Migration) -> None:

@@ -483,7 +483,13 @@ def sql_names(sql: str, dialect: str) -> frozenset[str] | None:
     return frozenset(names)
 
 
-_WORD = re.compile(r"[^\W\d][\w$]*")
+# The characters of an unquoted name, as the body of a regular expression
+# character set. SQLite 3.40 and PostgreSQL 15 (in a UTF-8 database) count
+# every character at or above U+0080 as one, so `платежи№2` is one name,
+# although `№` is not a word character (`\w`) to Python. A name does not
+# start with a digit or `$`.
+NAME_CHARACTERS = r"0-9A-Za-z_$\u0080-\U0010ffff"
+_WORD = re.compile(rf"[A-Za-z_\u0080-\U0010ffff][{NAME_CHARACTERS}]*")
 _BACKTICKS = re.compile(r"`((?:[^`]|``)*)`")
 
 

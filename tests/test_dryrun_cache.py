@@ -333,6 +333,43 @@ def test_dropped_unique_parent_index_fails_cached_run(config: Config) -> None:
     )
 
 
+def migrate_checked_sample(config: Config, setup: str, migration: str) -> DatabaseResult:
+    """Change the sample with `setup`, record its full checks, then dry-run `migration`.
+
+    The second dry-run checks only the tables the migrations change; the test
+    compares its findings with those of a run with the cache off.
+    """
+    connection = sqlite3.connect(config.root / "sample.sqlite", isolation_level=None)
+    connection.executescript(setup)
+    connection.close()
+    first = dry_run(config, use_cache=True)
+    assert first.passed, first.summary()
+    assert first.results[0].sample_checked
+    (config.root / "migrations" / "0004_change.sql").write_text(migration, "utf-8")
+
+    result = dry_run(config, use_cache=True)
+
+    assert result.results[0].sample_checked is False
+    assert result.results[0].findings == dry_run(config).results[0].findings
+    return result.results[0]
+
+
+def test_non_ascii_table_rebuilt_fails_cached_run(config: Config) -> None:
+    outcome = migrate_checked_sample(
+        config,
+        'CREATE TABLE "платежи№2" (сумма INTEGER); INSERT INTO "платежи№2" VALUES (5);'
+        " CREATE VIEW итоги№2 AS SELECT sum(сумма) AS всего FROM платежи№2;",
+        "DROP TABLE платежи№2;\nCREATE TABLE платежи№2 (amount INTEGER);\n",
+    )
+
+    assert not outcome.passed
+    assert outcome.checked_tables == ["платежи№2"]
+    assert [f.message for f in outcome.findings] == [
+        "schema check: view итоги№2 does not compile: no such column: сумма;"
+        " create the view again over the new schema"
+    ]
+
+
 # --------------------------------------------------------------------------- sample-check records
 
 

@@ -487,6 +487,32 @@ def test_sqlite_checks_added_column_against_rows(column: str) -> None:
     assert [row[1] for row in connection.execute("PRAGMA table_info(child)")] == ["a"]
 
 
+@pytest.mark.parametrize(
+    ("sql", "tables"),
+    [
+        ("DROP TABLE платежи№2", {"платежи№2"}),
+        ("INSERT INTO main.платежи№2 VALUES (1)", {"платежи№2"}),
+        ('UPDATE "a""b" SET x = 1', {'a"b'}),
+        ("DELETE FROM `a``b`", {"a`b"}),
+        ("DELETE FROM main.[plan items]", {"plan items"}),
+        ('DELETE FROM "pay.docs"', {"pay.docs"}),
+        ("ALTER TABLE итоги RENAME TO итоги№2", {"итоги", "итоги№2"}),
+    ],
+)
+def test_touched_tables_read_whole_names(sql: str, tables: set[str]) -> None:
+    statements = split_statements(f"{sql};\n", "sqlite")
+
+    assert touched_tables(statements) == tables
+
+
+def test_touched_tables_new_table_non_ascii_name() -> None:
+    statements = split_statements(
+        "DROP TABLE платежи№2;\nCREATE TABLE платежи№2 (amount INTEGER);\n", "sqlite"
+    )
+
+    assert touched_tables(statements) == {"платежи№2"}
+
+
 # -- schema check after the migrations -----------------------------------------------------------
 
 PROGRAMS = """

@@ -32,6 +32,27 @@ def test_sql_names_cover_quoted_names() -> None:
     assert {"my table", "b c", "d`e", "x", "y", "f", "k", "it's"} <= names
 
 
+def test_sql_names_non_ascii_words() -> None:
+    names = sql_names("SELECT сумма FROM платежи№2 WHERE код$1 = 'х'", "sqlite")
+
+    assert names is not None
+    assert {"сумма", "платежи№2", "код$1", "х"} <= names
+    assert "платежи" not in names
+
+
+def test_changed_objects_non_ascii_table() -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.executescript(
+        'CREATE TABLE "платежи№2" (сумма); CREATE VIEW итоги№2 AS SELECT сумма FROM платежи№2;'
+    )
+    before = schema_objects(connection)
+    connection.executescript("DROP TABLE платежи№2; CREATE TABLE платежи№2 (amount);")
+
+    changed = changed_objects(connection, before, schema_objects(connection))
+
+    assert changed == {"платежи№2", "итоги№2"}
+
+
 def test_sql_names_unterminated_quote() -> None:
     assert sql_names("SELECT 'open FROM t", "sqlite") is None
 
