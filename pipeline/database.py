@@ -905,7 +905,8 @@ _TOUCHES_NO_ROWS = re.compile(
 # A new table made from a column list has no rows. SQLite checks an added
 # column's constraints against every existing row: it rejects NOT NULL without
 # a default, REFERENCES with a non-NULL default and UNIQUE, and since 3.37.0 it
-# tests CHECK constraints. So neither statement can leave a row that breaks a constraint.
+# tests CHECK constraints. So neither statement can leave a row that breaks a constraint,
+# except for the added columns that `_UNCHECKED_COLUMN` finds.
 # SQLite does not check that a REFERENCES target is unique, so the schema check
 # after the migrations (`Database.schema_problems`) covers that on every table.
 _CHECKED_BY_ENGINE = re.compile(
@@ -914,6 +915,17 @@ _CHECKED_BY_ENGINE = re.compile(
     re.IGNORECASE,
 )
 _ADD_COLUMN_CHECKED = sqlite3.sqlite_version_info >= (3, 37, 0)
+# The added columns whose rows SQLite 3.40 does not check. It never tests the
+# REFERENCES of a generated column (`AS`) against the rows. It does not test a
+# non-NULL DEFAULT against the column type of a STRICT table, nor against a
+# REFERENCES when foreign keys are off. The pattern also matches these words
+# inside quotes and comments, which only makes a table checked needlessly.
+_UNCHECKED_COLUMN = re.compile(
+    rf"(?<![{NAME_CHARACTERS}])"
+    rf"(?:AS|DEFAULT(?!\s*(?:NULL|\(\s*NULL\s*\))(?![{NAME_CHARACTERS}])))"
+    rf"(?![{NAME_CHARACTERS}])",
+    re.IGNORECASE,
+)
 
 
 def touched_tables(statements: Sequence[Statement]) -> set[str] | None:
@@ -921,14 +933,16 @@ def touched_tables(statements: Sequence[Statement]) -> set[str] | None:
 
     A new table made from a column list, and a column added with ALTER TABLE,
     do not count: the engine itself checks that no row breaks their
-    constraints (an added column on SQLite 3.37.0 or newer). None means that
-    a statement has a form not recognized here (a trigger, a CTE, ...), so
-    every table must be checked.
+    constraints (an added column on SQLite 3.37.0 or newer). A generated
+    column and a column with a non-NULL default count, because SQLite does not
+    check those against the rows in every case (`_UNCHECKED_COLUMN`). None
+    means that a statement has a form not recognized here (a trigger, a CTE,
+    ...), so every table must be checked.
     """
     tables: set[str] = set()
     for statement in statements:
         checked = _CHECKED_BY_ENGINE.match(statement.sql)
-        if checked and (_ADD_COLUMN_CHECKED or not checked.group(0).upper().startswith("ALTER")):
+        if checked and _checked_by_engine(statement.sql, checked):
             continue
         match = _TOUCHES_TABLE.match(statement.sql)
         if match:
@@ -938,6 +952,13 @@ def touched_tables(statements: Sequence[Statement]) -> set[str] | None:
         elif not _TOUCHES_NO_ROWS.match(statement.sql):
             return None
     return tables
+
+
+def _checked_by_engine(sql: str, checked: re.Match[str]) -> bool:
+    """Tell whether SQLite checks every existing row against the new table or column of `sql`."""
+    if not checked.group(0).upper().startswith("ALTER"):
+        return True
+    return _ADD_COLUMN_CHECKED and not _UNCHECKED_COLUMN.search(sql, checked.end())
 
 
 def _table_of(name: str) -> str:

@@ -354,6 +354,41 @@ def migrate_checked_sample(config: Config, setup: str, migration: str) -> Databa
     return result.results[0]
 
 
+def test_added_generated_column_fails_cached_run(config: Config) -> None:
+    outcome = migrate_checked_sample(
+        config,
+        "CREATE TABLE currencies (code TEXT PRIMARY KEY);"
+        " INSERT INTO currencies VALUES ('KZT'), ('USD'), ('EUR');"
+        " UPDATE accounts SET currency = 'KZT' WHERE currency NOT IN ('USD', 'EUR');"
+        " UPDATE accounts SET currency = 'RUB' WHERE id = (SELECT min(id) FROM accounts);",
+        "ALTER TABLE accounts ADD COLUMN currency_code TEXT"
+        " AS (coalesce(currency, 'KZT')) REFERENCES currencies (code);\n",
+    )
+
+    # The foreign key check at the end of the migration covers the table now.
+    assert not outcome.passed
+    assert [f.rule for f in outcome.findings] == ["dry-run.migration"]
+    assert outcome.findings[0].message.startswith(
+        "migrations/0004_change.sql: foreign key check failed after the migration:"
+        " table accounts foreign key (currency_code) -> currencies(code)"
+    )
+
+
+@pytest.mark.skipif(sqlite3.sqlite_version_info < (3, 37, 0), reason="STRICT needs SQLite 3.37")
+def test_added_default_of_wrong_type_fails_cached_run(config: Config) -> None:
+    outcome = migrate_checked_sample(
+        config,
+        "CREATE TABLE rates (code TEXT PRIMARY KEY) STRICT; INSERT INTO rates VALUES ('KZT');",
+        "ALTER TABLE rates ADD COLUMN rate INTEGER NOT NULL DEFAULT 'none';\n",
+    )
+
+    assert not outcome.passed
+    assert outcome.checked_tables == ["rates"]
+    assert [f.message for f in outcome.findings] == [
+        "integrity check: non-INTEGER value in rates.rate"
+    ]
+
+
 def test_non_ascii_table_rebuilt_fails_cached_run(config: Config) -> None:
     outcome = migrate_checked_sample(
         config,
