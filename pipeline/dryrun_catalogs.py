@@ -61,7 +61,7 @@ from pipeline.database import Database, SQLiteDatabase, check_integrity
 from pipeline.db_schema import list_tables
 from pipeline.errors import ApplyError, CollectError, MigrationError
 from pipeline.findings import Finding
-from pipeline.migrations import Migration, split_statements, sql_names
+from pipeline.migrations import NAME_CHARACTERS, Migration, split_statements, sql_names
 from pipeline.snapshot import export_commit
 
 logger = logging.getLogger(__name__)
@@ -239,7 +239,8 @@ def _changed_catalogs(root: Path, base_commit: str) -> set[str]:
 
 # The table whose rows or constraints a statement changes: the target of
 # ALTER TABLE (and its new name), a write, DROP TABLE, a new index or trigger.
-_NAME = r'(?:"(?:[^"]|"")+"|`[^`]+`|\[[^\]]+\]|[\w$]+)'
+_NAME = rf'(?:"(?:[^"]|"")+"|`(?:[^`]|``)+`|\[[^\]]+\]|[{NAME_CHARACTERS}]+)'
+_NAME_PARTS = re.compile(_NAME)
 _TABLE = rf"{_NAME}(?:\s*\.\s*{_NAME})?"
 _TARGET = re.compile(
     r"^(?:ALTER\s+TABLE(?:\s+IF\s+EXISTS)?(?:\s+ONLY)?"
@@ -329,9 +330,13 @@ def _own_names(catalog_id: str) -> tuple[str, str]:
 
 def _bare(name: str) -> str:
     """Return a table name without its schema and quotes, in lower case."""
-    last = re.split(r"\s*\.\s*(?=[\"`\[\w$])", name)[-1]
-    if last[:1] in '"`[':
+    last = _NAME_PARTS.findall(name)[-1]
+    if last[:1] == '"':
         last = last[1:-1].replace('""', '"')
+    elif last[:1] == "`":
+        last = last[1:-1].replace("``", "`")
+    elif last[:1] == "[":
+        last = last[1:-1]
     return last.lower()
 
 

@@ -625,6 +625,10 @@ def test_shipped_catalog_base_rows_meet_migration(config: Config) -> None:
     [
         ('CREATE UNIQUE INDEX knp_names ON main."knp" (name_ru);', {"knp"}),
         ("ALTER TABLE knp_new RENAME TO knp;", {"knp"}),
+        ("ALTER TABLE main.[knp] ADD COLUMN note TEXT;", {"knp"}),
+        ('UPDATE "knp.old" SET name_ru = 1;', set()),
+        ("DELETE FROM knp№2;", set()),
+        ("DELETE FROM `k``np`;", set()),
         ("CREATE TABLE audit (code TEXT REFERENCES knp (code));", set()),
         ("CREATE INDEX audit_code ON audit (code);", set()),
         ("TRUNCATE payment_documents, knp;", {"knp"}),
