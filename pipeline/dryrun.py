@@ -89,8 +89,10 @@ from pipeline.dryrun_catalogs import (
     BaseRelease,
     CatalogLoad,
     catalog_digest,
+    constrained_catalogs,
     held_rows,
     loaded_catalogs,
+    released_versions,
     shipped_since_base,
 )
 from pipeline.dryrun_kept import KeptCopy
@@ -635,7 +637,30 @@ def _check_database(
         # Before the lint, so a file that does not split is named.
         for migration in pending:
             migration_statements(migration, db.engine)
-        held, problems = held_rows(db, config.root, pending, inputs.catalogs, inputs.base)
+        hooks = None
+        if progress is not None:
+            hooks = _ProgressHooks(progress, result.database, pending[-1] if pending else None)
+            if not pending:
+                progress.status(f"{result.database}: integrity checks")
+        # Customers got the catalog rows of the base release after its migrations,
+        # so those of the pending ones run first when the others meet catalog rows.
+        released = inputs.base.versions if inputs.base is not None else frozenset()
+        late = [migration for migration in pending if migration.version not in released]
+        early_checked: list[str] | None = []
+        if len(late) < len(pending) and constrained_catalogs(
+            late, list_items(config.root, Kind.CATALOG), db.engine
+        ):
+            base_migrations = [m for m in migrations if m.version in released]
+            run_migrations(
+                db,
+                base_migrations,
+                inputs.bundle_version,
+                run,
+                checked_before=checked_before,
+                hooks=hooks,
+            )
+            early_checked = run.checked_tables
+        held, problems = held_rows(db, config.root, late, inputs.catalogs, inputs.base)
         result.catalogs_before = held
         if problems:
             result.findings.extend(problems)
@@ -651,17 +676,17 @@ def _check_database(
             row_counts,
             lock_timeout_ms=config.lock_timeout_ms if db.engine == "postgresql" else None,
         )
-        result.findings.extend(lint_migrations(pending, context))
-        linted = len(result.findings)
-        hooks = None
-        if progress is not None:
-            hooks = _ProgressHooks(progress, result.database, pending[-1] if pending else None)
-            if not pending:
-                progress.status(f"{result.database}: integrity checks")
+        lint_findings = lint_migrations(pending, context)
+        result.findings[:0] = lint_findings
+        linted = len(lint_findings)
         run_migrations(
             db, migrations, inputs.bundle_version, run, checked_before=checked_before, hooks=hooks
         )
         result.checked_tables = run.checked_tables
+        if early_checked is None or result.checked_tables is None:
+            result.checked_tables = None
+        else:
+            result.checked_tables = sorted({*early_checked, *result.checked_tables})
     except StatementError as exc:
         result.error = str(exc)
         result.findings.append(
@@ -846,7 +871,7 @@ def _check_kept(
         engine_version=str(stored["engine_version"]),
         passed=False,
         applied=[MigrationRun(**run) for run in stored["applied"]],
-        checked_tables=stored["checked_tables"],
+        checked_tables=_names_or_none(stored["checked_tables"]),
         sample_checked=bool(stored["sample_checked"]),
         catalogs_before=sorted(str(catalog_id) for catalog_id in stored["catalogs_before"]),
     )
@@ -938,6 +963,19 @@ def _dry_run_kept(
         finally:
             staging.unlink(missing_ok=True)
         return checked.result
+
+
+def _names_or_none(value: Any) -> list[str] | None:
+    """Return a stored list of names as it is, or None.
+
+    Raises:
+        TypeError: `value` is neither None nor a list of strings.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise TypeError(f"expected a list of names or null, found {value!r}")
+    return value
 
 
 def _held_unchanged(root: Path, record: Mapping[str, Any]) -> bool:
@@ -1317,7 +1355,10 @@ def dry_run(
     else:
         loaded = sorted(catalogs)
     with tempfile.TemporaryDirectory(prefix="pipeline-base-") as exports:
-        release = None if base is None else BaseRelease(base[0], base[1], Path(exports))
+        release = None
+        if base is not None:
+            versions = released_versions(base[0], base[1])
+            release = BaseRelease(base[0], base[1], Path(exports), versions)
         return _dry_run_samples(
             config, samples, bundle_version, loaded, release, jobs, shard, use_cache, progress
         )
@@ -1366,6 +1407,8 @@ def _dry_run_samples(
         if cache is not None:
             migrations = folder_blob_ids(config.root, config.root / "migrations")
             migrations.append(("base release", base.commit if base is not None else "none"))
+            # Which catalogs can load before the migrations depends on the folders present.
+            migrations.append(("catalogs", " ".join(list_items(config.root, Kind.CATALOG))))
             for sample in pending:
                 kept_key = _kept_key(sample, config, migrations, bundle_version)
                 if kept_key is not None:

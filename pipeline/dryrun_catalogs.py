@@ -63,6 +63,7 @@ from pipeline.errors import ApplyError, CollectError, MigrationError
 from pipeline.findings import Finding
 from pipeline.migrations import NAME_CHARACTERS, Migration, split_statements, sql_names
 from pipeline.snapshot import export_commit
+from pipeline.versions import TAG_PREFIX, Version
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +93,17 @@ def shipped_catalogs(root: Path) -> list[str]:
 
 
 def shipped_since_base(root: Path) -> tuple[list[str], str | None]:
-    """Return `shipped_catalogs` and the commit of the base release, None when there is none."""
+    """Return `shipped_catalogs` and the commit of the base release, None when there is none.
+
+    A release tag on HEAD itself is the base: customers hold that release,
+    and the work tree's changes go into the next one.
+    """
     present = list_items(root, Kind.CATALOG)
     if not has_release_tags(root):
         logger.debug("every catalog ships, because the repository has no release tag")
         return present, None
     try:
-        base = find_base_tag(root, "HEAD")
+        base = _tag_on_head(root) or find_base_tag(root, "HEAD")
     except CollectError as exc:
         logger.debug("every catalog ships, because the base release is unknown: %s", exc)
         return present, None
@@ -117,12 +122,30 @@ class BaseRelease:
     """The release that customers hold: a commit of a repository.
 
     `folder` is where `held_rows` exports the catalogs of that commit, one
-    folder per catalog, shared by every sample of one dry-run.
+    folder per catalog, shared by every sample of one dry-run. `versions`
+    are those of the migrations the release has (`released_versions`).
     """
 
     repo: Path
     commit: str
     folder: Path
+    versions: frozenset[str] = frozenset()
+
+
+def released_versions(repo: Path, commit: str) -> frozenset[str]:
+    """Return the versions of the migration files in the tree of `commit`.
+
+    Raises:
+        CollectError: the repository or the commit cannot be read.
+    """
+    folder = KIND_FOLDERS[Kind.MIGRATION]
+    try:
+        with git.Repo(repo) as handle:
+            listed = handle.git.ls_tree("--name-only", commit, f"{folder}/")
+    except (git.GitCommandError, git.InvalidGitRepositoryError) as exc:
+        raise CollectError(f"{repo}: cannot list the migrations of {commit}: {exc}") from exc
+    names = (line.rsplit("/", 1)[-1] for line in listed.splitlines())
+    return frozenset(name.split("_", 1)[0] for name in names if "_" in name)
 
 
 def held_rows(
@@ -151,7 +174,13 @@ def held_rows(
     if db.engine == "postgresql":
         for domain, table in db.execute(_DOMAIN_COLUMNS_SQL):
             domains.setdefault(str(domain).lower(), set()).add(str(table).lower())
-    constrained = constrained_catalogs(migrations, present, db.engine, domains)
+    owners = {name.lower(): catalog for catalog in present for name in _own_names(catalog)}
+    written = migration_tables(migrations, db.engine, owners, domains)
+    parents = db.foreign_key_parents()
+    # The catalogs whose rows reference a changed catalog's rows meet the migrations too.
+    constrained = _with_children(
+        {owners[name] for name in written if name in owners}, owners, parents
+    )
     if not constrained:
         return [], []
     candidates = [
@@ -216,6 +245,20 @@ def _base_catalog(base: BaseRelease | None, catalog_id: str) -> Path | None:
     return tree if (tree / path).is_file() else None
 
 
+def _tag_on_head(root: Path) -> tuple[str, str] | None:
+    """Return the highest release tag on HEAD and HEAD's commit, or None when there is none."""
+    try:
+        with git.Repo(root) as handle:
+            head = handle.head.commit.hexsha
+            listed = handle.git.tag("--points-at", "HEAD", "--list", f"{TAG_PREFIX}*")
+    except (git.GitCommandError, git.InvalidGitRepositoryError, ValueError) as exc:
+        raise CollectError(f"{root}: cannot list the release tags on HEAD: {exc}") from exc
+    versions = [version for tag in listed.split() if (version := Version.from_tag(tag))]
+    if not versions:
+        return None
+    return max(versions).tag, head
+
+
 def _changed_catalogs(root: Path, base_commit: str) -> set[str]:
     """Return the ids of the catalogs whose files in the work tree differ from `base_commit`."""
     folder = KIND_FOLDERS[Kind.CATALOG]
@@ -266,6 +309,12 @@ _DOMAIN_COLUMNS_SQL = (
     "SELECT domain_name, table_name FROM information_schema.columns"
     " WHERE table_schema = current_schema() AND domain_name IS NOT NULL"
 )
+# Statements that write rows from what they read.
+_WRITE = re.compile(
+    r"^(?:INSERT|REPLACE|UPDATE|DELETE|MERGE|WITH|CREATE\s+(?:TEMP\w*\s+|UNLOGGED\s+)?TABLE"
+    r"(?:\s+IF\s+NOT\s+EXISTS)?\s+\S+\s+AS)\b",
+    re.IGNORECASE,
+)
 # Statements that change no table's rows or constraints.
 _NO_TARGET = re.compile(
     rf"^(?:CREATE\s+(?:TEMP\w*\s+|UNLOGGED\s+)?TABLE(?:\s+IF\s+NOT\s+EXISTS)?\s+{_TABLE}\s*\("
@@ -282,17 +331,33 @@ def constrained_catalogs(
     engine: str,
     domains: Mapping[str, Collection[str]] | None = None,
 ) -> set[str]:
-    """Return the catalogs of `present` whose tables the `migrations` change.
+    """Return the catalogs of `present` whose tables the `migrations` change or read.
 
     A catalog's tables are its application table (`knp`) and the pipeline's
-    copy of it (`catalog_knp`). A statement of a form not recognized here
-    counts every catalog whose table it names anywhere in its text.
+    copy of it (`catalog_knp`). See `migration_tables` for what counts.
+    """
+    tables = {name.lower(): catalog for catalog in present for name in _own_names(catalog)}
+    names = migration_tables(migrations, engine, tables, domains)
+    return {tables[name] for name in names if name in tables}
+
+
+def migration_tables(
+    migrations: Sequence[Migration],
+    engine: str,
+    known: Collection[str] = (),
+    domains: Mapping[str, Collection[str]] | None = None,
+) -> set[str]:
+    """Return the tables whose rows or constraints the `migrations` change, and what writes read.
+
+    Names are in lower case. A write (INSERT, UPDATE, DELETE, CREATE TABLE
+    ... AS) counts every name of its text too, because rows it reads decide
+    what it writes. A statement of a form not recognized here counts every
+    name of its text, and `known` names when its text does not scan.
     `domains` ({domain: tables with a column of it}, lower case) resolves
     `ALTER DOMAIN`.
     NOTE: a write that a migration makes through a function it calls, or
     through SQL it builds at run time, names no table and is not seen.
     """
-    tables = {name.lower(): catalog for catalog in present for name in _own_names(catalog)}
     found: set[str] = set()
     for migration in migrations:
         try:
@@ -300,8 +365,9 @@ def constrained_catalogs(
         except MigrationError:
             statements = [migration.text]
         for sql in statements:
-            names = _statement_targets(sql, engine, tables, domains or {})
-            found.update(tables[name] for name in names if name in tables)
+            found.update(_statement_targets(sql, engine, known, domains or {}))
+            if _WRITE.match(sql):
+                found.update(sql_names(sql, engine) or known)
     return found
 
 
@@ -338,6 +404,24 @@ def _bare(name: str) -> str:
     elif last[:1] == "[":
         last = last[1:-1]
     return last.lower()
+
+
+def _with_children(
+    catalogs: Collection[str], owners: Mapping[str, str], parents: Mapping[str, Collection[str]]
+) -> set[str]:
+    """Return `catalogs` and every catalog whose tables reference theirs, at any depth."""
+    selected = set(catalogs)
+    grown = True
+    while grown:
+        grown = False
+        for child, referenced in parents.items():
+            owner = owners.get(child)
+            if owner is None or owner in selected:
+                continue
+            if any(owners.get(parent) in selected for parent in referenced):
+                selected.add(owner)
+                grown = True
+    return selected
 
 
 def with_parents(db: Database, catalogs: Collection[str], present: Collection[str]) -> list[str]:
@@ -465,7 +549,9 @@ def loaded_catalogs(
             if catalog_id not in plan.load:
                 load.reused.append(catalog_id)
                 problem = plan.stored_problems.get(catalog_id)
-                create_catalog_table(db, load_description(root, catalog_id))
+                # A failed load rolls its table back, so only a passed one leaves it.
+                if problem is None:
+                    create_catalog_table(db, load_description(root, catalog_id))
             else:
                 load.loaded.append(catalog_id)
                 written.update((catalog_table(catalog_id), catalog_id))

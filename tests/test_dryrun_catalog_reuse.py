@@ -512,7 +512,7 @@ def test_unshipped_catalog_change_reruns(config: Config, loads: list[str]) -> No
 
 
 def test_child_leaving_reloads_parent(config: Config, loads: list[str]) -> None:
-    # kbe loads before knp, and its row holds a name that knp's rows change.
+    # kbe loads before knp, and its row contains a name that knp's rows change.
     write_migration(
         config.root,
         "0004_kbe_names.sql",
@@ -626,7 +626,8 @@ def test_shipped_catalog_base_rows_meet_migration(config: Config) -> None:
         ('CREATE UNIQUE INDEX knp_names ON main."knp" (name_ru);', {"knp"}),
         ("ALTER TABLE knp_new RENAME TO knp;", {"knp"}),
         ("ALTER TABLE main.[knp] ADD COLUMN note TEXT;", {"knp"}),
-        ('UPDATE "knp.old" SET name_ru = 1;', set()),
+        ('CREATE INDEX old_names ON "knp.old" (name_ru);', set()),
+        ("INSERT INTO purposes (code) SELECT code FROM knp;", {"knp"}),
         ("DELETE FROM knp№2;", set()),
         ("DELETE FROM `k``np`;", set()),
         ("CREATE TABLE audit (code TEXT REFERENCES knp (code));", set()),
@@ -653,3 +654,158 @@ def test_altered_domain_constrains_its_tables() -> None:
     found = constrained_catalogs([migration], CATALOGS, "postgresql", {"short_name": {"knp"}})
 
     assert found == {"knp"}
+
+
+def test_child_rows_meet_parent_delete(config: Config) -> None:
+    write_purposes_catalog(config.root, "P1,019\n")
+    add_purposes_table(config.root)
+    write_migration(config.root, "0004_drop_019.sql", "DELETE FROM knp WHERE code = '019';\n")
+
+    result = dry_run(config, catalogs=[])
+
+    # Customers' purposes rows reference 019, so the DELETE fails at them.
+    assert result.results[0].catalogs_before == ["knp", "purposes"]
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.file == "migrations/0004_drop_019.sql"
+    assert "FOREIGN KEY constraint failed" in finding.message
+
+
+def test_rows_read_by_migration_loaded(config: Config) -> None:
+    write_migration(
+        config.root,
+        "0004_short_purposes.sql",
+        "CREATE TABLE short_purposes (\n"
+        "    code TEXT PRIMARY KEY,\n"
+        "    name_ru TEXT NOT NULL CHECK (length(name_ru) <= 40)\n"
+        ");\n"
+        "INSERT INTO short_purposes (code, name_ru) SELECT code, name_ru FROM knp;\n",
+    )
+
+    result = dry_run(config, catalogs=[])
+
+    assert result.results[0].catalogs_before == ["knp"]
+    assert not result.passed
+    assert "CHECK constraint failed" in result.results[0].findings[0].message
+
+
+def test_failed_reused_catalog_leaves_no_table(config: Config) -> None:
+    with sqlite3.connect(config.root / "sample.sqlite") as connection:
+        connection.executescript(
+            "PRAGMA foreign_keys = OFF;"
+            " CREATE TABLE knp_new (code TEXT PRIMARY KEY,"
+            " name_ru TEXT NOT NULL CHECK (length(name_ru) <= 40), name_kk TEXT NOT NULL);"
+            " INSERT INTO knp_new SELECT code, name_ru, name_kk FROM knp;"
+            " DROP TABLE knp; ALTER TABLE knp_new RENAME TO knp;"
+        )
+    write_report(config.root, "knp_names", "SELECT code, name_ru FROM catalog_knp")
+    first = dry_run(config, use_cache=True, catalogs=CATALOGS)
+    edit_row(config.root, "kbe", "29,", "29,false,9,Бейрезидент,Нерезидент\n")
+
+    second = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    # knp fails to load, so catalog_knp is gone and the report query fails too.
+    assert not first.passed
+    assert second.results[0].catalogs_reused == ["kato", "knp"]
+    assert comparable(second) == comparable(dry_run(config, catalogs=CATALOGS))
+
+
+def test_returning_catalog_folder_rebuilds_copy(config: Config) -> None:
+    tag_release(config.root, "release/2026.11.0")
+    write_migration(
+        config.root,
+        "0004_knp_fines.sql",
+        "INSERT INTO knp (code, name_ru, name_kk) VALUES ('913', 'Штрафы', 'Айыппұлдар');\n",
+    )
+    commit_all(config.root, "Add the fines code")
+    knp = config.root / "catalogs" / "knp"
+    saved = config.root.parent / "knp-saved"
+    shutil.move(knp, saved)
+    without = dry_run(config, use_cache=True)
+    shutil.move(saved, knp)
+
+    back = dry_run(config, use_cache=True)
+
+    assert without.passed
+    assert not back.passed
+    assert comparable(back) == comparable(dry_run(config))
+
+
+def test_release_tag_on_head_is_base(config: Config) -> None:
+    tag_release(config.root, "release/2026.10.0")
+    append_row(config.root, "knp", "914,Айыппұлдар,Штрафы\n")
+    commit_all(config.root, "Add KNP 914")
+    git(config.root, "tag", "release/2026.11.0")
+    write_migration(
+        config.root,
+        "0004_knp_914.sql",
+        "INSERT INTO knp (code, name_ru, name_kk) VALUES ('914', 'Штрафы', 'Айыппұлдар');\n",
+    )
+
+    result = dry_run(config)
+
+    # Customers hold 2026.11.0, whose knp has 914, so the uncommitted INSERT fails.
+    assert not result.passed
+    assert "UNIQUE constraint failed: knp.code" in result.results[0].findings[0].message
+
+
+def test_malformed_checked_tables_migrate_again(config: Config) -> None:
+    dry_run(config, use_cache=True, catalogs=CATALOGS)
+    (record_path,) = (config.root / CACHE_FOLDER / FOLDER).glob("*[0-9a-f].json")
+    record = json.loads(record_path.read_text("utf-8"))
+    record["result"]["checked_tables"] = 5
+    record_path.write_text(json.dumps(record), "utf-8")
+    append_row(config.root, "knp", "914,Өсімпұл,Пеня\n")
+
+    result = dry_run(config, use_cache=True, catalogs=CATALOGS)
+
+    assert result.passed
+    assert result.summary()
+
+
+def test_released_migration_runs_before_held_rows(config: Config) -> None:
+    append_row(config.root, "knp", "914,Айыппұлдар,Штрафы\n")
+    write_migration(
+        config.root,
+        "0004_knp_914.sql",
+        "INSERT INTO knp (code, name_ru, name_kk) VALUES ('914', 'Штрафы', 'Айыппұлдар');\n",
+    )
+    tag_release(config.root, "release/2026.11.0")
+    write_migration(config.root, "0005_notes.sql", "CREATE TABLE document_notes (note TEXT);\n")
+    commit_all(config.root, "Add document notes")
+
+    result = dry_run(config)
+
+    # The sample predates 0004, which customers ran before they got row 914.
+    assert result.passed
+    assert [run.version for run in result.results[0].applied] == ["0002", "0003", "0004", "0005"]
+
+
+def test_held_rows_meet_table_of_released_migration(config: Config) -> None:
+    write_migration(
+        config.root,
+        "0004_kbe.sql",
+        "CREATE TABLE kbe (code TEXT PRIMARY KEY, resident TEXT, sector TEXT,"
+        " name_kk TEXT, name_ru TEXT);\n",
+    )
+    tag_release(config.root, "release/2026.11.0")
+    write_migration(
+        config.root,
+        "0005_kbe_short_names.sql",
+        "-- pipeline: rebuild-tables\n"
+        "CREATE TABLE kbe_new (code TEXT PRIMARY KEY, resident TEXT, sector TEXT,"
+        " name_kk TEXT, name_ru TEXT CHECK (length(name_ru) <= 40));\n"
+        "INSERT INTO kbe_new SELECT * FROM kbe;\n"
+        "DROP TABLE kbe;\n"
+        "ALTER TABLE kbe_new RENAME TO kbe;\n",
+    )
+    commit_all(config.root, "Limit KBE names")
+
+    result = dry_run(config)
+
+    # 0004 made the kbe table at the customers, and the base release's kbe rows went into it.
+    assert result.results[0].catalogs_before == ["kbe"]
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.file == "migrations/0005_kbe_short_names.sql"
+    assert "CHECK constraint failed" in finding.message
