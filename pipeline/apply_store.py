@@ -50,7 +50,7 @@ from pipeline.catalog_delta import CatalogDelta, Row, RowChange, diff_rows
 from pipeline.catalog_model import ROWS_FILE, CatalogDescription, relative_path
 from pipeline.catalogs import load_description, read_rows
 from pipeline.database import Database
-from pipeline.db_schema import list_tables, quote, table_columns
+from pipeline.db_schema import column_types, list_tables, quote, table_columns
 from pipeline.errors import ApplyError, CatalogError
 from pipeline.versions import Version
 
@@ -490,7 +490,7 @@ def _update_application_table(
     table = description.id
     if table not in list_tables(db):
         return
-    types = dict(table_columns(db, table))
+    types = column_types(db, table)
     existing = list(types)
     if not all(name in existing for name in description.key):
         logger.debug("table %s lacks the key of catalog %s; not updated", table, table)

@@ -67,6 +67,26 @@ def table_columns(db: Database, table: str) -> list[tuple[str, str]]:
     return [(str(r[0]), str(r[1])) for r in rows]
 
 
+def column_types(db: Database, table: str) -> dict[str, str]:
+    """Return {column: its type as SQL writes it} of `table`, for a CAST to it.
+
+    PostgreSQL's `information_schema` names an enum, a domain over a domain
+    and an array `USER-DEFINED` or `ARRAY`, so the type comes from
+    `format_type` there, which gives `residency` or `text[]`.
+    """
+    if db.engine == "sqlite":
+        return dict(table_columns(db, table))
+    rows = db.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        " JOIN pg_class c ON c.oid = a.attrelid"
+        " JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = 'public' AND c.relname = %s AND a.attnum > 0"
+        " AND NOT a.attisdropped ORDER BY a.attnum",
+        (table,),
+    )
+    return {str(r[0]): str(r[1]) for r in rows}
+
+
 def primary_key(db: Database, table: str) -> tuple[str, ...]:
     """Return the primary key columns of `table`; SQLite tables without one use `rowid`."""
     if db.engine == "sqlite":

@@ -811,3 +811,27 @@ def test_altered_domain_meets_unshipped_rows(generated_sample: tuple[Path, str])
     (finding,) = database.findings
     assert finding.file == "migrations/0004_name_length.sql"
     assert "violate the new constraint" in finding.message
+
+
+def test_catalog_into_enum_column_loads(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    (root / "migrations" / "0004_kbe.postgresql.sql").write_text(
+        "CREATE TYPE residency AS ENUM ('true', 'false');\n"
+        "CREATE TABLE kbe (code TEXT PRIMARY KEY, resident residency NOT NULL,"
+        " sector TEXT NOT NULL, name_kk TEXT NOT NULL, name_ru TEXT NOT NULL);\n",
+        "utf-8",
+    )
+    (root / "migrations" / "0004_kbe.sqlite.sql").write_text(
+        "CREATE TABLE kbe (code TEXT PRIMARY KEY, resident TEXT NOT NULL,"
+        " sector TEXT NOT NULL, name_kk TEXT NOT NULL, name_ru TEXT NOT NULL);\n",
+        "utf-8",
+    )
+
+    result = dryrun.dry_run(
+        Config(root=root, sample_databases=(SampleDatabase(url),)), catalogs=["kbe"]
+    )
+
+    (database,) = result.results
+    assert database.findings == []
+    assert database.passed
