@@ -72,12 +72,14 @@ def column_types(db: Database, table: str) -> dict[str, str]:
 
     PostgreSQL's `information_schema` names an enum, a domain over a domain
     and an array `USER-DEFINED` or `ARRAY`, so the type comes from
-    `format_type` there, which gives `residency` or `text[]`.
+    `format_type` there, which gives `residency` or `text[]`. It is taken
+    without the column's length: a cast to `varchar(80)` would cut a longer
+    value, where storing it into the column rejects it.
     """
     if db.engine == "sqlite":
         return dict(table_columns(db, table))
     rows = db.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+        "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a"
         " JOIN pg_class c ON c.oid = a.attrelid"
         " JOIN pg_namespace n ON n.oid = c.relnamespace"
         " WHERE n.nspname = 'public' AND c.relname = %s AND a.attnum > 0"

@@ -305,10 +305,24 @@ _TRUNCATE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _ALTER_DOMAIN = re.compile(rf"^ALTER\s+DOMAIN\s+({_TABLE})", re.IGNORECASE)
-_DOMAIN_COLUMNS_SQL = (
-    "SELECT domain_name, table_name FROM information_schema.columns"
-    " WHERE table_schema = current_schema() AND domain_name IS NOT NULL"
+# Each domain and the tables with a column of it, or of a domain built on it.
+_DOMAIN_COLUMNS_SQL = """
+WITH RECURSIVE uses(table_name, domain) AS (
+    SELECT c.relname, t.oid
+    FROM pg_attribute a
+    JOIN pg_class c ON c.oid = a.attrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_type t ON t.oid = a.atttypid
+    WHERE n.nspname = current_schema() AND a.attnum > 0 AND NOT a.attisdropped
+        AND t.typtype = 'd'
+    UNION
+    SELECT uses.table_name, t.typbasetype
+    FROM uses JOIN pg_type t ON t.oid = uses.domain
+    WHERE t.typtype = 'd' AND t.typbasetype <> 0
 )
+SELECT t.typname, uses.table_name FROM uses JOIN pg_type t ON t.oid = uses.domain
+WHERE t.typtype = 'd'
+"""
 # Statements that write rows from what they read.
 _WRITE = re.compile(
     r"^(?:INSERT|REPLACE|UPDATE|DELETE|MERGE|WITH|CREATE\s+(?:TEMP\w*\s+|UNLOGGED\s+)?TABLE"
@@ -351,7 +365,8 @@ def migration_tables(
 
     Names are in lower case. A write (INSERT, UPDATE, DELETE, CREATE TABLE
     ... AS) counts every name of its text too, because rows it reads decide
-    what it writes. A statement of a form not recognized here counts every
+    what it writes. So does a statement that changes a `known` table, which
+    may add a reference to another one. A statement of a form not recognized here counts every
     name of its text, and `known` names when its text does not scan.
     `domains` ({domain: tables with a column of it}, lower case) resolves
     `ALTER DOMAIN`.
@@ -365,8 +380,11 @@ def migration_tables(
         except MigrationError:
             statements = [migration.text]
         for sql in statements:
-            found.update(_statement_targets(sql, engine, known, domains or {}))
-            if _WRITE.match(sql):
+            targets = _statement_targets(sql, engine, known, domains or {})
+            found.update(targets)
+            # A write reads rows, and a change of a catalog's table may add a
+            # reference to another catalog, whose rows then must be there.
+            if _WRITE.match(sql) or targets & set(known):
                 found.update(sql_names(sql, engine) or known)
     return found
 

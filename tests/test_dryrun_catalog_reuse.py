@@ -628,12 +628,17 @@ def test_shipped_catalog_base_rows_meet_migration(config: Config) -> None:
         ("ALTER TABLE main.[knp] ADD COLUMN note TEXT;", {"knp"}),
         ('CREATE INDEX old_names ON "knp.old" (name_ru);', set()),
         ("INSERT INTO purposes (code) SELECT code FROM knp;", {"knp"}),
+        ("ALTER TABLE kbe ADD COLUMN knp_code TEXT REFERENCES knp (code);", {"kbe", "knp"}),
         ("DELETE FROM knp№2;", set()),
         ("DELETE FROM `k``np`;", set()),
         ("CREATE TABLE audit (code TEXT REFERENCES knp (code));", set()),
         ("CREATE INDEX audit_code ON audit (code);", set()),
         ("TRUNCATE payment_documents, knp;", {"knp"}),
-        ('CREATE TRIGGER "guard ON kato" BEFORE INSERT ON knp BEGIN SELECT 1; END;', {"knp"}),
+        # The names in a trigger's text count too, so its quoted name adds kato.
+        (
+            'CREATE TRIGGER "guard ON kato" BEFORE INSERT ON knp BEGIN SELECT 1; END;',
+            {"knp", "kato"},
+        ),
         ("WITH old AS (SELECT 1) UPDATE knp SET name_ru = name_kk;", {"knp"}),
         ("UPDATE catalog_kbe SET name_ru = 'x';", {"kbe"}),
         ("-- knp is not touched\nSELECT 1;", set()),

@@ -835,3 +835,46 @@ def test_catalog_into_enum_column_loads(generated_sample: tuple[Path, str]) -> N
     (database,) = result.results
     assert database.findings == []
     assert database.passed
+
+
+def test_too_long_catalog_value_rejected(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("ALTER TABLE knp ALTER COLUMN name_ru TYPE VARCHAR(80)")
+    with (root / "catalogs" / "knp" / "rows.csv").open("a", encoding="utf-8") as rows:
+        rows.write("914,Айыппұлдар," + "Ш" * 95 + "\n")
+
+    result = dryrun.dry_run(
+        Config(root=root, sample_databases=(SampleDatabase(url),)), catalogs=["knp"]
+    )
+
+    # A cast to varchar(80) would cut the name to fit; the column must reject it.
+    (database,) = result.results
+    assert not database.passed
+    (finding,) = database.findings
+    assert "row code=914" in finding.message
+    assert "value too long for type character varying(80)" in finding.message
+
+
+def test_domain_under_column_domain_loads_catalog(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE DOMAIN classifier_name AS TEXT")
+        connection.execute("CREATE DOMAIN knp_name AS classifier_name")
+        connection.execute("ALTER TABLE knp ALTER COLUMN name_ru TYPE knp_name")
+    (root / "migrations" / "0004_name_length.sql").write_text(
+        "ALTER DOMAIN classifier_name ADD CONSTRAINT classifier_name_length"
+        " CHECK (length(VALUE) <= 40);\n",
+        "utf-8",
+    )
+
+    result = dryrun.dry_run(
+        Config(root=root, sample_databases=(SampleDatabase(url),)), catalogs=[]
+    )
+
+    (database,) = result.results
+    assert database.catalogs_before == ["knp"]
+    assert not database.passed
+    assert "violate the new constraint" in database.findings[0].message
