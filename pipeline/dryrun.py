@@ -107,6 +107,7 @@ from pipeline.migration_lint import (
     used_objects,
 )
 from pipeline.migrations import Migration, MigrationFileError, load_migrations, sql_names
+from pipeline.processes import process_exists
 from pipeline.sample_checks import SampleChecks, sample_key
 from pipeline.samples import ensure_sample
 
@@ -186,7 +187,7 @@ class DatabaseResult:
     # ones reference. Their rows are those the customers hold from earlier releases.
     catalogs_not_shipped: list[str] = field(default_factory=list)
     # The catalogs loaded before the migrations with the rows customers hold,
-    # because the migrations change their tables (`dryrun_catalogs.held_rows`).
+    # because the migrations change or read their tables (`dryrun_catalogs.held_rows`).
     catalogs_before: list[str] = field(default_factory=list)
     # Those of `catalogs` whose result on a kept migrated copy came from its
     # record, because neither their files nor those of the catalogs they
@@ -480,7 +481,7 @@ def _drop_abandoned_clones(admin: Any) -> None:
     host = socket.gethostname()
     for name, comment in rows:
         match = _CLONE_COMMENT.search(str(comment or ""))
-        if match is None or match["host"] != host or _process_exists(int(match["pid"])):
+        if match is None or match["host"] != host or process_exists(int(match["pid"])):
             continue
         logger.warning(
             "dropping the dry-run copy %s, because its process %s has ended", name, match["pid"]
@@ -492,17 +493,6 @@ def _drop_abandoned_clones(admin: Any) -> None:
         except psycopg.Error as exc:
             # A copy left behind costs space, not correctness, so the dry-run goes on.
             logger.warning("cannot drop the dry-run copy %s: %s", name, exc)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # The process exists but belongs to another user.
-        return True
-    return True
 
 
 def _clone_advice(error: Exception, sample: SampleDatabase) -> str:
@@ -642,8 +632,8 @@ def _check_database(
             hooks = _ProgressHooks(progress, result.database, pending[-1] if pending else None)
             if not pending:
                 progress.status(f"{result.database}: integrity checks")
-        # Customers got the catalog rows of the base release after its migrations,
-        # so those of the pending ones run first when the others meet catalog rows.
+        # Customers got the catalog rows of the base release after its migrations.
+        # So the pending migrations the base release has run first, then the rows load.
         released = inputs.base.versions if inputs.base is not None else frozenset()
         late = [migration for migration in pending if migration.version not in released]
         early_checked: list[str] | None = []
@@ -660,8 +650,8 @@ def _check_database(
                 hooks=hooks,
             )
             early_checked = run.checked_tables
-        held, problems = held_rows(db, config.root, late, inputs.catalogs, inputs.base)
-        result.catalogs_before = held
+        preloaded, problems = held_rows(db, config.root, late, inputs.catalogs, inputs.base)
+        result.catalogs_before = preloaded
         if problems:
             result.findings.extend(problems)
             result.error = (
@@ -725,7 +715,7 @@ def _check_database(
             # The rows loaded before the migrations: the kept copy is used only
             # while these catalogs' files are unchanged (`_held_unchanged`).
             "catalogs_before": {
-                catalog_id: catalog_digest(config.root, catalog_id) for catalog_id in held
+                catalog_id: catalog_digest(config.root, catalog_id) for catalog_id in preloaded
             },
         }
     catalogs = _check_catalogs_and_queries(db, inputs, result, progress)
@@ -981,11 +971,12 @@ def _names_or_none(value: Any) -> list[str] | None:
 def _held_unchanged(root: Path, record: Mapping[str, Any]) -> bool:
     """Tell whether the catalogs loaded into a kept copy before its migrations are unchanged."""
     result = record.get("result")
-    held = result.get("catalogs_before") if isinstance(result, dict) else None
-    if not isinstance(held, dict):
+    loaded_before = result.get("catalogs_before") if isinstance(result, dict) else None
+    if not isinstance(loaded_before, dict):
         return False
     return all(
-        catalog_digest(root, str(catalog_id)) == digest for catalog_id, digest in held.items()
+        catalog_digest(root, str(catalog_id)) == digest
+        for catalog_id, digest in loaded_before.items()
     )
 
 
@@ -1108,11 +1099,14 @@ def _catalog_files(root: Path, catalogs: Sequence[str]) -> dict[str, list[tuple[
 
 
 def _shared_key_entries(
-    root: Path, catalogs: Sequence[str], files: Mapping[str, list[tuple[str, str]]]
+    root: Path,
+    catalogs: Sequence[str],
+    files: Mapping[str, list[tuple[str, str]]],
+    migrations: Sequence[tuple[str, str]],
 ) -> list[tuple[str, str]]:
     """Return the blob ids of the inputs that every sample's dry-run reads.
 
-    These are the migration files, every catalog description (the lint reads
+    These are the `migrations` files, every catalog description (the lint reads
     its columns), every file of the catalogs the release ships (`files`), and
     every report and form definition (the query). Nothing is parsed, so a
     run whose results all come from the cache reads no query. An edit of a
@@ -1121,7 +1115,7 @@ def _shared_key_entries(
     (`file_identity`): a migration that changes a catalog's table loads that
     catalog too, and a loaded catalog loads the catalogs it references.
     """
-    entries = folder_blob_ids(root, root / "migrations")
+    entries = list(migrations)
     for catalog_id in list_items(root, Kind.CATALOG):
         path = definition_path(root, Kind.CATALOG, catalog_id)
         if catalog_id in catalogs:
@@ -1139,25 +1133,31 @@ def _shared_key_entries(
     return entries
 
 
-def _cache_key(
-    sample: SampleDatabase,
-    config: Config,
-    shared: Sequence[tuple[str, str]],
-    bundle_version: str | None,
-) -> str | None:
-    """Return the cache key of a sample's dry-run, or None when its result cannot be reused.
+def _sample_identity(sample: SampleDatabase, config: Config) -> str | None:
+    """Return the identity of a SQLite sample's file (`file_identity`), or None.
 
-    The key covers the sample file's identity, the `shared` inputs
-    (`_shared_key_entries`), the SQLite library version, the bundle version
-    and the lock timeout. The cache itself adds the pipeline fingerprint.
-    NOTE: only SQLite samples are cached. A PostgreSQL sample has no file
-    whose identity shows that its data did not change, so it always runs.
+    None means that no result of the sample can be reused: it is no SQLite
+    file, or the file is missing. A PostgreSQL sample has no file whose
+    identity shows that its data did not change, so it always runs.
     """
     if sample.engine != "sqlite":
         return None
     identity = file_identity(sample.sqlite_path(config.root))
-    if identity == MISSING:
-        return None
+    return None if identity == MISSING else identity
+
+
+def _cache_key(
+    identity: str,
+    config: Config,
+    shared: Sequence[tuple[str, str]],
+    bundle_version: str | None,
+) -> str:
+    """Return the cache key of the dry-run of a sample file of `identity`.
+
+    The key covers the sample file's identity, the `shared` inputs
+    (`_shared_key_entries`), the SQLite library version, the bundle version
+    and the lock timeout. The cache itself adds the pipeline fingerprint.
+    """
     extra = (
         f"sqlite {sqlite3.sqlite_version}\nbundle {bundle_version}"
         f"\nlock timeout {config.lock_timeout_ms}"
@@ -1166,25 +1166,21 @@ def _cache_key(
 
 
 def _kept_key(
-    sample: SampleDatabase,
+    identity: str,
     config: Config,
     migrations: Sequence[tuple[str, str]],
     bundle_version: str | None,
-) -> str | None:
-    """Return the key of a SQLite sample's kept migrated copy, or None for no kept copy.
+) -> str:
+    """Return the key of the kept migrated copy of a sample file of `identity`.
 
     The key covers what the migrated copy and the checks after the
-    migrations depend on. These are the sample file's identity, the blob ids
-    of the `migrations` files and the SQLite library version. The bundle
+    migrations depend on. These are the sample file's identity, the
+    `migrations` entries (the files' blob ids, the base release and the
+    catalog folders present) and the SQLite library version. The bundle
     version counts too, because the history rows contain it, and so do the
     lock timeout and the pipeline fingerprint. Catalogs and report queries
     are left out, because each run loads and compiles them on the copy again.
     """
-    if sample.engine != "sqlite":
-        return None
-    identity = file_identity(sample.sqlite_path(config.root))
-    if identity == MISSING:
-        return None
     extra = (
         f"sqlite {sqlite3.sqlite_version}\nbundle {bundle_version}"
         f"\nlock timeout {config.lock_timeout_ms}\npipeline {pipeline_fingerprint()}"
@@ -1387,13 +1383,18 @@ def _dry_run_samples(
     keys: dict[int, str] = {}
     reused: dict[int, DatabaseResult] = {}
     catalog_files = _catalog_files(config.root, loaded) if cache is not None else {}
+    migrations: list[tuple[str, str]] = []
+    identities: dict[str, str | None] = {}
     if cache is not None:
-        shared = _shared_key_entries(config.root, loaded, catalog_files)
+        migrations = folder_blob_ids(config.root, config.root / "migrations")
+        identities = {sample.url: _sample_identity(sample, config) for sample in samples}
+        shared = _shared_key_entries(config.root, loaded, catalog_files, migrations)
         shared.append(("base release", base.commit if base is not None else "none"))
         for index, sample in enumerate(samples):
-            key = _cache_key(sample, config, shared, bundle_version)
-            if key is None:
+            identity = identities[sample.url]
+            if identity is None:
                 continue
+            key = _cache_key(identity, config, shared, bundle_version)
             keys[index] = key
             record = cache.get_record(redact_url(sample.url), key)
             if record is not None:
@@ -1405,14 +1406,18 @@ def _dry_run_samples(
     if pending:
         kept_keys = {}
         if cache is not None:
-            migrations = folder_blob_ids(config.root, config.root / "migrations")
-            migrations.append(("base release", base.commit if base is not None else "none"))
             # Which catalogs can load before the migrations depends on the folders present.
-            migrations.append(("catalogs", " ".join(list_items(config.root, Kind.CATALOG))))
+            kept_inputs = [
+                *migrations,
+                ("base release", base.commit if base is not None else "none"),
+                ("catalogs", " ".join(list_items(config.root, Kind.CATALOG))),
+            ]
             for sample in pending:
-                kept_key = _kept_key(sample, config, migrations, bundle_version)
-                if kept_key is not None:
-                    kept_keys[sample.url] = kept_key
+                identity = identities[sample.url]
+                if identity is not None:
+                    kept_keys[sample.url] = _kept_key(
+                        identity, config, kept_inputs, bundle_version
+                    )
         inputs = _load_inputs(
             config, bundle_version, use_cache, checked, loaded, kept_keys, catalog_files, base
         )

@@ -48,6 +48,7 @@ from pipeline.errors import (
     ValidationError,
     VerificationError,
 )
+from pipeline.processes import process_exists
 from pipeline.snapshot import export_commit
 from pipeline.treasury.conformance import check_base_conformance
 from pipeline.validate import ValidationResult, validate
@@ -334,20 +335,10 @@ def _remove_stale_work_folders(out: Path) -> None:
     """
     for folder in out.glob(f"{WORK_PREFIX}*"):
         pid_text = folder.name.removeprefix(WORK_PREFIX).split("-", 1)[0]
-        if not pid_text.isdigit() or _process_running(int(pid_text)):
+        if not pid_text.isdigit() or process_exists(int(pid_text)):
             continue
         logger.info("removing %s, left by an interrupted release", folder)
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def release_version_of(path: Path) -> Version | None:

@@ -696,13 +696,7 @@ def test_rows_read_by_migration_loaded(config: Config) -> None:
 
 def test_failed_reused_catalog_leaves_no_table(config: Config) -> None:
     with sqlite3.connect(config.root / "sample.sqlite") as connection:
-        connection.executescript(
-            "PRAGMA foreign_keys = OFF;"
-            " CREATE TABLE knp_new (code TEXT PRIMARY KEY,"
-            " name_ru TEXT NOT NULL CHECK (length(name_ru) <= 40), name_kk TEXT NOT NULL);"
-            " INSERT INTO knp_new SELECT code, name_ru, name_kk FROM knp;"
-            " DROP TABLE knp; ALTER TABLE knp_new RENAME TO knp;"
-        )
+        connection.executescript("PRAGMA foreign_keys = OFF;\n" + KNP_NAME_LIMIT)
     write_report(config.root, "knp_names", "SELECT code, name_ru FROM catalog_knp")
     first = dry_run(config, use_cache=True, catalogs=CATALOGS)
     edit_row(config.root, "kbe", "29,", "29,false,9,Бейрезидент,Нерезидент\n")
