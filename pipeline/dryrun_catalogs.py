@@ -157,9 +157,10 @@ def held_rows(
 ) -> tuple[list[str], list[Finding]]:
     """Load into `db` the catalog rows that customers hold before `migrations` run.
 
-    These are the catalogs whose tables the migrations change
-    (`constrained_catalogs`) and every catalog their tables reference. A
-    catalog the release does not ship has the rows of the content tree,
+    These are the catalogs whose tables the migrations change or read
+    (`migration_tables`), the catalogs whose tables reference those, and
+    every catalog all of them reference. A catalog the release does not ship
+    has the rows of the content tree,
     which it has not changed since the base release. A catalog it ships has
     the rows of the base release, read from `base`. Without a base release
     no customer holds its rows, so it is left out. The rows are committed:
@@ -588,7 +589,7 @@ def loaded_catalogs(
                 )
         schema = None
         if isinstance(db, SQLiteDatabase):
-            # The schema check reads no rows, so its result holds for any copy with this schema.
+            # The schema check reads no rows, so its result is valid for any copy with this schema.
             load.read_schema(db)
             same = stored is not None and stored.get("schema") == load.schema
             known = stored.get("schema_problems") if stored is not None else None

@@ -210,7 +210,7 @@ def schema_fingerprint(objects: Mapping[str, str]) -> str:
     """Return a SHA-256 of `schema_objects` and the SQLite library version.
 
     Two databases with one fingerprint compile every statement alike, so a
-    result of EXPLAIN on one holds for the other.
+    result of EXPLAIN on one is valid for the other.
     """
     digest = hashlib.sha256(f"sqlite {sqlite3.sqlite_version}\n".encode())
     for name in sorted(objects):
