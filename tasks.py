@@ -254,8 +254,7 @@ def catalog_import(
         "repo": REPO_HELP,
         "database": "sample database URL (sqlite:///PATH or postgresql://USER@HOST:PORT/DB);"
         " repeat for several; replaces the configured ones",
-        "jobs": "sample databases to dry-run at once, in threads when all are SQLite files,"
-        " in processes otherwise (default: 1)",
+        "jobs": "sample databases to dry-run at once, each in a worker process (default: 1)",
         "shard": "run only share I of N of the sample databases, such as 1/2, for a CI matrix",
         "allow_empty_shard": "pass a --shard that selects no sample database instead of failing",
         "lock_timeout_ms": "PostgreSQL lock_timeout in milliseconds (default: [tool.pipeline])",

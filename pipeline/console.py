@@ -10,7 +10,7 @@ import os
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Protocol, TextIO
 
 
 def progress_enabled() -> bool:
@@ -36,6 +36,12 @@ class StepPrinter:
                 file=sys.stderr,
                 flush=True,
             )
+
+
+class StepLine(Protocol):
+    """A line that names the step a long task has reached, such as `Progress.status`."""
+
+    def status(self, detail: str) -> None: ...
 
 
 class Progress:

@@ -66,7 +66,7 @@ from pipeline.cache import (
     pipeline_fingerprint,
 )
 from pipeline.config import Config, SampleDatabase
-from pipeline.console import Progress
+from pipeline.console import Progress, StepLine
 from pipeline.content import Kind, definition_path, list_items
 from pipeline.database import (
     Database,
@@ -574,7 +574,7 @@ def _postgres_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]
 class _ProgressHooks(RunnerHooks):
     """Show the migration a sample has reached, then its checks, on a progress line."""
 
-    def __init__(self, progress: Progress, database: str, last: Migration | None) -> None:
+    def __init__(self, progress: StepLine, database: str, last: Migration | None) -> None:
         self.progress = progress
         self.database = database
         self.last = last
@@ -588,7 +588,7 @@ class _ProgressHooks(RunnerHooks):
 
 
 def _check_database(
-    db: Database, sample: SampleDatabase, inputs: _Inputs, progress: Progress | None = None
+    db: Database, sample: SampleDatabase, inputs: _Inputs, progress: StepLine | None = None
 ) -> _Checked:
     """Migrate and check a copy, then load the catalogs and compile the report queries.
 
@@ -747,7 +747,7 @@ def _check_catalogs_and_queries(
     db: Database,
     inputs: _Inputs,
     result: DatabaseResult,
-    progress: Progress | None,
+    progress: StepLine | None,
     stored: Mapping[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """Load the catalogs and compile every report query in their transaction, then roll back.
@@ -841,7 +841,7 @@ def _check_kept(
     sample: SampleDatabase,
     inputs: _Inputs,
     stored: Mapping[str, Any],
-    progress: Progress | None,
+    progress: StepLine | None,
     stored_catalogs: Mapping[str, Any] | None = None,
 ) -> _Checked:
     """Check a kept migrated copy: the stored migration result, the lint, catalogs and queries.
@@ -912,7 +912,7 @@ def _open_kept(
 
 
 def _dry_run_kept(
-    sample: SampleDatabase, inputs: _Inputs, key: str, progress: Progress | None
+    sample: SampleDatabase, inputs: _Inputs, key: str, progress: StepLine | None
 ) -> DatabaseResult:
     """Dry-run a SQLite sample on its kept migrated copy, or migrate a copy and keep it.
 
@@ -1017,7 +1017,7 @@ def _worker() -> str:
 
 
 def _dry_run_one(
-    sample: SampleDatabase, inputs: _Inputs, progress: Progress | None = None
+    sample: SampleDatabase, inputs: _Inputs, progress: StepLine | None = None
 ) -> DatabaseResult:
     """Dry-run one sample without the report query findings; the function each worker runs.
 
@@ -1052,7 +1052,7 @@ def _dry_run_copy(
     sample: SampleDatabase,
     inputs: _Inputs,
     copy: contextlib.AbstractContextManager[Database],
-    progress: Progress | None,
+    progress: StepLine | None,
 ) -> _Checked:
     """Make the copy, dry-run it and drop it; return what `_check_database` returns."""
     with contextlib.ExitStack() as stack:
@@ -1232,24 +1232,88 @@ def _run_samples(
     if jobs <= 1 or len(samples) <= 1:
         return [_dry_run_counted(sample, inputs, progress) for sample in samples]
     workers = min(jobs, len(samples))
-    if all(sample.engine == "sqlite" for sample in samples):
-        # The sqlite3 module releases the GIL while SQLite runs a statement, and
-        # SQLite does nearly all of the work, so threads use every core without
-        # the start-up and import cost of worker processes.
-        # NOTE: on Ctrl+C the samples already running finish before the copies are dropped.
-        with _terminate_as_interrupt(), ThreadPoolExecutor(workers) as threads:
-            count = len(samples)
-            return list(
-                threads.map(_dry_run_counted, samples, [inputs] * count, [progress] * count)
-            )
-    # Workers fork from a clean server process that has imported this module once,
-    # so none inherits an open psycopg or sqlite3 connection and none imports again.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
-    pool = ProcessPoolExecutor(workers, context)
+    if not all(sample.engine == "sqlite" for sample in samples):
+        # Workers fork from a clean server process that has imported this module
+        # once, so none inherits an open psycopg connection and none imports again.
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return _run_in_processes(samples, inputs, workers, context, progress)
+    if _can_fork():
+        # Forked workers start in milliseconds, with this module already imported.
+        # Threads would share one SQLite library, whose memory statistics take a
+        # process-wide mutex on each allocation. Two index builds in threads took
+        # nearly as long as one after the other (docs/benchmarks.md).
+        return _run_in_processes(
+            samples, inputs, workers, multiprocessing.get_context("fork"), progress
+        )
+    # Another thread could hold a lock that a forked worker would then wait for.
+    # NOTE: on Ctrl+C the samples already running finish before the copies are dropped.
+    with _terminate_as_interrupt(), ThreadPoolExecutor(workers) as threads:
+        count = len(samples)
+        return list(threads.map(_dry_run_counted, samples, [inputs] * count, [progress] * count))
+
+
+def _can_fork() -> bool:
+    """Tell whether worker processes can fork from this one: it runs no other thread."""
+    return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
+
+
+class _StatusRelay:
+    """The progress line of a worker process: it sends each step to the parent."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def status(self, detail: str) -> None:
+        self.queue.put(detail)
+
+
+# The relay of this worker process, set by `_start_worker`.
+_worker_status: _StatusRelay | None = None
+
+
+def _start_worker(queue: Any) -> None:
+    """Set up a worker process: its steps go to `queue`, and only the parent stops it.
+
+    Ctrl+C reaches every process of the terminal's group; a worker ignores it,
+    because the parent then sends SIGTERM (`_stop_workers`). SIGTERM ends an
+    idle worker at once and makes a busy one drop its copy (`_dry_run_one`).
+    """
+    global _worker_status
+    _worker_status = None if queue is None else _StatusRelay(queue)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _dry_run_in_worker(sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
+    return _dry_run_one(sample, inputs, _worker_status)
+
+
+def _relay_steps(queue: Any, progress: Progress) -> None:
+    """Draw the steps that the worker processes send, until None arrives."""
+    while (detail := queue.get()) is not None:
+        progress.status(detail)
+
+
+def _run_in_processes(
+    samples: Sequence[SampleDatabase],
+    inputs: _Inputs,
+    workers: int,
+    context: Any,
+    progress: Progress | None,
+) -> list[DatabaseResult]:
+    """Dry-run `samples` in `workers` processes of the multiprocessing `context`."""
+    # Only forked workers inherit the queue; a forkserver's workers show the count only.
+    queue = context.SimpleQueue() if progress is not None and _forks(context) else None
+    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(queue,))
+    relay = None
     try:
         with _terminate_as_interrupt():
-            futures = [pool.submit(_dry_run_one, sample, inputs) for sample in samples]
+            futures = [pool.submit(_dry_run_in_worker, sample, inputs) for sample in samples]
+            if queue is not None and progress is not None:
+                # Started after the workers are forked, which the first submit does.
+                relay = threading.Thread(target=_relay_steps, args=(queue, progress), daemon=True)
+                relay.start()
             if progress is not None:
                 for future in futures:
                     future.add_done_callback(functools.partial(_count_done, progress))
@@ -1259,6 +1323,13 @@ def _run_samples(
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if relay is not None and queue is not None:
+            queue.put(None)
+            relay.join()
+
+
+def _forks(context: Any) -> bool:
+    return bool(context.get_start_method() == "fork")
 
 
 def _count_done(progress: Progress, future: Future[DatabaseResult]) -> None:

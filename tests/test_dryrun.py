@@ -6,10 +6,13 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -403,6 +406,100 @@ def test_parallel_matches_serial(tmp_path: Path) -> None:
     assert len({r.worker for r in serial.results}) == 1
     assert serial.results[0].worker.startswith(f"pid {os.getpid()} thread ")
     assert len({r.worker for r in parallel.results}) == 2
+    # With no other thread running, the workers are forked processes.
+    assert all(not r.worker.startswith(f"pid {os.getpid()} ") for r in parallel.results)
+
+
+def test_threads_beside_another_thread(tmp_path: Path) -> None:
+    config = three_samples(make_content(tmp_path / "content"))
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        parallel = dry_run(config, jobs=2)
+    finally:
+        stop.set()
+        other.join()
+    assert [r.passed for r in parallel.results] == [True, True, True]
+    workers = {r.worker for r in parallel.results}
+    assert len(workers) == 2
+    assert all(worker.startswith(f"pid {os.getpid()} thread ") for worker in workers)
+
+
+STOPPABLE_RUN = """
+import logging, sys
+from pathlib import Path
+from pipeline.config import Config, SampleDatabase
+from pipeline.dryrun import dry_run
+
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+root = Path(sys.argv[1])
+samples = tuple(SampleDatabase(f"sqlite:///{name}") for name in sys.argv[2:])
+dry_run(Config(root=root, sample_databases=samples), jobs=2)
+"""
+
+
+def processes_running(script: Path) -> list[int]:
+    """Return the ids of the processes whose command line names `script`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            arguments = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if str(script).encode() in arguments:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the workers")
+def test_sigterm_stops_forked_workers(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    # About a second per sample, so both workers are inside it when the signal comes.
+    (root / "migrations" / "0004_slow.sql").write_text(
+        "CREATE TABLE slow AS WITH RECURSIVE n(x) AS"
+        " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) SELECT x FROM n;\n",
+        "utf-8",
+    )
+    names = ["first.sqlite", "second.sqlite", "third.sqlite"]
+    for name in names:
+        generate_sample(root, root / name, "small")
+    before = [sha256(root / name) for name in names]
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    script = tmp_path / "run.py"
+    script.write_text(STOPPABLE_RUN, "utf-8")
+
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(root), *names],
+        cwd=REPO_ROOT,
+        env={**os.environ, "TMPDIR": str(temporary), "PYTHONPATH": str(REPO_ROOT)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Each running sample has its copy in a folder of its own.
+        deadline = time.monotonic() + 60
+        while len(list(temporary.glob("pipeline-dry-run-*/*.sqlite"))) < 2:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the workers never copied their samples"
+            time.sleep(0.02)
+        workers = set(processes_running(script)) - {process.pid}
+        assert len(workers) == 2
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    assert process.returncode != 0
+    assert "KeyboardInterrupt" in errors
+    for worker in workers:
+        assert f"stopping dry-run worker process {worker}" in errors
+    assert processes_running(script) == []
+    assert list(temporary.iterdir()) == []
+    assert [sha256(root / name) for name in names] == before
 
 
 def test_shards_split_samples(tmp_path: Path) -> None:
@@ -724,9 +821,7 @@ def catalog_content(root: Path) -> Path:
     """Demo migrations and catalogs, and a migration that limits KNP names to 40 characters."""
     make_content(root)
     shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
-    (root / "migrations" / "0004_knp_name_length.sqlite.sql").write_text(
-        KNP_LIMIT_SQLITE, "utf-8"
-    )
+    (root / "migrations" / "0004_knp_name_length.sqlite.sql").write_text(KNP_LIMIT_SQLITE, "utf-8")
     (root / "migrations" / "0004_knp_name_length.postgresql.sql").write_text(
         KNP_LIMIT_POSTGRESQL, "utf-8"
     )
