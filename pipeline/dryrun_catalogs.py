@@ -415,7 +415,7 @@ def _own_names(catalog_id: str) -> tuple[str, str]:
 
 def _bare(name: str) -> str:
     """Return a table name without its schema and quotes, in lower case."""
-    last = _NAME_PARTS.findall(name)[-1]
+    last = str(_NAME_PARTS.findall(name)[-1])
     if last[:1] == '"':
         last = last[1:-1].replace('""', '"')
     elif last[:1] == "`":
@@ -685,7 +685,9 @@ def _plan(
         for catalog_id in catalogs
     }
     everything.keys = keys
-    entries = stored.get("catalogs") if stored is not None else None
+    if stored is None:
+        return everything
+    entries = stored.get("catalogs")
     if not isinstance(entries, dict) or stored.get("integrity") != []:
         return everything
     written = set().union(*own.values())

@@ -436,7 +436,7 @@ def test_stale_sample_check_record_dropped(config: Config) -> None:
     ]
 
 
-# --------------------------------------------------------------------------- what a cached run reads
+# ------------------------------------------------------------------- what a cached run reads
 
 
 def test_cached_run_parses_no_query(config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
