@@ -749,8 +749,7 @@ def test_catalog_row_breaking_constraint_named(generated_sample: tuple[Path, str
     root, url = generated_sample
     shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
     (root / "migrations" / "0004_knp_name_length.sql").write_text(
-        "ALTER TABLE knp ADD CONSTRAINT knp_name_ru_length"
-        " CHECK (char_length(name_ru) <= 40);\n",
+        "ALTER TABLE knp ADD CONSTRAINT knp_name_ru_length CHECK (char_length(name_ru) <= 40);\n",
         "utf-8",
     )
 
