@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 
+import pytest
+
 from pipeline.migrations import sql_names
-from pipeline.sqlite_schema import changed_objects, probe_targets, schema_objects, schema_problems
+from pipeline.sqlite_schema import (
+    changed_objects,
+    explain,
+    probe_targets,
+    schema_objects,
+    schema_problems,
+)
 
 
 def test_explain_sees_changed_schema() -> None:
@@ -96,3 +104,34 @@ def test_probe_targets_follow_changes() -> None:
     problems = schema_problems(connection)
     assert len(problems) == 2
     assert schema_problems(connection, only=targets) == problems
+
+
+_MISMATCH = 'foreign key mismatch - "child" referencing "parent"'
+
+
+@pytest.mark.parametrize(
+    ("statement", "error"),
+    [
+        ("INSERT INTO child DEFAULT VALUES", _MISMATCH),
+        ("DELETE FROM parent", _MISMATCH),
+        ("INSERT INTO logged DEFAULT VALUES", "no such table: main.gone"),
+        ("SELECT * FROM broken", "no such column: missing"),
+    ],
+)
+def test_explain_raises_compile_errors(statement: str, error: str) -> None:
+    connection = sqlite3.connect(":memory:", isolation_level=None)
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.executescript(
+        "CREATE TABLE parent (id INTEGER PRIMARY KEY, code TEXT);"
+        " CREATE TABLE child (code TEXT REFERENCES parent (code));"
+        " CREATE TABLE logged (x); CREATE TABLE gone (x);"
+        " CREATE TRIGGER logged_insert AFTER INSERT ON logged"
+        " BEGIN INSERT INTO gone VALUES (1); END;"
+        " CREATE VIEW broken AS SELECT id AS missing FROM parent;"
+        " DROP TABLE gone; DROP VIEW broken; CREATE VIEW broken AS SELECT missing FROM parent;"
+    )
+
+    with pytest.raises(sqlite3.Error) as raised:
+        explain(connection, statement)
+
+    assert str(raised.value) == error
