@@ -300,3 +300,45 @@ def test_report_query_change_checks_migrations_again(
 
     assert after_report == 1
     assert check_calls["migrations"] == 2
+
+
+def test_unchanged_cache_is_not_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "validate.json"
+    first = ResultCache(path, fingerprint="f")
+    first.put("catalog:knp", "key-1", [])
+    first.save()
+    written = path.stat().st_ino
+
+    second = ResultCache(path, fingerprint="f")
+    assert second.get("catalog:knp", "key-1") == []
+    second.save()
+
+    assert path.stat().st_ino == written
+
+
+def test_changed_cache_is_rewritten(tmp_path: Path) -> None:
+    path = tmp_path / "validate.json"
+    first = ResultCache(path, fingerprint="f")
+    first.put("catalog:knp", "key-1", [])
+    first.save()
+    second = ResultCache(path, fingerprint="f")
+    second.put("catalog:knp", "key-2", [])
+    second.save()
+    second.put("catalog:knp", "key-3", [])
+    second.save()
+
+    reloaded = ResultCache(path, fingerprint="f")
+
+    assert reloaded.get("catalog:knp", "key-3") == []
+    assert reloaded.get("catalog:knp", "key-2") is None
+
+
+def test_unused_entries_are_dropped_on_save(tmp_path: Path) -> None:
+    path = tmp_path / "validate.json"
+    first = ResultCache(path, fingerprint="f")
+    first.put("catalog:knp", "key-1", [])
+    first.save()
+
+    ResultCache(path, fingerprint="f").save()
+
+    assert json.loads(path.read_text(encoding="utf-8"))["entries"] == {}
