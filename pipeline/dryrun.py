@@ -108,7 +108,7 @@ from pipeline.migration_lint import (
 )
 from pipeline.migrations import Migration, MigrationFileError, load_migrations, sql_names
 from pipeline.processes import process_exists
-from pipeline.sample_checks import SampleChecks, sample_key
+from pipeline.sample_checks import SampleChecks, identity_key
 from pipeline.samples import ensure_sample
 
 __all__ = [
@@ -1217,10 +1217,18 @@ def _load_inputs(
     )
 
 
-def _sample_keys(root: Path, samples: Sequence[SampleDatabase]) -> dict[str, str | None]:
-    """Return {resolved file: key} of the SQLite samples, taken before any copy is made."""
-    paths = [sample.sqlite_path(root) for sample in samples if sample.engine == "sqlite"]
-    return {str(path.resolve()): sample_key(path) for path in paths}
+def _sample_keys(
+    root: Path, samples: Sequence[SampleDatabase], identities: Mapping[str, str | None]
+) -> dict[str, str | None]:
+    """Return {resolved file: key} of the SQLite samples' checks (`sample_checks`).
+
+    `identities` are those of `_sample_identity` by URL, taken before any copy is made.
+    """
+    return {
+        str(sample.sqlite_path(root).resolve()): identity_key(identities[sample.url])
+        for sample in samples
+        if sample.engine == "sqlite"
+    }
 
 
 def _run_samples(
@@ -1444,7 +1452,11 @@ def _dry_run_samples(
 ) -> DryRunResult:
     """Dry-run `samples`, reusing stored results with `use_cache`; see `dry_run`."""
     sample_checks = SampleChecks(config.root) if use_cache else None
-    sample_keys = _sample_keys(config.root, samples) if use_cache else {}
+    # One read of each sample file gives both the key of its checks and that of its result.
+    identities: dict[str, str | None] = {}
+    if use_cache:
+        identities = {sample.url: _sample_identity(sample, config) for sample in samples}
+    sample_keys = _sample_keys(config.root, samples, identities) if use_cache else {}
     checked = frozenset(
         path
         for path, key in sample_keys.items()
@@ -1455,10 +1467,8 @@ def _dry_run_samples(
     reused: dict[int, DatabaseResult] = {}
     catalog_files = _catalog_files(config.root, loaded) if cache is not None else {}
     migrations: list[tuple[str, str]] = []
-    identities: dict[str, str | None] = {}
     if cache is not None:
         migrations = folder_blob_ids(config.root, config.root / "migrations")
-        identities = {sample.url: _sample_identity(sample, config) for sample in samples}
         shared = _shared_key_entries(config.root, loaded, catalog_files, migrations)
         shared.append(("base release", base.commit if base is not None else "none"))
         for index, sample in enumerate(samples):

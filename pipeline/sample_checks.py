@@ -30,8 +30,15 @@ STAGE = "sample-checks"
 
 def sample_key(path: Path) -> str | None:
     """Return the key of a sample file's checks, or None when the file is missing."""
-    identity = file_identity(path)
-    if identity == MISSING:
+    return identity_key(file_identity(path))
+
+
+def identity_key(identity: str | None) -> str | None:
+    """Return the key of the checks of a sample file with this `file_identity`.
+
+    None and `MISSING` stand for a missing file, which has no key.
+    """
+    if identity is None or identity == MISSING:
         return None
     return inputs_key([("sample", identity)], f"sqlite {sqlite3.sqlite_version}")
 
