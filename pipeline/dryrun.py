@@ -1429,11 +1429,14 @@ def dry_run(
         base = (config.root, base_commit) if base_commit is not None else None
     else:
         loaded = sorted(catalogs)
+    if base is None:
+        return _dry_run_samples(
+            config, samples, bundle_version, loaded, None, jobs, shard, use_cache, progress
+        )
+    # The folder that `held_rows` exports the base release's catalogs to.
     with tempfile.TemporaryDirectory(prefix="pipeline-base-") as exports:
-        release = None
-        if base is not None:
-            versions = released_versions(base[0], base[1])
-            release = BaseRelease(base[0], base[1], Path(exports), versions)
+        versions = released_versions(base[0], base[1])
+        release = BaseRelease(base[0], base[1], Path(exports), versions)
         return _dry_run_samples(
             config, samples, bundle_version, loaded, release, jobs, shard, use_cache, progress
         )

@@ -17,6 +17,7 @@ import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import git, under_ci
@@ -79,6 +80,28 @@ def test_demo_migrations_pass_on_small_sample(tmp_path: Path, private_tmp: Path)
     assert sha256(sample) == before
     assert list(private_tmp.iterdir()) == []
     assert json.loads(json.dumps(result.to_json()))["passed"] is True
+
+
+def test_no_base_release_needs_no_export_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_content(tmp_path / "content")
+    generate_sample(root, root / "sample.sqlite", "small")
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+    prefixes: list[str | None] = []
+    original = tempfile.TemporaryDirectory
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        prefixes.append(kwargs.get("prefix"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", recording)
+
+    result = dry_run(config)
+
+    assert result.passed
+    assert "pipeline-dry-run-" in prefixes
+    assert "pipeline-base-" not in prefixes
 
 
 def test_failing_migration_leaves_sample_unchanged(tmp_path: Path, private_tmp: Path) -> None:
