@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import getpass
-import logging
 import os
 import sys
 from collections.abc import Callable
@@ -31,7 +30,7 @@ from pipeline.config import (
     load_config,
     signing_key_from_env,
 )
-from pipeline.console import Progress, StepPrinter
+from pipeline.console import Progress, StepPrinter, configure_logging
 from pipeline.errors import (
     ConfigError,
     PipelineError,
@@ -62,11 +61,6 @@ MAX_RATIO_HELP = (
 )
 
 
-def _configure_logging() -> None:
-    level = os.environ.get("PIPELINE_LOG", "WARNING").upper()
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
 def guarded(positional: tuple[str, ...] = ()) -> Callable[[F], F]:
     """Turn PipelineError into `error: ...` and exit code 1; show help for `TASK --help`.
 
@@ -82,7 +76,7 @@ def guarded(positional: tuple[str, ...] = ()) -> Callable[[F], F]:
                 name = function.__name__.replace("_", "-").removesuffix("-")
                 _print_help(_TASK_NAMES.get(name, name))
                 return None
-            _configure_logging()
+            configure_logging()
             try:
                 return function(context, *args, **kwargs)
             except ValidationError as exc:

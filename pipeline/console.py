@@ -6,11 +6,18 @@ the console shows a person where a long run is.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 import time
 from typing import Protocol, TextIO
+
+
+def configure_logging() -> None:
+    """Log to standard error at the level that PIPELINE_LOG names (default WARNING)."""
+    level = os.environ.get("PIPELINE_LOG", "WARNING").upper()
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
 def progress_enabled() -> bool:
