@@ -20,14 +20,16 @@ For every configured sample database:
    copy records its process and host in a comment, so after a SIGKILL the
    next dry-run on that host drops it.
 
-Samples run in parallel when `jobs` is above 1 (threads for SQLite samples,
-processes when a PostgreSQL sample is among them), and `shard` takes
-every N-th sample for one job of a CI matrix (`report_merge` joins the
-reports again). A failure is returned as a failed result with findings, and
-so is a sample that cannot be opened or copied, so the other samples still
-run. Only an empty selection of samples and malformed migration files raise.
-On SIGTERM or Ctrl+C the parent stops its worker processes, which cancel
-their running statement and drop their copies.
+Samples run in parallel worker processes when `jobs` is above 1
+(`pipeline.dryrun_workers`), and `shard` takes every N-th sample for one
+job of a CI matrix (`report_merge` joins the reports again). A failure is
+returned as a failed result with findings, and so is a sample that cannot
+be opened or copied, or whose worker process died, so the other samples
+still run. Only an empty selection of samples and malformed migration files
+raise. On SIGTERM or Ctrl+C the parent stops its worker processes. A
+PostgreSQL worker cancels its running statement and drops its clone. A
+SQLite worker is killed at once, because a running SQLite statement ignores
+signals until it ends, and the parent removes the folder of its copy.
 """
 
 from __future__ import annotations
@@ -47,10 +49,9 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -96,6 +97,7 @@ from pipeline.dryrun_catalogs import (
     shipped_since_base,
 )
 from pipeline.dryrun_kept import KeptCopy
+from pipeline.dryrun_workers import WorkerLost, run_in_processes, terminate_as_interrupt
 from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import CheckCase, Finding, errors_only
 from pipeline.migration_lint import (
@@ -339,26 +341,8 @@ class _Inputs:
     catalog_blobs: Mapping[str, str] = field(default_factory=dict)
     # The release customers hold, whose catalog rows load before the migrations.
     base: BaseRelease | None = None
-
-
-@contextlib.contextmanager
-def _terminate_as_interrupt() -> Iterator[None]:
-    """Raise KeyboardInterrupt on SIGTERM, so `finally` blocks drop the copies.
-
-    Signal handlers can be set only in the main thread; elsewhere this does nothing.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(number: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {number}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    # The folder of the temporary SQLite copies; None takes the system's.
+    scratch: Path | None = None
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
@@ -391,7 +375,10 @@ def _copy_sqlite(source: Path, target: Path) -> None:
 
 @contextlib.contextmanager
 def _sqlite_copy(
-    config: Config, sample: SampleDatabase, target: Path | None = None
+    config: Config,
+    sample: SampleDatabase,
+    target: Path | None = None,
+    scratch: Path | None = None,
 ) -> Iterator[Database]:
     """Copy a SQLite sample and open the copy; the copy goes to `target`, else a temporary folder.
 
@@ -407,7 +394,9 @@ def _sqlite_copy(
         ensure_sample(config.root, sample)
     with contextlib.ExitStack() as stack:
         if target is None:
-            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeline-dry-run-"))
+            folder = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="pipeline-dry-run-", dir=scratch)
+            )
             target = Path(folder) / path.name
         try:
             _copy_sqlite(path, target)
@@ -924,7 +913,8 @@ def _dry_run_kept(
     kept = KeptCopy(config.root, sample.sqlite_path(config.root))
     with kept.locked() as owned:
         if not owned:
-            return _dry_run_copy(sample, inputs, _sqlite_copy(config, sample), progress).result
+            copy = _sqlite_copy(config, sample, scratch=inputs.scratch)
+            return _dry_run_copy(sample, inputs, copy, progress).result
         record = kept.read_record(key)
         if record is not None and not _held_unchanged(config.root, record):
             record = None
@@ -998,15 +988,20 @@ def _keep(kept: KeptCopy, staging: Path, key: str, migrated: dict[str, Any]) -> 
 
 def _unavailable(sample: SampleDatabase, error: Exception) -> DatabaseResult:
     """Return the failed result of a sample that could not be opened or copied."""
-    name = display_name(sample.url)
     logger.error("dry-run on %s not started: %s", redact_url(sample.url), error)
+    return _failed(sample, "dry-run.sample", error)
+
+
+def _failed(sample: SampleDatabase, rule: str, error: Exception) -> DatabaseResult:
+    """Return a failed result of `sample` with one finding of `rule` whose message is `error`."""
+    name = display_name(sample.url)
     return DatabaseResult(
         database=name,
         url=redact_url(sample.url),
         engine=sample.engine,
         engine_version="unknown",
         passed=False,
-        findings=[Finding(rule="dry-run.sample", file=name, message=str(error))],
+        findings=[Finding(rule=rule, file=name, message=str(error))],
         error=str(error),
         worker=_worker(),
     )
@@ -1027,11 +1022,11 @@ def _dry_run_one(
     if progress is not None:
         progress.status(f"{display_name(sample.url)}: copying")
     kept_key = inputs.kept_keys.get(sample.url)
-    with _terminate_as_interrupt():
+    with terminate_as_interrupt():
         if sample.engine == "sqlite" and kept_key is not None:
             result = _dry_run_kept(sample, inputs, kept_key, progress)
         elif sample.engine == "sqlite":
-            copy = _sqlite_copy(inputs.config, sample)
+            copy = _sqlite_copy(inputs.config, sample, scratch=inputs.scratch)
             result = _dry_run_copy(sample, inputs, copy, progress).result
         elif sample.engine in ("postgresql", "postgres"):
             copy = _postgres_copy(inputs.config, sample)
@@ -1243,20 +1238,40 @@ def _run_samples(
     if not all(sample.engine == "sqlite" for sample in samples):
         # Workers fork from a clean server process that has imported this module
         # once, so none inherits an open psycopg connection and none imports again.
+        # SIGTERM stops them, because psycopg then cancels the running statement
+        # and the copy's `finally` drops the clone.
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
-        return _run_in_processes(samples, inputs, workers, context, progress)
+        outcomes = run_in_processes(
+            functools.partial(_dry_run_in_worker, inputs),
+            samples,
+            workers,
+            context,
+            progress=progress,
+            detail=_done,
+        )
+        return _results(samples, outcomes)
     if _can_fork():
         # Forked workers start in milliseconds, with this module already imported.
         # Threads would share one SQLite library, whose memory statistics take a
         # process-wide mutex on each allocation. Two index builds in threads took
         # nearly as long as one after the other (docs/benchmarks.md).
-        return _run_in_processes(
-            samples, inputs, workers, multiprocessing.get_context("fork"), progress
-        )
+        # A running SQLite statement ignores SIGTERM until it ends, so SIGKILL
+        # stops the workers, and the folder of their copies goes with this block.
+        with tempfile.TemporaryDirectory(prefix="pipeline-dry-run-") as scratch:
+            outcomes = run_in_processes(
+                functools.partial(_dry_run_in_worker, replace(inputs, scratch=Path(scratch))),
+                samples,
+                workers,
+                multiprocessing.get_context("fork"),
+                progress=progress,
+                detail=_done,
+                stop_signal=signal.SIGKILL,
+            )
+        return _results(samples, outcomes)
     # Another thread could hold a lock that a forked worker would then wait for.
     # NOTE: on Ctrl+C the samples already running finish before the copies are dropped.
-    with _terminate_as_interrupt(), ThreadPoolExecutor(workers) as threads:
+    with terminate_as_interrupt(), ThreadPoolExecutor(workers) as threads:
         count = len(samples)
         return list(threads.map(_dry_run_counted, samples, [inputs] * count, [progress] * count))
 
@@ -1266,100 +1281,26 @@ def _can_fork() -> bool:
     return "fork" in multiprocessing.get_all_start_methods() and threading.active_count() == 1
 
 
-class _StatusRelay:
-    """The progress line of a worker process: it sends each step to the parent."""
-
-    def __init__(self, queue: Any) -> None:
-        self.queue = queue
-
-    def status(self, detail: str) -> None:
-        self.queue.put(detail)
+def _dry_run_in_worker(
+    inputs: _Inputs, sample: SampleDatabase, steps: StepLine | None
+) -> DatabaseResult:
+    return _dry_run_one(sample, inputs, steps)
 
 
-# The relay of this worker process, set by `_start_worker`.
-_worker_status: _StatusRelay | None = None
+def _done(result: DatabaseResult) -> str:
+    return f"{result.database}: done"
 
 
-def _start_worker(queue: Any) -> None:
-    """Set up a worker process: its steps go to `queue`, and only the parent stops it.
-
-    Ctrl+C reaches every process of the terminal's group; a worker ignores it,
-    because the parent then sends SIGTERM (`_stop_workers`). SIGTERM ends an
-    idle worker at once and makes a busy one drop its copy (`_dry_run_one`).
-    """
-    global _worker_status
-    _worker_status = None if queue is None else _StatusRelay(queue)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _dry_run_in_worker(sample: SampleDatabase, inputs: _Inputs) -> DatabaseResult:
-    return _dry_run_one(sample, inputs, _worker_status)
-
-
-def _relay_steps(queue: Any, progress: Progress) -> None:
-    """Draw the steps that the worker processes send, until None arrives."""
-    while (detail := queue.get()) is not None:
-        progress.status(detail)
-
-
-def _run_in_processes(
-    samples: Sequence[SampleDatabase],
-    inputs: _Inputs,
-    workers: int,
-    context: Any,
-    progress: Progress | None,
+def _results(
+    samples: Sequence[SampleDatabase], outcomes: Sequence[DatabaseResult | WorkerLost]
 ) -> list[DatabaseResult]:
-    """Dry-run `samples` in `workers` processes of the multiprocessing `context`."""
-    # Only forked workers inherit the queue; a forkserver's workers show the count only.
-    queue = context.SimpleQueue() if progress is not None and _forks(context) else None
-    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(queue,))
-    relay = None
-    try:
-        with _terminate_as_interrupt():
-            futures = [pool.submit(_dry_run_in_worker, sample, inputs) for sample in samples]
-            if queue is not None and progress is not None:
-                # Started after the workers are forked, which the first submit does.
-                relay = threading.Thread(target=_relay_steps, args=(queue, progress), daemon=True)
-                relay.start()
-            if progress is not None:
-                for future in futures:
-                    future.add_done_callback(functools.partial(_count_done, progress))
-            return [future.result() for future in futures]
-    except BaseException:
-        _stop_workers(pool)
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        if relay is not None and queue is not None:
-            queue.put(None)
-            relay.join()
-
-
-def _forks(context: Any) -> bool:
-    return bool(context.get_start_method() == "fork")
-
-
-def _count_done(progress: Progress, future: Future[DatabaseResult]) -> None:
-    """Count a sample that a worker process has finished, named when it has a result."""
-    failed = future.cancelled() or future.exception() is not None
-    detail = "" if failed else f"{future.result().database}: done"
-    progress.advance(detail=detail)
-
-
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Send SIGTERM to every worker, so each cancels its statement and drops its copy.
-
-    A worker in `_dry_run_one` turns SIGTERM into KeyboardInterrupt; psycopg
-    then cancels the running statement on the server, and the copy's `finally`
-    drops it. An idle worker ends at once. ProcessPoolExecutor has no public
-    way to reach its processes, so this reads its `_processes` mapping.
-    """
-    processes = dict(getattr(pool, "_processes", None) or {})
-    for process in processes.values():
-        if process.is_alive():
-            logger.info("stopping dry-run worker process %s", process.pid)
-            process.terminate()
+    """Return the results of worker processes, a failed one for each sample whose worker died."""
+    results = []
+    for sample, outcome in zip(samples, outcomes, strict=True):
+        if isinstance(outcome, WorkerLost):
+            outcome = _failed(sample, "dry-run.worker", outcome)
+        results.append(outcome)
+    return results
 
 
 def _check_empty(

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from conftest import git, under_ci
 
+from pipeline import dryrun
 from pipeline.config import Config, SampleDatabase
 from pipeline.database import StatementError, open_database, run_migrations
 from pipeline.dryrun import Shard, dry_run
@@ -457,8 +458,8 @@ from pipeline.dryrun import dry_run
 
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
 root = Path(sys.argv[1])
-samples = tuple(SampleDatabase(f"sqlite:///{name}") for name in sys.argv[2:])
-dry_run(Config(root=root, sample_databases=samples), jobs=2)
+samples = tuple(SampleDatabase(f"sqlite:///{name}") for name in sys.argv[3:])
+dry_run(Config(root=root, sample_databases=samples), jobs=2, use_cache=sys.argv[2] == "cache")
 """
 
 
@@ -476,12 +477,15 @@ def processes_running(script: Path) -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the workers")
-def test_sigterm_stops_forked_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cache", ["cache", "no-cache"])
+def test_sigterm_stops_forked_workers(tmp_path: Path, cache: str) -> None:
     root = make_content(tmp_path / "content")
-    # About a second per sample, so both workers are inside it when the signal comes.
-    (root / "migrations" / "0004_slow.sql").write_text(
+    # A statement that would run for hours: SIGTERM waits for a statement to
+    # end, so only the SIGKILL that stops forked workers ends this one.
+    slow = root / "migrations" / "0004_slow.sql"
+    slow.write_text(
         "CREATE TABLE slow AS WITH RECURSIVE n(x) AS"
-        " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000) SELECT x FROM n;\n",
+        " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000) SELECT x FROM n;\n",
         "utf-8",
     )
     names = ["first.sqlite", "second.sqlite", "third.sqlite"]
@@ -494,16 +498,20 @@ def test_sigterm_stops_forked_workers(tmp_path: Path) -> None:
     script.write_text(STOPPABLE_RUN, "utf-8")
 
     process = subprocess.Popen(
-        [sys.executable, str(script), str(root), *names],
+        [sys.executable, str(script), str(root), cache, *names],
         cwd=REPO_ROOT,
         env={**os.environ, "TMPDIR": str(temporary), "PYTHONPATH": str(REPO_ROOT)},
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        # Each running sample has its copy in a folder of its own.
         deadline = time.monotonic() + 60
-        while len(list(temporary.glob("pipeline-dry-run-*/*.sqlite"))) < 2:
+        # Both workers run the slow migration once the second worker's copy exists.
+        while (
+            len(list(temporary.glob("pipeline-dry-run-*/**/*.sqlite")))
+            + len(list((root / ".pipeline-cache").glob("dry-run-samples/.*.tmp")))
+            < 2
+        ):
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             assert time.monotonic() < deadline, "the workers never copied their samples"
             time.sleep(0.02)
@@ -519,10 +527,42 @@ def test_sigterm_stops_forked_workers(tmp_path: Path) -> None:
     assert process.returncode != 0
     assert "KeyboardInterrupt" in errors
     for worker in workers:
-        assert f"stopping dry-run worker process {worker}" in errors
+        assert f"stopping dry-run worker process {worker} (SIGKILL)" in errors
     assert processes_running(script) == []
     assert list(temporary.iterdir()) == []
     assert [sha256(root / name) for name in names] == before
+    # The next run makes its copies anew and clears what the killed workers left.
+    slow.unlink()
+    config = Config(
+        root=root, sample_databases=tuple(SampleDatabase(f"sqlite:///{n}") for n in names)
+    )
+    again = dry_run(config, jobs=2, use_cache=cache == "cache")
+    assert [result.passed for result in again.results] == [True, True, True]
+    assert list((root / ".pipeline-cache").glob("dry-run-samples/.*.tmp")) == []
+
+
+def test_lost_worker_fails_its_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = three_samples(make_content(tmp_path / "content"))
+    original = dryrun._dry_run_one
+
+    def die_on_second(sample: SampleDatabase, *args: object) -> object:
+        if sample.url.endswith("second.sqlite"):
+            # As the out-of-memory killer would, after the first sample is done.
+            time.sleep(0.5)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return original(sample, *args)
+
+    monkeypatch.setattr(dryrun, "_dry_run_one", die_on_second)
+    result = dry_run(config, jobs=2)
+
+    first, second, third = result.results
+    assert first.passed
+    assert not result.passed
+    assert second.database == "second.sqlite"
+    assert second.error is not None
+    assert "worker process of this sample ended before the sample finished" in second.error
+    assert [finding.rule for finding in second.findings] == ["dry-run.worker"]
+    assert third.database == "third.sqlite"
 
 
 def test_shards_split_samples(tmp_path: Path) -> None:

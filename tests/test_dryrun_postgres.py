@@ -877,3 +877,40 @@ def test_domain_under_column_domain_loads_catalog(generated_sample: tuple[Path, 
     assert database.catalogs_before == ["knp"]
     assert not database.passed
     assert "violate the new constraint" in database.findings[0].message
+
+
+def test_forkserver_workers_log_at_pipeline_level(
+    generated_sample: tuple[Path, str], tmp_path: Path
+) -> None:
+    root, url = generated_sample
+    from pipeline.samples import generate_sample
+
+    generate_sample(root, root / "other.sqlite", "small")
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "invoke",
+            "--search-root",
+            str(REPO_ROOT),
+            "dry-run",
+            "--repo",
+            str(root),
+            "--database",
+            url,
+            "--database",
+            "sqlite:///other.sqlite",
+            "--jobs",
+            "2",
+            "--no-cache",
+        ],
+        cwd=root,
+        env={**os.environ, "PIPELINE_LOG": "INFO"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    # `_dry_run_one` logs this line in the worker process that runs the sample.
+    assert f"INFO pipeline.dryrun: dry-run on {url}" in completed.stderr
+    assert "INFO pipeline.dryrun: dry-run on sqlite:///other.sqlite" in completed.stderr
