@@ -70,13 +70,15 @@ class SampleChecks:
         logger.debug("recorded the full checks of sample %s", path)
 
     def save(self) -> None:
-        """Write every record whose sample file is still the one that passed the checks.
+        """Write the records of this run, and keep those of the other sample files that exist.
 
         The records of samples that this run did not look at are kept, so a
         dry-run of one shard, or building the samples one by one, keeps the
-        others. A record of a removed or changed file is dropped.
+        others. A record of a removed file is dropped. That of a changed file
+        is kept without reading the file, which may be large: its key no
+        longer matches, and the next full check of that file replaces it.
         """
-        for name, key in self.cache.stored_keys().items():
-            if sample_key(Path(name)) == key:
+        for name in self.cache.stored_keys():
+            if Path(name).is_file():
                 self.cache.keep(name)
         self.cache.save()

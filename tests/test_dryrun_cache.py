@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import dryrun
+from pipeline import dryrun, sample_checks
 from pipeline.apply_store import ensure_tables, load_catalog
 from pipeline.cache import CACHE_FOLDER, EDGE_BYTES, MISSING, WHOLE_HASH_BYTES, file_identity
 from pipeline.config import Config, SampleDatabase
@@ -421,6 +421,29 @@ def test_sample_check_records_of_every_sample_kept(config: Config) -> None:
     assert checks.passed(config.root / "sample.sqlite")
     assert checks.passed(config.root / "second.sqlite")
     assert checks.passed(config.root / "third.sqlite")
+
+
+def test_saving_records_reads_no_other_sample(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate_sample(config.root, config.root / "second.sqlite", "small")
+    second_only = Config(
+        root=config.root, sample_databases=(SampleDatabase("sqlite:///second.sqlite"),)
+    )
+    read: list[str] = []
+
+    def recording(path: Path) -> str:
+        read.append(path.name)
+        return file_identity(path)
+
+    monkeypatch.setattr(sample_checks, "file_identity", recording)
+    monkeypatch.setattr(dryrun, "file_identity", recording)
+    dry_run(second_only, use_cache=True)
+
+    # The record of sample.sqlite is kept without reading that file, which may be large.
+    assert "sample.sqlite" not in read
+    assert "second.sqlite" in read
+    assert SampleChecks(config.root).passed(config.root / "sample.sqlite")
 
 
 def test_stale_sample_check_record_dropped(config: Config) -> None:
