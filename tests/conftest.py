@@ -58,6 +58,18 @@ def require_shared_data(relative: str) -> Path:
     pytest.skip(message)
 
 
+@pytest.fixture(scope="session")
+def migrations_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A content folder with the repository's migrations only.
+
+    Generating a sample records its checks in the content folder's cache,
+    which must not be the checkout's.
+    """
+    root = tmp_path_factory.mktemp("content")
+    shutil.copytree(REPO_ROOT / "migrations", root / "migrations")
+    return root
+
+
 def git(repo: Path, *args: str) -> str:
     """Run git in `repo` with a fixed identity and return its standard output."""
     env = {

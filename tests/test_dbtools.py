@@ -31,11 +31,11 @@ CLI = str(Path(sys.executable).parent / "parus-release")
 
 
 @pytest.fixture(scope="session")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def template(tmp_path_factory: pytest.TempPathFactory, migrations_root: Path) -> Path:
     """A small sample at the newest schema version, generated once."""
     folder = tmp_path_factory.mktemp("dbtools")
     return generate_sample(
-        REPO_ROOT, folder / "sample.sqlite", "small", upto=schema_version(REPO_ROOT)
+        migrations_root, folder / "sample.sqlite", "small", upto=schema_version(REPO_ROOT)
     )
 
 

@@ -30,9 +30,9 @@ FORM = "payment-order"
 
 
 @pytest.fixture(scope="module")
-def sample_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def sample_url(tmp_path_factory: pytest.TempPathFactory, migrations_root: Path) -> str:
     path = tmp_path_factory.mktemp("sample") / "small.sqlite"
-    generate_sample(REPO_ROOT, path, "small")
+    generate_sample(migrations_root, path, "small")
     return f"sqlite:///{path}"
 
 

@@ -30,19 +30,19 @@ def query(path: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 @pytest.fixture(scope="module")
-def small_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def small_sample(tmp_path_factory: pytest.TempPathFactory, migrations_root: Path) -> Path:
     folder = tmp_path_factory.mktemp("sample")
-    return generate_sample(REPO_ROOT, folder / "small.sqlite", "small", upto="0003")
+    return generate_sample(migrations_root, folder / "small.sqlite", "small", upto="0003")
 
 
-def test_generation_is_deterministic(tmp_path: Path) -> None:
-    first = generate_sample(REPO_ROOT, tmp_path / "first.sqlite", "small")
-    second = generate_sample(REPO_ROOT, tmp_path / "second.sqlite", "small")
+def test_generation_is_deterministic(tmp_path: Path, migrations_root: Path) -> None:
+    first = generate_sample(migrations_root, tmp_path / "first.sqlite", "small")
+    second = generate_sample(migrations_root, tmp_path / "second.sqlite", "small")
     assert first.read_bytes() == second.read_bytes()
 
 
-def test_default_version_is_first_migration(tmp_path: Path) -> None:
-    path = generate_sample(REPO_ROOT, tmp_path / "base.sqlite", "small")
+def test_default_version_is_first_migration(tmp_path: Path, migrations_root: Path) -> None:
+    path = generate_sample(migrations_root, tmp_path / "base.sqlite", "small")
     assert query(path, f"SELECT version FROM {HISTORY_TABLE}") == [("0001",)]
     tables = {row[0] for row in query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     assert "kbk" not in tables
@@ -113,11 +113,11 @@ def test_bin_check_digit_passes() -> None:
     assert not is_valid_bin("000000000102")
 
 
-def test_unknown_size_and_version(tmp_path: Path) -> None:
+def test_unknown_size_and_version(tmp_path: Path, migrations_root: Path) -> None:
     with pytest.raises(ConfigError) as size:
-        generate_sample(REPO_ROOT, tmp_path / "x.sqlite", "huge")
+        generate_sample(migrations_root, tmp_path / "x.sqlite", "huge")
     with pytest.raises(MigrationError) as version:
-        generate_sample(REPO_ROOT, tmp_path / "x.sqlite", "small", upto="0042")
+        generate_sample(migrations_root, tmp_path / "x.sqlite", "small", upto="0042")
     assert "unknown sample size 'huge'" in str(size.value)
     assert "no migration with version '0042'" in str(version.value)
     assert not (tmp_path / "x.sqlite").exists()
@@ -136,8 +136,8 @@ def test_edge_rows_break_not_null_and_unique(small_sample: Path) -> None:
     assert query(small_sample, "SELECT purpose FROM payment_documents WHERE id = 2") == [(None,)]
 
 
-def test_large_sample_has_a_million_rows(tmp_path: Path) -> None:
-    path = generate_sample(REPO_ROOT, tmp_path / "large.sqlite", "large")
+def test_large_sample_has_a_million_rows(tmp_path: Path, migrations_root: Path) -> None:
+    path = generate_sample(migrations_root, tmp_path / "large.sqlite", "large")
     assert query(path, "SELECT count(*) FROM payment_documents") == [(1_000_000,)]
     assert query(path, "SELECT count(*) FROM organizations") == [(10_000,)]
     bins = [str(row[0]) for row in query(path, "SELECT bin FROM organizations")]
