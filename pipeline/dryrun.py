@@ -527,17 +527,22 @@ def _postgres_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]
     try:
         with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as admin:
             _drop_abandoned_clones(admin)
-            admin.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(copy_name), sql.Identifier(template)
+            try:
+                admin.execute(
+                    sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                        sql.Identifier(copy_name), sql.Identifier(template)
+                    )
                 )
-            )
-            comment = clone_comment(template, os.getpid(), socket.gethostname())
-            admin.execute(
-                sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    sql.Identifier(copy_name), sql.Literal(comment)
+                comment = clone_comment(template, os.getpid(), socket.gethostname())
+                admin.execute(
+                    sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                        sql.Identifier(copy_name), sql.Literal(comment)
+                    )
                 )
-            )
+            except BaseException:
+                # A clone without its comment is one that no later run would drop.
+                _drop_clone(url, copy_name)
+                raise
     except psycopg.Error as exc:
         raise MigrationError(
             f"cannot copy sample database {redact_url(sample.url)}:"

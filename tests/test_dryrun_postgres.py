@@ -146,6 +146,24 @@ def test_interrupt_drops_clone(
     assert clone not in database_names(postgres_server, "pipeline_dry_run_%")
 
 
+def test_interrupt_before_comment_drops_clone(
+    generated_sample: tuple[Path, str],
+    postgres_server: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    root, url = generated_sample
+
+    def interrupted(*args: object) -> str:
+        raise KeyboardInterrupt
+
+    # The clone exists then, but has no comment by which a later run would find it.
+    monkeypatch.setattr(dryrun, "clone_comment", interrupted)
+    config = Config(root=root, sample_databases=(SampleDatabase(url),))
+    with pytest.raises(KeyboardInterrupt):
+        dryrun.dry_run(config)
+    assert database_names(postgres_server, f"pipeline\\_dry\\_run\\_{os.getpid()}\\_%") == []
+
+
 def test_sigterm_drops_clone(
     generated_sample: tuple[Path, str],
     postgres_server: str,
