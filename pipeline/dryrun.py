@@ -24,8 +24,8 @@ Samples run in parallel worker processes when `jobs` is above 1
 (`pipeline.dryrun_workers`), and `shard` takes every N-th sample for one
 job of a CI matrix (`report_merge` joins the reports again). A failure is
 returned as a failed result with findings, and so is a sample that cannot
-be opened or copied, or whose worker process died, so the other samples
-still run. Only an empty selection of samples and malformed migration files
+be opened or copied, or whose worker process died also when it ran again
+alone, so the other samples still run. Only an empty selection of samples and malformed migration files
 raise. On SIGTERM or Ctrl+C the parent stops its worker processes. A
 PostgreSQL worker cancels its running statement and drops its clone. A
 SQLite worker is killed at once, because a running SQLite statement ignores

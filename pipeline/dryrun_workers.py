@@ -9,9 +9,10 @@
   live in a folder the parent owns). SIGTERM lets a worker drop its copy
   first, and a second Ctrl+C while the parent waits for that turns it into SIGKILL.
 - A worker that was stopped runs none of the items already queued for it.
-- A worker whose parent is gone stops itself, so none is left behind.
+- A worker whose parent is gone stops itself with the same signal, so none is left behind.
 - When a worker dies (the out-of-memory killer, say), each item that had
-  not finished gets a `WorkerLost` in place of its result. The others keep theirs.
+  not finished runs again alone in a new worker, and gets a `WorkerLost` in
+  place of its result only when that worker dies too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.connection import Connection
+from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -38,7 +40,7 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 # A step line longer than this is cut, so that each message is one write of
-# at most PIPE_BUF (4096) bytes, which POSIX keeps whole among several writers.
+# at most PIPE_BUF bytes (4096 on Linux), which POSIX keeps whole among several writers.
 _STEP_CHARS = 500
 # How often a worker checks that its parent still runs, in seconds.
 _PARENT_CHECK_SECONDS = 1.0
@@ -84,12 +86,13 @@ _steps: _StepPipe | None = None
 _stopped = False
 
 
-def _start_worker(writer: Connection | None) -> None:
-    """Set up a worker process: steps go to `writer`, and only the parent stops it.
+def _start_worker(writer: Connection | None, parent: int, stop_signal: int) -> None:
+    """Set up a worker process: steps go to `writer`, and only `parent` stops it.
 
     Ctrl+C reaches every process of the terminal's group. A worker ignores it,
     because the parent then stops the workers itself. SIGTERM ends an idle
-    worker at once, and a busy one inside `terminate_as_interrupt` cleans up first.
+    worker at once, and a busy one inside `terminate_as_interrupt` cleans up
+    first. Once `parent` has ended, the worker sends itself `stop_signal`.
     """
     global _steps
     _steps = None if writer is None else _StepPipe(writer)
@@ -98,21 +101,43 @@ def _start_worker(writer: Connection | None) -> None:
         configure_logging()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    parent = os.getppid()
-    threading.Thread(target=_stop_without_parent, args=(parent,), daemon=True).start()
+    threading.Thread(target=_stop_without_parent, args=(parent, stop_signal), daemon=True).start()
 
 
-def _stop_without_parent(parent: int) -> None:
-    """Send SIGTERM to this worker every second once `parent` has ended.
+def _parent_ended(parent: int) -> bool:
+    """Tell whether the process `parent` has ended, also when it was not reaped yet."""
+    if os.getppid() == parent:
+        return False
+    # A forkserver's worker is a child of the forkserver, not of `parent`.
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        # Another user's process has that id now.
+        return True
+    try:
+        fields = Path(f"/proc/{parent}/stat").read_text("utf-8").rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return False
+    return fields[:1] == ["Z"]
 
-    The first signal interrupts a running item, which then cleans up. A later
-    one ends the worker while it waits for an item that will never come.
+
+def _stop_without_parent(parent: int, stop_signal: int) -> None:
+    """Stop this worker once `parent` has ended: no more items, and `stop_signal` every second.
+
+    SIGKILL ends the worker at once. With SIGTERM, the first signal interrupts
+    a running item, which then cleans up. A later one ends the worker while it
+    waits for an item that will never come.
     """
-    while True:
+    global _stopped
+    while not _parent_ended(parent):
         time.sleep(_PARENT_CHECK_SECONDS)
-        if os.getppid() != parent:
-            logger.warning("dry-run worker %s: the parent process %s ended", os.getpid(), parent)
-            os.kill(os.getpid(), signal.SIGTERM)
+    _stopped = True
+    logger.warning("dry-run worker %s: the parent process %s ended", os.getpid(), parent)
+    while True:
+        os.kill(os.getpid(), stop_signal)
+        time.sleep(_PARENT_CHECK_SECONDS)
 
 
 def _call(function: Callable[[Item, StepLine | None], Result], item: Item) -> Result:
@@ -177,23 +202,49 @@ def run_in_processes(
     """Return `function(item, steps)` of each item, run in `workers` processes of `context`.
 
     `function` must be picklable (a module-level function, or a partial of
-    one). `steps` draws on `progress` when the workers are forked, and is None
-    otherwise. `detail` names a finished result on the progress line.
-    `stop_signal` is what a Ctrl+C or SIGTERM in this process sends to the
-    workers (see the module docstring).
+    one). `steps` draws on `progress`. `detail` names a finished result on
+    the progress line. `stop_signal` is what a Ctrl+C or SIGTERM in this
+    process sends to the workers (see the module docstring).
+
+    When a worker dies, the pool stops the others, so every item that had not
+    finished runs again alone in a new worker. An item whose worker dies then
+    too gets a `WorkerLost`.
     """
-    forked = context.get_start_method() == "fork"
+    outcomes = _run_pool(function, items, workers, context, progress, detail, stop_signal)
+    for index, outcome in enumerate(outcomes):
+        if isinstance(outcome, WorkerLost):
+            logger.warning(
+                "running item %d of %d again in a worker of its own", index + 1, len(items)
+            )
+            (outcomes[index],) = _run_pool(
+                function, [items[index]], 1, context, None, detail, stop_signal
+            )
+    return outcomes
+
+
+def _run_pool(
+    function: Callable[[Item, StepLine | None], Result],
+    items: Sequence[Item],
+    workers: int,
+    context: Any,
+    progress: Progress | None,
+    detail: Callable[[Result], str],
+    stop_signal: int,
+) -> list[Result | WorkerLost]:
+    """Run `items` in one pool of `workers` processes; see `run_in_processes`."""
     reader = writer = None
-    if progress is not None and forked:
+    if progress is not None:
         reader, writer = context.Pipe(duplex=False)
-    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(writer,))
+    pool = ProcessPoolExecutor(
+        workers, context, initializer=_start_worker, initargs=(writer, os.getpid(), stop_signal)
+    )
     done = threading.Event()
     drawer = None
     try:
         with terminate_as_interrupt():
             futures: list[Future[Result]] = [pool.submit(_call, function, item) for item in items]
             if reader is not None and progress is not None:
-                # Started after the first submit, which forks the workers.
+                # Started after the first submit, which forks the workers of a fork context.
                 drawer = threading.Thread(
                     target=_draw_steps, args=(reader, progress, done), daemon=True
                 )
@@ -201,10 +252,19 @@ def run_in_processes(
             if progress is not None:
                 for future in futures:
                     future.add_done_callback(functools.partial(_count, progress, detail))
-            outcomes = []
+            outcomes: list[Result | WorkerLost] = []
+            broken = False
             for future in futures:
-                outcome = _outcome(future)
-                outcomes.append(outcome)
+                try:
+                    outcomes.append(future.result())
+                except BrokenProcessPool as exc:
+                    if not broken:
+                        logger.error("a dry-run worker process ended unexpectedly: %s", exc)
+                        # The pool stops the other workers too, but with SIGTERM, for which a
+                        # busy SQLite worker would first finish its statement.
+                        _signal_workers(pool, stop_signal)
+                        broken = True
+                    outcomes.append(WorkerLost(_LOST))
             return outcomes
     except BaseException:
         _signal_workers(pool, stop_signal)
@@ -225,13 +285,8 @@ def run_in_processes(
                     end.close()
 
 
-def _outcome(future: Future[Result]) -> Result | WorkerLost:
-    """Return the result of `future`, or WorkerLost when its worker process died."""
-    try:
-        return future.result()
-    except BrokenProcessPool as exc:
-        logger.error("a dry-run worker process ended unexpectedly: %s", exc)
-        return WorkerLost(
-            "the worker process of this sample ended before the sample finished (killed,"
-            " or out of memory); run the dry-run again, with fewer --jobs if memory is short"
-        )
+_LOST = (
+    "the worker process of this sample ended before the sample finished, also when the"
+    " sample ran again alone (killed, or out of memory); run the dry-run again, with fewer"
+    " --jobs if memory is short"
+)

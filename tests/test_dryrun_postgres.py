@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -932,3 +933,26 @@ def test_forkserver_workers_log_at_pipeline_level(
     # `_dry_run_one` logs this line in the worker process that runs the sample.
     assert f"INFO pipeline.dryrun: dry-run on {url}" in completed.stderr
     assert "INFO pipeline.dryrun: dry-run on sqlite:///other.sqlite" in completed.stderr
+
+
+def test_forkserver_workers_show_their_steps(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    from pipeline.console import Progress
+    from pipeline.samples import generate_sample
+
+    generate_sample(root, root / "other.sqlite", "small")
+    stream = io.StringIO()
+    shown = Progress("dry-run", enabled=True, stream=stream)
+    config = Config(
+        root=root,
+        sample_databases=(SampleDatabase(url), SampleDatabase("sqlite:///other.sqlite")),
+    )
+
+    dryrun.dry_run(config, jobs=2, progress=shown)
+
+    output = stream.getvalue()
+    name = url.rsplit("/", 1)[1]
+    assert f"{name}: copying" in output
+    assert f"{name}: report queries" in output
+    assert "other.sqlite: report queries" in output
+    assert "dry-run 2/2 (100%)" in output

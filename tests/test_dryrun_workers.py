@@ -53,6 +53,15 @@ def die_on_two(folder: Path, item: int, steps: StepLine | None) -> int:
     return item
 
 
+def die_once_on_two(folder: Path, item: int, steps: StepLine | None) -> int:
+    """Die on item 2 the first time only, as a worker that ran out of memory once."""
+    mark(folder, f"ran-{item}")
+    if item == 2 and not (folder / "died-2").exists():
+        mark(folder, "died-2")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return item
+
+
 def wait_for_signal(folder: Path, item: int, steps: StepLine | None) -> int:
     """Wait in Python, so SIGTERM interrupts it, and record that the cleanup ran."""
     mark(folder, f"ran-{item}")
@@ -142,13 +151,19 @@ def test_worker_steps_reach_progress(tmp_path: Path) -> None:
     assert "work 3/3 (100%)" in output
 
 
-def test_lost_worker_fails_unfinished_items(tmp_path: Path) -> None:
+def test_lost_worker_fails_only_its_item(tmp_path: Path) -> None:
     results = run_in_processes(functools.partial(die_on_two, tmp_path), [1, 2, 3, 4], 1, FORK)
     assert results[0] == 1
-    for lost in results[1:]:
-        assert isinstance(lost, WorkerLost)
-        assert "ended before the sample finished" in str(lost)
-    assert not (tmp_path / "ran-3").exists()
+    assert isinstance(results[1], WorkerLost)
+    assert "also when the sample ran again alone" in str(results[1])
+    # The items queued behind the lost one run again in workers of their own.
+    assert results[2:] == [3, 4]
+
+
+def test_item_lost_once_passes_when_run_again(tmp_path: Path) -> None:
+    results = run_in_processes(functools.partial(die_once_on_two, tmp_path), [1, 2, 3], 2, FORK)
+    assert results == [1, 2, 3]
+    assert (tmp_path / "died-2").is_file()
 
 
 def test_interrupt_stops_workers_and_queue(tmp_path: Path, interrupts: list[float]) -> None:
@@ -188,26 +203,52 @@ def test_second_interrupt_kills_workers(tmp_path: Path, interrupts: list[float])
 
 
 ORPHANING_RUN = """
-import functools, multiprocessing, sys
+import functools, multiprocessing, signal, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
-from test_dryrun_workers import wait_for_signal
+import test_dryrun_workers
 from pipeline.dryrun_workers import run_in_processes
 
-folder = Path(sys.argv[1])
-run_in_processes(
-    functools.partial(wait_for_signal, folder), [1, 2], 2, multiprocessing.get_context("fork")
-)
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    function = getattr(test_dryrun_workers, sys.argv[4])
+    run_in_processes(
+        functools.partial(function, folder),
+        [1, 2],
+        2,
+        multiprocessing.get_context(sys.argv[3]),
+        stop_signal=getattr(signal, sys.argv[5]),
+    )
 """
 
 
-def test_workers_stop_without_parent(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("start", "function", "stop", "cleaned"),
+    [
+        ("fork", "wait_for_signal", "SIGTERM", ["cleaned-1", "cleaned-2"]),
+        # SIGKILL ends a worker inside a statement that would run for minutes.
+        ("fork", "run_endless_statement", "SIGKILL", []),
+        # A forkserver's worker is not a child of the process that it works for.
+        ("forkserver", "wait_for_signal", "SIGTERM", ["cleaned-1", "cleaned-2"]),
+    ],
+)
+def test_workers_stop_without_parent(
+    tmp_path: Path, start: str, function: str, stop: str, cleaned: list[str]
+) -> None:
     folder = tmp_path / "marks"
     folder.mkdir()
     script = tmp_path / "run.py"
     script.write_text(ORPHANING_RUN, "utf-8")
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(folder), str(Path(__file__).parent)],
+        [
+            sys.executable,
+            str(script),
+            str(folder),
+            str(Path(__file__).parent),
+            start,
+            function,
+            stop,
+        ],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
         stderr=subprocess.PIPE,
@@ -232,4 +273,5 @@ def test_workers_stop_without_parent(tmp_path: Path) -> None:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
     assert running == []
-    assert sorted(path.name for path in folder.glob("cleaned-*")) == ["cleaned-1", "cleaned-2"]
+    assert sorted(path.name for path in folder.glob("cleaned-*")) == cleaned
+    assert list(folder.glob("finished-*")) == []
