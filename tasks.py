@@ -31,6 +31,7 @@ from pipeline.config import (
     signing_key_from_env,
 )
 from pipeline.console import Progress, StepPrinter, configure_logging
+from pipeline.dryrun_workers import Terminated
 from pipeline.errors import (
     ConfigError,
     PipelineError,
@@ -84,6 +85,9 @@ def guarded(positional: tuple[str, ...] = ()) -> Callable[[F], F]:
                 raise Exit(f"error: {exc}", code=1) from exc
             except PipelineError as exc:
                 raise Exit(f"error: {exc}", code=1) from exc
+            except Terminated as exc:
+                # As a shell reports a process that a signal ended.
+                raise Exit("terminated", code=128 + exc.number) from exc
             except KeyboardInterrupt as exc:
                 raise Exit("interrupted", code=130) from exc
             except BrokenPipeError:

@@ -50,9 +50,17 @@ class WorkerLost(Exception):
     """The worker process running an item ended before the item finished."""
 
 
+class Terminated(KeyboardInterrupt):
+    """A signal such as SIGTERM that `terminate_as_interrupt` turned into an interrupt."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(f"signal {number}")
+        self.number = number
+
+
 @contextlib.contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """Raise KeyboardInterrupt on SIGTERM for the block, so `finally` blocks clean up.
+    """Raise `Terminated`, a KeyboardInterrupt, on SIGTERM in the block, so `finally` cleans up.
 
     Signal handlers can be set only in the main thread; elsewhere this does nothing.
     """
@@ -61,7 +69,7 @@ def terminate_as_interrupt() -> Iterator[None]:
         return
 
     def interrupt(number: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {number}")
+        raise Terminated(number)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

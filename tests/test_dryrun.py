@@ -525,7 +525,7 @@ def test_sigterm_stops_forked_workers(tmp_path: Path, cache: str) -> None:
             process.wait()
 
     assert process.returncode != 0
-    assert "KeyboardInterrupt" in errors
+    assert "Terminated: signal 15" in errors
     for worker in workers:
         assert f"stopping dry-run worker process {worker} (SIGKILL)" in errors
     assert processes_running(script) == []
@@ -539,6 +539,48 @@ def test_sigterm_stops_forked_workers(tmp_path: Path, cache: str) -> None:
     again = dry_run(config, jobs=2, use_cache=cache == "cache")
     assert [result.passed for result in again.results] == [True, True, True]
     assert list((root / ".pipeline-cache").glob("dry-run-samples/.*.tmp")) == []
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the workers")
+def test_sigterm_exit_code_is_143(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    (root / "migrations" / "0004_slow.sql").write_text(
+        "CREATE TABLE slow AS WITH RECURSIVE n(x) AS"
+        " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000) SELECT x FROM n;\n",
+        "utf-8",
+    )
+    for name in ("first.sqlite", "second.sqlite"):
+        generate_sample(root, root / name, "small")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    command = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), "dry-run"]
+    command += ["--repo", str(root), "--jobs", "2", "--no-cache"]
+    command += ["--database", "sqlite:///first.sqlite", "--database", "sqlite:///second.sqlite"]
+
+    process = subprocess.Popen(
+        command,
+        cwd=root,
+        env={**os.environ, "TMPDIR": str(temporary)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(temporary.glob("pipeline-dry-run-*/**/*.sqlite"))) < 2:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the workers never copied their samples"
+            time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+    # As a shell reports a process that SIGTERM ended: 128 + 15.
+    assert process.returncode == 143
+    assert errors.strip().endswith("terminated")
+    assert list(temporary.iterdir()) == []
 
 
 def test_lost_worker_fails_its_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
