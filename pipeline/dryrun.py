@@ -25,8 +25,9 @@ Samples run in parallel worker processes when `jobs` is above 1
 job of a CI matrix (`report_merge` joins the reports again). A failure is
 returned as a failed result with findings, and so is a sample that cannot
 be opened or copied, or whose worker process died also when it ran again
-alone, so the other samples still run. Only an empty selection of samples and malformed migration files
-raise. On SIGTERM or Ctrl+C the parent stops its worker processes. A
+alone, so the other samples still run. Only an empty selection of samples
+and malformed migration files raise. On SIGTERM or Ctrl+C the parent stops
+its worker processes. A
 PostgreSQL worker cancels its running statement and drops its clone. A
 SQLite worker is killed at once, because a running SQLite statement ignores
 signals until it ends, and the parent removes the folder of its copy.
@@ -96,7 +97,7 @@ from pipeline.dryrun_catalogs import (
     released_versions,
     shipped_since_base,
 )
-from pipeline.dryrun_kept import KeptCopy
+from pipeline.dryrun_kept import WHOLE_DIGEST_BYTES, KeptCopy
 from pipeline.dryrun_workers import WorkerLost, run_in_processes, terminate_as_interrupt
 from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import CheckCase, Finding, errors_only
@@ -981,9 +982,11 @@ def _keep(kept: KeptCopy, staging: Path, key: str, migrated: dict[str, Any]) -> 
     Returns whether the copy was kept.
     """
     try:
-        # The copy was written without syncs; a kept copy must survive a power loss.
+        # The copy was written without syncs, and a kept copy must survive a power
+        # loss. A small one need not be synced, because its record has its hash.
         with staging.open("rb+") as handle:
-            os.fsync(handle.fileno())
+            if os.fstat(handle.fileno()).st_size > WHOLE_DIGEST_BYTES:
+                os.fsync(handle.fileno())
         kept.install(staging, key, migrated)
     except OSError as exc:
         logger.warning("cannot keep the migrated copy %s: %s", kept.path, exc)
