@@ -270,11 +270,14 @@ def strip_comments(sql: str, dialect: str) -> str:
 # -- splitting ---------------------------------------------------------------------------------
 
 
+_NEWLINE = re.compile("\n")
+
+
 class _Lines:
     """Map text offsets to 1-based line numbers."""
 
     def __init__(self, text: str) -> None:
-        self._starts = [0] + [i + 1 for i, char in enumerate(text) if char == "\n"]
+        self._starts = [0] + [match.end() for match in _NEWLINE.finditer(text)]
 
     def line(self, offset: int) -> int:
         return bisect.bisect_right(self._starts, offset)
