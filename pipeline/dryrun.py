@@ -346,6 +346,32 @@ class _Inputs:
     scratch: Path | None = None
 
 
+COPIES_PREFIX = "pipeline-dry-run-"
+_COPIES_FOLDER = re.compile(r"^pipeline-dry-run-(?P<pid>\d+)-")
+
+
+def copies_prefix() -> str:
+    """Return the name prefix of a temporary folder of SQLite copies made by this process."""
+    return f"{COPIES_PREFIX}{os.getpid()}-"
+
+
+def remove_abandoned_copies() -> None:
+    """Remove the folders of SQLite copies whose dry-run process has ended.
+
+    A dry-run killed with SIGKILL, or a worker killed with its parent, cannot
+    remove its copies. Their folder names carry the process id (`copies_prefix`).
+    NOTE: a process id that the system has given to a new process since keeps
+    the folder until that process ends too.
+    """
+    folder = Path(tempfile.gettempdir())
+    for entry in folder.glob(f"{COPIES_PREFIX}*"):
+        match = _COPIES_FOLDER.match(entry.name)
+        if match is None or not entry.is_dir() or process_exists(int(match["pid"])):
+            continue
+        logger.warning("removing the dry-run copies %s, because their process has ended", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
 def _copy_sqlite(source: Path, target: Path) -> None:
     """Copy a SQLite database, opening the source read-only.
 
@@ -396,7 +422,7 @@ def _sqlite_copy(
     with contextlib.ExitStack() as stack:
         if target is None:
             folder = stack.enter_context(
-                tempfile.TemporaryDirectory(prefix="pipeline-dry-run-", dir=scratch)
+                tempfile.TemporaryDirectory(prefix=copies_prefix(), dir=scratch)
             )
             target = Path(folder) / path.name
         try:
@@ -448,6 +474,12 @@ def clone_comment(template: str, pid: int, host: str) -> str:
 
 
 _CLONE_COMMENT = re.compile(r"by process (?P<pid>\d+) on host (?P<host>\S+)$")
+_CLONE_NAME = re.compile(r"^pipeline_dry_run_(?P<pid>\d+)_(?P<host>[0-9a-f]{8})_[0-9a-f]{8}$")
+
+
+def _host_tag() -> str:
+    """Return the part of a clone's name that stands for this host."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 def _drop_abandoned_clones(admin: Any) -> None:
@@ -455,8 +487,9 @@ def _drop_abandoned_clones(admin: Any) -> None:
 
     A dry-run killed with SIGKILL cannot drop its clone. The clone's comment
     names the process and host that made it (`clone_comment`), so the next
-    dry-run on the same host drops it. A clone without that comment, or made
-    on another host, is left alone.
+    dry-run on the same host drops it. A clone killed before it got the comment
+    tells both by its name. A clone without either, or made on another host,
+    is left alone.
     NOTE: a process id that the system has given to a new process since
     keeps the clone until that process ends too.
     """
@@ -471,7 +504,12 @@ def _drop_abandoned_clones(admin: Any) -> None:
     host = socket.gethostname()
     for name, comment in rows:
         match = _CLONE_COMMENT.search(str(comment or ""))
-        if match is None or match["host"] != host or process_exists(int(match["pid"])):
+        ours = match is not None and match["host"] == host
+        if match is None:
+            # Killed before the comment was set: the name tells the host and process.
+            match = _CLONE_NAME.match(str(name))
+            ours = match is not None and match["host"] == _host_tag()
+        if match is None or not ours or process_exists(int(match["pid"])):
             continue
         logger.warning(
             "dropping the dry-run copy %s, because its process %s has ended", name, match["pid"]
@@ -524,7 +562,7 @@ def _postgres_copy(config: Config, sample: SampleDatabase) -> Iterator[Database]
     if not template:
         raise ConfigError(f"{redact_url(sample.url)}: expected a database name in the URL")
     ensure_sample(config.root, sample)
-    copy_name = f"{CLONE_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    copy_name = f"{CLONE_PREFIX}{os.getpid()}_{_host_tag()}_{uuid.uuid4().hex[:8]}"
     try:
         with psycopg.connect(make_conninfo(url, dbname="postgres"), autocommit=True) as admin:
             _drop_abandoned_clones(admin)
@@ -1030,7 +1068,10 @@ def _dry_run_one(
     if progress is not None:
         progress.status(f"{display_name(sample.url)}: copying")
     kept_key = inputs.kept_keys.get(sample.url)
-    with terminate_as_interrupt():
+    # A SQLite statement ignores a signal until it ends, so where the parent owns
+    # the copies (`inputs.scratch`), SIGTERM ends the worker at once instead.
+    killable = sample.engine == "sqlite" and inputs.scratch is not None
+    with contextlib.nullcontext() if killable else terminate_as_interrupt():
         if sample.engine == "sqlite" and kept_key is not None:
             result = _dry_run_kept(sample, inputs, kept_key, progress)
         elif sample.engine == "sqlite":
@@ -1243,38 +1284,34 @@ def _run_samples(
     if jobs <= 1 or len(samples) <= 1:
         return [_dry_run_counted(sample, inputs, progress) for sample in samples]
     workers = min(jobs, len(samples))
+    context: Any = None
     if not all(sample.engine == "sqlite" for sample in samples):
         # Workers fork from a clean server process that has imported this module
         # once, so none inherits an open psycopg connection and none imports again.
-        # SIGTERM stops them, because psycopg then cancels the running statement
-        # and the copy's `finally` drops the clone.
+        # SIGTERM stops them: a PostgreSQL worker then cancels its statement and
+        # drops its clone, and a SQLite worker ends at once (`_dry_run_one`).
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload([__name__])
-        outcomes = run_in_processes(
-            functools.partial(_dry_run_in_worker, inputs),
-            samples,
-            workers,
-            context,
-            progress=progress,
-            detail=_done,
-        )
-        return _results(samples, outcomes)
-    if _can_fork():
+        stop_signal = signal.SIGTERM
+    elif _can_fork():
         # Forked workers start in milliseconds, with this module already imported.
         # Threads would share one SQLite library, whose memory statistics take a
         # process-wide mutex on each allocation. Two index builds in threads took
         # nearly as long as one after the other (docs/benchmarks.md).
-        # A running SQLite statement ignores SIGTERM until it ends, so SIGKILL
-        # stops the workers, and the folder of their copies goes with this block.
-        with tempfile.TemporaryDirectory(prefix="pipeline-dry-run-") as scratch:
+        # A running SQLite statement ignores SIGTERM until it ends, so SIGKILL stops them.
+        context = multiprocessing.get_context("fork")
+        stop_signal = signal.SIGKILL
+    if context is not None:
+        # The workers' SQLite copies go with this folder, also when a worker is killed.
+        with tempfile.TemporaryDirectory(prefix=copies_prefix()) as scratch:
             outcomes = run_in_processes(
                 functools.partial(_dry_run_in_worker, replace(inputs, scratch=Path(scratch))),
                 samples,
                 workers,
-                multiprocessing.get_context("fork"),
+                context,
                 progress=progress,
                 detail=_done,
-                stop_signal=signal.SIGKILL,
+                stop_signal=stop_signal,
             )
         return _results(samples, outcomes)
     # Another thread could hold a lock that a forked worker would then wait for.
@@ -1373,6 +1410,7 @@ def dry_run(
     if not samples:
         _check_empty(config, databases, shard, allow_empty_shard)
         return DryRunResult([], shard, empty_shard=True)
+    remove_abandoned_copies()
     if catalogs is None:
         loaded, base_commit = shipped_since_base(config.root)
         base = (config.root, base_commit) if base_commit is not None else None

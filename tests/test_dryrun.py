@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import git, under_ci
+from conftest import ended_process_id, git, under_ci
 
 from pipeline import dryrun
 from pipeline.config import Config, SampleDatabase
@@ -101,7 +101,7 @@ def test_no_base_release_needs_no_export_folder(
     result = dry_run(config)
 
     assert result.passed
-    assert "pipeline-dry-run-" in prefixes
+    assert f"pipeline-dry-run-{os.getpid()}-" in prefixes
     assert "pipeline-base-" not in prefixes
 
 
@@ -581,6 +581,24 @@ def test_sigterm_exit_code_is_143(tmp_path: Path) -> None:
     assert process.returncode == 143
     assert errors.strip().endswith("terminated")
     assert list(temporary.iterdir()) == []
+
+
+def test_copies_of_ended_dry_run_removed(tmp_path: Path, private_tmp: Path) -> None:
+    config = three_samples(make_content(tmp_path / "content"))
+    ended = private_tmp / f"pipeline-dry-run-{ended_process_id()}-x1y2"
+    (ended / "pipeline-dry-run-inner").mkdir(parents=True)
+    (ended / "pipeline-dry-run-inner" / "first.sqlite").write_bytes(b"left by a killed run")
+    running = private_tmp / f"pipeline-dry-run-{os.getppid()}-a3b4"
+    running.mkdir()
+    other = private_tmp / "pipeline-dry-run-no-process"
+    other.mkdir()
+
+    result = dry_run(config)
+
+    assert result.passed
+    assert not ended.exists()
+    assert running.is_dir()
+    assert other.is_dir()
 
 
 def test_lost_worker_fails_its_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

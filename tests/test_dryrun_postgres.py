@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import ended_process_id
 
 from pipeline import dryrun
 from pipeline.config import Config, SampleDatabase
@@ -956,3 +957,72 @@ def test_forkserver_workers_show_their_steps(generated_sample: tuple[Path, str])
     assert f"{name}: report queries" in output
     assert "other.sqlite: report queries" in output
     assert "dry-run 2/2 (100%)" in output
+
+
+def test_clone_without_comment_dropped_by_name(
+    generated_sample: tuple[Path, str], postgres_server: str
+) -> None:
+    root, url = generated_sample
+    ended = ended_process_id()
+    ours = f"pipeline_dry_run_{ended}_{dryrun._host_tag()}_0badc0de"
+    elsewhere = f"pipeline_dry_run_{ended}_00000000_0badc0de"
+    with psycopg.connect(postgres_server, autocommit=True) as admin:
+        for name in (ours, elsewhere):
+            admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+        left = database_names(postgres_server, "pipeline\\_dry\\_run\\_%\\_0badc0de")
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as admin:
+            for name in (ours, elsewhere):
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+    assert result.passed
+    # Another host's clone may still be in the making, so only this host's goes.
+    assert left == [elsewhere]
+
+
+def test_sigterm_ends_sqlite_worker_of_mixed_run(
+    generated_sample: tuple[Path, str], postgres_server: str, tmp_path: Path
+) -> None:
+    root, url = generated_sample
+    from pipeline.samples import generate_sample
+
+    generate_sample(root, root / "other.sqlite", "small")
+    (root / "migrations" / "0004_wait.postgresql.sql").write_text(
+        "SELECT pg_sleep(600);\n", "utf-8"
+    )
+    # Hours inside one SQLite statement, which no Python signal handler interrupts.
+    (root / "migrations" / "0004_wait.sqlite.sql").write_text(
+        "CREATE TABLE slow AS WITH RECURSIVE n(x) AS"
+        " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000) SELECT x FROM n;\n",
+        "utf-8",
+    )
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    script = tmp_path / "run.py"
+    script.write_text(STOPPABLE_RUN, "utf-8")
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(root), url, "sqlite:///other.sqlite"],
+        cwd=REPO_ROOT,
+        env={**os.environ, "TMPDIR": str(temporary)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while running_sleeps(postgres_server) < 1 or not list(
+            temporary.glob("pipeline-dry-run-*/**/other.sqlite")
+        ):
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, "the workers never reached their migrations"
+            time.sleep(0.1)
+        process.send_signal(signal.SIGTERM)
+        _, errors = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode != 0
+    assert "Terminated: signal 15" in errors
+    assert running_sleeps(postgres_server) == 0
+    assert list(temporary.glob("pipeline-dry-run-*")) == []
