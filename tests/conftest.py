@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -69,6 +73,37 @@ def migrations_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("content")
     shutil.copytree(REPO_ROOT / "migrations", root / "migrations")
     return root
+
+
+@contextlib.contextmanager
+def running(command: list[str], cwd: Path, **options: object) -> Iterator[subprocess.Popen[str]]:
+    """Start `command` with its standard error captured; kill it if the block leaves it running."""
+    process = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True, **options)
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def wait_until(process: subprocess.Popen[str], ready: Callable[[], bool], condition: str) -> None:
+    """Wait up to two minutes until `ready()`; fail when `process` ends first.
+
+    `condition` describes what `ready` checks, for the message of a timeout.
+    """
+    deadline = time.monotonic() + 120
+    while not ready():
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        assert time.monotonic() < deadline, f"timed out waiting until {condition}"
+        time.sleep(0.02)
+
+
+def stop(process: subprocess.Popen[str], number: int = signal.SIGTERM) -> str:
+    """Send signal `number` to `process`, wait for it to end and return its standard error."""
+    process.send_signal(number)
+    _, errors = process.communicate(timeout=120)
+    return str(errors)
 
 
 def ended_process_id() -> int:

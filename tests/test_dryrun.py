@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ended_process_id, git, under_ci
+from conftest import ended_process_id, git, running, stop, under_ci, wait_until
 
 from pipeline import dryrun
 from pipeline.config import Config, SampleDatabase
@@ -497,32 +497,22 @@ def test_sigterm_stops_forked_workers(tmp_path: Path, cache: str) -> None:
     script = tmp_path / "run.py"
     script.write_text(STOPPABLE_RUN, "utf-8")
 
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(root), cache, *names],
-        cwd=REPO_ROOT,
-        env={**os.environ, "TMPDIR": str(temporary), "PYTHONPATH": str(REPO_ROOT)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
+    command = [sys.executable, str(script), str(root), cache, *names]
+    environment = {**os.environ, "TMPDIR": str(temporary), "PYTHONPATH": str(REPO_ROOT)}
+    with running(command, REPO_ROOT, env=environment) as process:
         # Both workers run the slow migration once the second worker's copy exists.
-        while (
-            len(list(temporary.glob("pipeline-dry-run-*/**/*.sqlite")))
-            + len(list((root / ".pipeline-cache").glob("dry-run-samples/.*.tmp")))
-            < 2
-        ):
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the workers never copied their samples"
-            time.sleep(0.02)
+        wait_until(
+            process,
+            lambda: (
+                len(list(temporary.glob("pipeline-dry-run-*/**/*.sqlite")))
+                + len(list((root / ".pipeline-cache").glob("dry-run-samples/.*.tmp")))
+                >= 2
+            ),
+            "both workers copied their samples",
+        )
         workers = set(processes_running(script)) - {process.pid}
         assert len(workers) == 2
-        process.send_signal(signal.SIGTERM)
-        _, errors = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        errors = stop(process)
 
     assert process.returncode != 0
     assert "Terminated: signal 15" in errors
@@ -557,25 +547,13 @@ def test_sigterm_exit_code_is_143(tmp_path: Path) -> None:
     command += ["--repo", str(root), "--jobs", "2", "--no-cache"]
     command += ["--database", "sqlite:///first.sqlite", "--database", "sqlite:///second.sqlite"]
 
-    process = subprocess.Popen(
-        command,
-        cwd=root,
-        env={**os.environ, "TMPDIR": str(temporary)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while len(list(temporary.glob("pipeline-dry-run-*/**/*.sqlite"))) < 2:
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the workers never copied their samples"
-            time.sleep(0.02)
-        process.send_signal(signal.SIGTERM)
-        _, errors = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with running(command, root, env={**os.environ, "TMPDIR": str(temporary)}) as process:
+        wait_until(
+            process,
+            lambda: len(list(temporary.glob("pipeline-dry-run-*/**/*.sqlite"))) >= 2,
+            "both workers copied their samples",
+        )
+        errors = stop(process)
 
     # As a shell reports a process that SIGTERM ended: 128 + 15.
     assert process.returncode == 143

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ended_process_id
+from conftest import ended_process_id, running, stop, wait_until
 
 from pipeline import dryrun
 from pipeline.config import Config, SampleDatabase
@@ -277,22 +277,14 @@ def test_sigterm_stops_parallel_workers(
         before = set(database_names(postgres_server, "pipeline_dry_run_%"))
         script = tmp_path / "run.py"
         script.write_text(STOPPABLE_RUN, "utf-8")
-        process = subprocess.Popen(
-            [sys.executable, str(script), str(root), url, second],
-            cwd=REPO_ROOT,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            while running_sleeps(postgres_server) < 2 and process.poll() is None:
-                time.sleep(0.1)
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            process.send_signal(signal.SIGTERM)
-            _, errors = process.communicate(timeout=120)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        command = [sys.executable, str(script), str(root), url, second]
+        with running(command, REPO_ROOT) as process:
+            wait_until(
+                process,
+                lambda: running_sleeps(postgres_server) >= 2,
+                "both workers wait in pg_sleep",
+            )
+            errors = stop(process)
         assert process.returncode != 0
         assert "Terminated: signal 15" in errors
         assert running_sleeps(postgres_server) == 0
@@ -1001,27 +993,17 @@ def test_sigterm_ends_sqlite_worker_of_mixed_run(
     temporary.mkdir()
     script = tmp_path / "run.py"
     script.write_text(STOPPABLE_RUN, "utf-8")
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(root), url, "sqlite:///other.sqlite"],
-        cwd=REPO_ROOT,
-        env={**os.environ, "TMPDIR": str(temporary)},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while running_sleeps(postgres_server) < 1 or not list(
-            temporary.glob("pipeline-dry-run-*/**/other.sqlite")
-        ):
-            assert process.poll() is None, process.stderr.read() if process.stderr else ""
-            assert time.monotonic() < deadline, "the workers never reached their migrations"
-            time.sleep(0.1)
-        process.send_signal(signal.SIGTERM)
-        _, errors = process.communicate(timeout=120)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    command = [sys.executable, str(script), str(root), url, "sqlite:///other.sqlite"]
+    with running(command, REPO_ROOT, env={**os.environ, "TMPDIR": str(temporary)}) as process:
+        wait_until(
+            process,
+            lambda: (
+                running_sleeps(postgres_server) >= 1
+                and bool(list(temporary.glob("pipeline-dry-run-*/**/other.sqlite")))
+            ),
+            "both workers reached their migrations",
+        )
+        errors = stop(process)
     assert process.returncode != 0
     assert "Terminated: signal 15" in errors
     assert running_sleeps(postgres_server) == 0
