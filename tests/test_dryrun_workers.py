@@ -34,7 +34,10 @@ pytestmark = pytest.mark.skipif(
 
 
 def mark(folder: Path, name: str) -> None:
-    (folder / name).write_text(str(os.getpid()), "utf-8")
+    """Write this process's id to `name` whole, so that no reader finds the file empty."""
+    partial = folder / f".{name}.tmp"
+    partial.write_text(str(os.getpid()), "utf-8")
+    partial.replace(folder / name)
 
 
 def square(folder: Path, item: int, steps: StepLine | None) -> int:
