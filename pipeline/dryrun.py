@@ -49,7 +49,7 @@ import sqlite3
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -58,6 +58,7 @@ from urllib.parse import urlsplit
 
 from pipeline import sqlite_schema
 from pipeline.cache import (
+    CACHE_FOLDER,
     MISSING,
     ResultCache,
     blob_id,
@@ -97,6 +98,7 @@ from pipeline.dryrun_catalogs import (
     released_versions,
     shipped_since_base,
 )
+from pipeline.dryrun_kept import FOLDER as KEPT_FOLDER
 from pipeline.dryrun_kept import WHOLE_DIGEST_BYTES, KeptCopy
 from pipeline.dryrun_workers import WorkerLost, run_in_processes, terminate_as_interrupt
 from pipeline.errors import ConfigError, MigrationError, ValidationError
@@ -347,29 +349,44 @@ class _Inputs:
 
 
 COPIES_PREFIX = "pipeline-dry-run-"
-_COPIES_FOLDER = re.compile(r"^pipeline-dry-run-(?P<pid>\d+)-")
+_COPIES_FOLDER = re.compile(r"^pipeline-dry-run-(?P<pid>\d+)-(?P<host>[0-9a-f]{8})-")
 
 
 def copies_prefix() -> str:
     """Return the name prefix of a temporary folder of SQLite copies made by this process."""
-    return f"{COPIES_PREFIX}{os.getpid()}-"
+    return f"{COPIES_PREFIX}{os.getpid()}-{_host_tag()}-"
 
 
-def remove_abandoned_copies() -> None:
-    """Remove the folders of SQLite copies whose dry-run process has ended.
+def remove_abandoned_copies(root: Path) -> None:
+    """Remove the SQLite copies of dry-runs on this host whose process has ended.
 
     A dry-run killed with SIGKILL, or a worker killed with its parent, cannot
-    remove its copies. Their folder names carry the process id (`copies_prefix`).
+    remove its copies. Their folders in the temporary folder carry the process
+    id and the host (`copies_prefix`). The staging copies in the cache folder
+    of `root` carry the process id (`KeptCopy.staging_path`).
     NOTE: a process id that the system has given to a new process since keeps
-    the folder until that process ends too.
+    the copies until that process ends too.
     """
-    folder = Path(tempfile.gettempdir())
-    for entry in folder.glob(f"{COPIES_PREFIX}*"):
+    host = _host_tag()
+    for entry in Path(tempfile.gettempdir()).glob(f"{COPIES_PREFIX}*"):
         match = _COPIES_FOLDER.match(entry.name)
-        if match is None or not entry.is_dir() or process_exists(int(match["pid"])):
+        if match is None or match["host"] != host or entry.is_symlink() or not entry.is_dir():
             continue
-        logger.warning("removing the dry-run copies %s, because their process has ended", entry)
-        shutil.rmtree(entry, ignore_errors=True)
+        if not process_exists(int(match["pid"])):
+            _remove_abandoned(entry, shutil.rmtree)
+    for entry in (root / CACHE_FOLDER / KEPT_FOLDER).glob(".*.tmp"):
+        pid = entry.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not entry.is_symlink() and not process_exists(int(pid)):
+            _remove_abandoned(entry, os.unlink)
+
+
+def _remove_abandoned(path: Path, remove: Callable[[Path], object]) -> None:
+    try:
+        remove(path)
+    except OSError as exc:
+        logger.warning("cannot remove the dry-run copy %s of an ended process: %s", path, exc)
+    else:
+        logger.warning("removed the dry-run copy %s, because its process has ended", path)
 
 
 def _copy_sqlite(source: Path, target: Path) -> None:
@@ -1410,7 +1427,7 @@ def dry_run(
     if not samples:
         _check_empty(config, databases, shard, allow_empty_shard)
         return DryRunResult([], shard, empty_shard=True)
-    remove_abandoned_copies()
+    remove_abandoned_copies(config.root)
     if catalogs is None:
         loaded, base_commit = shipped_since_base(config.root)
         base = (config.root, base_commit) if base_commit is not None else None

@@ -11,6 +11,9 @@ def process_exists(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except (OverflowError, ValueError):
+        # No process has an id beyond what the system can hold.
+        return False
     except PermissionError:
         # The process exists but belongs to another user.
         return True

@@ -101,7 +101,8 @@ def test_no_base_release_needs_no_export_folder(
     result = dry_run(config)
 
     assert result.passed
-    assert f"pipeline-dry-run-{os.getpid()}-" in prefixes
+    assert dryrun.copies_prefix() in prefixes
+    assert dryrun.copies_prefix().startswith(f"pipeline-dry-run-{os.getpid()}-")
     assert "pipeline-base-" not in prefixes
 
 
@@ -563,20 +564,34 @@ def test_sigterm_exit_code_is_143(tmp_path: Path) -> None:
 
 def test_copies_of_ended_dry_run_removed(tmp_path: Path, private_tmp: Path) -> None:
     config = three_samples(make_content(tmp_path / "content"))
-    ended = private_tmp / f"pipeline-dry-run-{ended_process_id()}-x1y2"
+    host = dryrun._host_tag()
+    ended = private_tmp / f"pipeline-dry-run-{ended_process_id()}-{host}-x1y2"
     (ended / "pipeline-dry-run-inner").mkdir(parents=True)
     (ended / "pipeline-dry-run-inner" / "first.sqlite").write_bytes(b"left by a killed run")
-    running = private_tmp / f"pipeline-dry-run-{os.getppid()}-a3b4"
-    running.mkdir()
-    other = private_tmp / "pipeline-dry-run-no-process"
-    other.mkdir()
+    huge = private_tmp / f"pipeline-dry-run-{10**20}-{host}-x1y2"
+    huge.mkdir()
+    kept = [
+        # A running process, another host, a name of another pattern, a link.
+        private_tmp / f"pipeline-dry-run-{os.getppid()}-{host}-a3b4",
+        private_tmp / f"pipeline-dry-run-{ended_process_id()}-00000000-a3b4",
+        private_tmp / "pipeline-dry-run-no-process",
+    ]
+    for folder in kept:
+        folder.mkdir()
+    link = private_tmp / f"pipeline-dry-run-{ended_process_id()}-{host}-link"
+    link.symlink_to(kept[0])
+    staging = config.root / ".pipeline-cache" / "dry-run-samples"
+    staging.mkdir(parents=True)
+    (staging / f".0123456789abcdef0123.{ended_process_id()}.tmp").write_bytes(b"staging")
 
     result = dry_run(config)
 
     assert result.passed
     assert not ended.exists()
-    assert running.is_dir()
-    assert other.is_dir()
+    assert not huge.exists()
+    assert [folder.is_dir() for folder in kept] == [True, True, True]
+    assert link.is_symlink()
+    assert list(staging.glob(".*.tmp")) == []
 
 
 def test_lost_worker_fails_its_sample(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from pipeline.console import Progress, StepLine
 from pipeline.dryrun_workers import WorkerLost, run_in_processes, terminate_as_interrupt
+from pipeline.processes import process_exists
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FORK = multiprocessing.get_context("fork")
@@ -278,3 +279,8 @@ def test_workers_stop_without_parent(
     assert running == []
     assert sorted(path.name for path in folder.glob("cleaned-*")) == cleaned
     assert list(folder.glob("finished-*")) == []
+
+
+def test_process_id_beyond_system_range_has_ended() -> None:
+    assert process_exists(os.getpid())
+    assert not process_exists(10**20)
