@@ -58,7 +58,6 @@ from urllib.parse import urlsplit
 
 from pipeline import sqlite_schema
 from pipeline.cache import (
-    CACHE_FOLDER,
     MISSING,
     ResultCache,
     blob_id,
@@ -98,8 +97,7 @@ from pipeline.dryrun_catalogs import (
     released_versions,
     shipped_since_base,
 )
-from pipeline.dryrun_kept import FOLDER as KEPT_FOLDER
-from pipeline.dryrun_kept import WHOLE_DIGEST_BYTES, KeptCopy
+from pipeline.dryrun_kept import WHOLE_DIGEST_BYTES, KeptCopy, abandoned_staging
 from pipeline.dryrun_workers import WorkerLost, run_in_processes, terminate_as_interrupt
 from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import CheckCase, Finding, errors_only
@@ -374,10 +372,8 @@ def remove_abandoned_copies(root: Path) -> None:
             continue
         if not process_exists(int(match["pid"])):
             _remove_abandoned(entry, shutil.rmtree)
-    for entry in (root / CACHE_FOLDER / KEPT_FOLDER).glob(".*.tmp"):
-        pid = entry.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not entry.is_symlink() and not process_exists(int(pid)):
-            _remove_abandoned(entry, os.unlink)
+    for entry in abandoned_staging(root):
+        _remove_abandoned(entry, os.unlink)
 
 
 def _remove_abandoned(path: Path, remove: Callable[[Path], object]) -> None:
@@ -504,9 +500,9 @@ def _drop_abandoned_clones(admin: Any) -> None:
 
     A dry-run killed with SIGKILL cannot drop its clone. The clone's comment
     names the process and host that made it (`clone_comment`), so the next
-    dry-run on the same host drops it. A clone killed before it got the comment
-    tells both by its name. A clone without either, or made on another host,
-    is left alone.
+    dry-run on the same host drops it. The name of a clone killed before it got
+    the comment contains both too. A clone without either, or made on another
+    host, is left alone.
     NOTE: a process id that the system has given to a new process since
     keeps the clone until that process ends too.
     """
@@ -523,7 +519,7 @@ def _drop_abandoned_clones(admin: Any) -> None:
         match = _CLONE_COMMENT.search(str(comment or ""))
         ours = match is not None and match["host"] == host
         if match is None:
-            # Killed before the comment was set: the name tells the host and process.
+            # Killed before the comment was set: the name contains the host and process.
             match = _CLONE_NAME.match(str(name))
             ours = match is not None and match["host"] == _host_tag()
         if match is None or not ours or process_exists(int(match["pid"])):

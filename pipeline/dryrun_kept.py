@@ -56,18 +56,33 @@ from typing import Any
 
 from pipeline.cache import CACHE_FOLDER
 from pipeline.fsutil import atomic_write_text
+from pipeline.processes import process_exists
 
 logger = logging.getLogger(__name__)
 
 FOLDER = "dry-run-samples"
 # The SQLite file header: page size, file change counter, page count, schema cookie.
 HEADER_BYTES = 100
-# A kept copy up to this size is not synced to disk: its record contains a hash of the
-# whole file, which the next run compares, where syncing took longer (about 0.5 ms
-# of an 11 ms dry-run of the small demo sample).
+# A kept copy up to this size is not synced to disk. Its record contains a hash of the
+# whole file, which the next run compares. Syncing took longer than that hash (about
+# 0.5 ms of an 11 ms dry-run of the small demo sample).
 WHOLE_DIGEST_BYTES = 1 << 20
 # The files SQLite keeps beside a database; a stale one must not meet a new copy.
 _SIDE_FILES = ("-journal", "-wal", "-shm")
+
+
+def abandoned_staging(root: Path) -> list[Path]:
+    """Return the staging copies under `root` whose process has ended (`KeptCopy.staging_path`).
+
+    A run killed while it migrated a new copy leaves its staging file. The
+    file name carries the process id, so another run can tell it is abandoned.
+    """
+    found = []
+    for entry in (root / CACHE_FOLDER / FOLDER).glob(".*.tmp"):
+        pid = entry.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not entry.is_symlink() and not process_exists(int(pid)):
+            found.append(entry)
+    return found
 
 
 def header_digest(path: Path) -> tuple[int, str]:

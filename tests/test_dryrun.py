@@ -570,16 +570,16 @@ def test_copies_of_ended_dry_run_removed(tmp_path: Path, private_tmp: Path) -> N
     (ended / "pipeline-dry-run-inner" / "first.sqlite").write_bytes(b"left by a killed run")
     huge = private_tmp / f"pipeline-dry-run-{10**20}-{host}-x1y2"
     huge.mkdir()
-    kept = [
+    untouched = [
         # A running process, another host, a name of another pattern, a link.
         private_tmp / f"pipeline-dry-run-{os.getppid()}-{host}-a3b4",
         private_tmp / f"pipeline-dry-run-{ended_process_id()}-00000000-a3b4",
         private_tmp / "pipeline-dry-run-no-process",
     ]
-    for folder in kept:
+    for folder in untouched:
         folder.mkdir()
     link = private_tmp / f"pipeline-dry-run-{ended_process_id()}-{host}-link"
-    link.symlink_to(kept[0])
+    link.symlink_to(untouched[0])
     staging = config.root / ".pipeline-cache" / "dry-run-samples"
     staging.mkdir(parents=True)
     (staging / f".0123456789abcdef0123.{ended_process_id()}.tmp").write_bytes(b"staging")
@@ -589,7 +589,7 @@ def test_copies_of_ended_dry_run_removed(tmp_path: Path, private_tmp: Path) -> N
     assert result.passed
     assert not ended.exists()
     assert not huge.exists()
-    assert [folder.is_dir() for folder in kept] == [True, True, True]
+    assert [folder.is_dir() for folder in untouched] == [True, True, True]
     assert link.is_symlink()
     assert list(staging.glob(".*.tmp")) == []
 

@@ -935,13 +935,13 @@ def test_forkserver_workers_show_their_steps(generated_sample: tuple[Path, str])
 
     generate_sample(root, root / "other.sqlite", "small")
     stream = io.StringIO()
-    shown = Progress("dry-run", enabled=True, stream=stream)
+    progress = Progress("dry-run", enabled=True, stream=stream)
     config = Config(
         root=root,
         sample_databases=(SampleDatabase(url), SampleDatabase("sqlite:///other.sqlite")),
     )
 
-    dryrun.dry_run(config, jobs=2, progress=shown)
+    dryrun.dry_run(config, jobs=2, progress=progress)
 
     output = stream.getvalue()
     name = url.rsplit("/", 1)[1]
