@@ -166,8 +166,8 @@ class RecordReader:
         return itertools.chain.from_iterable(texts)
 
     def __iter__(self) -> Iterator[tuple[int, list[str]]]:
-        for lines, records in self.batches(1):
-            yield lines[0], records[0]
+        for lines, records in self.batches(BATCH_ROWS):
+            yield from zip(lines, records, strict=True)
 
     def batches(self, size: int) -> Iterator[tuple[list[int], list[list[str]]]]:
         """Yield `(first lines, records)` of up to `size` records at a time.
