@@ -637,31 +637,36 @@ def _misspelled_mark(line: str) -> bool:
     if match is None:
         return False
     word, colon, value = match["word"].lower(), bool(match["colon"]), match["value"]
-    first = value.split()[0].lower() if value.strip() else ""
-    names_mark = bool(difflib.get_close_matches(first, HEADER_MARKS, n=1, cutoff=_SIMILAR))
-    if word == "pipeline":
-        return colon or names_mark
-    if _similar(word, "pipeline"):
-        return colon or names_mark
+    if word == "pipeline" or _similar(word, "pipeline"):
+        return colon or _names_mark(value)
     if colon:
-        return names_mark
-    return not value.strip() and bool(
-        difflib.get_close_matches(word, HEADER_MARKS, n=1, cutoff=_SIMILAR)
-    )
+        return _names_mark(value)
+    return not value.strip() and _close_to_mark(word)
+
+
+def _names_mark(value: str) -> bool:
+    """Tell whether the first word of `value` is a mark name or close to one."""
+    words = value.split()
+    return bool(words) and _close_to_mark(words[0].lower())
+
+
+def _close_to_mark(word: str) -> bool:
+    # The mark comes first, as in difflib.get_close_matches.
+    return any(_similar(mark, word) for mark in HEADER_MARKS)
 
 
 def _similar(word: str, other: str) -> bool:
     """Tell whether difflib's ratio of two words reaches `_SIMILAR`.
 
-    The quick ratios are upper bounds of the ratio, so most words are
-    turned down before the full comparison.
+    The ratio is at most that of the shorter length to the mean length, so
+    words of distant lengths are turned down without a matcher; the quick
+    ratios are the next upper bounds, before the full comparison.
     """
+    total = len(word) + len(other)
+    if not total or 2 * min(len(word), len(other)) < _SIMILAR * total:
+        return total == 0
     matcher = difflib.SequenceMatcher(None, word, other)
-    return (
-        matcher.real_quick_ratio() >= _SIMILAR
-        and matcher.quick_ratio() >= _SIMILAR
-        and matcher.ratio() >= _SIMILAR
-    )
+    return matcher.quick_ratio() >= _SIMILAR and matcher.ratio() >= _SIMILAR
 
 
 def _content_findings(item: _MigrationFile) -> list[Finding]:
