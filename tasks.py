@@ -17,9 +17,11 @@ from typing import Any, TypeVar
 
 from invoke.collection import Collection
 from invoke.context import Context
-from invoke.exceptions import Exit
+from invoke.exceptions import Exit, ParseError
+from invoke.parser.argument import Argument
 from invoke.program import Program
-from invoke.tasks import task
+from invoke.tasks import Task
+from invoke.tasks import task as invoke_task
 
 from pipeline import catalogs, signing
 from pipeline.collect import collect as collect_changes
@@ -60,6 +62,45 @@ MAX_RATIO_HELP = (
     "largest unpacked size divided by archive size that verification accepts"
     " (default: max_ratio of [tool.pipeline] in {where}, else 100)"
 )
+
+
+class _CheckedArgument(Argument):
+    """A task option whose value that does not convert to its type is a parse error.
+
+    Invoke converts an `int` option's text with `int()` and lets the
+    ValueError out as a traceback; a ParseError is printed as one line
+    with exit code 1.
+    """
+
+    def set_value(self, value: Any, cast: bool = True) -> None:
+        try:
+            super().set_value(value, cast)
+        except ValueError as exc:
+            flag = "--" + str(self.name).replace("_", "-")
+            expected = "a whole number, such as 2" if self.kind is int else f"a {self.kind}"
+            raise ParseError(f"error: {flag} {value!r}: expected {expected}") from exc
+
+
+class _Task(Task[Any]):
+    """A task whose options report values of the wrong type as `_CheckedArgument` does."""
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        return [
+            _CheckedArgument(
+                names=argument.names,
+                kind=argument.kind,
+                default=argument.default,
+                help=argument.help,
+                positional=argument.positional,
+                optional=argument.optional,
+                incrementable=argument.incrementable,
+                attr_name=argument.attr_name,
+            )
+            for argument in super().get_arguments(ignore_unknown_help)
+        ]
+
+
+task = functools.partial(invoke_task, klass=_Task)
 
 
 def guarded(positional: tuple[str, ...] = ()) -> Callable[[F], F]:

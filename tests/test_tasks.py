@@ -518,6 +518,17 @@ def test_dry_run_rejects_bad_option(tmp_path: Path, option: str, value: str, mes
     assert done.stderr.strip() == f"error: {message}"
 
 
+@pytest.mark.parametrize(
+    ("task", "option", "value"),
+    [("dry-run", "--jobs", "abc"), ("dry-run", "--jobs", "2.5"), ("update", "--timeout", "")],
+)
+def test_option_not_whole_number(tmp_path: Path, task: str, option: str, value: str) -> None:
+    done = run(task, f"{option}={value}", cwd=tmp_path)
+
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"error: {option} {value!r}: expected a whole number, such as 2"
+
+
 def test_dry_run_accepts_valid_options(content: Path) -> None:
     done = run(
         "dry-run", "--jobs", "2", "--lock-timeout-ms", "700", "--statement-timeout-ms", "9000",
