@@ -81,6 +81,8 @@ PAUSE_POINTS = frozenset(
 UPDATES_TABLE = "pipeline_updates"
 DEFINITIONS_TABLE = "pipeline_definitions"
 CATALOGS_TABLE = "pipeline_catalogs"
+# The tables `ensure_tables` creates.
+MANAGED_TABLES = (UPDATES_TABLE, DEFINITIONS_TABLE, CATALOGS_TABLE)
 CATALOG_TABLE_PREFIX = "catalog_"
 MANAGED_DDL = (
     f"CREATE TABLE IF NOT EXISTS {UPDATES_TABLE} ("

@@ -179,13 +179,17 @@ class Database(abc.ABC):
         """Return the schema's objects (`sqlite_schema.schema_objects`); None for PostgreSQL."""
         return None
 
-    def schema_problems_since(self, before: Mapping[str, str] | None) -> list[str]:
+    def schema_problems_since(
+        self, before: Mapping[str, str] | None, created: Collection[str] = ()
+    ) -> list[str]:
         """Run the schema check on what changed since `before`, a `schema_objects` result.
 
         A caller passes the objects of a schema whose problems it has reported
         already. Those of the objects that did not change, and of the tables
         and views that use none of the changed ones, are not described again.
-        None checks the whole schema.
+        None checks the whole schema. `created` names tables the caller
+        created since `before` with its own plain DDL (see
+        `sqlite_schema.probe_targets`).
         """
         return self.schema_problems()
 
@@ -409,11 +413,13 @@ class SQLiteDatabase(Database):
     def schema_objects(self) -> dict[str, str] | None:
         return sqlite_schema.schema_objects(self.connection)
 
-    def schema_problems_since(self, before: Mapping[str, str] | None) -> list[str]:
+    def schema_problems_since(
+        self, before: Mapping[str, str] | None, created: Collection[str] = ()
+    ) -> list[str]:
         if before is None:
             return self.schema_problems()
         after = sqlite_schema.schema_objects(self.connection)
-        targets = sqlite_schema.probe_targets(self.connection, before, after)
+        targets = sqlite_schema.probe_targets(self.connection, before, after, created)
         return sqlite_schema.schema_problems(self.connection, only=targets)
 
     def _explain(self, sql: str, names: Sequence[str]) -> None:

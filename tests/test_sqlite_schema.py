@@ -106,6 +106,29 @@ def test_probe_targets_follow_changes() -> None:
     assert schema_problems(connection, only=targets) == problems
 
 
+def test_probe_targets_skip_created_tables() -> None:
+    connection = sqlite3.connect(":memory:")
+    connection.execute("PRAGMA foreign_keys = ON")
+    connection.executescript(
+        "CREATE TABLE child (id INTEGER PRIMARY KEY, code TEXT REFERENCES catalog_x (name));"
+        " CREATE VIEW named AS SELECT name FROM catalog_x;"
+    )
+    before = schema_objects(connection)
+    connection.execute(
+        "CREATE TABLE catalog_x (code TEXT NOT NULL, name TEXT NOT NULL, PRIMARY KEY (code))"
+    )
+    after = schema_objects(connection)
+
+    targets = probe_targets(connection, before, after, created={"catalog_x"})
+
+    # The child's probes fail on its key to a column of the new table that is not unique.
+    assert "catalog_x" not in targets
+    assert {"child", "named"} <= targets
+    (problem,) = schema_problems(connection, only=targets)
+    assert 'foreign key mismatch - "child" referencing "catalog_x"' in problem
+    assert schema_problems(connection) == [problem]
+
+
 _MISMATCH = 'foreign key mismatch - "child" referencing "parent"'
 
 
