@@ -1108,8 +1108,11 @@ def _apply_in_savepoint(
         seconds = time.perf_counter() - started
         _record(db, migration, seconds, bundle_version)
     except BaseException:
-        db.execute("ROLLBACK TO SAVEPOINT pipeline_migration")
-        db.execute("RELEASE SAVEPOINT pipeline_migration")
+        # After an interrupt, or SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY or SQLITE_NOMEM,
+        # SQLite may have rolled back the whole transaction, savepoint included.
+        if db.in_transaction:
+            db.execute("ROLLBACK TO SAVEPOINT pipeline_migration")
+            db.execute("RELEASE SAVEPOINT pipeline_migration")
         raise
     db.execute("RELEASE SAVEPOINT pipeline_migration")
     return MigrationRun(migration.version, migration.path, seconds, transactional=True)

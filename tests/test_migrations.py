@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from pipeline.database import (
     HISTORY_TABLE,
     Database,
     RunResult,
+    SQLiteDatabase,
     StatementError,
     open_database,
     run_migrations,
@@ -266,6 +268,33 @@ def test_runner_applies_and_records(tmp_path: Path) -> None:
     assert result.findings == []
     assert again.applied == []
     assert history == [("0001", migrations[0].checksum, "2026.12.0")]
+
+
+def test_interrupted_statement_keeps_its_error(tmp_path: Path) -> None:
+    # An interrupted statement makes SQLite roll back the whole transaction,
+    # savepoints included, so the runner must not fail on the savepoint it set.
+    slow = (
+        "CREATE TABLE slow AS WITH RECURSIVE n(x) AS"
+        " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000) SELECT x FROM n;"
+    )
+    write_migrations(tmp_path, {"0001_base.sql": BASELINE, "0002_slow.sql": slow})
+    migrations = load_migrations(tmp_path, "sqlite")
+    with open_sqlite(tmp_path) as db:
+        run_migrations(db, migrations[:1])
+        assert isinstance(db, SQLiteDatabase)
+        timer = threading.Timer(0.5, db.connection.interrupt)
+        timer.start()
+        try:
+            with pytest.raises(StatementError) as caught:
+                run_migrations(db, migrations)
+        finally:
+            timer.cancel()
+        history = db.execute(f"SELECT version FROM {HISTORY_TABLE}")
+        in_transaction = db.in_transaction
+    assert caught.value.database_message == "interrupted"
+    assert caught.value.path == "migrations/0002_slow.sql"
+    assert history == [("0001",)]
+    assert not in_transaction
 
 
 def test_runner_rejects_edited_migration(tmp_path: Path) -> None:
