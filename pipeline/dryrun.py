@@ -113,6 +113,7 @@ from pipeline.migrations import Migration, MigrationFileError, load_migrations, 
 from pipeline.processes import process_exists
 from pipeline.sample_checks import SampleChecks, identity_key
 from pipeline.samples import ensure_sample
+from pipeline.sqlite_interrupt import interruptible, signals_interrupt_statements
 
 __all__ = [
     "DatabaseResult",
@@ -445,6 +446,7 @@ def _sqlite_copy(
         db = open_database(
             f"sqlite:///{target}", config.root, lock_timeout_ms=config.lock_timeout_ms
         )
+        stack.enter_context(_interruptible(db))
         db.label = display_name(sample.url)
         # Memory-mapped reads take about a third off integrity_check on a 137 MB
         # sample (benchmarks/dryrun_sqlite.py); the copy is private to this run.
@@ -460,6 +462,13 @@ def _sqlite_copy(
             yield db
         finally:
             db.close()
+
+
+def _interruptible(db: Database) -> contextlib.AbstractContextManager[None]:
+    """Let Ctrl+C stop the statement a SQLite `db` runs (`pipeline.sqlite_interrupt`)."""
+    if isinstance(db, SQLiteDatabase):
+        return interruptible(db.connection)
+    return contextlib.nullcontext()
 
 
 def _drop_clone(url: str, name: str) -> None:
@@ -981,9 +990,15 @@ def _dry_run_kept(
             if progress is not None:
                 progress.status(f"{display_name(sample.url)}: catalogs on the kept copy")
             try:
-                checked = _check_kept(
-                    db, sample, inputs, record["result"], progress, kept.read_catalog_record(key)
-                )
+                with _interruptible(db):
+                    checked = _check_kept(
+                        db,
+                        sample,
+                        inputs,
+                        record["result"],
+                        progress,
+                        kept.read_catalog_record(key),
+                    )
             except (KeyError, TypeError, ValueError) as exc:
                 logger.warning("kept copy record %s is malformed: %r", kept.record_path, exc)
             else:
@@ -1295,7 +1310,8 @@ def _run_samples(
     progress: Progress | None = None,
 ) -> list[DatabaseResult]:
     if jobs <= 1 or len(samples) <= 1:
-        return [_dry_run_counted(sample, inputs, progress) for sample in samples]
+        with signals_interrupt_statements():
+            return [_dry_run_counted(sample, inputs, progress) for sample in samples]
     workers = min(jobs, len(samples))
     context: Any = None
     if not all(sample.engine == "sqlite" for sample in samples):

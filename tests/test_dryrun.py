@@ -562,6 +562,47 @@ def test_sigterm_exit_code_is_143(tmp_path: Path) -> None:
     assert list(temporary.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("number", "code", "message"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+@pytest.mark.parametrize("cache", ["--cache", "--no-cache"])
+def test_signal_stops_statement_without_workers(
+    tmp_path: Path, number: int, code: int, message: str, cache: str
+) -> None:
+    root = make_content(tmp_path / "content")
+    (root / "migrations" / "0004_slow.sql").write_text(
+        "CREATE TABLE slow AS WITH RECURSIVE n(x) AS"
+        " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000) SELECT x FROM n;\n",
+        "utf-8",
+    )
+    generate_sample(root, root / "first.sqlite", "small")
+    before = sha256(root / "first.sqlite")
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    command = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT), "dry-run"]
+    command += ["--repo", str(root), cache, "--database", "sqlite:///first.sqlite"]
+    staging = root / ".pipeline-cache" / "dry-run-samples"
+
+    with running(command, root, env={**os.environ, "TMPDIR": str(temporary)}) as process:
+        wait_until(
+            process,
+            lambda: bool(
+                list(temporary.glob("pipeline-dry-run-*/*.sqlite")) + list(staging.glob(".*.tmp"))
+            ),
+            "the sample was copied",
+        )
+        # The earlier migrations of the small sample take milliseconds.
+        time.sleep(1.0)
+        errors = stop(process, number)
+
+    assert process.returncode == code
+    assert errors.strip().endswith(message)
+    assert list(temporary.iterdir()) == []
+    assert list(staging.glob(".*.tmp")) == []
+    assert sha256(root / "first.sqlite") == before
+
+
 def test_copies_of_ended_dry_run_removed(tmp_path: Path, private_tmp: Path) -> None:
     config = three_samples(make_content(tmp_path / "content"))
     host = dryrun._host_tag()
