@@ -548,8 +548,10 @@ def _savepoint(db: Database) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        db.execute("ROLLBACK TO SAVEPOINT pipeline_application_rows")
-        db.execute("RELEASE SAVEPOINT pipeline_application_rows")
+        # An interrupted statement makes SQLite roll back the whole transaction.
+        if db.in_transaction:
+            db.execute("ROLLBACK TO SAVEPOINT pipeline_application_rows")
+            db.execute("RELEASE SAVEPOINT pipeline_application_rows")
         raise
     db.execute("RELEASE SAVEPOINT pipeline_application_rows")
 
@@ -577,8 +579,10 @@ def _row_problem(
         except db.errors as exc:
             problem = db.describe_error(exc)
         finally:
-            db.execute("ROLLBACK TO SAVEPOINT pipeline_catalog_row")
-            db.execute("RELEASE SAVEPOINT pipeline_catalog_row")
+            # An interrupted statement makes SQLite roll back the whole transaction.
+            if db.in_transaction:
+                db.execute("ROLLBACK TO SAVEPOINT pipeline_catalog_row")
+                db.execute("RELEASE SAVEPOINT pipeline_catalog_row")
         if problem is not None:
             key = ", ".join(f"{name}={row[name]}" for name in description.key)
             return (

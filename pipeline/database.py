@@ -430,7 +430,12 @@ class SQLiteDatabase(Database):
 
     @property
     def in_transaction(self) -> bool:
-        return self.connection.in_transaction
+        try:
+            return self.connection.in_transaction
+        except sqlite3.ProgrammingError:
+            # A closed connection has no transaction. A cleanup block that an interrupt
+            # left suspended can run after the close.
+            return False
 
 
 class PostgresDatabase(Database):

@@ -760,6 +760,10 @@ def _load_one(db: Database, root: Path, catalog_id: str, version: str) -> str | 
         problem = None
         logger.debug("%s: catalog %s loaded: %s", db.label, catalog_id, counts)
     if problem is not None:
+        if not db.in_transaction:
+            # SQLite rolled back the whole load (on an interrupt, a full disk and a few
+            # other errors), and a further catalog would be written outside a transaction.
+            raise MigrationError(f"{db.label}: the catalog load ended early: {problem}")
         db.execute("ROLLBACK TO SAVEPOINT pipeline_dry_run_catalog")
     db.execute("RELEASE SAVEPOINT pipeline_dry_run_catalog")
     return problem

@@ -12,6 +12,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT, git, require_tool
 
-from pipeline import signing
+from pipeline import apply_store, signing
 from pipeline.apply import (
     PAUSE_ENV,
     TESTING_ENV,
@@ -32,7 +33,7 @@ from pipeline.apply import (
 from pipeline.apply_store import load_catalog, load_definitions
 from pipeline.catalog_model import load_description
 from pipeline.config import Config, SampleDatabase
-from pipeline.database import open_database, run_migrations
+from pipeline.database import SQLiteDatabase, open_database, run_migrations
 from pipeline.dryrun import dry_run
 from pipeline.errors import ApplyError, MigrationError, PipelineError, VerificationError
 from pipeline.migrations import load_migrations
@@ -1546,3 +1547,28 @@ def test_postgres_rebuild_failure_same_dump(
 
     assert f"{LATER_FILE}:1" in str(error.value)
     assert pg_dump(pg_sample) == before
+
+
+def test_interrupted_row_write_keeps_its_error(tmp_path: Path) -> None:
+    db = open_database("sqlite:///app.sqlite", tmp_path, create=True)
+    db.execute("CREATE TABLE t (x INTEGER)")
+    db.execute("BEGIN")
+    assert isinstance(db, SQLiteDatabase)
+    timer = threading.Timer(0.3, db.connection.interrupt)
+    timer.start()
+    # SQLite rolls back the whole transaction on the interrupt, savepoint included.
+    stopped = pytest.raises(sqlite3.OperationalError, match=r"^interrupted$")
+    try:
+        with stopped, apply_store._savepoint(db):
+            db.execute(
+                "INSERT INTO t WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL"
+                " SELECT x + 1 FROM n WHERE x < 10000000000) SELECT x FROM n"
+            )
+    finally:
+        timer.cancel()
+    in_transaction = db.in_transaction
+    rows = db.execute("SELECT count(*) FROM t")
+    db.close()
+
+    assert not in_transaction
+    assert rows == [(0,)]

@@ -24,10 +24,10 @@ from conftest import ended_process_id, git, running, stop, under_ci, wait_until
 
 from pipeline import dryrun
 from pipeline.config import Config, SampleDatabase
-from pipeline.database import StatementError, open_database, run_migrations
+from pipeline.database import SQLiteDatabase, StatementError, open_database, run_migrations
 from pipeline.dryrun import Shard, dry_run
-from pipeline.dryrun_catalogs import shipped_catalogs
-from pipeline.errors import ConfigError, ValidationError
+from pipeline.dryrun_catalogs import loaded_catalogs, shipped_catalogs
+from pipeline.errors import ConfigError, MigrationError, ValidationError
 from pipeline.findings import write_json_report, write_junit_report
 from pipeline.migrations import FOREIGN_KEYS_MESSAGE, load_migrations
 from pipeline.report_merge import merge_reports
@@ -562,20 +562,30 @@ def test_sigterm_exit_code_is_143(tmp_path: Path) -> None:
     assert list(temporary.iterdir()) == []
 
 
+COUNT_FOR_HOURS = (
+    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000)"
+    " SELECT x FROM n"
+)
+SLOW_MIGRATIONS = {
+    "migration": f"CREATE TABLE slow AS {COUNT_FOR_HOURS};\n",
+    # The catalog load writes the knp rows into the application table knp.
+    "catalog load": "CREATE TRIGGER knp_slow AFTER UPDATE ON knp"
+    f" BEGIN SELECT count(*) FROM ({COUNT_FOR_HOURS}); END;\n",
+}
+
+
 @pytest.mark.parametrize(
     ("number", "code", "message"),
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
 )
 @pytest.mark.parametrize("cache", ["--cache", "--no-cache"])
+@pytest.mark.parametrize("slow_step", sorted(SLOW_MIGRATIONS))
 def test_signal_stops_statement_without_workers(
-    tmp_path: Path, number: int, code: int, message: str, cache: str
+    tmp_path: Path, number: int, code: int, message: str, cache: str, slow_step: str
 ) -> None:
     root = make_content(tmp_path / "content")
-    (root / "migrations" / "0004_slow.sql").write_text(
-        "CREATE TABLE slow AS WITH RECURSIVE n(x) AS"
-        " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000) SELECT x FROM n;\n",
-        "utf-8",
-    )
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    (root / "migrations" / "0004_slow.sql").write_text(SLOW_MIGRATIONS[slow_step], "utf-8")
     generate_sample(root, root / "first.sqlite", "small")
     before = sha256(root / "first.sqlite")
     temporary = tmp_path / "tmp"
@@ -592,15 +602,44 @@ def test_signal_stops_statement_without_workers(
             ),
             "the sample was copied",
         )
-        # The earlier migrations of the small sample take milliseconds.
-        time.sleep(1.0)
+        # The steps before the slow statement take milliseconds on the small sample.
+        time.sleep(1.5)
         errors = stop(process, number)
 
     assert process.returncode == code
     assert errors.strip().endswith(message)
+    assert "Traceback" not in errors
+    assert "Exception ignored" not in errors
     assert list(temporary.iterdir()) == []
     assert list(staging.glob(".*.tmp")) == []
     assert sha256(root / "first.sqlite") == before
+
+
+def test_catalog_load_ended_by_sqlite_fails(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    sample = generate_sample(root, root / "first.sqlite", "small")
+    db = open_database(f"sqlite:///{sample}", root)
+    assert isinstance(db, SQLiteDatabase)
+    run_migrations(db, load_migrations(root, "sqlite"))
+    armed: list[bool] = []
+    db.connection.create_function("arm", 0, lambda: armed.append(True))
+    # Once the trigger has run arm(), the next progress call interrupts its UPDATE,
+    # and SQLite rolls back the transaction of the whole load.
+    db.connection.set_progress_handler(lambda: 1 if armed else 0, 1000)
+    db.execute(
+        f"CREATE TRIGGER knp_slow AFTER UPDATE ON knp BEGIN SELECT arm();"
+        f" SELECT count(*) FROM ({COUNT_FOR_HOURS}); END"
+    )
+
+    ended = pytest.raises(MigrationError, match=r"the catalog load ended early: .*interrupted")
+    with ended, loaded_catalogs(db, root, ["knp"], None):
+        pass
+    in_transaction = db.in_transaction
+    db.close()
+
+    assert armed
+    assert not in_transaction
 
 
 def test_copies_of_ended_dry_run_removed(tmp_path: Path, private_tmp: Path) -> None:
