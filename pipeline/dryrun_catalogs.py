@@ -565,6 +565,7 @@ def loaded_catalogs(
         ensure_tables(db)
         plan = _plan(db, root, load.catalogs, version, blobs, stored)
         written = {CATALOGS_TABLE}
+        ended = False
         for catalog_id in load.catalogs:
             if catalog_id not in plan.load:
                 load.reused.append(catalog_id)
@@ -577,6 +578,15 @@ def loaded_catalogs(
                 written.update((catalog_table(catalog_id), catalog_id))
                 problem = _load_one(db, root, catalog_id, version)
                 plan.problems[catalog_id] = problem
+                # A trigger's RAISE(ROLLBACK), an interrupt or a full disk makes SQLite
+                # roll back the whole transaction, and a further catalog would be
+                # written outside one, for good on a kept copy.
+                ended = not db.in_transaction
+                if ended:
+                    problem = (
+                        f"{problem}; SQLite then rolled back the whole catalog load, so"
+                        " the catalogs after this one were not loaded"
+                    )
             if problem is not None:
                 where = f"on {db.label}"
                 if catalog_id in load.unshipped:
@@ -588,6 +598,8 @@ def loaded_catalogs(
                         message=f"{where}: {problem}",
                     )
                 )
+            if ended:
+                break
         schema = None
         if isinstance(db, SQLiteDatabase):
             # The schema check reads no rows, so its result is valid for any copy with this schema.
@@ -608,7 +620,8 @@ def loaded_catalogs(
         checks = check_integrity(db, written, foreign_keys=scan, schema=schema)
         integrity = [finding for finding in checks if finding.message not in reported]
         load.findings.extend(integrity)
-        if plan.keys is not None:
+        # A load that ended early has no result for the catalogs after the failing one.
+        if plan.keys is not None and not ended:
             load.record = {
                 "catalogs": {
                     name: {"key": plan.keys[name], "problem": plan.problems[name]}
@@ -759,11 +772,10 @@ def _load_one(db: Database, root: Path, catalog_id: str, version: str) -> str | 
     else:
         problem = None
         logger.debug("%s: catalog %s loaded: %s", db.label, catalog_id, counts)
+    if not db.in_transaction:
+        # SQLite rolled back the whole load: the caller stops loading.
+        return problem
     if problem is not None:
-        if not db.in_transaction:
-            # SQLite rolled back the whole load (on an interrupt, a full disk and a few
-            # other errors), and a further catalog would be written outside a transaction.
-            raise MigrationError(f"{db.label}: the catalog load ended early: {problem}")
         db.execute("ROLLBACK TO SAVEPOINT pipeline_dry_run_catalog")
     db.execute("RELEASE SAVEPOINT pipeline_dry_run_catalog")
     return problem

@@ -27,7 +27,7 @@ from pipeline.config import Config, SampleDatabase
 from pipeline.database import SQLiteDatabase, StatementError, open_database, run_migrations
 from pipeline.dryrun import Shard, dry_run
 from pipeline.dryrun_catalogs import loaded_catalogs, shipped_catalogs
-from pipeline.errors import ConfigError, MigrationError, ValidationError
+from pipeline.errors import ConfigError, ValidationError
 from pipeline.findings import write_json_report, write_junit_report
 from pipeline.migrations import FOREIGN_KEYS_MESSAGE, load_migrations
 from pipeline.report_merge import merge_reports
@@ -615,7 +615,15 @@ def test_signal_stops_statement_without_workers(
     assert sha256(root / "first.sqlite") == before
 
 
-def test_catalog_load_ended_by_sqlite_fails(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("SELECT RAISE(ROLLBACK, 'knp name rejected');", "knp name rejected"),
+        # Once the trigger has run arm(), the progress handler interrupts its UPDATE.
+        (f"SELECT arm(); SELECT count(*) FROM ({COUNT_FOR_HOURS});", "interrupted"),
+    ],
+)
+def test_catalog_load_rolled_back_by_sqlite(tmp_path: Path, body: str, message: str) -> None:
     root = make_content(tmp_path / "content")
     shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
     sample = generate_sample(root, root / "first.sqlite", "small")
@@ -624,22 +632,26 @@ def test_catalog_load_ended_by_sqlite_fails(tmp_path: Path) -> None:
     run_migrations(db, load_migrations(root, "sqlite"))
     armed: list[bool] = []
     db.connection.create_function("arm", 0, lambda: armed.append(True))
-    # Once the trigger has run arm(), the next progress call interrupts its UPDATE,
-    # and SQLite rolls back the transaction of the whole load.
     db.connection.set_progress_handler(lambda: 1 if armed else 0, 1000)
-    db.execute(
-        f"CREATE TRIGGER knp_slow AFTER UPDATE ON knp BEGIN SELECT arm();"
-        f" SELECT count(*) FROM ({COUNT_FOR_HOURS}); END"
-    )
+    db.execute(f"CREATE TRIGGER knp_check AFTER UPDATE ON knp BEGIN {body} END")
+    kato_rows = db.execute("SELECT count(*) FROM kato")
 
-    ended = pytest.raises(MigrationError, match=r"the catalog load ended early: .*interrupted")
-    with ended, loaded_catalogs(db, root, ["knp"], None):
-        pass
-    in_transaction = db.in_transaction
+    with loaded_catalogs(db, root, ["kato", "knp"], None, blobs={}) as load:
+        in_transaction = db.in_transaction
+    tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master")}
+    kato_after = db.execute("SELECT count(*) FROM kato")
     db.close()
 
-    assert armed
+    # kato loads first; knp fails, SQLite rolls back both, and the load stops there.
+    assert load.loaded == ["kato", "knp"]
+    (finding,) = [f for f in load.findings if f.rule == "dry-run.catalog"]
+    assert finding.file == "catalogs/knp/rows.csv"
+    assert message in finding.message
+    assert "rolled back the whole catalog load" in finding.message
+    assert load.record is None
     assert not in_transaction
+    assert "catalog_kato" not in tables
+    assert kato_after == kato_rows
 
 
 def test_copies_of_ended_dry_run_removed(tmp_path: Path, private_tmp: Path) -> None:
