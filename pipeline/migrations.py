@@ -73,6 +73,18 @@ _REJECTED = (
         "DETACH is not allowed in a migration, because ATTACH is not; remove it",
     ),
     (
+        re.compile(
+            r"^(?:CREATE\s+(?:(?:TEMP|TEMPORARY|UNLOGGED)\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+            r"|ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?|DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?)"
+            r"(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?(?:pipeline|catalog)_",
+            re.IGNORECASE,
+        ),
+        "a migration must not create, alter or drop a table named pipeline_* or catalog_*:"
+        " the pipeline manages these tables, apply creates its own before the migrations"
+        " and loads the catalog tables from catalogs/ after them; give the table another"
+        " name, or change the catalog in catalogs/",
+    ),
+    (
         re.compile(r"^VACUUM\b.*\bINTO\b", re.IGNORECASE | re.DOTALL),
         "VACUUM INTO is not allowed in a migration: it writes a copy of the database"
         " to another file; remove it",
@@ -203,7 +215,8 @@ def rejected_statement(statement: Statement, dialect: str) -> str | None:
     """Return why a migration must not contain `statement`, or None when it may.
 
     Rejected are `PRAGMA foreign_keys`, `PRAGMA ignore_check_constraints`,
-    `PRAGMA writable_schema`, `ATTACH`, `DETACH` and `VACUUM INTO`.
+    `PRAGMA writable_schema`, `ATTACH`, `DETACH`, `VACUUM INTO`, and CREATE,
+    ALTER or DROP TABLE of the pipeline's own `pipeline_*` and `catalog_*` tables.
     """
     sql = strip_comments(statement.sql, dialect).strip()
     for pattern, message in _REJECTED:
@@ -658,9 +671,9 @@ def _close_to_mark(word: str) -> bool:
 def _similar(word: str, other: str) -> bool:
     """Tell whether difflib's ratio of two words reaches `_SIMILAR`.
 
-    The ratio is at most that of the shorter length to the mean length, so
-    words of distant lengths are turned down without a matcher; the quick
-    ratios are the next upper bounds, before the full comparison.
+    The ratio is at most the shorter length over the mean length, so words of
+    distant lengths are turned down without a matcher. The quick ratios are
+    the next upper bounds, checked before the full comparison.
     """
     total = len(word) + len(other)
     if not total or 2 * min(len(word), len(other)) < _SIMILAR * total:

@@ -137,6 +137,34 @@ def test_check_reports_foreign_keys_pragma() -> None:
     assert findings[0].line == 2
 
 
+@pytest.mark.parametrize(
+    ("sql", "rejected"),
+    [
+        ("CREATE TABLE pipeline_definitions (kind TEXT, item TEXT)", True),
+        ("CREATE TEMP TABLE IF NOT EXISTS catalog_knp (code TEXT)", True),
+        ('ALTER TABLE "catalog_knp" ADD COLUMN note TEXT', True),
+        ("ALTER TABLE main.Pipeline_Migrations RENAME TO old_history", True),
+        ("DROP TABLE IF EXISTS [pipeline_catalogs]", True),
+        ("CREATE VIEW knp_names AS SELECT code, name_ru FROM catalog_knp", False),
+        ("CREATE TABLE catalogue (code TEXT)", False),
+        ("CREATE TABLE knp_notes (code TEXT REFERENCES catalog_knp (code))", False),
+    ],
+)
+def test_pipeline_tables_reserved(tmp_path: Path, sql: str, rejected: bool) -> None:
+    write_migrations(tmp_path, {"0001_base.sql": BASELINE, "0002_x.sql": f"-- x\n{sql};\n"})
+
+    findings = check_migrations(tmp_path)
+
+    if rejected:
+        (finding,) = findings
+        assert finding.rule == "migration.statement"
+        assert finding.file == "migrations/0002_x.sql"
+        assert finding.line == 2
+        assert "pipeline_* or catalog_*" in finding.message
+    else:
+        assert findings == []
+
+
 def test_load_rejects_misnumbered_files() -> None:
     with pytest.raises(MigrationError) as caught:
         load_migrations(DATA / "gap_after_0001", "sqlite")
