@@ -62,13 +62,18 @@ class Terminated(KeyboardInterrupt):
 def terminate_as_interrupt() -> Iterator[None]:
     """Raise `Terminated`, a KeyboardInterrupt, on SIGTERM in the block, so `finally` cleans up.
 
+    A block that ends normally after a SIGTERM raises it then: the handler
+    may have raised inside a finalizer, where Python drops the exception.
     Signal handlers can be set only in the main thread; elsewhere this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    received: list[int] = []
+
     def interrupt(number: int, frame: FrameType | None) -> None:
+        received.append(number)
         raise Terminated(number)
 
     previous = signal.signal(signal.SIGTERM, interrupt)
@@ -76,6 +81,8 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+    if received:
+        raise Terminated(received[0])
 
 
 class _StepPipe:

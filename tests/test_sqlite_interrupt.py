@@ -99,3 +99,20 @@ def test_unregistered_connection_not_interrupted() -> None:
     worker.join()
 
     assert outcome == [(3000000,)]
+
+
+class SlowFinalizer:
+    """An object whose finalizer waits, so that a signal's handler runs inside it."""
+
+    def __del__(self) -> None:
+        time.sleep(1.0)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_termination_lost_in_finalizer_raised() -> None:
+    # Python prints and drops an exception raised in a finalizer, so the
+    # Terminated of the signal's handler would be lost there.
+    with pytest.raises(Terminated), terminate_as_interrupt():
+        send_later(signal.SIGTERM, 0.2)
+        finalized = SlowFinalizer()
+        del finalized
