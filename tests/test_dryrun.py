@@ -464,6 +464,18 @@ dry_run(Config(root=root, sample_databases=samples), jobs=2, use_cache=sys.argv[
 """
 
 
+COUNT_FOR_HOURS = (
+    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000)"
+    " SELECT x FROM n"
+)
+SLOW_MIGRATIONS = {
+    "migration": f"CREATE TABLE slow AS {COUNT_FOR_HOURS};\n",
+    # The catalog load writes the knp rows into the application table knp.
+    "catalog load": "CREATE TRIGGER knp_slow AFTER UPDATE ON knp"
+    f" BEGIN SELECT count(*) FROM ({COUNT_FOR_HOURS}); END;\n",
+}
+
+
 def processes_running(script: Path) -> list[int]:
     """Return the ids of the processes whose command line names `script`."""
     found = []
@@ -484,11 +496,7 @@ def test_sigterm_stops_forked_workers(tmp_path: Path, cache: str) -> None:
     # A statement that would run for hours: SIGTERM waits for a statement to
     # end, so only the SIGKILL that stops forked workers ends this one.
     slow = root / "migrations" / "0004_slow.sql"
-    slow.write_text(
-        "CREATE TABLE slow AS WITH RECURSIVE n(x) AS"
-        " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000) SELECT x FROM n;\n",
-        "utf-8",
-    )
+    slow.write_text(SLOW_MIGRATIONS["migration"], "utf-8")
     names = ["first.sqlite", "second.sqlite", "third.sqlite"]
     for name in names:
         generate_sample(root, root / name, "small")
@@ -535,11 +543,7 @@ def test_sigterm_stops_forked_workers(tmp_path: Path, cache: str) -> None:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the workers")
 def test_sigterm_exit_code_is_143(tmp_path: Path) -> None:
     root = make_content(tmp_path / "content")
-    (root / "migrations" / "0004_slow.sql").write_text(
-        "CREATE TABLE slow AS WITH RECURSIVE n(x) AS"
-        " (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000) SELECT x FROM n;\n",
-        "utf-8",
-    )
+    (root / "migrations" / "0004_slow.sql").write_text(SLOW_MIGRATIONS["migration"], "utf-8")
     for name in ("first.sqlite", "second.sqlite"):
         generate_sample(root, root / name, "small")
     temporary = tmp_path / "tmp"
@@ -560,18 +564,6 @@ def test_sigterm_exit_code_is_143(tmp_path: Path) -> None:
     assert process.returncode == 143
     assert errors.strip().endswith("terminated")
     assert list(temporary.iterdir()) == []
-
-
-COUNT_FOR_HOURS = (
-    "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000)"
-    " SELECT x FROM n"
-)
-SLOW_MIGRATIONS = {
-    "migration": f"CREATE TABLE slow AS {COUNT_FOR_HOURS};\n",
-    # The catalog load writes the knp rows into the application table knp.
-    "catalog load": "CREATE TRIGGER knp_slow AFTER UPDATE ON knp"
-    f" BEGIN SELECT count(*) FROM ({COUNT_FOR_HOURS}); END;\n",
-}
 
 
 @pytest.mark.parametrize(
