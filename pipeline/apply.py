@@ -630,7 +630,13 @@ def _run_transaction(
     hooks = _JournalHooks(journal, journal_file, db.engine)
     batch = apply_pending(db, pending, context.version, result.migrations, hooks)
     for entry in context.manifest["catalogs"]:
-        result.catalogs[entry["id"]] = load_catalog(db, context.extracted, entry, context.version)
+        try:
+            counts = load_catalog(db, context.extracted, entry, context.version)
+        except db.errors as exc:
+            # A write that SQLite cannot compile, such as a foreign key of another
+            # table that references a column of the catalog table that is not unique.
+            raise ApplyError(f"catalog {entry['id']}: {db.describe_error(exc)}") from exc
+        result.catalogs[entry["id"]] = counts
         pause_point("catalog")
     result.definitions = _store_definitions(db, context)
     pause_point("definitions")

@@ -387,6 +387,26 @@ def test_catalog_row_breaking_constraint_named(bundles: Bundles, sample: Path) -
     assert sha256(sample) == before
 
 
+def test_catalog_key_mismatch_named(bundles: Bundles, sample: Path) -> None:
+    # The key references a column of the catalog table that is not unique, so
+    # SQLite rejects every write to that table.
+    with sqlite3.connect(sample) as connection:
+        connection.execute(
+            "CREATE TABLE knp_notes (id INTEGER PRIMARY KEY,"
+            " knp_name TEXT REFERENCES catalog_knp (name_ru))"
+        )
+    connection.close()
+    before = sha256(sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.first, url_of(sample), [bundles.public])
+
+    message = str(error.value)
+    assert "the database is as before" in message
+    assert 'catalog knp: foreign key mismatch - "knp_notes" referencing "catalog_knp"' in message
+    assert sha256(sample) == before
+
+
 def test_release_dry_run_loads_shipped_catalogs(tmp_path: Path) -> None:
     signing.generate_keypair(tmp_path / "release.key", tmp_path / "minisign.pub")
     secret = signing.load_secret_key(tmp_path / "release.key")
