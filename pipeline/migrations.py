@@ -75,9 +75,10 @@ _REJECTED = (
     (
         re.compile(
             r"^(?:CREATE\s+(?:(?:TEMP|TEMPORARY|UNLOGGED)\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-            r"|ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?|DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?)"
+            r"|ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?|DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?"
+            r"|ALTER\s+TABLE\s+.+?\s+RENAME\s+TO\s+)"
             r"(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?(?:pipeline|catalog)_",
-            re.IGNORECASE,
+            re.IGNORECASE | re.DOTALL,
         ),
         "a migration must not create, alter or drop a table named pipeline_* or catalog_*:"
         " the pipeline manages these tables, apply creates its own before the migrations"

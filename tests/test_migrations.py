@@ -145,6 +145,8 @@ def test_check_reports_foreign_keys_pragma() -> None:
         ('ALTER TABLE "catalog_knp" ADD COLUMN note TEXT', True),
         ("ALTER TABLE main.Pipeline_Migrations RENAME TO old_history", True),
         ("DROP TABLE IF EXISTS [pipeline_catalogs]", True),
+        ("ALTER TABLE knp_notes RENAME TO `Catalog_Notes`", True),
+        ("ALTER TABLE knp_notes RENAME COLUMN code TO catalog_code", False),
         ("CREATE VIEW knp_names AS SELECT code, name_ru FROM catalog_knp", False),
         ("CREATE TABLE catalogue (code TEXT)", False),
         ("CREATE TABLE knp_notes (code TEXT REFERENCES catalog_knp (code))", False),
