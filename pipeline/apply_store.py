@@ -49,7 +49,7 @@ from typing import Any
 from pipeline.catalog_delta import CatalogDelta, Row, RowChange, diff_rows
 from pipeline.catalog_model import ROWS_FILE, CatalogDescription, relative_path
 from pipeline.catalogs import load_description, read_rows
-from pipeline.database import Database
+from pipeline.database import Database, undo_savepoint
 from pipeline.db_schema import column_types, list_tables, quote, table_columns
 from pipeline.errors import ApplyError, CatalogError
 from pipeline.versions import Version
@@ -548,10 +548,7 @@ def _savepoint(db: Database) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        # An interrupted statement makes SQLite roll back the whole transaction.
-        if db.in_transaction:
-            db.execute("ROLLBACK TO SAVEPOINT pipeline_application_rows")
-            db.execute("RELEASE SAVEPOINT pipeline_application_rows")
+        undo_savepoint(db, "pipeline_application_rows")
         raise
     db.execute("RELEASE SAVEPOINT pipeline_application_rows")
 
@@ -579,10 +576,7 @@ def _row_problem(
         except db.errors as exc:
             problem = db.describe_error(exc)
         finally:
-            # An interrupted statement makes SQLite roll back the whole transaction.
-            if db.in_transaction:
-                db.execute("ROLLBACK TO SAVEPOINT pipeline_catalog_row")
-                db.execute("RELEASE SAVEPOINT pipeline_catalog_row")
+            undo_savepoint(db, "pipeline_catalog_row")
         if problem is not None:
             key = ", ".join(f"{name}={row[name]}" for name in description.key)
             return (

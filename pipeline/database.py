@@ -1113,14 +1113,22 @@ def _apply_in_savepoint(
         seconds = time.perf_counter() - started
         _record(db, migration, seconds, bundle_version)
     except BaseException:
-        # After an interrupt, or SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY or SQLITE_NOMEM,
-        # SQLite may have rolled back the whole transaction, savepoint included.
-        if db.in_transaction:
-            db.execute("ROLLBACK TO SAVEPOINT pipeline_migration")
-            db.execute("RELEASE SAVEPOINT pipeline_migration")
+        undo_savepoint(db, "pipeline_migration")
         raise
     db.execute("RELEASE SAVEPOINT pipeline_migration")
     return MigrationRun(migration.version, migration.path, seconds, transactional=True)
+
+
+def undo_savepoint(db: Database, name: str) -> None:
+    """Roll back to savepoint `name` and release it, unless the transaction has ended.
+
+    After an interrupt, or SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY or SQLITE_NOMEM,
+    SQLite may have rolled back the whole transaction, savepoint included. Rolling
+    back to it then would raise "no such savepoint" in place of the real error.
+    """
+    if db.in_transaction:
+        db.execute(f"ROLLBACK TO SAVEPOINT {name}")
+        db.execute(f"RELEASE SAVEPOINT {name}")
 
 
 def commit(db: Database, contents: str) -> None:
