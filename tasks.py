@@ -65,11 +65,11 @@ MAX_RATIO_HELP = (
 
 
 class _CheckedArgument(Argument):
-    """A task option whose value that does not convert to its type is a parse error.
+    """A task option that turns a value of the wrong type into a parse error.
 
     Invoke converts an `int` option's text with `int()` and lets the
-    ValueError out as a traceback; a ParseError is printed as one line
-    with exit code 1.
+    ValueError out as a traceback. Invoke prints a ParseError as one line
+    and exits with code 1.
     """
 
     def set_value(self, value: Any, cast: bool = True) -> None:
@@ -77,7 +77,8 @@ class _CheckedArgument(Argument):
             super().set_value(value, cast)
         except ValueError as exc:
             flag = "--" + str(self.name).replace("_", "-")
-            expected = "a whole number, such as 2" if self.kind is int else f"a {self.kind}"
+            kind = getattr(self.kind, "__name__", str(self.kind))
+            expected = "a whole number, such as 2" if self.kind is int else f"a {kind} value"
             raise ParseError(f"error: {flag} {value!r}: expected {expected}") from exc
 
 

@@ -536,6 +536,10 @@ def loaded_catalogs(
     is used (see `_plan`).
     NOTE: a deferred foreign key that a trigger breaks in a table outside
     the written ones is found by apply's COMMIT, not by these checks.
+    NOTE: a view or foreign key over a catalog table that a migration adds
+    fails the schema check after the migrations ("no such table"), although
+    this load then creates the table as apply does. The dry-run then fails
+    where apply passes.
     """
     load = CatalogLoad()
     if catalogs:
@@ -579,8 +583,8 @@ def loaded_catalogs(
                 problem = _load_one(db, root, catalog_id, version)
                 plan.problems[catalog_id] = problem
                 # A trigger's RAISE(ROLLBACK), an interrupt or a full disk makes SQLite
-                # roll back the whole transaction, and a further catalog would be
-                # written outside one, for good on a kept copy.
+                # roll back the whole transaction. A further catalog would then be
+                # written outside one, which changes a kept copy for good.
                 ended = not db.in_transaction
                 if ended:
                     problem = (
@@ -773,7 +777,7 @@ def _load_one(db: Database, root: Path, catalog_id: str, version: str) -> str | 
         problem = None
         logger.debug("%s: catalog %s loaded: %s", db.label, catalog_id, counts)
     if not db.in_transaction:
-        # SQLite rolled back the whole load: the caller stops loading.
+        # SQLite rolled back the whole load, savepoint included, so the caller stops.
         return problem
     if problem is not None:
         db.execute("ROLLBACK TO SAVEPOINT pipeline_dry_run_catalog")

@@ -80,7 +80,8 @@ _REJECTED = (
             r"(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?(?:pipeline|catalog)_",
             re.IGNORECASE | re.DOTALL,
         ),
-        "a migration must not create, alter or drop a table named pipeline_* or catalog_*:"
+        "a migration must not create, alter or drop a table named pipeline_* or catalog_*,"
+        " nor rename a table to such a name:"
         " the pipeline manages these tables, apply creates its own before the migrations"
         " and loads the catalog tables from catalogs/ after them; give the table another"
         " name, or change the catalog in catalogs/",
@@ -217,7 +218,7 @@ def rejected_statement(statement: Statement, dialect: str) -> str | None:
 
     Rejected are `PRAGMA foreign_keys`, `PRAGMA ignore_check_constraints`,
     `PRAGMA writable_schema`, `ATTACH`, `DETACH`, `VACUUM INTO`, and CREATE,
-    ALTER or DROP TABLE of the pipeline's own `pipeline_*` and `catalog_*` tables.
+    ALTER, DROP or RENAME TO of the pipeline's own `pipeline_*` and `catalog_*` tables.
     """
     sql = strip_comments(statement.sql, dialect).strip()
     for pattern, message in _REJECTED:
@@ -677,8 +678,10 @@ def _similar(word: str, other: str) -> bool:
     the next upper bounds, checked before the full comparison.
     """
     total = len(word) + len(other)
-    if not total or 2 * min(len(word), len(other)) < _SIMILAR * total:
-        return total == 0
+    if total == 0:
+        return True
+    if 2 * min(len(word), len(other)) < _SIMILAR * total:
+        return False
     matcher = difflib.SequenceMatcher(None, word, other)
     return matcher.quick_ratio() >= _SIMILAR and matcher.ratio() >= _SIMILAR
 

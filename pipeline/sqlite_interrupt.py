@@ -43,8 +43,8 @@ def signals_interrupt_statements() -> Iterator[None]:
     """Interrupt the statements of the `interruptible` connections on SIGINT or SIGTERM.
 
     Only the main thread can set the wakeup pipe, so elsewhere this does
-    nothing. The block must not start worker processes by fork: the
-    watching thread is not copied into them.
+    nothing. The block must not start worker processes by fork, because
+    the watching thread is not copied into them.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
