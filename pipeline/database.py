@@ -180,7 +180,10 @@ class Database(abc.ABC):
         return None
 
     def schema_problems_since(
-        self, before: Mapping[str, str] | None, created: Collection[str] = ()
+        self,
+        before: Mapping[str, str] | None,
+        created: Collection[str] = (),
+        absent: Collection[str] = (),
     ) -> list[str]:
         """Run the schema check on what changed since `before`, a `schema_objects` result.
 
@@ -189,7 +192,8 @@ class Database(abc.ABC):
         and views that use none of the changed ones, are not described again.
         None checks the whole schema. `created` names tables the caller
         created since `before` with its own plain DDL (see
-        `sqlite_schema.probe_targets`).
+        `sqlite_schema.probe_targets`), and `absent` tables a later step
+        creates (see `sqlite_schema.schema_problems`).
         """
         return self.schema_problems()
 
@@ -414,13 +418,16 @@ class SQLiteDatabase(Database):
         return sqlite_schema.schema_objects(self.connection)
 
     def schema_problems_since(
-        self, before: Mapping[str, str] | None, created: Collection[str] = ()
+        self,
+        before: Mapping[str, str] | None,
+        created: Collection[str] = (),
+        absent: Collection[str] = (),
     ) -> list[str]:
-        if before is None:
-            return self.schema_problems()
-        after = sqlite_schema.schema_objects(self.connection)
-        targets = sqlite_schema.probe_targets(self.connection, before, after, created)
-        return sqlite_schema.schema_problems(self.connection, only=targets)
+        targets = None
+        if before is not None:
+            after = sqlite_schema.schema_objects(self.connection)
+            targets = sqlite_schema.probe_targets(self.connection, before, after, created)
+        return sqlite_schema.schema_problems(self.connection, only=targets, absent=absent)
 
     def _explain(self, sql: str, names: Sequence[str]) -> None:
         sqlite_schema.explain(self.connection, sql, dict.fromkeys(names))
@@ -1356,6 +1363,7 @@ def run_migrations(
     *,
     checked_before: bool = False,
     hooks: RunnerHooks | None = None,
+    absent: Collection[str] = (),
 ) -> RunResult:
     """Apply every pending migration in order, then run the integrity checks.
 
@@ -1364,6 +1372,9 @@ def run_migrations(
     only the tables the migrations changed (`changed_tables`), when known,
     and the schema check only what the migrations changed in the schema.
     `hooks` are called between the steps, as `apply_pending` describes.
+    `absent` names tables, in lower case, that the caller creates after the
+    migrations. The schema check does not report a statement that fails
+    only because one of them is missing, and the caller checks it later.
 
     The migrations run with the transaction boundaries of `apply_pending`.
     Stops at the first failing migration; the ones before it stay applied. A
@@ -1394,7 +1405,7 @@ def run_migrations(
     if tables is not None:
         result.checked_tables = sorted(tables)
         logger.info("%s: integrity checks of the changed tables %s", db.label, sorted(tables))
-    schema = db.schema_problems_since(before)
+    schema = db.schema_problems_since(before, absent=absent)
     result.findings.extend(check_integrity(db, tables, schema=schema))
     return result
 

@@ -45,6 +45,7 @@ import git
 
 from pipeline import sqlite_schema
 from pipeline.apply_store import (
+    CATALOG_TABLE_PREFIX,
     CATALOGS_TABLE,
     MANAGED_TABLES,
     catalog_table,
@@ -368,8 +369,11 @@ def migration_tables(
     Names are in lower case. A write (INSERT, UPDATE, DELETE, CREATE TABLE
     ... AS) counts every name of its text too, because rows it reads decide
     what it writes. So does a statement that changes a `known` table, which
-    may add a reference to another one. A statement of a form not recognized here counts every
-    name of its text, and `known` names when its text does not scan.
+    may add a reference to another one. Any statement counts the `known`
+    catalog tables (`catalog_knp`) it names, because a view, trigger or
+    foreign key over one needs the table that customers hold. A statement
+    of a form not recognized here counts every name of its text, and
+    `known` names when its text does not scan.
     `domains` ({domain: tables with a column of it}, lower case) resolves
     `ALTER DOMAIN`.
     NOTE: a write that a migration makes through a function it calls, or
@@ -388,6 +392,10 @@ def migration_tables(
             # reference to another catalog, whose rows then must be there.
             if _WRITE.match(sql) or targets & set(known):
                 found.update(sql_names(sql, engine) or known)
+            elif CATALOG_TABLE_PREFIX in sql.lower():
+                # A view, trigger or foreign key over a catalog table needs that table.
+                named = sql_names(sql, engine) or ()
+                found.update(n for n in named if n.startswith(CATALOG_TABLE_PREFIX) and n in known)
     return found
 
 
@@ -536,10 +544,6 @@ def loaded_catalogs(
     is used (see `_plan`).
     NOTE: a deferred foreign key that a trigger breaks in a table outside
     the written ones is found by apply's COMMIT, not by these checks.
-    NOTE: a view or foreign key over a catalog table that a migration adds
-    fails the schema check after the migrations ("no such table"), although
-    this load then creates the table as apply does. The dry-run then fails
-    where apply passes.
     """
     load = CatalogLoad()
     if catalogs:

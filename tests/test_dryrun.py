@@ -23,6 +23,7 @@ import pytest
 from conftest import ended_process_id, git, running, stop, under_ci, wait_until
 
 from pipeline import dryrun
+from pipeline.cache import cache_path
 from pipeline.config import Config, SampleDatabase
 from pipeline.database import SQLiteDatabase, StatementError, open_database, run_migrations
 from pipeline.dryrun import Shard, dry_run
@@ -1105,3 +1106,80 @@ def test_shipped_catalogs_follow_base_release(git_repo: Path, tmp_path: Path) ->
     assert first_release == ["kato", "kbe", "knp"]
     assert committed == ["knp"]
     assert shipped_catalogs(git_repo) == ["kbe", "knp", "units"]
+
+
+# A view and a foreign key over the pipeline's table of the knp catalog.
+KNP_VIEW = (
+    "CREATE VIEW knp_names AS SELECT code, {column} FROM catalog_knp;\n"
+    "CREATE TABLE knp_notes (id INTEGER PRIMARY KEY,"
+    " knp_code TEXT REFERENCES catalog_knp (code), note TEXT);\n"
+)
+
+
+def view_content(root: Path, column: str = "name_ru", table: str = "catalog_knp") -> Config:
+    make_content(root)
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    sql = KNP_VIEW.format(column=column).replace("catalog_knp", table)
+    (root / "migrations" / "0004_knp_names.sql").write_text(sql, "utf-8")
+    generate_sample(root, root / "sample.sqlite", "small")
+    return Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+
+@pytest.mark.parametrize("use_cache", [False, True])
+def test_view_over_catalog_table_passes(tmp_path: Path, use_cache: bool) -> None:
+    config = view_content(tmp_path / "content")
+
+    first = dry_run(config, use_cache=use_cache)
+    # With the cache on, the second run starts from the kept migrated copy.
+    cache_path(config.root, "dry-run").unlink(missing_ok=True)
+    second = dry_run(config, use_cache=use_cache)
+
+    # The catalog load creates catalog_knp after the migrations, as apply does.
+    for result in (first, second):
+        assert result.results[0].findings == []
+        assert result.passed
+        assert result.results[0].catalogs == ["kato", "kbe", "knp"]
+    assert second.results[0].catalogs_reused == (["kato", "kbe", "knp"] if use_cache else [])
+
+
+def test_view_over_catalog_table_checked_after_load(tmp_path: Path) -> None:
+    config = view_content(tmp_path / "content", column="name_en")
+
+    result = dry_run(config)
+
+    assert not result.passed
+    (finding,) = result.results[0].findings
+    assert finding.message == (
+        "schema check: view knp_names does not compile: no such column: name_en;"
+        " create the view again over the new schema"
+    )
+
+
+def test_view_over_unknown_catalog_table_fails(tmp_path: Path) -> None:
+    config = view_content(tmp_path / "content", table="catalog_units")
+
+    result = dry_run(config)
+
+    # No catalog creates catalog_units, so the view and the foreign key stay broken.
+    assert not result.passed
+    messages = [finding.message for finding in result.results[0].findings]
+    assert any(
+        "view knp_names does not compile: no such table: main.catalog_units" in message
+        for message in messages
+    ), messages
+    assert any(
+        "table knp_notes: INSERT does not compile: no such table: main.catalog_units" in message
+        for message in messages
+    ), messages
+
+
+def test_view_over_unshipped_catalog_table_passes(tmp_path: Path) -> None:
+    config = view_content(tmp_path / "content")
+
+    result = dry_run(config, catalogs=["kato", "kbe"])
+
+    # Customers hold catalog_knp from earlier releases, so its rows load before the migration.
+    (sample,) = result.results
+    assert sample.findings == []
+    assert sample.catalogs_before == ["knp"]
+    assert result.passed

@@ -627,7 +627,9 @@ def test_kept_copy_finds_orphans_of_removed_row(config: Config, migrations_run: 
         "INSERT INTO payment_purposes (knp_code) VALUES ('311');\n",
         "utf-8",
     )
-    dry_run(config, use_cache=True, catalogs=["kato"])
+    # knp ships in both runs: an unshipped knp would load before the migration,
+    # which names its table, and a change of its rows would migrate a new copy.
+    dry_run(config, use_cache=True, catalogs=["kato", "knp"])
     (kept,) = kept_files(root)
     kept_bytes = kept.read_bytes()
     rows = root / "catalogs" / "knp" / "rows.csv"

@@ -1008,3 +1008,28 @@ def test_sigterm_ends_sqlite_worker_of_mixed_run(
     assert "Terminated: signal 15" in errors
     assert running_sleeps(postgres_server) == 0
     assert list(temporary.glob("pipeline-dry-run-*")) == []
+
+
+KNP_VIEW = "CREATE VIEW knp_names AS SELECT code, name_ru FROM catalog_knp;\n"
+
+
+def test_view_over_unshipped_catalog_table(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    (root / "migrations" / "0004_knp_names.sql").write_text(KNP_VIEW, "utf-8")
+    config = Config(root=root, sample_databases=(SampleDatabase(url),))
+
+    unshipped = dryrun.dry_run(config, catalogs=[])
+    shipped = dryrun.dry_run(config)
+
+    # Customers hold catalog_knp from earlier releases, so it is there before the migration.
+    (database,) = unshipped.results
+    assert database.findings == []
+    assert database.catalogs_before == ["knp"]
+    assert unshipped.passed
+    # In a first release the catalog tables come after the migrations, as at the customers.
+    (database,) = shipped.results
+    assert not shipped.passed
+    (finding,) = database.findings
+    assert finding.file == "migrations/0004_knp_names.sql"
+    assert 'relation "catalog_knp" does not exist' in finding.message
