@@ -79,6 +79,7 @@ from pipeline.database import (
     commit,
     display_name,
     ensure_history,
+    interruptible_statements,
     needs_own_transaction,
     open_database,
     redact_url,
@@ -100,6 +101,7 @@ from pipeline.fsutil import atomic_output, atomic_write_text
 from pipeline.keys import PublicKey
 from pipeline.manifest import MANIFEST_NAME, parse_manifest
 from pipeline.migrations import Migration, load_migrations
+from pipeline.sqlite_interrupt import signals_interrupt_statements
 from pipeline.trust import TrustedKey, check_key_usable, find_trusted_key
 from pipeline.verify import MAX_MANIFEST_BYTES, parse_trusted_comment, verify_bundle
 
@@ -564,7 +566,8 @@ def _run_steps(
     pending: Sequence[Migration],
     result: ApplyResult,
 ) -> None:
-    with _open(context) as db:
+    # Ctrl+C stops a long SQLite statement at once, and the steps are undone as on any error.
+    with _open(context) as db, interruptible_statements(db), signals_interrupt_statements():
         sequences = _sequence_values(db)
         try:
             _run_transaction(context, db, journal, journal_file, pending, result)

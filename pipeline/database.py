@@ -39,6 +39,7 @@ Supported URLs: `sqlite:///relative/path` (taken from the repository root),
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import re
 import sqlite3
@@ -69,6 +70,7 @@ from pipeline.migrations import (
     split_statements,
     sqlite_version_problem,
 )
+from pipeline.sqlite_interrupt import interruptible
 
 logger = logging.getLogger(__name__)
 
@@ -761,6 +763,17 @@ def redact_url(url: str) -> str:
 def display_name(url: str) -> str:
     """Return a short name of a database URL: the file name or the database name."""
     return redact_url(url).rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+def interruptible_statements(db: Database) -> contextlib.AbstractContextManager[None]:
+    """Let Ctrl+C stop the statement a SQLite `db` runs (`pipeline.sqlite_interrupt`).
+
+    psycopg waits for a PostgreSQL statement in Python code, so Ctrl+C
+    reaches it without this.
+    """
+    if isinstance(db, SQLiteDatabase):
+        return interruptible(db.connection)
+    return contextlib.nullcontext()
 
 
 def open_database(

@@ -81,6 +81,7 @@ from pipeline.database import (
     check_integrity,
     display_name,
     ensure_history,
+    interruptible_statements,
     migration_statements,
     open_database,
     pending_migrations,
@@ -114,7 +115,7 @@ from pipeline.migrations import Migration, MigrationFileError, load_migrations, 
 from pipeline.processes import process_exists
 from pipeline.sample_checks import SampleChecks, identity_key
 from pipeline.samples import ensure_sample
-from pipeline.sqlite_interrupt import interruptible, signals_interrupt_statements
+from pipeline.sqlite_interrupt import signals_interrupt_statements
 
 __all__ = [
     "DatabaseResult",
@@ -447,7 +448,7 @@ def _sqlite_copy(
         db = open_database(
             f"sqlite:///{target}", config.root, lock_timeout_ms=config.lock_timeout_ms
         )
-        stack.enter_context(_interruptible(db))
+        stack.enter_context(interruptible_statements(db))
         db.label = display_name(sample.url)
         # Memory-mapped reads take about a third off integrity_check on a 137 MB
         # sample (benchmarks/dryrun_sqlite.py); the copy is private to this run.
@@ -463,13 +464,6 @@ def _sqlite_copy(
             yield db
         finally:
             db.close()
-
-
-def _interruptible(db: Database) -> contextlib.AbstractContextManager[None]:
-    """Let Ctrl+C stop the statement a SQLite `db` runs (`pipeline.sqlite_interrupt`)."""
-    if isinstance(db, SQLiteDatabase):
-        return interruptible(db.connection)
-    return contextlib.nullcontext()
 
 
 def _drop_clone(url: str, name: str) -> None:
@@ -1000,7 +994,7 @@ def _dry_run_kept(
             if progress is not None:
                 progress.status(f"{display_name(sample.url)}: catalogs on the kept copy")
             try:
-                with _interruptible(db):
+                with interruptible_statements(db):
                     checked = _check_kept(
                         db,
                         sample,

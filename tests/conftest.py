@@ -77,8 +77,12 @@ def migrations_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @contextlib.contextmanager
 def running(command: list[str], cwd: Path, **options: object) -> Iterator[subprocess.Popen[str]]:
-    """Start `command` with its standard error captured; kill it if the block leaves it running."""
-    process = subprocess.Popen(command, cwd=cwd, stderr=subprocess.PIPE, text=True, **options)
+    """Start `command`, by default with its standard error captured; kill it if still running.
+
+    `options` go to `subprocess.Popen`, `stderr` included.
+    """
+    options.setdefault("stderr", subprocess.PIPE)
+    process = subprocess.Popen(command, cwd=cwd, text=True, **options)
     try:
         yield process
     finally:

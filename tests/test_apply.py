@@ -13,12 +13,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT, git, require_tool
+from conftest import REPO_ROOT, git, require_tool, running, wait_until
 
 from pipeline import apply_store, signing
 from pipeline.apply import (
@@ -859,6 +860,43 @@ def sqlite_state(path: Path) -> str:
     """Open the database (which rolls back a hot journal) and return the file's SHA-256."""
     query(path, "SELECT COUNT(*) FROM sqlite_master")
     return sha256(path)
+
+
+# A count that SQLite would run for hours, in a trigger on the knp rows the catalog load writes.
+SLOW_KNP_TRIGGER = (
+    "CREATE TRIGGER knp_slow AFTER UPDATE ON knp BEGIN SELECT count(*) FROM"
+    " (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000000000)"
+    " SELECT x FROM n); END"
+)
+
+
+def test_ctrl_c_stops_long_statement(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
+    with sqlite3.connect(sample) as connection:
+        connection.execute(SLOW_KNP_TRIGGER)
+    connection.close()
+    before = sha256(sample)
+    journal = journal_path(url_of(sample), Path("."))
+    command = [CLI, "apply", str(bundles.first), "--database", url_of(sample)]
+    command += ["--trusted-keys", str(bundles.public_file), "--install-dir", str(tmp_path / "i")]
+    log = tmp_path / "apply.log"
+    env = {**os.environ, "CI": "true", "PIPELINE_LOG": "INFO"}
+
+    with log.open("w") as errors, running(command, tmp_path, env=env, stderr=errors) as process:
+        # The catalogs load in the order kato, kbe, knp, and knp's rows start the trigger.
+        wait_until(process, lambda: "catalog kbe (full)" in log.read_text(), "kbe was loaded")
+        time.sleep(1)
+        process.send_signal(signal.SIGINT)
+        # Without the interrupt, the trigger's statement runs for hours and this times out.
+        process.wait(timeout=120)
+    output = log.read_text()
+
+    assert process.returncode == 130
+    assert output.strip().endswith("interrupted")
+    assert "catalog knp (full)" not in output
+    assert "Traceback" not in output
+    assert not journal.exists()
+    assert sha256(sample) == before
+    assert installed_version(url_of(sample)) is None
 
 
 @pytest.mark.parametrize(
