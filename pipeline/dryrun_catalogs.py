@@ -607,6 +607,10 @@ def loaded_catalogs(
                     )
                 )
             if ended:
+                # The catalogs after this one were never tried, so the result leaves them out.
+                tried = load.catalogs[: load.catalogs.index(catalog_id) + 1]
+                load.catalogs = tried
+                load.unshipped = [name for name in load.unshipped if name in tried]
                 break
         schema = None
         if isinstance(db, SQLiteDatabase):

@@ -647,6 +647,31 @@ def test_catalog_load_rolled_back_by_sqlite(tmp_path: Path, body: str, message: 
     assert kato_after == kato_rows
 
 
+def test_rolled_back_load_lists_catalogs_tried(tmp_path: Path) -> None:
+    root = make_content(tmp_path / "content")
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    # The kbe catalog writes its rows into an application table of its name.
+    (root / "migrations" / "0004_kbe.sql").write_text(
+        "CREATE TABLE kbe (code TEXT PRIMARY KEY);\n"
+        "CREATE TRIGGER kbe_check AFTER INSERT ON kbe"
+        " BEGIN SELECT RAISE(ROLLBACK, 'kbe code rejected'); END;\n",
+        "utf-8",
+    )
+    generate_sample(root, root / "sample.sqlite", "small")
+    config = Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config)
+
+    # kbe fails after kato, and SQLite rolls back the whole load, so knp never loads.
+    (sample,) = result.results
+    assert not result.passed
+    assert sample.catalogs == ["kato", "kbe"]
+    (finding,) = sample.findings
+    assert finding.file == "catalogs/kbe/rows.csv"
+    assert "kbe code rejected" in finding.message
+    assert "  catalogs loaded after the migrations: kato, kbe" in result.summary()
+
+
 def test_copies_of_ended_dry_run_removed(tmp_path: Path, private_tmp: Path) -> None:
     config = three_samples(make_content(tmp_path / "content"))
     host = dryrun._host_tag()
