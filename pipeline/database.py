@@ -228,6 +228,14 @@ class Database(abc.ABC):
         """Check deferred constraints now instead of at COMMIT (a no-op where COMMIT suffices)."""
         return None
 
+    def writes_checked(self) -> bool:
+        """Tell whether the engine checked every write of the open transaction against every key.
+
+        True means a foreign key scan can find no violation that those writes
+        made, so a caller may leave the scan out. The default is False.
+        """
+        return False
+
     def reset_session(self) -> None:
         """Set the configured session settings again, undoing what a migration changed."""
         return None
@@ -336,6 +344,9 @@ class SQLiteDatabase(Database):
             return False
         rows = self.execute("SELECT sql FROM sqlite_master WHERE type = 'table'")
         return not any(_INITIALLY_DEFERRED.search(str(row[0] or "")) for row in rows)
+
+    def writes_checked(self) -> bool:
+        return self.immediate_foreign_keys()
 
     def tables(self) -> list[str]:
         rows = self.execute(
@@ -512,6 +523,23 @@ class PostgresDatabase(Database):
             self.execute("ROLLBACK TO SAVEPOINT pipeline_constraints")
             self.execute("RELEASE SAVEPOINT pipeline_constraints")
 
+    def writes_checked(self) -> bool:
+        """Tell whether every foreign key trigger fired and the deferred keys hold.
+
+        PostgreSQL checks a foreign key in triggers: at the end of each
+        statement, or at COMMIT for a deferred key. A trigger that is disabled,
+        or set to fire only for replication, skips writes, and so does the
+        session role `replica`. Otherwise `SET CONSTRAINTS ALL IMMEDIATE`
+        runs the deferred checks now; a violation makes the result False.
+        """
+        if self.execute(_KEY_TRIGGERS_OFF_SQL)[0][0]:
+            return False
+        try:
+            self.check_deferred_constraints()
+        except self.errors:
+            return False
+        return True
+
     def foreign_key_parents(self) -> dict[str, set[str]]:
         parents: dict[str, set[str]] = {}
         for child, parent in self.execute(_FOREIGN_KEY_TABLES_SQL):
@@ -674,6 +702,15 @@ JOIN pg_namespace ns ON ns.oid = con.connamespace
 JOIN pg_class child ON child.oid = con.conrelid
 JOIN pg_class parent ON parent.oid = con.confrelid
 WHERE con.contype = 'f' AND ns.nspname = current_schema()
+"""
+# True when some foreign key trigger of the schema does not fire in this session.
+_KEY_TRIGGERS_OFF_SQL = """
+SELECT current_setting('session_replication_role') = 'replica' OR EXISTS (
+    SELECT 1 FROM pg_trigger t
+    JOIN pg_constraint con ON con.oid = t.tgconstraint
+    JOIN pg_namespace ns ON ns.oid = con.connamespace
+    WHERE con.contype = 'f' AND ns.nspname = current_schema() AND t.tgenabled IN ('D', 'R')
+)
 """
 _NOT_VALID_SQL = """
 SELECT quote_ident(con.conname), con.conrelid::regclass::text

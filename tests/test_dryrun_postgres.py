@@ -21,6 +21,7 @@ import pytest
 from conftest import ended_process_id, running, stop, wait_until
 
 from pipeline import dryrun
+from pipeline.apply_store import ensure_tables, load_catalog
 from pipeline.config import Config, SampleDatabase
 from pipeline.database import (
     HISTORY_TABLE,
@@ -1033,3 +1034,100 @@ def test_view_over_unshipped_catalog_table(generated_sample: tuple[Path, str]) -
     (finding,) = database.findings
     assert finding.file == "migrations/0004_knp_names.sql"
     assert 'relation "catalog_knp" does not exist' in finding.message
+
+
+def test_writes_checked_by_foreign_keys(tmp_path: Path, postgres_database: str) -> None:
+    with open_database(postgres_database, tmp_path) as db:
+        db.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+        db.execute(
+            "CREATE TABLE child (id INTEGER PRIMARY KEY,"
+            " parent_id INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+        )
+        db.execute("INSERT INTO parent VALUES (1)")
+        db.execute("BEGIN")
+        db.execute("INSERT INTO child VALUES (1, 1)")
+        clean = db.writes_checked()
+        # Deferred: the orphan fails only at COMMIT or SET CONSTRAINTS.
+        db.execute("INSERT INTO child VALUES (2, 7)")
+        orphan = db.writes_checked()
+        pending = db.execute("SELECT count(*) FROM child")[0][0]
+        db.execute("ROLLBACK")
+        db.execute("ALTER TABLE child DISABLE TRIGGER ALL")
+        disabled = db.writes_checked()
+        db.execute("ALTER TABLE child ENABLE TRIGGER ALL")
+        db.execute("SET session_replication_role = replica")
+        replica = db.writes_checked()
+
+    assert clean is True
+    assert orphan is False
+    # The failed check leaves the transaction usable, with its rows.
+    assert pending == 2
+    # A disabled trigger or the replica role lets a write skip its foreign key check.
+    assert disabled is False
+    assert replica is False
+
+
+def test_catalog_load_orphans_of_deferred_key(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    # Customers hold catalog_knp from an earlier release, code 311 included.
+    with open_database(url, root) as db:
+        db.execute("BEGIN")
+        ensure_tables(db)
+        load_catalog(db, root, {"id": "knp", "path": "catalogs/knp/rows.csv"}, "2025.1")
+        db.execute("COMMIT")
+    (root / "migrations" / "0004_payment_purpose.sql").write_text(
+        "CREATE TABLE payment_purposes (id INTEGER PRIMARY KEY,"
+        " knp_code TEXT NOT NULL REFERENCES catalog_knp (code) DEFERRABLE INITIALLY DEFERRED);\n"
+        "INSERT INTO payment_purposes VALUES (1, '311');\n",
+        "utf-8",
+    )
+    rows = root / "catalogs" / "knp" / "rows.csv"
+    lines = rows.read_text("utf-8").splitlines(True)
+    rows.write_text("".join(line for line in lines if not line.startswith("311,")), "utf-8")
+
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+
+    # The load deletes 311 from catalog_knp, and only the deferred check at the end finds it.
+    (database,) = result.results
+    assert not database.passed
+    (finding,) = database.findings
+    assert finding.rule == "database.foreign-key"
+    assert finding.message.startswith(
+        "foreign key check: table payment_purposes constraint payment_purposes_knp_code_fkey:"
+        " 1 row(s) have no matching row in parent table catalog_knp(code)"
+    )
+
+
+DEFERRED_UNIQUE_LOG = """\
+CREATE TABLE knp_log (
+    entry TEXT,
+    CONSTRAINT knp_log_once UNIQUE (entry) DEFERRABLE INITIALLY DEFERRED
+);
+CREATE FUNCTION knp_logged() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO knp_log VALUES ('written');
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER knp_logged AFTER INSERT OR UPDATE ON knp FOR EACH ROW EXECUTE FUNCTION knp_logged();
+"""
+
+
+def test_catalog_load_breaks_deferred_unique(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    (root / "migrations" / "0004_knp_log.sql").write_text(DEFERRED_UNIQUE_LOG, "utf-8")
+
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+
+    # Each knp row the load writes logs the same entry; COMMIT would reject the second.
+    (database,) = result.results
+    assert not database.passed
+    (finding,) = database.findings
+    assert finding.rule == "database.integrity"
+    assert finding.message.startswith(
+        "deferred constraint check after the catalog load: duplicate key value violates"
+        ' unique constraint "knp_log_once"'
+    )
+    assert "Key (entry)=(written) already exists" in finding.message
