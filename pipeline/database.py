@@ -222,7 +222,16 @@ class Database(abc.ABC):
 
     def error_hint(self, error: Exception, statement: str) -> str:
         """Return what an operator should know about a failed statement, or an empty string."""
-        return ""
+        missing = _MISSING_CATALOG_TABLE.search(str(error))
+        if missing is None:
+            return ""
+        table = missing["name"]
+        return (
+            f"; {table} is the pipeline's table of a catalog in catalogs/, which apply creates"
+            " when it loads the catalog, after the migrations: a database gets it from the"
+            " first release that ships the catalog, so use the table in a migration of a"
+            " later release"
+        )
 
     def check_deferred_constraints(self) -> None:
         """Check deferred constraints now instead of at COMMIT (a no-op where COMMIT suffices)."""
@@ -636,7 +645,7 @@ class PostgresDatabase(Database):
                 " statement; raise statement_timeout_ms in [tool.pipeline] if it is expected"
                 " to take longer"
             )
-        return ""
+        return super().error_hint(error, statement)
 
     def _lock_holders(self, statement: str) -> str:
         """Name the other sessions that hold locks on the tables of `statement`."""
@@ -703,6 +712,10 @@ JOIN pg_class child ON child.oid = con.conrelid
 JOIN pg_class parent ON parent.oid = con.confrelid
 WHERE con.contype = 'f' AND ns.nspname = current_schema()
 """
+# A statement's error about a missing catalog table, from SQLite or PostgreSQL.
+_MISSING_CATALOG_TABLE = re.compile(
+    r'(?:relation "|no such table: (?:main\.)?)(?P<name>catalog_\w+)'
+)
 # True when some foreign key trigger of the schema does not fire in this session.
 _KEY_TRIGGERS_OFF_SQL = """
 SELECT current_setting('session_replication_role') = 'replica' OR EXISTS (

@@ -1034,6 +1034,9 @@ def test_view_over_unshipped_catalog_table(generated_sample: tuple[Path, str]) -
     (finding,) = database.findings
     assert finding.file == "migrations/0004_knp_names.sql"
     assert 'relation "catalog_knp" does not exist' in finding.message
+    assert "catalog_knp is the pipeline's table of a catalog in catalogs/, which apply" in (
+        finding.message
+    )
 
 
 def test_writes_checked_by_foreign_keys(tmp_path: Path, postgres_database: str) -> None:
