@@ -564,9 +564,16 @@ def _row_problem(
     """Find the first row that the application table rejects, by writing the rows one by one.
 
     Each row is written in a savepoint that is rolled back afterwards, so the
-    search leaves the table as it was.
+    search leaves the table as it was. When SQLite has rolled back the whole
+    transaction, nothing is written, because each write would commit.
     """
     table = description.id
+    if not db.in_transaction:
+        return (
+            f"catalog {table}: the rows of {source} cannot be written into table {table}:"
+            f" {db.describe_error(error)}; SQLite rolled back the whole transaction, so the"
+            " row was not looked for"
+        )
     for index, row in enumerate(rows):
         problem = None
         db.execute("SAVEPOINT pipeline_catalog_row")

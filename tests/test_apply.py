@@ -1630,3 +1630,28 @@ def test_interrupted_row_write_keeps_its_error(tmp_path: Path) -> None:
 
     assert not in_transaction
     assert rows == [(0,)]
+
+
+def test_rolled_back_row_write_probes_nothing(bundles: Bundles, sample: Path) -> None:
+    # The kbe catalog writes its rows into an application table of its name.
+    with sqlite3.connect(sample) as connection:
+        connection.executescript(
+            "CREATE TABLE kbe (code TEXT PRIMARY KEY, name_ru TEXT);"
+            "CREATE TRIGGER kbe_guard BEFORE INSERT ON kbe WHEN new.code = '13'"
+            " BEGIN SELECT RAISE(ROLLBACK, 'kbe 13 is not allowed'); END;"
+        )
+    connection.close()
+    before = sha256(sample)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.first, url_of(sample), [bundles.public])
+
+    # SQLite ended the transaction, so no row is written again to find the culprit.
+    message = str(error.value)
+    assert "the database is as before" in message
+    assert "catalog kbe: the rows of catalogs/kbe/rows.csv cannot be written into table kbe:" in (
+        message
+    )
+    assert "kbe 13 is not allowed" in message
+    assert "SQLite rolled back the whole transaction" in message
+    assert sha256(sample) == before
