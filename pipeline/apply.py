@@ -96,6 +96,7 @@ from pipeline.db_backup import (
 )
 from pipeline.db_schema import list_tables
 from pipeline.definitions import install_path_problem
+from pipeline.dryrun_workers import terminate_as_interrupt
 from pipeline.errors import ApplyError, MigrationError, PipelineError
 from pipeline.fsutil import atomic_output, atomic_write_text
 from pipeline.keys import PublicKey
@@ -364,7 +365,9 @@ def apply_bundle(
     verified = verify_bundle(bundle, _public_keys(keys), max_ratio=max_ratio, password=password)
     _check_trusted_key(keys, verified.key_id, verified.trusted_comment)
     folder = backup_dir or default_backup_dir(database, root)
+    # SIGTERM (a CI timeout, a service manager) undoes the apply as Ctrl+C does.
     with (
+        terminate_as_interrupt(),
         _created_database(database, root, folder, create),
         tempfile.TemporaryDirectory(prefix="parus-apply-") as work,
     ):

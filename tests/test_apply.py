@@ -870,7 +870,13 @@ SLOW_KNP_TRIGGER = (
 )
 
 
-def test_ctrl_c_stops_long_statement(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("number", "code", "message"),
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+)
+def test_signal_stops_long_statement(
+    bundles: Bundles, sample: Path, tmp_path: Path, number: int, code: int, message: str
+) -> None:
     with sqlite3.connect(sample) as connection:
         connection.execute(SLOW_KNP_TRIGGER)
     connection.close()
@@ -885,13 +891,13 @@ def test_ctrl_c_stops_long_statement(bundles: Bundles, sample: Path, tmp_path: P
         # The catalogs load in the order kato, kbe, knp, and knp's rows start the trigger.
         wait_until(process, lambda: "catalog kbe (full)" in log.read_text(), "kbe was loaded")
         time.sleep(1)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(number)
         # Without the interrupt, the trigger's statement runs for hours and this times out.
         process.wait(timeout=120)
     output = log.read_text()
 
-    assert process.returncode == 130
-    assert output.strip().endswith("interrupted")
+    assert process.returncode == code
+    assert output.strip().endswith(message)
     assert "catalog knp (full)" not in output
     assert "Traceback" not in output
     assert not journal.exists()
