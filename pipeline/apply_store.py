@@ -247,19 +247,83 @@ def read_catalog(db: Database, catalog_id: str, columns: Sequence[str]) -> list[
 def _prepare_table(db: Database, description: CatalogDescription) -> list[Row]:
     """Create or reshape the catalog's table, and return the rows it contains now.
 
-    A table whose columns or key differ from the description is dropped and
-    created again, so the load that follows replaces it completely.
+    Columns added after the existing ones are added with ALTER TABLE, which
+    keeps the rows and every view, trigger and foreign key over the table.
+    A table whose key or other columns differ from the description is
+    dropped and created again with its triggers, so the load that follows
+    replaces it completely.
+
+    Raises:
+        ApplyError: the table cannot be dropped, because other tables
+            reference it or, on PostgreSQL, views use it.
     """
     table = catalog_table(description.id)
     columns = list(description.column_names)
     fits = catalog_table_fits(db, description)
     if fits:
         return read_catalog(db, description.id, columns)
-    if fits is not None:
-        logger.info("catalog %s: columns or key changed, the table is created again", table)
+    if fits is None:
+        create_catalog_table(db, description)
+        return []
+    existing = [name for name, _ in table_columns(db, table)]
+    same_key = _stored_key(db, description.id) == list(description.key)
+    added = columns[len(existing) :]
+    if same_key and columns[: len(existing)] == existing:
+        for name in added:
+            # A NOT NULL column needs a default on a table with rows; the load then fills it.
+            db.execute(
+                f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} TEXT NOT NULL DEFAULT ''"
+            )
+        logger.info("catalog %s: columns %s added", table, ", ".join(added))
+        return read_catalog(db, description.id, columns)
+    changed = "columns" if same_key else "key"
+    logger.info("catalog %s: %s changed, the table is created again", table, changed)
+    triggers = _triggers(db, table)
+    try:
         db.execute(f"DROP TABLE {quote(table)}")
+    except db.errors as exc:
+        children = sorted(
+            child
+            for child, parents in db.foreign_key_parents().items()
+            if table.lower() in parents
+        )
+        referencing = f"; tables referencing it: {', '.join(children)}" if children else ""
+        raise ApplyError(
+            f"catalog {description.id}: its {changed} changed, so table {table} is created"
+            f" again, and dropping it failed: {db.describe_error(exc)}{referencing}; drop or"
+            " change what uses the table in a migration of this release"
+        ) from exc
     create_catalog_table(db, description)
+    for trigger in triggers:
+        db.execute(trigger)
     return []
+
+
+def _stored_key(db: Database, catalog_id: str) -> list[str] | None:
+    """Return the key columns `pipeline_catalogs` records for a catalog, or None."""
+    stored = db.execute(
+        f"SELECT key_columns FROM {CATALOGS_TABLE} WHERE id = {db.placeholder}", (catalog_id,)
+    )
+    return list(json.loads(str(stored[0][0]))) if stored else None
+
+
+def _triggers(db: Database, table: str) -> list[str]:
+    """Return the statements that create the triggers on `table` (not PostgreSQL's own)."""
+    if db.engine == "sqlite":
+        rows = db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND lower(tbl_name) = ?"
+            " ORDER BY name",
+            (table.lower(),),
+        )
+    else:
+        rows = db.execute(
+            "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t"
+            " JOIN pg_class c ON c.oid = t.tgrelid"
+            " WHERE c.relname = %s AND c.relnamespace = current_schema()::regnamespace"
+            " AND NOT t.tgisinternal ORDER BY t.tgname",
+            (table,),
+        )
+    return [str(row[0]) for row in rows]
 
 
 def catalog_table_fits(db: Database, description: CatalogDescription) -> bool | None:
@@ -271,11 +335,7 @@ def catalog_table_fits(db: Database, description: CatalogDescription) -> bool | 
     if table not in list_tables(db):
         return None
     existing = [name for name, _ in table_columns(db, table)]
-    stored = db.execute(
-        f"SELECT key_columns FROM {CATALOGS_TABLE} WHERE id = {db.placeholder}",
-        (description.id,),
-    )
-    same_key = bool(stored) and json.loads(str(stored[0][0])) == list(description.key)
+    same_key = _stored_key(db, description.id) == list(description.key)
     return existing == list(description.column_names) and same_key
 
 

@@ -1,0 +1,179 @@
+"""A catalog's table when the catalog gains columns or changes its key, with objects over it."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+from pipeline.apply_store import ensure_tables, load_catalog
+from pipeline.database import Database, open_database
+from pipeline.errors import ApplyError
+
+ENTRY = {"id": "knp", "path": "catalogs/knp/rows.csv"}
+# Objects a database may hold over the knp catalog's table.
+AUDIT = [
+    "CREATE TABLE knp_audit (code TEXT)",
+    "CREATE TABLE knp_refs (id INTEGER PRIMARY KEY, code TEXT REFERENCES catalog_knp (code))",
+]
+SQLITE_TRIGGER = (
+    "CREATE TRIGGER knp_audit_insert AFTER INSERT ON catalog_knp"
+    " BEGIN INSERT INTO knp_audit VALUES (new.code); END"
+)
+POSTGRES_TRIGGER = [
+    "CREATE FUNCTION knp_audited() RETURNS trigger LANGUAGE plpgsql AS"
+    " $$ BEGIN INSERT INTO knp_audit VALUES (NEW.code); RETURN NEW; END $$",
+    "CREATE TRIGGER knp_audit_insert AFTER INSERT ON catalog_knp"
+    " FOR EACH ROW EXECUTE FUNCTION knp_audited()",
+]
+
+
+def reshape_knp(root: Path, key: list[str] | None = None) -> None:
+    """Add a column `note` to the knp catalog, and change its key when `key` is given."""
+    folder = root / "catalogs" / "knp"
+    description = json.loads((folder / "catalog.json").read_text("utf-8"))
+    description["columns"].append(
+        {"name": "note", "type": "text", "title": {"kk": "Ескертпе", "ru": "Примечание"}}
+    )
+    if key is not None:
+        description["key"] = key
+    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
+    with (folder / "rows.csv").open(encoding="utf-8", newline="") as source:
+        rows = list(csv.reader(source))
+    rows[0].append("note")
+    for row in rows[1:]:
+        row.append(f"n{row[0]}")
+    with (folder / "rows.csv").open("w", encoding="utf-8", newline="") as target:
+        csv.writer(target, lineterminator="\n").writerows(rows)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    content = tmp_path / "content"
+    shutil.copytree(REPO_ROOT / "catalogs", content / "catalogs")
+    return content
+
+
+def loaded_database(db: Database, root: Path, trigger: list[str]) -> Database:
+    """Load knp into `db` and add a table referencing it and a trigger on it."""
+    db.execute("BEGIN")
+    ensure_tables(db)
+    load_catalog(db, root, ENTRY, "2026.12.0")
+    for statement in [*AUDIT, *trigger]:
+        db.execute(statement)
+    db.execute("INSERT INTO knp_refs (id, code) VALUES (1, '010')")
+    db.execute("COMMIT")
+    return db
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path, root: Path) -> Iterator[Database]:
+    db = open_database("sqlite:///customer.sqlite", tmp_path, create=True)
+    try:
+        yield loaded_database(db, root, [SQLITE_TRIGGER])
+    finally:
+        db.close()
+
+
+def reload(db: Database, root: Path) -> dict[str, int]:
+    db.execute("BEGIN")
+    try:
+        counts = load_catalog(db, root, ENTRY, "2026.12.1")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return counts
+
+
+def test_added_column_keeps_objects(sqlite_db: Database, root: Path) -> None:
+    reshape_knp(root)
+    sqlite_db.execute("DELETE FROM knp_audit")
+
+    counts = reload(sqlite_db, root)
+
+    # The rows stay, so they change instead of being added again, and the trigger is kept.
+    assert counts["added"] == 0
+    assert counts["changed"] == counts["rows"]
+    notes = sqlite_db.execute("SELECT note FROM catalog_knp WHERE code = '010'")
+    assert notes == [("n010",)]
+    triggers = sqlite_db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    assert triggers == [("knp_audit_insert",)]
+    assert sqlite_db.execute("SELECT count(*) FROM knp_refs") == [(1,)]
+
+
+def test_new_key_recreates_triggers(sqlite_db: Database, root: Path) -> None:
+    reshape_knp(root, key=["code", "note"])
+    # code alone is no key any more, so nothing may reference it.
+    sqlite_db.execute("DROP TABLE knp_refs")
+    sqlite_db.execute("DELETE FROM knp_audit")
+
+    counts = reload(sqlite_db, root)
+
+    # The table is created anew, and the trigger on it with it.
+    assert counts["added"] == counts["rows"]
+    triggers = sqlite_db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+    assert triggers == [("knp_audit_insert",)]
+    audited = sqlite_db.execute("SELECT count(*) FROM knp_audit")
+    assert audited == [(counts["rows"],)]
+
+
+def test_new_key_names_referencing_table(sqlite_db: Database, root: Path) -> None:
+    reshape_knp(root, key=["code", "note"])
+    before = sqlite_db.execute("SELECT count(*) FROM catalog_knp")
+
+    with pytest.raises(ApplyError) as error:
+        reload(sqlite_db, root)
+
+    message = str(error.value)
+    assert message.startswith(
+        "catalog knp: its key changed, so table catalog_knp is created again,"
+        " and dropping it failed: FOREIGN KEY constraint failed"
+    )
+    assert "tables referencing it: knp_refs" in message
+    assert sqlite_db.execute("SELECT count(*) FROM catalog_knp") == before
+
+
+@pytest.mark.postgres
+def test_postgres_added_column_keeps_view(
+    tmp_path: Path, root: Path, postgres_database: str
+) -> None:
+    with open_database(postgres_database, tmp_path) as db:
+        loaded_database(db, root, POSTGRES_TRIGGER)
+        db.execute("CREATE VIEW knp_names AS SELECT code, name_ru FROM catalog_knp")
+        reshape_knp(root)
+
+        counts = reload(db, root)
+        names = db.execute("SELECT name_ru FROM knp_names WHERE code = '010'")
+        triggers = db.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'catalog_knp'::regclass"
+            " AND NOT tgisinternal"
+        )
+
+    assert counts["changed"] == counts["rows"]
+    assert len(names) == 1
+    assert triggers == [("knp_audit_insert",)]
+
+
+@pytest.mark.postgres
+def test_postgres_new_key_recreates_trigger(
+    tmp_path: Path, root: Path, postgres_database: str
+) -> None:
+    with open_database(postgres_database, tmp_path) as db:
+        loaded_database(db, root, POSTGRES_TRIGGER)
+        db.execute("DROP TABLE knp_refs")
+        reshape_knp(root, key=["code", "note"])
+
+        counts = reload(db, root)
+        triggers = db.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'catalog_knp'::regclass"
+            " AND NOT tgisinternal"
+        )
+
+    assert counts["added"] == counts["rows"]
+    assert triggers == [("knp_audit_insert",)]
