@@ -49,7 +49,7 @@ import sqlite3
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -96,6 +96,7 @@ from pipeline.dryrun_catalogs import (
     constrained_catalogs,
     held_rows,
     loaded_catalogs,
+    migration_tables,
     released_versions,
     shipped_since_base,
 )
@@ -683,16 +684,18 @@ def _check_database(
             if not pending:
                 progress.status(f"{result.database}: integrity checks")
         # Customers got the catalog rows of the base release after its migrations.
-        # So the pending migrations the base release has run first, then the rows load.
+        # So the pending migrations the base release has run first, then the rows
+        # load, except that a released migration naming a catalog's table ran after
+        # a release had loaded that catalog, so the rows load before it.
         released = inputs.base.versions if inputs.base is not None else frozenset()
-        late = [migration for migration in pending if migration.version not in released]
         present = list_items(config.root, Kind.CATALOG)
         # The catalog load creates these tables after the migrations, as apply
         # does, so a view or foreign key over one is checked after the load.
         absent = {catalog_table(catalog_id).lower() for catalog_id in present}
+        late = _late_migrations(pending, released, absent, db.engine)
         early_checked: list[str] | None = []
         if len(late) < len(pending) and constrained_catalogs(late, present, db.engine):
-            base_migrations = [m for m in migrations if m.version in released]
+            base_migrations = [m for m in migrations if m.version < late[0].version]
             run_migrations(
                 db,
                 base_migrations,
@@ -779,6 +782,26 @@ def _check_database(
         }
     catalogs = _check_catalogs_and_queries(db, inputs, result, progress)
     return _Checked(result, record, catalogs)
+
+
+def _late_migrations(
+    pending: Sequence[Migration],
+    released: Collection[str],
+    catalog_tables: Collection[str],
+    engine: str,
+) -> list[Migration]:
+    """Return the pending migrations that run after the rows customers hold are loaded.
+
+    These are the migrations the base release does not have, and every one
+    from the first released migration that names a catalog's table: it ran
+    at the customers after a release had loaded that catalog.
+    """
+    for index, migration in enumerate(pending):
+        if migration.version not in released:
+            return list(pending[index:])
+        if migration_tables([migration], engine, catalog_tables) & set(catalog_tables):
+            return list(pending[index:])
+    return []
 
 
 def _temporary_objects(db: Database) -> bool:

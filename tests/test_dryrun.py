@@ -1226,3 +1226,34 @@ def test_view_over_unshipped_catalog_table_passes(tmp_path: Path) -> None:
     assert sample.findings == []
     assert sample.catalogs_before == ["knp"]
     assert result.passed
+
+
+def test_released_migration_on_catalog_table_replayed(git_repo: Path) -> None:
+    make_content(git_repo)
+    shutil.copytree(REPO_ROOT / "catalogs", git_repo / "catalogs")
+    (git_repo / ".gitignore").write_text("*.sqlite\n.pipeline-cache/\n", "utf-8")
+    commit_all(git_repo, "Add the demo content")
+    git(git_repo, "tag", "release/2026.12.0")
+    (git_repo / "migrations" / "0004_knp_audit.sql").write_text(
+        "CREATE TABLE knp_audit (code TEXT);\n"
+        "CREATE TRIGGER knp_audit_insert AFTER INSERT ON catalog_knp"
+        " BEGIN INSERT INTO knp_audit VALUES (new.code); END;\n",
+        "utf-8",
+    )
+    commit_all(git_repo, "Audit the knp catalog")
+    git(git_repo, "tag", "release/2026.12.1")
+    (git_repo / "migrations" / "0005_organization_note.sql").write_text(
+        "ALTER TABLE organizations ADD COLUMN note TEXT;\n", "utf-8"
+    )
+    commit_all(git_repo, "Add a note to organizations")
+    generate_sample(git_repo, git_repo / "sample.sqlite", "small")
+    config = Config(root=git_repo, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config)
+
+    # Customers ran 0004 after 2026.12.0 had loaded knp, so the sample gets knp before it.
+    (sample,) = result.results
+    assert sample.findings == []
+    assert result.passed
+    assert sample.catalogs_before == ["knp"]
+    assert [run.version for run in sample.applied] == ["0002", "0003", "0004", "0005"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ended_process_id, running, stop, wait_until
+from conftest import ended_process_id, git, running, stop, wait_until
 
 from pipeline import dryrun
 from pipeline.apply_store import ensure_tables, load_catalog
@@ -1134,3 +1134,29 @@ def test_catalog_load_breaks_deferred_unique(generated_sample: tuple[Path, str])
         ' unique constraint "knp_log_once"'
     )
     assert "Key (entry)=(written) already exists" in finding.message
+
+
+def test_released_view_on_catalog_table_replayed(generated_sample: tuple[Path, str]) -> None:
+    root, url = generated_sample
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    git(root, "init", "-q", "-b", "main")
+    commits = [
+        ("release/2026.12.0", None),
+        ("release/2026.12.1", ("0004_knp_view.sql", KNP_VIEW)),
+        (None, ("0005_organization_note.sql", "ALTER TABLE organizations ADD COLUMN note TEXT;\n")),
+    ]
+    for tag, migration in commits:
+        if migration is not None:
+            (root / "migrations" / migration[0]).write_text(migration[1], "utf-8")
+        git(root, "add", "-A")
+        git(root, "commit", "-q", "-m", f"Release {tag}" if tag else "Add a note")
+        if tag is not None:
+            git(root, "tag", tag)
+
+    result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
+
+    # Customers created the view after 2026.12.0 had loaded knp, so the sample gets it first.
+    (database,) = result.results
+    assert database.findings == []
+    assert result.passed
+    assert database.catalogs_before == ["knp"]
