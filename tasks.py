@@ -538,8 +538,9 @@ keys = Collection("keys")
 
 @task(
     help={
-        "secret_key": "secret key file to write (default: .keys/release.key)",
-        "public_key": "public key file to write (default: .keys/minisign.pub)",
+        "secret_key": "secret key file to write, outside any git work tree"
+        " (default: ~/.parus-release/release.key)",
+        "public_key": "public key file to write (default: minisign.pub beside the secret key)",
         "encrypt": f"encrypt the secret key with the passphrase in {SIGNING_PASSPHRASE_ENV}"
         " (asked for on a terminal when unset)",
     }
@@ -547,14 +548,31 @@ keys = Collection("keys")
 @guarded()
 def keys_generate(
     c: Context,
-    secret_key: str = ".keys/release.key",
-    public_key: str = ".keys/minisign.pub",
+    secret_key: str | None = None,
+    public_key: str | None = None,
     encrypt: bool = False,
 ) -> None:
     """Generate an Ed25519 key pair in minisign's format."""
+    secret = Path(secret_key) if secret_key else Path.home() / ".parus-release" / "release.key"
+    public_path = Path(public_key) if public_key else secret.with_name("minisign.pub")
+    work_tree = _git_work_tree(secret)
+    if work_tree is not None:
+        raise SignatureError(
+            f"secret key {secret} lies inside the git work tree {work_tree}, where a commit"
+            " could publish it; write it outside with --secret-key, or leave the default"
+            " ~/.parus-release/release.key"
+        )
     passphrase = _new_passphrase() if encrypt else None
-    public = signing.generate_keypair(Path(secret_key), Path(public_key), passphrase)
-    print(f"key id {public.key_id_hex}: secret key {secret_key}, public key {public_key}")
+    public = signing.generate_keypair(secret, public_path, passphrase)
+    print(f"key id {public.key_id_hex}: secret key {secret}, public key {public_path}")
+
+
+def _git_work_tree(path: Path) -> Path | None:
+    """Return the git work tree that contains `path`, or None when no folder above has `.git`."""
+    for folder in path.resolve().parents:
+        if (folder / ".git").exists():
+            return folder
+    return None
 
 
 keys.add_task(keys_generate, "generate")

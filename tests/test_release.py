@@ -246,6 +246,33 @@ def test_cli_release_without_key_says_how(demo_repo: Path, tmp_path: Path) -> No
     assert "PIPELINE_SIGNING_KEY" in failed.stderr
 
 
+def test_generated_key_kept_outside_repository(demo_repo: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    env = {**os.environ, "CI": "true", "HOME": str(home)}
+    env.pop("PIPELINE_SIGNING_KEY", None)
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, *args], cwd=demo_repo, env=env, capture_output=True, text=True, check=False
+        )
+
+    generated = cli("keys.generate")
+    secret = home / ".parus-release" / "release.key"
+    released = cli("release", "--key", str(secret), "--out", str(tmp_path / "o"))
+    refused = cli("keys.generate", "--secret-key", "release.key", "--public-key", "r.pub")
+
+    # Run inside the content repository, the default still puts the secret key outside it.
+    assert generated.returncode == 0, generated.stderr
+    assert secret.is_file()
+    assert (home / ".parus-release" / "minisign.pub").is_file()
+    assert not (demo_repo / ".keys").exists()
+    assert released.returncode == 0, released.stderr
+    assert refused.returncode == 1
+    assert "lies inside the git work tree" in refused.stderr
+    assert not (demo_repo / "release.key").exists()
+    assert not (demo_repo / "r.pub").exists()
+
+
 def test_cli_release_with_demo_key(demo_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "dist"
     done = run_cli(
