@@ -29,6 +29,7 @@ from pipeline.config import (
     SIGNING_KEY_ENV,
     SIGNING_PASSPHRASE_ENV,
     SampleDatabase,
+    chosen_samples,
     load_config,
     signing_key_from_env,
 )
@@ -337,7 +338,7 @@ def dry_run(
     if statement_timeout_ms is not None:
         limit = _milliseconds(statement_timeout_ms, "--statement-timeout-ms")
         config = dataclasses.replace(config, statement_timeout_ms=limit)
-    samples = [SampleDatabase(url=url) for url in database or []] or None
+    samples = chosen_samples(config, database or []) or None
     selected = Shard.parse(shard) if shard else None
     try:
         result = run_dry_run(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,18 @@ def _samples(pyproject: Path, entries: object) -> list[SampleDatabase]:
             )
         samples.append(SampleDatabase(url=entry["url"], generate=generate))
     return samples
+
+
+def chosen_samples(config: Config, urls: Sequence[str]) -> list[SampleDatabase]:
+    """Return the sample databases of `urls`, or every configured one when there are none.
+
+    A URL that `[tool.pipeline] sample_databases` lists keeps its settings
+    there, so `--database` of a configured sample still generates it.
+    """
+    if not urls:
+        return list(config.sample_databases)
+    configured = {sample.url: sample for sample in config.sample_databases}
+    return [configured.get(url, SampleDatabase(url=url)) for url in urls]
 
 
 def _positive_int(pyproject: Path, table: dict[str, Any], key: str, default: int) -> int:

@@ -37,7 +37,7 @@ from pipeline.build import (
     source_date_epoch,
 )
 from pipeline.collect import ChangeSet, collect, find_base_tag
-from pipeline.config import Config, SampleDatabase, load_config
+from pipeline.config import Config, chosen_samples, load_config
 from pipeline.dryrun import DryRunResult, dry_run
 from pipeline.dryrun_catalogs import release_catalogs
 from pipeline.errors import (
@@ -202,7 +202,7 @@ def _release_into(
             )
         content = export_commit(repo, changes.commit, work / "content")
         try:
-            config = _snapshot_config(repo, content)
+            config = _snapshot_config(repo, content, databases)
         except ConfigError as exc:
             # Name the repository's own file, not the temporary snapshot.
             where = f"{repo / 'pyproject.toml'} at {changes.commit[:12]}"
@@ -220,7 +220,7 @@ def _release_into(
             )
 
         step("dry-run: pending migrations on the sample databases")
-        samples = [SampleDatabase(url=url) for url in databases] or list(config.sample_databases)
+        samples = list(config.sample_databases)
         if not samples:
             raise ConfigError(
                 "no sample database to dry-run on: add sample_databases to [tool.pipeline]"
@@ -359,18 +359,20 @@ def release_version_of(path: Path) -> Version | None:
     return None
 
 
-def _snapshot_config(repo: Path, content: Path) -> Config:
+def _snapshot_config(repo: Path, content: Path, urls: Sequence[str] = ()) -> Config:
     """Read the settings committed with the content, with sample paths kept in the work tree.
 
-    Generated sample databases are caches of the work tree, so relative
-    `sqlite:///` paths stay relative to the repository, not to the snapshot.
+    The samples are those of `urls`, or the configured ones without any
+    (`chosen_samples`). Generated sample databases are caches of the work
+    tree, so relative `sqlite:///` paths stay relative to the repository,
+    not to the snapshot.
     """
     config = load_config(content)
     samples = tuple(
         dataclasses.replace(sample, url=f"sqlite:///{sample.sqlite_path(repo)}")
         if sample.engine == "sqlite"
         else sample
-        for sample in config.sample_databases
+        for sample in chosen_samples(config, urls)
     )
     return dataclasses.replace(config, sample_databases=samples)
 

@@ -453,3 +453,18 @@ def test_rebuild_of_tagged_release_keeps_earlier_base(
     assert result.changes.base_tag == "release/2026.11.0"
     with pytest.raises(BundleError, match=r"2026\.11\.5 is older than release/2026\.12\.0"):
         release(demo_repo, tmp_path / "p", secret_key, version=Version.parse("2026.11.5"))
+
+
+def test_release_database_override_in_work_tree(demo_repo: Path, tmp_path: Path) -> None:
+    url = "sqlite:///.samples/small.sqlite"
+    keys = tmp_path / "keys"
+    signing.generate_keypair(keys / "release.key", keys / "minisign.pub")
+    args = ["--key", str(keys / "release.key"), "--database", url, "--version", "2026.12.0"]
+
+    dry = run_cli("dry-run", "--database", url, cwd=demo_repo)
+    released = run_cli("release", *args, "--out", str(tmp_path / "o"), cwd=demo_repo)
+
+    # The URL is the configured one, so its `generate` applies and its path is in the work tree.
+    assert dry.returncode == 0, dry.stderr
+    assert released.returncode == 0, released.stderr
+    assert (demo_repo / ".samples" / "small.sqlite").is_file()
