@@ -1253,6 +1253,7 @@ def apply(
 ) -> None:
     """Verify a bundle, back up the database and apply the bundle, all or nothing."""
     from pipeline.apply import apply_bundle
+    from pipeline.database import redact_url
 
     if not database:
         raise ConfigError("apply needs --database URL")
@@ -1263,21 +1264,28 @@ def apply(
         _require_manifest_signature(Path(bundle))
     limit = _max_ratio(max_ratio, Path(repo))
     password = _bundle_password(new=False) if encrypted else None
-    result = apply_bundle(
-        Path(bundle),
-        database,
-        _trusted_keys(trusted_keys),
-        root=Path(repo),
-        install_dir=Path(install_dir) if install_dir else None,
-        dry_run=dry_run,
-        allow_downgrade=allow_downgrade,
-        lock_timeout=_seconds(lock_timeout, "--lock-timeout"),
-        backup_dir=Path(backup_dir) if backup_dir else None,
-        keep_backups=keep_backups,
-        create=create,
-        max_ratio=limit,
-        password=password,
-    )
+    try:
+        result = apply_bundle(
+            Path(bundle),
+            database,
+            _trusted_keys(trusted_keys),
+            root=Path(repo),
+            install_dir=Path(install_dir) if install_dir else None,
+            dry_run=dry_run,
+            allow_downgrade=allow_downgrade,
+            lock_timeout=_seconds(lock_timeout, "--lock-timeout"),
+            backup_dir=Path(backup_dir) if backup_dir else None,
+            keep_backups=keep_backups,
+            create=create,
+            max_ratio=limit,
+            password=password,
+        )
+    except PipelineError as exc:
+        # QA and CI read the outcome from the report, so a failure gets one too.
+        if json:
+            failure = {"bundle": bundle, "database": redact_url(database), "status": "failed"}
+            write_json_report(Path(json), {**failure, "error": str(exc)})
+        raise
     if result.status == "already-applied":
         print(f"{result.bundle_version} is already installed; nothing to do")
     else:

@@ -1661,3 +1661,27 @@ def test_rolled_back_row_write_probes_nothing(bundles: Bundles, sample: Path) ->
     assert "kbe 13 is not allowed" in message
     assert "SQLite rolled back the whole transaction" in message
     assert sha256(sample) == before
+
+
+def test_cli_failed_apply_writes_report(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
+    report = tmp_path / "apply.json"
+    with sqlite3.connect(sample) as connection:
+        connection.execute(
+            "CREATE TRIGGER knp_guard BEFORE UPDATE ON knp"
+            " BEGIN SELECT RAISE(ABORT, 'knp rows are frozen'); END"
+        )
+    connection.close()
+    command = [CLI, "apply", str(bundles.first), "--database", url_of(sample)]
+    command += ["--trusted-keys", str(bundles.public_file), "--json", str(report)]
+
+    failed = subprocess.run(
+        command, capture_output=True, text=True, check=False, env={**os.environ, "CI": "true"}
+    )
+
+    assert failed.returncode == 1
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["status"] == "failed"
+    assert data["bundle"] == str(bundles.first)
+    assert data["database"] == url_of(sample)
+    assert "knp rows are frozen" in data["error"]
+    assert data["error"] in failed.stderr
