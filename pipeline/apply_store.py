@@ -528,7 +528,7 @@ def load_catalog(
         )
     _record_catalog(db, description, len(after), digest, bundle_version)
     source = str(entry.get("path") or relative_path(catalog_id, ROWS_FILE))
-    _update_application_table(db, description, delta, source)
+    _update_application_table(db, description, delta, source, after)
     logger.info("catalog %s (%s): %s", catalog_id, mode, delta.summary())
     return {
         "added": len(delta.added),
@@ -539,11 +539,18 @@ def load_catalog(
 
 
 def _update_application_table(
-    db: Database, description: CatalogDescription, delta: CatalogDelta, source: str
+    db: Database,
+    description: CatalogDescription,
+    delta: CatalogDelta,
+    source: str,
+    catalog_rows: Sequence[Row],
 ) -> None:
     """Write added and changed catalog rows into the application table of the same name.
 
-    `source` is the catalog file in the bundle, for the error message.
+    An application table without rows, such as one a migration of this
+    bundle created, gets every row of the catalog (`catalog_rows`), as a
+    fresh install gives it. `source` is the catalog file in the bundle,
+    for the error message.
 
     Raises:
         ApplyError: a row breaks a constraint of the application table; the
@@ -558,6 +565,8 @@ def _update_application_table(
         logger.debug("table %s lacks the key of catalog %s; not updated", table, table)
         return
     rows = [c.new for c in delta.added + delta.changed if c.new is not None]
+    if not db.execute(f"SELECT 1 FROM {quote(table)} LIMIT 1"):
+        rows = list(catalog_rows)
     if not rows:
         return
     shared = [name for name in description.column_names if name in existing]

@@ -177,3 +177,25 @@ def test_postgres_new_key_recreates_trigger(
 
     assert counts["added"] == counts["rows"]
     assert triggers == [("knp_audit_insert",)]
+
+
+def test_new_application_table_gets_every_row(sqlite_db: Database, root: Path) -> None:
+    kbe = {"id": "kbe", "path": "catalogs/kbe/rows.csv"}
+    sqlite_db.execute("BEGIN")
+    load_catalog(sqlite_db, root, kbe, "2026.12.0")
+    sqlite_db.execute("COMMIT")
+    # A later release creates the application table and changes one catalog row.
+    sqlite_db.execute("CREATE TABLE kbe (code TEXT PRIMARY KEY, name_ru TEXT NOT NULL)")
+    rows = root / "catalogs" / "kbe" / "rows.csv"
+    text = rows.read_text("utf-8")
+    rows.write_text(text.replace("Резидент: центральное правительство", "Правительство"), "utf-8")
+
+    sqlite_db.execute("BEGIN")
+    counts = load_catalog(sqlite_db, root, kbe, "2026.12.1")
+    sqlite_db.execute("COMMIT")
+
+    # The empty table gets every row, as a fresh install would have it, not only the change.
+    assert counts["changed"] == 1
+    written = sqlite_db.execute("SELECT count(*) FROM kbe")
+    assert written == [(counts["rows"],)]
+    assert sqlite_db.execute("SELECT name_ru FROM kbe WHERE code = '11'") == [("Правительство",)]
