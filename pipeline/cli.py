@@ -5,19 +5,20 @@ from __future__ import annotations
 import os
 import sys
 
-from invoke.program import Program
-
 from pipeline import __version__
 
 
 def main() -> None:
     """Run the pipeline's invoke tasks as a console command."""
-    import tasks
-
-    program = Program(
-        namespace=tasks.ns, name="parus-release", binary="parus-release", version=__version__
-    )
     try:
+        # Ctrl+C while invoke and the pipeline's modules load stops as quietly as during a task.
+        from invoke.program import Program
+
+        import tasks
+
+        program = Program(
+            namespace=tasks.ns, name="parus-release", binary="parus-release", version=__version__
+        )
         program.run()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

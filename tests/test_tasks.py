@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from conftest import git, require_tool
 from test_release import CLI, bundle_path, run_cli
 
-from pipeline import signing
+from pipeline import cli, signing
 from pipeline.errors import BundleError, ConfigError
 from pipeline.release import WORK_PREFIX, release
 from pipeline.versions import Version
@@ -537,3 +538,28 @@ def test_dry_run_accepts_valid_options(content: Path) -> None:
 
     assert done.returncode == 0, done.stderr
     assert "small.sqlite (sqlite " in done.stdout
+
+
+class _InterruptedImport:
+    """An import hook that raises KeyboardInterrupt for one module, as Ctrl+C would."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def find_spec(self, name: str, path: object, target: object = None) -> None:
+        if name == self.name:
+            raise KeyboardInterrupt
+        return None
+
+
+def test_ctrl_c_while_importing_tasks(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delitem(sys.modules, "tasks", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [_InterruptedImport("tasks"), *sys.meta_path])
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main()
+
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"
