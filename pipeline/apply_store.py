@@ -501,6 +501,13 @@ def load_catalog(
     mode = entry.get("mode", "full")
     try:
         description = load_description(extracted, catalog_id)
+        if mode == "delta" and catalog_table_fits(db, description) is False:
+            raise ApplyError(
+                f"catalog {catalog_id}: the bundle ships a delta of it, but table"
+                f" {catalog_table(catalog_id)} has another key or other columns than the bundle"
+                " describes, so no delta can start from its rows; apply a full bundle of this"
+                " release"
+            )
         current = _prepare_table(db, description)
         columns = list(description.column_names)
         if mode == "full":

@@ -311,6 +311,23 @@ def _spool_base(repo: Path, base_commit: str, catalog_id: str, spool: Path) -> b
     return True
 
 
+def _base_key(repo: Path, base_commit: str, catalog_id: str) -> list[str] | None:
+    """Return the key of a catalog's description at `base_commit`, or None when unknown."""
+    shown = subprocess.run(
+        ["git", "show", f"{base_commit}:catalogs/{catalog_id}/catalog.json"],
+        cwd=repo,
+        capture_output=True,
+        check=False,
+    )
+    if shown.returncode != 0:
+        return None
+    try:
+        key = json.loads(shown.stdout).get("key")
+    except (ValueError, AttributeError):
+        return None
+    return [str(name) for name in key] if isinstance(key, list) else None
+
+
 def compare_catalog(
     content: Path,
     catalog_id: str,
@@ -346,6 +363,13 @@ def compare_catalog(
                 logger.debug(
                     "catalog %s ships in full: its columns changed since the base release",
                     catalog_id,
+                )
+            # Apply creates a table with another key anew, so no delta can start from its rows.
+            base_key = _base_key(repo, base_commit, catalog_id)
+            if has_base and base_key is not None and base_key != list(key):
+                has_base = False
+                logger.debug(
+                    "catalog %s ships in full: its key changed since the base release", catalog_id
                 )
         base_label = f"{label} at {base_commit[:12]}" if base_commit else label
         unsorted: set[str] = set()

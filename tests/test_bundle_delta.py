@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,19 @@ def test_key_outside_columns_rejected(git_repo: Path, tmp_path: Path) -> None:
 
     with pytest.raises(CatalogError, match="key column 'id' is not among the columns"):
         bundle_delta.compare_catalog(content, "kato", ["id"], git_repo, None)
+
+
+def test_changed_key_has_no_base(git_repo: Path, tmp_path: Path) -> None:
+    folder = git_repo / "catalogs" / "kato"
+    folder.mkdir(parents=True)
+    (folder / "catalog.json").write_text(json.dumps({"id": "kato", "key": COLUMNS[:1]}), "utf-8")
+    base = commit_base(git_repo, BASE_ROWS)
+    content = tmp_path / "snapshot"
+    write_rows(content, BASE_ROWS)
+
+    comparison = compare(git_repo, content, base)
+
+    # The rows are the same, but a table keyed otherwise cannot take a delta of the old one.
+    assert comparison.base is None
+    assert comparison.delta is None
+    assert comparison.counts is None

@@ -199,3 +199,19 @@ def test_new_application_table_gets_every_row(sqlite_db: Database, root: Path) -
     written = sqlite_db.execute("SELECT count(*) FROM kbe")
     assert written == [(counts["rows"],)]
     assert sqlite_db.execute("SELECT name_ru FROM kbe WHERE code = '11'") == [("Правительство",)]
+
+
+def test_delta_into_reshaped_table_rejected(sqlite_db: Database, root: Path) -> None:
+    reshape_knp(root, key=["code", "note"])
+    delta = {"id": "knp", "mode": "delta", "path": "catalogs/knp/delta.json"}
+    before = sqlite_db.execute("SELECT count(*) FROM catalog_knp")
+
+    with pytest.raises(ApplyError) as error:
+        load_catalog(sqlite_db, root, delta, "2026.12.1")
+
+    assert str(error.value) == (
+        "catalog knp: the bundle ships a delta of it, but table catalog_knp has another key"
+        " or other columns than the bundle describes, so no delta can start from its rows;"
+        " apply a full bundle of this release"
+    )
+    assert sqlite_db.execute("SELECT count(*) FROM catalog_knp") == before
