@@ -279,9 +279,12 @@ def _prepare_table(db: Database, description: CatalogDescription) -> list[Row]:
     changed = "columns" if same_key else "key"
     logger.info("catalog %s: %s changed, the table is created again", table, changed)
     triggers = _triggers(db, table)
+    # In a savepoint, because a failed statement aborts a PostgreSQL transaction.
+    db.execute("SAVEPOINT pipeline_catalog_drop")
     try:
         db.execute(f"DROP TABLE {quote(table)}")
     except db.errors as exc:
+        undo_savepoint(db, "pipeline_catalog_drop")
         children = sorted(
             child
             for child, parents in db.foreign_key_parents().items()
@@ -293,6 +296,7 @@ def _prepare_table(db: Database, description: CatalogDescription) -> list[Row]:
             f" again, and dropping it failed: {db.describe_error(exc)}{referencing}; drop or"
             " change what uses the table in a migration of this release"
         ) from exc
+    db.execute("RELEASE SAVEPOINT pipeline_catalog_drop")
     create_catalog_table(db, description)
     for trigger in triggers:
         db.execute(trigger)

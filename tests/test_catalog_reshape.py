@@ -215,3 +215,26 @@ def test_delta_into_reshaped_table_rejected(sqlite_db: Database, root: Path) -> 
         " apply a full bundle of this release"
     )
     assert sqlite_db.execute("SELECT count(*) FROM catalog_knp") == before
+
+
+@pytest.mark.postgres
+def test_postgres_new_key_names_referencing_table(
+    tmp_path: Path, root: Path, postgres_database: str
+) -> None:
+    with open_database(postgres_database, tmp_path) as db:
+        loaded_database(db, root, POSTGRES_TRIGGER)
+        reshape_knp(root, key=["code", "note"])
+
+        with pytest.raises(ApplyError) as error:
+            reload(db, root)
+
+    # The failed DROP leaves the transaction usable, so the message names what blocked it.
+    message = str(error.value)
+    assert message.startswith(
+        "catalog knp: its key changed, so table catalog_knp is created again, and dropping it"
+        " failed: cannot drop table catalog_knp because other objects depend on it"
+    )
+    assert "constraint knp_refs_code_fkey on table knp_refs depends on table catalog_knp" in (
+        message
+    )
+    assert "tables referencing it: knp_refs" in message

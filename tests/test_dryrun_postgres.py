@@ -1143,7 +1143,7 @@ def test_released_view_on_catalog_table_replayed(generated_sample: tuple[Path, s
     commits = [
         ("release/2026.12.0", None),
         ("release/2026.12.1", ("0004_knp_view.sql", KNP_VIEW)),
-        (None, ("0005_organization_note.sql", "ALTER TABLE organizations ADD COLUMN note TEXT;\n")),
+        (None, ("0005_note.sql", "ALTER TABLE organizations ADD COLUMN note TEXT;\n")),
     ]
     for tag, migration in commits:
         if migration is not None:
