@@ -76,15 +76,19 @@ _REJECTED = (
         re.compile(
             r"^(?:CREATE\s+(?:(?:TEMP|TEMPORARY|UNLOGGED)\s+)?TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?"
             r"|ALTER\s+TABLE\s+(?:IF\s+EXISTS\s+)?(?:ONLY\s+)?|DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?"
-            r"|ALTER\s+TABLE\s+.+?\s+RENAME\s+TO\s+)"
+            r"|ALTER\s+TABLE\s+.+?\s+RENAME\s+TO\s+"
+            r"|(?:INSERT|REPLACE)(?:\s+OR\s+\w+)?\s+INTO\s+|MERGE\s+INTO\s+"
+            r"|UPDATE(?:\s+OR\s+\w+)?(?:\s+ONLY)?\s+|DELETE\s+FROM(?:\s+ONLY)?\s+"
+            r"|TRUNCATE(?:\s+TABLE)?(?:\s+ONLY)?\s+)"
             r"(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?(?:pipeline|catalog)_",
             re.IGNORECASE | re.DOTALL,
         ),
-        "a migration must not create, alter or drop a table named pipeline_* or catalog_*,"
-        " nor rename a table to such a name:"
+        "a migration must not create, alter, drop or write a table named pipeline_* or"
+        " catalog_*, nor rename a table to such a name:"
         " the pipeline manages these tables, apply creates its own before the migrations"
-        " and loads the catalog tables from catalogs/ after them; give the table another"
-        " name, or change the catalog in catalogs/",
+        " and loads the catalog tables from catalogs/ after them, and the next load of a"
+        " catalog rejects rows it did not write; give the table another name, or change the"
+        " catalog in catalogs/",
     ),
     (
         re.compile(r"^VACUUM\b.*\bINTO\b", re.IGNORECASE | re.DOTALL),
