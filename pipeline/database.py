@@ -1465,8 +1465,9 @@ def run_migrations(
     _commit_batch(db, batch, result.applied, describe_batch(batch))
     db.reset_session()
     tables = changed_tables(db, pending) if checked_before else None
+    # None: the checks cover the whole database, also after an earlier run on `result`.
+    result.checked_tables = sorted(tables) if tables is not None else None
     if tables is not None:
-        result.checked_tables = sorted(tables)
         logger.info("%s: integrity checks of the changed tables %s", db.label, sorted(tables))
     schema = db.schema_problems_since(before, absent=absent)
     result.findings.extend(check_integrity(db, tables, schema=schema))

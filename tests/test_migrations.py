@@ -782,3 +782,28 @@ def test_reset_session_enforces_check_constraints(tmp_path: Path) -> None:
         with pytest.raises(sqlite3.IntegrityError) as caught:
             db.execute("INSERT INTO amounts VALUES (-100)")
     assert "CHECK constraint failed" in str(caught.value)
+
+
+def test_whole_check_after_scoped_run_reported(tmp_path: Path) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": BASELINE,
+            "0002_knp_note.sql": "ALTER TABLE knp ADD COLUMN note TEXT;\n",
+            "0003_rebuild.sql": "-- pipeline: rebuild-tables\n"
+            "CREATE TABLE knp_new (code TEXT PRIMARY KEY, name_ru TEXT, note TEXT);\n"
+            "INSERT INTO knp_new (code, name_ru, note) SELECT code, name_ru, note FROM knp;\n"
+            "DROP TABLE knp;\n"
+            "ALTER TABLE knp_new RENAME TO knp;\n",
+        },
+    )
+    migrations = load_migrations(tmp_path, "sqlite")
+    with open_sqlite(tmp_path) as db:
+        run_migrations(db, migrations[:1])
+        result = run_migrations(db, migrations[:2], checked_before=True)
+        scoped = result.checked_tables
+        run_migrations(db, migrations, result=result, checked_before=True)
+
+    # A rebuild brings back the checks of the whole database, which the result must say.
+    assert scoped == []
+    assert result.checked_tables is None
