@@ -1257,14 +1257,19 @@ def apply(
 
     if not database:
         raise ConfigError("apply needs --database URL")
-    # A bundle passes or fails here as in `verify`, which needs the manifest signature unless
-    # --allow-unsigned-manifest is given. Apply changes a database, so it requires no less.
-    unsigned = not (Path(bundle).parent / "manifest.json.minisig").is_file()
-    if unsigned and not allow_unsigned_manifest:
-        _require_manifest_signature(Path(bundle))
-    limit = _max_ratio(max_ratio, Path(repo))
-    password = _bundle_password(new=False) if encrypted else None
+    names = {"bundle": bundle, "database": redact_url(database)}
+    # QA and CI read the outcome from the report, so a failure or a stop gets one too.
     try:
+        if not Path(bundle).is_file():
+            raise ConfigError(f"bundle {bundle} not found")
+        # A bundle passes or fails here as in `verify`, which needs the manifest signature
+        # unless --allow-unsigned-manifest is given. Apply changes a database, so it requires
+        # no less.
+        unsigned = not (Path(bundle).parent / "manifest.json.minisig").is_file()
+        if unsigned and not allow_unsigned_manifest:
+            _require_manifest_signature(Path(bundle))
+        limit = _max_ratio(max_ratio, Path(repo))
+        password = _bundle_password(new=False) if encrypted else None
         result = apply_bundle(
             Path(bundle),
             database,
@@ -1280,11 +1285,12 @@ def apply(
             max_ratio=limit,
             password=password,
         )
-    except PipelineError as exc:
-        # QA and CI read the outcome from the report, so a failure gets one too.
+    except (PipelineError, KeyboardInterrupt) as exc:
         if json:
-            failure = {"bundle": bundle, "database": redact_url(database), "status": "failed"}
-            write_json_report(Path(json), {**failure, "error": str(exc)})
+            status = "failed" if isinstance(exc, PipelineError) else "interrupted"
+            if isinstance(exc, Terminated):
+                status = "terminated"
+            write_json_report(Path(json), {**names, "status": status, "error": str(exc)})
         raise
     if result.status == "already-applied":
         print(f"{result.bundle_version} is already installed; nothing to do")
@@ -1310,7 +1316,7 @@ def apply(
         # is applied already, so next trusted keys older than the file's only get a notice.
         _accept_rotation(Path(bundle), trusted_keys, password, limit, stale_ok=True)
     if json:
-        write_json_report(Path(json), result.to_json())
+        write_json_report(Path(json), {**names, **result.to_json()})
 
 
 @task(

@@ -882,8 +882,10 @@ def test_signal_stops_long_statement(
     connection.close()
     before = sha256(sample)
     journal = journal_path(url_of(sample), Path("."))
+    report = tmp_path / "apply.json"
     command = [CLI, "apply", str(bundles.first), "--database", url_of(sample)]
     command += ["--trusted-keys", str(bundles.public_file), "--install-dir", str(tmp_path / "i")]
+    command += ["--json", str(report)]
     log = tmp_path / "apply.log"
     env = {**os.environ, "CI": "true", "PIPELINE_LOG": "INFO"}
 
@@ -898,6 +900,7 @@ def test_signal_stops_long_statement(
 
     assert process.returncode == code
     assert output.strip().endswith(message)
+    assert json.loads(report.read_text(encoding="utf-8"))["status"] == message
     assert "catalog knp (full)" not in output
     assert "Traceback" not in output
     assert not journal.exists()
@@ -1084,7 +1087,10 @@ def test_cli_apply_and_recover(bundles: Bundles, sample: Path, tmp_path: Path) -
     )
     assert applied.returncode == 0, applied.stderr
     assert "applied 2026.12.0 (from none)" in applied.stdout
-    assert json.loads(report.read_text(encoding="utf-8"))["status"] == "applied"
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["status"] == "applied"
+    assert data["bundle"] == str(bundles.first)
+    assert data["database"] == url_of(sample)
     again = subprocess.run(
         [
             CLI,
@@ -1685,3 +1691,21 @@ def test_cli_failed_apply_writes_report(bundles: Bundles, sample: Path, tmp_path
     assert data["database"] == url_of(sample)
     assert "knp rows are frozen" in data["error"]
     assert data["error"] in failed.stderr
+
+
+def test_cli_missing_bundle_named(tmp_path: Path) -> None:
+    report = tmp_path / "apply.json"
+    missing = tmp_path / "parus-kaz-budget-2026.12.0.7z"
+    command = [CLI, "apply", str(missing), "--database", url_of(tmp_path / "c.sqlite")]
+
+    failed = subprocess.run(
+        [*command, "--json", str(report)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "CI": "true"},
+    )
+
+    assert failed.returncode == 1
+    assert f"error: bundle {missing} not found" in failed.stderr
+    assert json.loads(report.read_text(encoding="utf-8"))["status"] == "failed"
