@@ -675,8 +675,9 @@ def _load_signing_key(
     if path is None:
         if not demo_key:
             raise SignatureError(
-                f"no signing key: pass --key FILE or set {SIGNING_KEY_ENV};"
-                " add --demo-key to sign with a throwaway key under .keys/"
+                f"no signing key: pass --key FILE or set {SIGNING_KEY_ENV} (`inv keys.generate`"
+                " writes a key to ~/.parus-release/release.key); add --demo-key to sign with a"
+                " throwaway key under .keys/"
             )
         return _demo_key()
     repo_root = Path(repo).resolve() if repo else None

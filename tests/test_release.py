@@ -244,6 +244,7 @@ def test_cli_release_without_key_says_how(demo_repo: Path, tmp_path: Path) -> No
     assert failed.returncode == 1
     assert "no signing key" in failed.stderr
     assert "PIPELINE_SIGNING_KEY" in failed.stderr
+    assert "~/.parus-release/release.key" in failed.stderr
 
 
 def test_generated_key_kept_outside_repository(demo_repo: Path, tmp_path: Path) -> None:
