@@ -43,7 +43,9 @@ import logging
 import os
 import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import zlib
 from collections.abc import Iterator, Sequence
@@ -111,6 +113,7 @@ logger = logging.getLogger(__name__)
 # Definition kinds stored in pipeline_definitions, in the order they load.
 STORED_KINDS = (Kind.REPORT, Kind.FORM, Kind.TREASURY, Kind.FIX)
 LOCK_POLL_SECONDS = 0.1
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Backups of one database that an apply keeps in its backup folder, the newest first.
 DEFAULT_KEEP_BACKUPS = 5
 
@@ -462,7 +465,8 @@ def _apply_locked(context: _Context) -> ApplyResult:
         _run_steps(context, journal, journal_file, pending, result)
     except BaseException as exc:
         try:
-            _undo(context, journal, journal_file)
+            with _stop_signals_held():
+                _undo(context, journal, journal_file)
         except PipelineError as undo_error:
             raise ApplyError(
                 f"apply of {context.version} to {display_name(context.database)} failed and"
@@ -475,6 +479,23 @@ def _apply_locked(context: _Context) -> ApplyResult:
             ) from exc
         raise
     return result
+
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """Ignore Ctrl+C and SIGTERM in the block, so a second one cannot cut the undo short.
+
+    Signal handlers can be set only in the main thread; elsewhere this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 @contextlib.contextmanager

@@ -17,10 +17,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO_ROOT, git, require_tool, running, wait_until
 
+from pipeline import apply as apply_module
 from pipeline import apply_store, signing
 from pipeline.apply import (
     PAUSE_ENV,
@@ -1709,3 +1711,30 @@ def test_cli_missing_bundle_named(tmp_path: Path) -> None:
     assert failed.returncode == 1
     assert f"error: bundle {missing} not found" in failed.stderr
     assert json.loads(report.read_text(encoding="utf-8"))["status"] == "failed"
+
+
+def test_second_interrupt_during_undo_ignored(
+    bundles: Bundles, sample: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with sqlite3.connect(sample) as connection:
+        connection.execute(
+            "CREATE TRIGGER knp_guard BEFORE UPDATE ON knp"
+            " BEGIN SELECT RAISE(ABORT, 'knp rows are frozen'); END"
+        )
+    connection.close()
+    before = sha256(sample)
+    undo = apply_module._undo
+
+    def interrupted_undo(*args: Any) -> None:
+        # A second Ctrl+C arrives while the failed apply is being undone.
+        os.kill(os.getpid(), signal.SIGINT)
+        undo(*args)
+
+    monkeypatch.setattr(apply_module, "_undo", interrupted_undo)
+
+    with pytest.raises(ApplyError) as error:
+        apply_bundle(bundles.first, url_of(sample), [bundles.public])
+
+    assert "failed and was undone; the database is as before" in str(error.value)
+    assert sha256(sample) == before
+    assert not journal_path(url_of(sample), Path(".")).exists()
