@@ -285,15 +285,10 @@ def _prepare_table(db: Database, description: CatalogDescription) -> list[Row]:
         db.execute(f"DROP TABLE {quote(table)}")
     except db.errors as exc:
         undo_savepoint(db, "pipeline_catalog_drop")
-        children = sorted(
-            child
-            for child, parents in db.foreign_key_parents().items()
-            if table.lower() in parents
-        )
-        referencing = f"; tables referencing it: {', '.join(children)}" if children else ""
         raise ApplyError(
             f"catalog {description.id}: its {changed} changed, so table {table} is created"
-            f" again, and dropping it failed: {db.describe_error(exc)}{referencing}; drop or"
+            f" again, and dropping it failed: {db.describe_error(exc)}"
+            f"{_referencing_tables(db, table)}; drop or"
             " change what uses the table in a migration of this release"
         ) from exc
     db.execute("RELEASE SAVEPOINT pipeline_catalog_drop")
@@ -359,7 +354,16 @@ def _apply_delta(db: Database, description: CatalogDescription, delta: CatalogDe
     p = db.placeholder
     where = " AND ".join(f"{quote(name)} = {p}" for name in description.key)
     if delta.removed:
-        db.executemany(f"DELETE FROM {table} WHERE {where}", [c.key for c in delta.removed])
+        keys = [c.key for c in delta.removed]
+        delete = f"DELETE FROM {table} WHERE {where}"
+        # In a savepoint, because a failed statement aborts a PostgreSQL transaction.
+        db.execute("SAVEPOINT pipeline_catalog_removal")
+        try:
+            db.executemany(delete, keys)
+        except db.errors as exc:
+            undo_savepoint(db, "pipeline_catalog_removal")
+            raise ApplyError(_removal_problem(db, description, delete, keys, exc)) from exc
+        db.execute("RELEASE SAVEPOINT pipeline_catalog_removal")
     pause_point("catalog-load")
     upserts = [c.new for c in delta.added + delta.changed if c.new is not None]
     if upserts:
@@ -674,6 +678,54 @@ def _row_problem(
         f"catalog {table}: the rows of {source} cannot be written into table {table}:"
         f" {db.describe_error(error)}"
     )
+
+
+def _removal_problem(
+    db: Database,
+    description: CatalogDescription,
+    delete: str,
+    keys: Sequence[Sequence[str]],
+    error: Exception,
+) -> str:
+    """Find the first catalog row whose removal fails, by removing the rows one by one.
+
+    Each removal is rolled back to its savepoint, and none is tried once
+    SQLite has rolled back the whole transaction.
+    """
+    table = catalog_table(description.id)
+    if not db.in_transaction:
+        return (
+            f"catalog {description.id}: its removed rows cannot be deleted from table {table}:"
+            f" {db.describe_error(error)}"
+        )
+    referencing = _referencing_tables(db, table)
+    for values in keys:
+        problem = None
+        db.execute("SAVEPOINT pipeline_catalog_row")
+        try:
+            db.execute(delete, values)
+        except db.errors as exc:
+            problem = db.describe_error(exc)
+        finally:
+            undo_savepoint(db, "pipeline_catalog_row")
+        if problem is not None:
+            named = ", ".join(f"{n}={v}" for n, v in zip(description.key, values, strict=True))
+            return (
+                f"catalog {description.id}: row {named} cannot be removed from table {table}:"
+                f" {problem}{referencing}"
+            )
+    return (
+        f"catalog {description.id}: its removed rows cannot be deleted from table {table}:"
+        f" {db.describe_error(error)}{referencing}"
+    )
+
+
+def _referencing_tables(db: Database, table: str) -> str:
+    """Return "; tables referencing it: ..." for the tables with a foreign key into `table`."""
+    children = [
+        child for child, parents in db.foreign_key_parents().items() if table.lower() in parents
+    ]
+    return f"; tables referencing it: {', '.join(sorted(children))}" if children else ""
 
 
 def _record_catalog(

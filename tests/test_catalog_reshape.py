@@ -238,3 +238,20 @@ def test_postgres_new_key_names_referencing_table(
         message
     )
     assert "tables referencing it: knp_refs" in message
+
+
+def test_referenced_row_removal_named(sqlite_db: Database, root: Path) -> None:
+    rows = root / "catalogs" / "knp" / "rows.csv"
+    lines = rows.read_text("utf-8").splitlines(True)
+    rows.write_text("".join(line for line in lines if not line.startswith("010,")), "utf-8")
+    before = sqlite_db.execute("SELECT count(*) FROM catalog_knp")
+
+    with pytest.raises(ApplyError) as error:
+        reload(sqlite_db, root)
+
+    # knp_refs holds a row that references code 010, which the catalog no longer has.
+    assert str(error.value) == (
+        "catalog knp: row code=010 cannot be removed from table catalog_knp:"
+        " FOREIGN KEY constraint failed; tables referencing it: knp_refs"
+    )
+    assert sqlite_db.execute("SELECT count(*) FROM catalog_knp") == before
