@@ -50,7 +50,7 @@ from pipeline.catalog_delta import CatalogDelta, Row, RowChange, diff_rows
 from pipeline.catalog_model import ROWS_FILE, CatalogDescription, relative_path
 from pipeline.catalogs import load_description, read_rows
 from pipeline.database import Database, undo_savepoint
-from pipeline.db_schema import column_types, list_tables, quote, table_columns
+from pipeline.db_schema import column_types, list_tables, primary_key, quote, table_columns
 from pipeline.errors import ApplyError, CatalogError
 from pipeline.versions import Version
 
@@ -328,14 +328,31 @@ def _triggers(db: Database, table: str) -> list[str]:
 def catalog_table_fits(db: Database, description: CatalogDescription) -> bool | None:
     """Tell whether the catalog's table has the description's columns and key; None when absent.
 
-    A load keeps a table that fits and creates any other one anew.
+    A load keeps a table that fits and creates any other one anew. A table
+    that no load has recorded yet (`create_missing_catalog_tables` made it
+    before the migrations) has its key in its primary key.
     """
     table = catalog_table(description.id)
     if table not in list_tables(db):
         return None
     existing = [name for name, _ in table_columns(db, table)]
-    same_key = _stored_key(db, description.id) == list(description.key)
-    return existing == list(description.column_names) and same_key
+    stored = _stored_key(db, description.id)
+    if stored is None:
+        stored = list(primary_key(db, table))
+    return existing == list(description.column_names) and stored == list(description.key)
+
+
+def create_missing_catalog_tables(db: Database, root: Path, catalog_ids: Iterable[str]) -> None:
+    """Create the missing tables of the catalogs in the content tree at `root`, empty.
+
+    Apply runs this before the migrations, so a migration can create a view,
+    trigger or foreign key over a catalog's table also on a new database;
+    the catalog load after the migrations fills the tables.
+    """
+    tables = set(list_tables(db))
+    for catalog_id in catalog_ids:
+        if catalog_table(catalog_id) not in tables:
+            create_catalog_table(db, load_description(root, catalog_id))
 
 
 def create_catalog_table(db: Database, description: CatalogDescription) -> None:

@@ -182,10 +182,7 @@ class Database(abc.ABC):
         return None
 
     def schema_problems_since(
-        self,
-        before: Mapping[str, str] | None,
-        created: Collection[str] = (),
-        absent: Collection[str] = (),
+        self, before: Mapping[str, str] | None, created: Collection[str] = ()
     ) -> list[str]:
         """Run the schema check on what changed since `before`, a `schema_objects` result.
 
@@ -194,8 +191,7 @@ class Database(abc.ABC):
         and views that use none of the changed ones, are not described again.
         None checks the whole schema. `created` names tables the caller
         created since `before` with its own plain DDL (see
-        `sqlite_schema.probe_targets`), and `absent` tables a later step
-        creates (see `sqlite_schema.schema_problems`).
+        `sqlite_schema.probe_targets`).
         """
         return self.schema_problems()
 
@@ -222,16 +218,7 @@ class Database(abc.ABC):
 
     def error_hint(self, error: Exception, statement: str) -> str:
         """Return what an operator should know about a failed statement, or an empty string."""
-        missing = _MISSING_CATALOG_TABLE.search(str(error))
-        if missing is None:
-            return ""
-        table = missing["name"]
-        return (
-            f"; {table} is the pipeline's table of a catalog in catalogs/, which apply creates"
-            " when it loads the catalog, after the migrations: a database gets it from the"
-            " first release that ships the catalog, so use the table in a migration of a"
-            " later release"
-        )
+        return ""
 
     def check_deferred_constraints(self) -> None:
         """Check deferred constraints now instead of at COMMIT (a no-op where COMMIT suffices)."""
@@ -440,16 +427,13 @@ class SQLiteDatabase(Database):
         return sqlite_schema.schema_objects(self.connection)
 
     def schema_problems_since(
-        self,
-        before: Mapping[str, str] | None,
-        created: Collection[str] = (),
-        absent: Collection[str] = (),
+        self, before: Mapping[str, str] | None, created: Collection[str] = ()
     ) -> list[str]:
         targets = None
         if before is not None:
             after = sqlite_schema.schema_objects(self.connection)
             targets = sqlite_schema.probe_targets(self.connection, before, after, created)
-        return sqlite_schema.schema_problems(self.connection, only=targets, absent=absent)
+        return sqlite_schema.schema_problems(self.connection, only=targets)
 
     def _explain(self, sql: str, names: Sequence[str]) -> None:
         sqlite_schema.explain(self.connection, sql, dict.fromkeys(names))
@@ -645,7 +629,7 @@ class PostgresDatabase(Database):
                 " statement; raise statement_timeout_ms in [tool.pipeline] if it is expected"
                 " to take longer"
             )
-        return super().error_hint(error, statement)
+        return ""
 
     def _lock_holders(self, statement: str) -> str:
         """Name the other sessions that hold locks on the tables of `statement`."""
@@ -712,10 +696,6 @@ JOIN pg_class child ON child.oid = con.conrelid
 JOIN pg_class parent ON parent.oid = con.confrelid
 WHERE con.contype = 'f' AND ns.nspname = current_schema()
 """
-# A statement's error about a missing catalog table, from SQLite or PostgreSQL.
-_MISSING_CATALOG_TABLE = re.compile(
-    r'(?:relation "|no such table: (?:main\.)?)(?P<name>catalog_\w+)'
-)
 # True when some foreign key trigger of the schema does not fire in this session.
 _KEY_TRIGGERS_OFF_SQL = """
 SELECT current_setting('session_replication_role') = 'replica' OR EXISTS (
@@ -1426,7 +1406,6 @@ def run_migrations(
     *,
     checked_before: bool = False,
     hooks: RunnerHooks | None = None,
-    absent: Collection[str] = (),
 ) -> RunResult:
     """Apply every pending migration in order, then run the integrity checks.
 
@@ -1435,9 +1414,6 @@ def run_migrations(
     only the tables the migrations changed (`changed_tables`), when known,
     and the schema check only what the migrations changed in the schema.
     `hooks` are called between the steps, as `apply_pending` describes.
-    `absent` names tables, in lower case, that the caller creates after the
-    migrations. The schema check does not report a statement that fails
-    only because one of them is missing, and the caller checks it later.
 
     The migrations run with the transaction boundaries of `apply_pending`.
     Stops at the first failing migration; the ones before it stay applied. A
@@ -1469,7 +1445,7 @@ def run_migrations(
     result.checked_tables = sorted(tables) if tables is not None else None
     if tables is not None:
         logger.info("%s: integrity checks of the changed tables %s", db.label, sorted(tables))
-    schema = db.schema_problems_since(before, absent=absent)
+    schema = db.schema_problems_since(before)
     result.findings.extend(check_integrity(db, tables, schema=schema))
     return result
 

@@ -57,7 +57,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline import sqlite_schema
-from pipeline.apply_store import catalog_table
+from pipeline.apply_store import catalog_table, create_missing_catalog_tables
 from pipeline.cache import (
     MISSING,
     ResultCache,
@@ -689,10 +689,8 @@ def _check_database(
         # a release had loaded that catalog, so the rows load before it.
         released = inputs.base.versions if inputs.base is not None else frozenset()
         present = list_items(config.root, Kind.CATALOG)
-        # The catalog load creates these tables after the migrations, as apply
-        # does, so a view or foreign key over one is checked after the load.
-        absent = {catalog_table(catalog_id).lower() for catalog_id in present}
-        late = _late_migrations(pending, released, absent, db.engine)
+        catalog_tables = {catalog_table(catalog_id).lower() for catalog_id in present}
+        late = _late_migrations(pending, released, catalog_tables, db.engine)
         early_checked: list[str] | None = []
         if len(late) < len(pending) and constrained_catalogs(late, present, db.engine):
             base_migrations = [m for m in migrations if m.version < late[0].version]
@@ -703,7 +701,6 @@ def _check_database(
                 run,
                 checked_before=checked_before,
                 hooks=hooks,
-                absent=absent,
             )
             early_checked = run.checked_tables
         preloaded, problems = held_rows(db, config.root, late, inputs.catalogs, inputs.base)
@@ -725,6 +722,14 @@ def _check_database(
         lint_findings = lint_migrations(pending, context)
         result.findings[:0] = lint_findings
         linted = len(lint_findings)
+        # Apply creates the missing catalog tables before the migrations, empty.
+        db.execute("BEGIN")
+        try:
+            create_missing_catalog_tables(db, config.root, present)
+            db.execute("COMMIT")
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
         run_migrations(
             db,
             migrations,
@@ -732,7 +737,6 @@ def _check_database(
             run,
             checked_before=checked_before,
             hooks=hooks,
-            absent=absent,
         )
         result.checked_tables = run.checked_tables
         if early_checked is None or result.checked_tables is None:

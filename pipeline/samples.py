@@ -27,8 +27,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from pipeline.apply_store import catalog_table, create_missing_catalog_tables
 from pipeline.config import SAMPLE_SIZES, Config, SampleDatabase
 from pipeline.console import Progress
+from pipeline.content import Kind, list_items
 from pipeline.database import (
     HISTORY_TABLE,
     Database,
@@ -40,7 +42,7 @@ from pipeline.database import (
 )
 from pipeline.errors import ConfigError, MigrationError
 from pipeline.fsutil import atomic_output
-from pipeline.migrations import Migration, load_migrations
+from pipeline.migrations import Migration, load_migrations, sql_names
 from pipeline.sample_checks import SampleChecks
 
 logger = logging.getLogger(__name__)
@@ -425,9 +427,23 @@ def _select_migrations(root: Path, dialect: str, size: str, upto: str | None) ->
     return migrations[: versions.index(target) + 1]
 
 
-def _load(db: Database, migrations: Sequence[Migration], size: str, steps: _Steps) -> None:
-    """Migrate an empty database, fill it and give the history rows a fixed time."""
+def _load(
+    db: Database, root: Path, migrations: Sequence[Migration], size: str, steps: _Steps
+) -> None:
+    """Migrate an empty database, fill it and give the history rows a fixed time.
+
+    As apply does on a new database, the tables of the catalogs that the
+    migrations name are created empty first, so a view over one can be made.
+    """
     steps.show(f"migrations up to {migrations[-1].version}")
+    named: set[str] = set()
+    for migration in migrations:
+        named |= sql_names(migration.text, db.engine) or set()
+    catalog_ids = [c for c in list_items(root, Kind.CATALOG) if catalog_table(c) in named]
+    if catalog_ids:
+        db.execute("BEGIN")
+        create_missing_catalog_tables(db, root, catalog_ids)
+        db.execute("COMMIT")
     run_migrations(db, migrations)
     data = _SampleData(PLANS[size], seed=f"parus-kaz-sample:{size}:{migrations[-1].version}")
     db.execute("BEGIN")
@@ -466,7 +482,7 @@ def generate_sample(
     with atomic_output(path) as temporary:
         db = open_database(f"sqlite:///{temporary.resolve()}", root, create=True)
         try:
-            _load(db, selected, size, steps)
+            _load(db, root, selected, size, steps)
             # VACUUM rebuilds the file from the rows alone, so no trace of the
             # real durations written by the runner is left in free pages.
             steps.show("VACUUM")
@@ -544,7 +560,7 @@ def generate_postgres_sample(
             target = urlsplit(conninfo)._replace(path=f"/{loading}").geturl()
             steps = _Steps(progress, name)
             with open_database(target, root) as db:
-                _load(db, selected, size, steps)
+                _load(db, root, selected, size, steps)
                 steps.show("ANALYZE")
                 db.execute("ANALYZE")
             admin.execute(

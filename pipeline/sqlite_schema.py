@@ -36,7 +36,6 @@ from typing import Any
 from pipeline.migrations import sql_names
 
 _MISMATCH = re.compile(r'foreign key mismatch - "(?P<child>.+)" referencing "(?P<parent>.+)"')
-_NO_SUCH_TABLE = re.compile(r"no such table: (?:main\.)?(?P<name>.+)")
 
 
 def _quote(name: str) -> str:
@@ -69,18 +68,13 @@ def explain(connection: sqlite3.Connection, sql: str, parameters: Any = ()) -> N
 
 
 def schema_problems(
-    connection: sqlite3.Connection,
-    only: Collection[str] | None = None,
-    absent: Collection[str] = (),
+    connection: sqlite3.Connection, only: Collection[str] | None = None
 ) -> list[str]:
     """Describe every table and view on which a statement does not compile.
 
     A foreign key mismatch fails on the child and on the parent table with
     the same message, so it is described once. `only` limits the check to
     the tables and views of those lower-case names (`probe_targets`).
-    `absent` names tables, in lower case, that a later step creates. A
-    statement that fails only because one of them is missing is not
-    reported, because the check after that step probes it again.
     """
     rows = connection.execute(
         "SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')"
@@ -95,9 +89,6 @@ def schema_problems(
                 explain(connection, sql)
             except sqlite3.Error as exc:
                 message = str(exc)
-                missing = _NO_SUCH_TABLE.match(message)
-                if missing is not None and missing["name"].lower() in absent:
-                    continue
                 mismatch = describe_mismatch(connection, message)
                 where = ("", message) if mismatch else (str(name), message)
                 if where not in problems:

@@ -1738,3 +1738,36 @@ def test_second_interrupt_during_undo_ignored(
     assert "failed and was undone; the database is as before" in str(error.value)
     assert sha256(sample) == before
     assert not journal_path(url_of(sample), Path(".")).exists()
+
+
+# Objects over the knp catalog's table, made by a migration of the first release.
+KNP_AUDIT_SQLITE = (
+    "CREATE TABLE knp_audit (code TEXT);\n"
+    "CREATE TRIGGER knp_audit_insert AFTER INSERT ON catalog_knp"
+    " BEGIN INSERT INTO knp_audit VALUES (new.code); END;\n"
+    "CREATE VIEW knp_names AS SELECT code, name_ru FROM catalog_knp;\n"
+)
+KNP_AUDIT_POSTGRESQL = (
+    "CREATE TABLE knp_audit (code TEXT);\n"
+    "CREATE VIEW knp_names AS SELECT code, name_ru FROM catalog_knp;\n"
+)
+
+
+def test_catalog_table_objects_install_fresh(bundles: Bundles, tmp_path: Path) -> None:
+    secret = signing.load_secret_key(bundles.public_file.parent / "release.key")
+    repo = _content_repo(tmp_path / "content")
+    (repo / "migrations/0004_knp_audit.sqlite.sql").write_text(KNP_AUDIT_SQLITE, "utf-8")
+    (repo / "migrations/0004_knp_audit.postgresql.sql").write_text(KNP_AUDIT_POSTGRESQL, "utf-8")
+    _commit(repo, "Audit the knp catalog", "2026-12-01T09:00:00Z")
+    built = release(repo, tmp_path / "out", secret, version=Version.parse("2026.12.0"))
+    database = tmp_path / "new.sqlite"
+
+    result = apply_bundle(
+        tmp_path / "out" / built.build.bundle.name, url_of(database), [bundles.public], create=True
+    )
+
+    # Apply creates the catalog tables before the migrations and fills them after.
+    assert result.status == "applied"
+    knp_rows = query(database, "SELECT count(*) FROM catalog_knp")
+    assert query(database, "SELECT count(*) FROM knp_audit") == knp_rows
+    assert query(database, "SELECT count(*) FROM knp_names") == knp_rows

@@ -305,18 +305,19 @@ def test_unchanged_schema_compiles_nothing(config: Config, compiled: list[str]) 
     assert compiled == []
 
 
-def test_query_on_new_table_compiled(config: Config, compiled: list[str]) -> None:
-    query = "SELECT code, name_ru FROM catalog_kbe"
-    write_report(config.root, "kbe_names", query)
-    first = dry_run(config, use_cache=True, catalogs=["kato", "knp"])
+def test_query_on_new_column_compiled(config: Config, compiled: list[str]) -> None:
+    query = "SELECT code, note FROM catalog_kbe"
+    write_report(config.root, "kbe_notes", query)
+    first = dry_run(config, use_cache=True, catalogs=CATALOGS)
+    add_kbe_note(config.root)
     compiled.clear()
 
     second = dry_run(config, use_cache=True, catalogs=CATALOGS)
 
-    # Only the query that names the new table catalog_kbe is compiled again.
+    # Only the query that names the changed table catalog_kbe is compiled again.
     assert not first.passed
     assert [f.file for f in first.results[0].findings] == [
-        "packages/reports/kbe_names/report.json"
+        "packages/reports/kbe_notes/report.json"
     ]
     assert compiled == [query]
     assert second.passed
@@ -365,6 +366,19 @@ def test_view_broken_by_reshape_found(config: Config) -> None:
         "schema check: view knp_names does not compile: no such column: name_ru;"
         " create the view again over the new schema"
     )
+
+
+def add_kbe_note(root: Path) -> None:
+    """Add a column `note` at the end of the kbe catalog."""
+    folder = root / "catalogs" / "kbe"
+    description = json.loads((folder / "catalog.json").read_text("utf-8"))
+    description["columns"].append(
+        {"name": "note", "type": "text", "title": {"kk": "Ескертпе", "ru": "Примечание"}}
+    )
+    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
+    lines = (folder / "rows.csv").read_text("utf-8").splitlines()
+    rows = [lines[0] + ",note", *(line + ",-" for line in lines[1:] if line)]
+    (folder / "rows.csv").write_text("\n".join(rows) + "\n", "utf-8")
 
 
 def rename_knp_column(root: Path, old: str, new: str) -> None:

@@ -150,7 +150,7 @@ def test_check_reports_foreign_keys_pragma() -> None:
         ("CREATE VIEW knp_names AS SELECT code, name_ru FROM catalog_knp", False),
         ("UPDATE catalog_knp SET name_ru = 'x' WHERE code = '999'", True),
         ("INSERT OR REPLACE INTO main.catalog_knp (code) VALUES ('1')", True),
-        ('DELETE FROM "pipeline_migrations" WHERE version = \'0002\'', True),
+        ("DELETE FROM \"pipeline_migrations\" WHERE version = '0002'", True),
         ("TRUNCATE TABLE catalog_kbe", True),
         ("INSERT INTO knp_notes (code) SELECT code FROM catalog_knp", False),
         ("UPDATE knp SET name_ru = 'x' WHERE code IN (SELECT code FROM catalog_knp)", False),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -145,3 +146,18 @@ def test_large_sample_has_a_million_rows(tmp_path: Path, migrations_root: Path) 
     years = query(path, "SELECT DISTINCT substr(doc_date, 1, 4) FROM payment_documents ORDER BY 1")
     assert years == [("2022",), ("2023",), ("2024",), ("2025",), ("2026",)]
     assert query(path, "PRAGMA foreign_key_check") == []
+
+
+def test_migration_over_catalog_table_builds(tmp_path: Path, migrations_root: Path) -> None:
+    root = tmp_path / "content"
+    shutil.copytree(migrations_root / "migrations", root / "migrations")
+    shutil.copytree(REPO_ROOT / "catalogs", root / "catalogs")
+    (root / "migrations" / "0004_knp_names.sql").write_text(
+        "CREATE VIEW knp_names AS SELECT code, name_ru FROM catalog_knp;\n", "utf-8"
+    )
+
+    path = generate_sample(root, tmp_path / "s.sqlite", "small", upto="0004")
+
+    # As on a new database, the catalog tables exist, empty, before the migrations.
+    assert query(path, "SELECT count(*) FROM knp_names") == [(0,)]
+    assert query(path, f"SELECT version FROM {HISTORY_TABLE} ORDER BY version")[-1] == ("0004",)

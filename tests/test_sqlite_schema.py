@@ -158,27 +158,3 @@ def test_explain_raises_compile_errors(statement: str, error: str) -> None:
         explain(connection, statement)
 
     assert str(raised.value) == error
-
-
-def test_absent_tables_left_to_later_check() -> None:
-    connection = sqlite3.connect(":memory:", isolation_level=None)
-    connection.executescript(
-        "CREATE VIEW later_names AS SELECT name FROM later;"
-        "CREATE VIEW other_names AS SELECT name FROM other;"
-        "CREATE TABLE notes (id INTEGER PRIMARY KEY, later_id REFERENCES later (id));"
-    )
-
-    problems = schema_problems(connection, absent={"later"})
-    connection.execute("CREATE TABLE later (id INTEGER PRIMARY KEY, title TEXT)")
-    created = schema_problems(connection, absent={"later"})
-
-    # Only the missing `later` is set aside; once it exists, a wrong column shows.
-    assert problems == [
-        "view other_names does not compile: no such table: main.other;"
-        " create the view again over the new schema"
-    ]
-    assert created == [
-        "view later_names does not compile: no such column: name;"
-        " create the view again over the new schema",
-        *problems,
-    ]
