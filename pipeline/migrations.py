@@ -48,6 +48,26 @@ FOREIGN_KEYS_MESSAGE = (
 _PRAGMA = r"^PRAGMA\s+(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?"
 # Statements a migration must not contain, with the reason given to its author. They
 # are matched on the statement without comments, so `PRAGMA /* c */ name` counts.
+_RESERVED_MESSAGE = (
+    "a migration must not create, alter, drop or write a table named pipeline_* or"
+    " catalog_*, nor rename a table to such a name:"
+    " the pipeline manages these tables, apply creates its own before the migrations"
+    " and loads the catalog tables from catalogs/ after them, and the next load of a"
+    " catalog rejects rows it did not write; give the table another name, or change the"
+    " catalog in catalogs/"
+)
+# A write anywhere in a statement (a CTE, a trigger or function body, EXPLAIN
+# ANALYZE, SELECT INTO) into a pipeline_* or catalog_* table.
+_RESERVED_NAME = r"(?:[\w\"`\[\]]+\s*\.\s*){0,2}[\"`\[]?(?:pipeline|catalog)_"
+_RESERVED_WRITE = re.compile(
+    r"\bINTO\s+(?:(?:TEMP|TEMPORARY|UNLOGGED|TABLE|ONLY)\s+)*"
+    + _RESERVED_NAME
+    + r"|\b(?:UPDATE(?:\s+OR\s+\w+)?|DELETE\s+FROM|COPY)\s+(?:ONLY\s+)?"
+    + _RESERVED_NAME
+    + r"|\bTRUNCATE(?:\s+TABLE)?(?:\s+(?:ONLY\s+)?[\w\"`\[\].]+\s*,)*\s+(?:ONLY\s+)?"
+    + _RESERVED_NAME,
+    re.IGNORECASE,
+)
 _REJECTED = (
     (re.compile(_PRAGMA + r"foreign_keys\b", re.IGNORECASE), FOREIGN_KEYS_MESSAGE),
     (
@@ -83,12 +103,7 @@ _REJECTED = (
             r"(?:[\w\"`\[\]]+\s*\.\s*)?[\"`\[]?(?:pipeline|catalog)_",
             re.IGNORECASE | re.DOTALL,
         ),
-        "a migration must not create, alter, drop or write a table named pipeline_* or"
-        " catalog_*, nor rename a table to such a name:"
-        " the pipeline manages these tables, apply creates its own before the migrations"
-        " and loads the catalog tables from catalogs/ after them, and the next load of a"
-        " catalog rejects rows it did not write; give the table another name, or change the"
-        " catalog in catalogs/",
+        _RESERVED_MESSAGE,
     ),
     (
         re.compile(r"^VACUUM\b.*\bINTO\b", re.IGNORECASE | re.DOTALL),
@@ -228,7 +243,28 @@ def rejected_statement(statement: Statement, dialect: str) -> str | None:
     for pattern, message in _REJECTED:
         if pattern.match(sql):
             return message
+    if _RESERVED_WRITE.search(_without_strings(statement.sql, dialect)):
+        return _RESERVED_MESSAGE
     return None
+
+
+def _without_strings(sql: str, dialect: str) -> str:
+    """Return `sql` without comments and with each string literal emptied.
+
+    Quoted names and PostgreSQL's dollar-quoted bodies stay, because they
+    hold names and statements.
+    NOTE: a name written with escapes (`U&"catalog\\005fknp"`) or built at run
+    time (EXECUTE, PREPARE) is not seen.
+    """
+    pieces = []
+    for kind, first, end in _segments(sql, dialect):
+        piece = sql[first:end]
+        if kind == "comment":
+            piece = " "
+        elif kind == "quoted" and piece.startswith("'"):
+            piece = "''"
+        pieces.append(piece)
+    return "".join(pieces)
 
 
 def concurrent_operation(statement: Statement) -> str | None:

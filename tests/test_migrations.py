@@ -152,6 +152,27 @@ def test_check_reports_foreign_keys_pragma() -> None:
         ("INSERT OR REPLACE INTO main.catalog_knp (code) VALUES ('1')", True),
         ("DELETE FROM \"pipeline_migrations\" WHERE version = '0002'", True),
         ("TRUNCATE TABLE catalog_kbe", True),
+        ("TRUNCATE knp_notes, catalog_knp", True),
+        ("WITH gone AS (SELECT 1) DELETE FROM catalog_knp WHERE code = '999'", True),
+        ("WITH v AS (SELECT 2) UPDATE pipeline_migrations SET checksum = 'x'", True),
+        ("EXPLAIN ANALYZE UPDATE catalog_knp SET name_ru = 'x'", True),
+        (
+            "MERGE INTO ONLY public.catalog_knp USING knp ON true WHEN MATCHED THEN DO NOTHING",
+            True,
+        ),
+        ("SELECT code INTO catalog_copy FROM knp", True),
+        ("DO $$ BEGIN DELETE FROM catalog_knp; END $$", True),
+        (
+            "CREATE TRIGGER knp_mirror AFTER INSERT ON knp"
+            " BEGIN INSERT INTO catalog_knp (code) VALUES (new.code); END",
+            True,
+        ),
+        (
+            "CREATE TRIGGER knp_seen AFTER UPDATE OF name_ru ON catalog_knp BEGIN SELECT 1; END",
+            False,
+        ),
+        ("INSERT INTO knp_notes (note) VALUES ('UPDATE catalog_knp SET x = 1')", False),
+        ("UPDATE knp SET name_ru = 'x' /* then UPDATE catalog_knp */", False),
         ("INSERT INTO knp_notes (code) SELECT code FROM catalog_knp", False),
         ("UPDATE knp SET name_ru = 'x' WHERE code IN (SELECT code FROM catalog_knp)", False),
         ("CREATE TABLE catalogue (code TEXT)", False),
