@@ -59,11 +59,11 @@ from pipeline.apply_store import PAUSE_ENV as PAUSE_ENV
 from pipeline.apply_store import TESTING_ENV as TESTING_ENV
 from pipeline.apply_store import (
     check_applicable,
-    create_missing_catalog_tables,
     delete_definition,
     ensure_tables,
     load_catalog,
     pause_point,
+    prepare_catalog_tables,
     record_update,
     store_definition,
 )
@@ -656,7 +656,7 @@ def _run_transaction(
     ensure_history(db)
     ensure_tables(db)
     catalog_ids = [str(entry["id"]) for entry in context.manifest["catalogs"]]
-    create_missing_catalog_tables(db, context.extracted, catalog_ids)
+    prepare_catalog_tables(db, context.extracted, catalog_ids)
     hooks = _JournalHooks(journal, journal_file, db.engine)
     batch = apply_pending(db, pending, context.version, result.migrations, hooks)
     for entry in context.manifest["catalogs"]:

@@ -244,14 +244,15 @@ def read_catalog(db: Database, catalog_id: str, columns: Sequence[str]) -> list[
     ]
 
 
-def _prepare_table(db: Database, description: CatalogDescription) -> list[Row]:
-    """Create or reshape the catalog's table, and return the rows it contains now.
+def _prepare_table(db: Database, description: CatalogDescription) -> tuple[list[Row], list[str]]:
+    """Create or reshape the catalog's table; return its rows now and the triggers to create.
 
     Columns added after the existing ones are added with ALTER TABLE, which
     keeps the rows and every view, trigger and foreign key over the table.
     A table whose key or other columns differ from the description is
-    dropped and created again with its triggers, so the load that follows
-    replaces it completely.
+    dropped and created again, so the load that follows replaces it
+    completely. Its triggers are returned, to be created again once the
+    rows are back, so that they see no insert of a row that was there.
 
     Raises:
         ApplyError: the table cannot be dropped, because other tables
@@ -261,22 +262,13 @@ def _prepare_table(db: Database, description: CatalogDescription) -> list[Row]:
     columns = list(description.column_names)
     fits = catalog_table_fits(db, description)
     if fits:
-        return read_catalog(db, description.id, columns)
+        return read_catalog(db, description.id, columns), []
     if fits is None:
         create_catalog_table(db, description)
-        return []
-    existing = [name for name, _ in table_columns(db, table)]
-    same_key = _stored_key(db, description.id) == list(description.key)
-    added = columns[len(existing) :]
-    if same_key and columns[: len(existing)] == existing:
-        for name in added:
-            # A NOT NULL column needs a default on a table with rows; the load then fills it.
-            db.execute(
-                f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} TEXT NOT NULL DEFAULT ''"
-            )
-        logger.info("catalog %s: columns %s added", table, ", ".join(added))
-        return read_catalog(db, description.id, columns)
-    changed = "columns" if same_key else "key"
+        return [], []
+    if _add_columns(db, description):
+        return read_catalog(db, description.id, columns), []
+    changed = "columns" if _table_key(db, description.id) == list(description.key) else "key"
     logger.info("catalog %s: %s changed, the table is created again", table, changed)
     triggers = _triggers(db, table)
     # In a savepoint, because a failed statement aborts a PostgreSQL transaction.
@@ -288,14 +280,42 @@ def _prepare_table(db: Database, description: CatalogDescription) -> list[Row]:
         raise ApplyError(
             f"catalog {description.id}: its {changed} changed, so table {table} is created"
             f" again, and dropping it failed: {db.describe_error(exc)}"
-            f"{_referencing_tables(db, table)}; drop or"
-            " change what uses the table in a migration of this release"
+            f"{_referencing_tables(db, table)}; keep the catalog's key and columns, or drop"
+            " what uses the table in a migration of this release and create it again in one"
+            " of the next release"
         ) from exc
     db.execute("RELEASE SAVEPOINT pipeline_catalog_drop")
     create_catalog_table(db, description)
-    for trigger in triggers:
-        db.execute(trigger)
-    return []
+    return [], triggers
+
+
+def _add_columns(db: Database, description: CatalogDescription) -> bool:
+    """Add the columns a catalog gained after its table's columns; False when it changed else.
+
+    ALTER TABLE keeps the rows and every view, trigger and foreign key over
+    the table, which a new table would lose.
+    """
+    table = catalog_table(description.id)
+    columns = list(description.column_names)
+    existing = [name for name, _ in table_columns(db, table)]
+    if _table_key(db, description.id) != list(description.key):
+        return False
+    if columns[: len(existing)] != existing:
+        return False
+    added = columns[len(existing) :]
+    for name in added:
+        # A NOT NULL column needs a default on a table with rows; the load then fills it.
+        db.execute(f"ALTER TABLE {quote(table)} ADD COLUMN {quote(name)} TEXT NOT NULL DEFAULT ''")
+    logger.info("catalog %s: columns %s added", table, ", ".join(added))
+    return True
+
+
+def _table_key(db: Database, catalog_id: str) -> list[str]:
+    """Return a catalog table's key: as a load recorded it, else the table's primary key."""
+    stored = _stored_key(db, catalog_id)
+    if stored is not None:
+        return stored
+    return list(primary_key(db, catalog_table(catalog_id)))
 
 
 def _stored_key(db: Database, catalog_id: str) -> list[str] | None:
@@ -329,30 +349,33 @@ def catalog_table_fits(db: Database, description: CatalogDescription) -> bool | 
     """Tell whether the catalog's table has the description's columns and key; None when absent.
 
     A load keeps a table that fits and creates any other one anew. A table
-    that no load has recorded yet (`create_missing_catalog_tables` made it
+    that no load has recorded yet (`prepare_catalog_tables` made it
     before the migrations) has its key in its primary key.
     """
     table = catalog_table(description.id)
     if table not in list_tables(db):
         return None
     existing = [name for name, _ in table_columns(db, table)]
-    stored = _stored_key(db, description.id)
-    if stored is None:
-        stored = list(primary_key(db, table))
-    return existing == list(description.column_names) and stored == list(description.key)
+    same_key = _table_key(db, description.id) == list(description.key)
+    return existing == list(description.column_names) and same_key
 
 
-def create_missing_catalog_tables(db: Database, root: Path, catalog_ids: Iterable[str]) -> None:
-    """Create the missing tables of the catalogs in the content tree at `root`, empty.
+def prepare_catalog_tables(db: Database, root: Path, catalog_ids: Iterable[str]) -> None:
+    """Create the missing tables of the catalogs at `root`, empty, and add the columns they gained.
 
     Apply runs this before the migrations, so a migration can create a view,
-    trigger or foreign key over a catalog's table also on a new database;
-    the catalog load after the migrations fills the tables.
+    trigger or foreign key over a catalog's table, or over a column the
+    catalog gains, also on a new database; the catalog load after the
+    migrations fills the tables. A table whose key or other columns changed
+    is left to the load, which creates it anew.
     """
     tables = set(list_tables(db))
     for catalog_id in catalog_ids:
+        description = load_description(root, catalog_id)
         if catalog_table(catalog_id) not in tables:
-            create_catalog_table(db, load_description(root, catalog_id))
+            create_catalog_table(db, description)
+        elif catalog_table_fits(db, description) is False:
+            _add_columns(db, description)
 
 
 def create_catalog_table(db: Database, description: CatalogDescription) -> None:
@@ -533,7 +556,7 @@ def load_catalog(
                 " describes, so no delta can start from its rows; apply a full bundle of this"
                 " release"
             )
-        current = _prepare_table(db, description)
+        current, triggers = _prepare_table(db, description)
         columns = list(description.column_names)
         if mode == "full":
             new_rows = list(read_rows(extracted, catalog_id))
@@ -551,6 +574,8 @@ def load_catalog(
     except CatalogError as exc:
         raise ApplyError(f"catalog {catalog_id}: {exc}") from exc
     _apply_delta(db, description, delta)
+    for trigger in triggers:
+        db.execute(trigger)
     after = read_catalog(db, catalog_id, columns)
     digest = canonical_digest(columns, description.key, after)
     if digest != expected:

@@ -57,7 +57,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipeline import sqlite_schema
-from pipeline.apply_store import catalog_table, create_missing_catalog_tables
+from pipeline.apply_store import catalog_table, prepare_catalog_tables
 from pipeline.cache import (
     MISSING,
     ResultCache,
@@ -725,7 +725,7 @@ def _check_database(
         # Apply creates the missing catalog tables before the migrations, empty.
         db.execute("BEGIN")
         try:
-            create_missing_catalog_tables(db, config.root, present)
+            prepare_catalog_tables(db, config.root, present)
             db.execute("COMMIT")
         finally:
             if db.in_transaction:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from pipeline.apply_store import catalog_table, create_missing_catalog_tables
+from pipeline.apply_store import catalog_table, prepare_catalog_tables
 from pipeline.config import SAMPLE_SIZES, Config, SampleDatabase
 from pipeline.console import Progress
 from pipeline.content import Kind, list_items
@@ -442,7 +442,7 @@ def _load(
     catalog_ids = [c for c in list_items(root, Kind.CATALOG) if catalog_table(c) in named]
     if catalog_ids:
         db.execute("BEGIN")
-        create_missing_catalog_tables(db, root, catalog_ids)
+        prepare_catalog_tables(db, root, catalog_ids)
         db.execute("COMMIT")
     run_migrations(db, migrations)
     data = _SampleData(PLANS[size], seed=f"parus-kaz-sample:{size}:{migrations[-1].version}")

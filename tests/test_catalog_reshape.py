@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO_ROOT
 
-from pipeline.apply_store import ensure_tables, load_catalog
+from pipeline.apply_store import ensure_tables, load_catalog, prepare_catalog_tables
 from pipeline.database import Database, open_database
 from pipeline.errors import ApplyError
 
@@ -115,12 +115,11 @@ def test_new_key_recreates_triggers(sqlite_db: Database, root: Path) -> None:
 
     counts = reload(sqlite_db, root)
 
-    # The table is created anew, and the trigger on it with it.
+    # The table is created anew, and its trigger after the rows, so it saw no insert.
     assert counts["added"] == counts["rows"]
     triggers = sqlite_db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
     assert triggers == [("knp_audit_insert",)]
-    audited = sqlite_db.execute("SELECT count(*) FROM knp_audit")
-    assert audited == [(counts["rows"],)]
+    assert sqlite_db.execute("SELECT count(*) FROM knp_audit") == [(0,)]
 
 
 def test_new_key_names_referencing_table(sqlite_db: Database, root: Path) -> None:
@@ -255,3 +254,18 @@ def test_referenced_row_removal_named(sqlite_db: Database, root: Path) -> None:
         " FOREIGN KEY constraint failed; tables referencing it: knp_refs"
     )
     assert sqlite_db.execute("SELECT count(*) FROM catalog_knp") == before
+
+
+def test_columns_added_before_migrations(sqlite_db: Database, root: Path) -> None:
+    reshape_knp(root)
+    before = sqlite_db.execute("SELECT count(*) FROM catalog_knp")
+
+    sqlite_db.execute("BEGIN")
+    prepare_catalog_tables(sqlite_db, root, ["kato", "kbe", "knp"])
+    # A migration of the release can then use the new column.
+    sqlite_db.execute("CREATE VIEW knp_notes AS SELECT code, note FROM catalog_knp")
+    sqlite_db.execute("COMMIT")
+    tables = {row[0] for row in sqlite_db.execute("SELECT name FROM sqlite_master")}
+
+    assert sqlite_db.execute("SELECT count(*) FROM knp_notes") == before
+    assert {"catalog_kato", "catalog_kbe"} <= tables

@@ -1255,3 +1255,35 @@ def test_released_migration_on_catalog_table_replayed(git_repo: Path) -> None:
     assert result.passed
     assert sample.catalogs_before == ["knp"]
     assert [run.version for run in sample.applied] == ["0002", "0003", "0004", "0005"]
+
+
+def test_view_over_new_catalog_column(git_repo: Path) -> None:
+    make_content(git_repo)
+    shutil.copytree(REPO_ROOT / "catalogs", git_repo / "catalogs")
+    (git_repo / ".gitignore").write_text("*.sqlite\n.pipeline-cache/\n", "utf-8")
+    commit_all(git_repo, "Add the demo content")
+    git(git_repo, "tag", "release/2026.12.0")
+    knp_description = REPO_ROOT / "catalogs" / "knp" / "catalog.json"
+    description = json.loads(knp_description.read_text("utf-8"))
+    description["columns"].append(
+        {"name": "note", "type": "text", "title": {"kk": "Ескертпе", "ru": "Примечание"}}
+    )
+    folder = git_repo / "catalogs" / "knp"
+    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
+    lines = (folder / "rows.csv").read_text("utf-8").splitlines()
+    rows = [lines[0] + ",note", *(line + ",-" for line in lines[1:] if line)]
+    (folder / "rows.csv").write_text("\n".join(rows) + "\n", "utf-8")
+    (git_repo / "migrations" / "0004_knp_notes.sql").write_text(
+        "CREATE VIEW knp_notes AS SELECT code, note FROM catalog_knp;\n", "utf-8"
+    )
+    commit_all(git_repo, "Add a note to the KNP catalog and a view of it")
+    generate_sample(git_repo, git_repo / "sample.sqlite", "small")
+    config = Config(root=git_repo, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+    result = dry_run(config)
+
+    # Apply adds the column before the migrations, so the view compiles as at the customers.
+    (sample,) = result.results
+    assert sample.findings == []
+    assert result.passed
+    assert sample.catalogs_before == ["knp"]
