@@ -385,10 +385,12 @@ def _dry_run_entries(result: DryRunResult) -> list[dict[str, Any]]:
 
 
 def _dry_run_failure(result: DryRunResult) -> str:
+    """Describe every failed sample, each by its error or its first three findings."""
     failed = [r for r in result.results if not r.passed]
-    first = failed[0]
-    reason = first.error or "; ".join(str(f) for f in first.findings[:3])
+    reasons = [
+        f"{r.database}: {r.error or '; '.join(str(f) for f in r.findings[:3])}" for r in failed
+    ]
     return (
         f"dry-run failed on {len(failed)} of {len(result.results)} sample databases;"
-        f" {first.database}: {reason}"
+        f" {'; '.join(reasons)}"
     )

@@ -19,6 +19,7 @@ from conftest import (
 from pipeline import signing
 from pipeline.errors import BundleError, MigrationError, ValidationError
 from pipeline.release import release
+from pipeline.samples import generate_sample
 from pipeline.verify import verify_bundle
 from pipeline.versions import Version
 
@@ -469,3 +470,31 @@ def test_release_database_override_in_work_tree(demo_repo: Path, tmp_path: Path)
     assert dry.returncode == 0, dry.stderr
     assert released.returncode == 0, released.stderr
     assert (demo_repo / ".samples" / "small.sqlite").is_file()
+
+
+def test_release_failure_names_every_sample(
+    demo_repo: Path, tmp_path: Path, secret_key: signing.SecretKey
+) -> None:
+    urls = []
+    for name in ("one", "two"):
+        generate_sample(demo_repo, demo_repo / ".samples" / f"{name}.sqlite", "small")
+        urls.append(f"sqlite:///.samples/{name}.sqlite")
+    (demo_repo / "migrations" / "0004_broken.sql").write_text(
+        "ALTER TABLE nowhere ADD COLUMN note TEXT;\n", "utf-8"
+    )
+    git(demo_repo, "add", "-A")
+    git(demo_repo, "commit", "-q", "-m", "Add a broken migration")
+
+    with pytest.raises(MigrationError) as error:
+        release(
+            demo_repo,
+            tmp_path / "o",
+            secret_key,
+            version=Version.parse("2026.12.0"),
+            databases=urls,
+        )
+
+    message = str(error.value)
+    assert message.startswith("dry-run failed on 2 of 2 sample databases; one.sqlite: ")
+    assert "; two.sqlite: " in message
+    assert message.count("no such table: nowhere") == 2
