@@ -1226,12 +1226,23 @@ def test_view_over_unshipped_catalog_table_passes(tmp_path: Path) -> None:
     assert result.passed
 
 
+def first_release(repo: Path) -> None:
+    """Commit the demo migrations and catalogs to `repo` and tag them as release 2026.12.0."""
+    make_content(repo)
+    shutil.copytree(REPO_ROOT / "catalogs", repo / "catalogs")
+    (repo / ".gitignore").write_text("*.sqlite\n.pipeline-cache/\n", "utf-8")
+    commit_all(repo, "Add the demo content")
+    git(repo, "tag", "release/2026.12.0")
+
+
+def small_sample_config(root: Path) -> Config:
+    """Generate a small sample at version 0001 in `root` and return a config with it alone."""
+    generate_sample(root, root / "sample.sqlite", "small")
+    return Config(root=root, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
+
+
 def test_released_migration_on_catalog_table_replayed(git_repo: Path) -> None:
-    make_content(git_repo)
-    shutil.copytree(REPO_ROOT / "catalogs", git_repo / "catalogs")
-    (git_repo / ".gitignore").write_text("*.sqlite\n.pipeline-cache/\n", "utf-8")
-    commit_all(git_repo, "Add the demo content")
-    git(git_repo, "tag", "release/2026.12.0")
+    first_release(git_repo)
     (git_repo / "migrations" / "0004_knp_audit.sql").write_text(
         "CREATE TABLE knp_audit (code TEXT);\n"
         "CREATE TRIGGER knp_audit_insert AFTER INSERT ON catalog_knp"
@@ -1244,10 +1255,7 @@ def test_released_migration_on_catalog_table_replayed(git_repo: Path) -> None:
         "ALTER TABLE organizations ADD COLUMN note TEXT;\n", "utf-8"
     )
     commit_all(git_repo, "Add a note to organizations")
-    generate_sample(git_repo, git_repo / "sample.sqlite", "small")
-    config = Config(root=git_repo, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
-
-    result = dry_run(config)
+    result = dry_run(small_sample_config(git_repo))
 
     # Customers ran 0004 after 2026.12.0 had loaded knp, so the sample gets knp before it.
     (sample,) = result.results
@@ -1258,11 +1266,7 @@ def test_released_migration_on_catalog_table_replayed(git_repo: Path) -> None:
 
 
 def test_view_over_new_catalog_column(git_repo: Path) -> None:
-    make_content(git_repo)
-    shutil.copytree(REPO_ROOT / "catalogs", git_repo / "catalogs")
-    (git_repo / ".gitignore").write_text("*.sqlite\n.pipeline-cache/\n", "utf-8")
-    commit_all(git_repo, "Add the demo content")
-    git(git_repo, "tag", "release/2026.12.0")
+    first_release(git_repo)
     knp_description = REPO_ROOT / "catalogs" / "knp" / "catalog.json"
     description = json.loads(knp_description.read_text("utf-8"))
     description["columns"].append(
@@ -1277,10 +1281,7 @@ def test_view_over_new_catalog_column(git_repo: Path) -> None:
         "CREATE VIEW knp_notes AS SELECT code, note FROM catalog_knp;\n", "utf-8"
     )
     commit_all(git_repo, "Add a note to the KNP catalog and a view of it")
-    generate_sample(git_repo, git_repo / "sample.sqlite", "small")
-    config = Config(root=git_repo, sample_databases=(SampleDatabase("sqlite:///sample.sqlite"),))
-
-    result = dry_run(config)
+    result = dry_run(small_sample_config(git_repo))
 
     # Apply adds the column before the migrations, so the view compiles as at the customers.
     (sample,) = result.results
