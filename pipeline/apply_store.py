@@ -281,8 +281,8 @@ def _prepare_table(db: Database, description: CatalogDescription) -> tuple[list[
             f"catalog {description.id}: its {changed} changed, so table {table} is created"
             f" again, and dropping it failed: {db.describe_error(exc)}"
             f"{_referencing_tables(db, table)}; keep the catalog's key and columns, or drop"
-            " what uses the table in a migration of this release and create it again in one"
-            " of the next release"
+            " the views over the table and the foreign keys into it in a migration of this"
+            " release, and create them again in a later release"
         ) from exc
     db.execute("RELEASE SAVEPOINT pipeline_catalog_drop")
     create_catalog_table(db, description)

@@ -68,6 +68,8 @@ _RESERVED_WRITE = re.compile(
     + _RESERVED_NAME,
     re.IGNORECASE,
 )
+# The code before a function's or a DO block's quoted body.
+_BODY_BEFORE = re.compile(r"\b(?:AS|DO)\s*$", re.IGNORECASE)
 _REJECTED = (
     (re.compile(_PRAGMA + r"foreign_keys\b", re.IGNORECASE), FOREIGN_KEYS_MESSAGE),
     (
@@ -251,18 +253,27 @@ def rejected_statement(statement: Statement, dialect: str) -> str | None:
 def _without_strings(sql: str, dialect: str) -> str:
     """Return `sql` without comments and with each string literal emptied.
 
-    Quoted names and PostgreSQL's dollar-quoted bodies stay, because they
-    hold names and statements.
+    Quoted names stay, because they are names. A string right after AS or
+    DO is the body of a function or of a DO block: its statements stay,
+    with their own strings emptied in turn.
     NOTE: a name written with escapes (`U&"catalog\\005fknp"`) or built at run
     time (EXECUTE, PREPARE) is not seen.
     """
-    pieces = []
+    pieces: list[str] = []
     for kind, first, end in _segments(sql, dialect):
         piece = sql[first:end]
         if kind == "comment":
             piece = " "
-        elif kind == "quoted" and piece.startswith("'"):
-            piece = "''"
+        elif kind == "quoted" and piece[:1] in ("'", "$"):
+            # AS or DO ends the code just before, maybe with a comment between.
+            body = _BODY_BEFORE.search("".join(pieces[-3:]))
+            if body is None:
+                piece = "''"
+            elif piece.startswith("'"):
+                piece = _without_strings(piece[1:-1].replace("''", "'"), dialect)
+            else:
+                tag = piece[: piece.index("$", 1) + 1]
+                piece = _without_strings(piece[len(tag) : -len(tag)], dialect)
         pieces.append(piece)
     return "".join(pieces)
 

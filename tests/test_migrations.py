@@ -194,6 +194,45 @@ def test_pipeline_tables_reserved(tmp_path: Path, sql: str, rejected: bool) -> N
         assert findings == []
 
 
+@pytest.mark.parametrize(
+    ("sql", "rejected"),
+    [
+        ("INSERT INTO knp_notes (note) VALUES ($$DELETE FROM catalog_knp$$)", False),
+        ("COMMENT ON TABLE knp IS $$never UPDATE catalog_knp by hand$$", False),
+        ("DO $$ BEGIN RAISE NOTICE 'do not UPDATE catalog_knp'; END $$", False),
+        (
+            "CREATE FUNCTION knp_purge() RETURNS void LANGUAGE sql"
+            " AS 'DELETE FROM catalog_knp WHERE code = ''999'''",
+            True,
+        ),
+        (
+            "CREATE FUNCTION knp_purge() RETURNS void LANGUAGE plpgsql"
+            " AS $body$ BEGIN DELETE FROM catalog_knp; END $body$",
+            True,
+        ),
+    ],
+)
+def test_postgresql_reserved_writes(tmp_path: Path, sql: str, rejected: bool) -> None:
+    write_migrations(
+        tmp_path,
+        {
+            "0001_base.sql": BASELINE,
+            "0002_x.postgresql.sql": f"-- x\n{sql};\n",
+            "0002_x.sqlite.sql": "-- x\nSELECT 1;\n",
+        },
+    )
+
+    findings = check_migrations(tmp_path)
+
+    # Dollar-quoted text is a body after AS or DO, and a string anywhere else.
+    if rejected:
+        (finding,) = findings
+        assert finding.file == "migrations/0002_x.postgresql.sql"
+        assert "pipeline_* or catalog_*" in finding.message
+    else:
+        assert findings == []
+
+
 def test_load_rejects_misnumbered_files() -> None:
     with pytest.raises(MigrationError) as caught:
         load_migrations(DATA / "gap_after_0001", "sqlite")
