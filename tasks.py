@@ -947,19 +947,25 @@ def release(
 
     secret = _load_signing_key(key, demo_key, repo)
     wanted = Version.parse(version) if version else None
-    result = run_release(
-        Path(repo),
-        Path(out),
-        secret,
-        version=wanted,
-        rev=rev,
-        databases=database or [],
-        progress=StepPrinter(total=6),
-        full=full,
-        password=_bundle_password(new=True) if encrypt else None,
-        next_trusted_keys=Path(next_trusted_keys) if next_trusted_keys else None,
-        allow_empty=allow_empty,
-    )
+    try:
+        result = run_release(
+            Path(repo),
+            Path(out),
+            secret,
+            version=wanted,
+            rev=rev,
+            databases=database or [],
+            progress=StepPrinter(total=6),
+            full=full,
+            password=_bundle_password(new=True) if encrypt else None,
+            next_trusted_keys=Path(next_trusted_keys) if next_trusted_keys else None,
+            allow_empty=allow_empty,
+        )
+    except PipelineError as exc:
+        # CI reads the outcome from the report, so a failed release gets one too.
+        if json:
+            write_json_report(Path(json), {"status": "failed", "error": str(exc)})
+        raise
     print(
         f"released {result.version} from {result.changes.commit[:12]}"
         f" (base {result.changes.base_tag or 'none'}), signed by key {result.verified.key_id}:"

@@ -498,3 +498,22 @@ def test_release_failure_names_every_sample(
     assert message.startswith("dry-run failed on 2 of 2 sample databases; one.sqlite: ")
     assert "; two.sqlite: " in message
     assert message.count("no such table: nowhere") == 2
+
+
+def test_cli_failed_release_writes_report(demo_repo: Path, tmp_path: Path) -> None:
+    (demo_repo / "migrations" / "0004_broken.sql").write_text(
+        "ALTER TABLE nowhere ADD COLUMN note TEXT;\n", "utf-8"
+    )
+    git(demo_repo, "add", "-A")
+    git(demo_repo, "commit", "-q", "-m", "Add a broken migration")
+    report = tmp_path / "release.json"
+
+    failed = run_cli(
+        "release", "--demo-key", "--out", str(tmp_path / "o"), "--json", str(report), cwd=demo_repo
+    )
+
+    assert failed.returncode == 1
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["status"] == "failed"
+    assert "no such table: nowhere" in data["error"]
+    assert data["error"] in failed.stderr
