@@ -363,9 +363,9 @@ def catalog_table_fits(db: Database, description: CatalogDescription) -> bool | 
 def prepare_catalog_tables(db: Database, root: Path, catalog_ids: Iterable[str]) -> None:
     """Create the missing tables of the catalogs at `root`, empty, and add the columns they gained.
 
-    Apply runs this before the migrations, so a migration can create a view,
-    trigger or foreign key over a catalog's table, or over a column the
-    catalog gains, also on a new database; the catalog load after the
+    Apply runs this before the migrations. A migration can then create a
+    view, trigger or foreign key over a catalog's table, or over a column the
+    catalog gains, also on a new database. The catalog load after the
     migrations fills the tables. A table whose key or other columns changed
     is left to the load, which creates it anew.
     """

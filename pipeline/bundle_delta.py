@@ -313,16 +313,16 @@ def _spool_base(repo: Path, base_commit: str, catalog_id: str, spool: Path) -> b
 
 def _base_key(repo: Path, base_commit: str, catalog_id: str) -> list[str] | None:
     """Return the key of a catalog's description at `base_commit`, or None when unknown."""
-    shown = subprocess.run(
+    base_description = subprocess.run(
         ["git", "show", f"{base_commit}:catalogs/{catalog_id}/catalog.json"],
         cwd=repo,
         capture_output=True,
         check=False,
     )
-    if shown.returncode != 0:
+    if base_description.returncode != 0:
         return None
     try:
-        key = json.loads(shown.stdout).get("key")
+        key = json.loads(base_description.stdout).get("key")
     except (ValueError, AttributeError):
         return None
     return [str(name) for name in key] if isinstance(key, list) else None

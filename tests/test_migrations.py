@@ -864,6 +864,6 @@ def test_whole_check_after_scoped_run_reported(tmp_path: Path) -> None:
         scoped = result.checked_tables
         run_migrations(db, migrations, result=result, checked_before=True)
 
-    # A rebuild brings back the checks of the whole database, which the result must say.
+    # A rebuild brings back the checks of the whole database, and the result reports it.
     assert scoped == []
     assert result.checked_tables is None

@@ -261,7 +261,7 @@ def test_generated_key_kept_outside_repository(demo_repo: Path, tmp_path: Path) 
     generated = cli("keys.generate")
     secret = home / ".parus-release" / "release.key"
     released = cli("release", "--key", str(secret), "--out", str(tmp_path / "o"))
-    refused = cli("keys.generate", "--secret-key", "release.key", "--public-key", "r.pub")
+    rejected = cli("keys.generate", "--secret-key", "release.key", "--public-key", "r.pub")
 
     # Run inside the content repository, the default still puts the secret key outside it.
     assert generated.returncode == 0, generated.stderr
@@ -269,8 +269,8 @@ def test_generated_key_kept_outside_repository(demo_repo: Path, tmp_path: Path) 
     assert (home / ".parus-release" / "minisign.pub").is_file()
     assert not (demo_repo / ".keys").exists()
     assert released.returncode == 0, released.stderr
-    assert refused.returncode == 1
-    assert "lies inside the git work tree" in refused.stderr
+    assert rejected.returncode == 1
+    assert "lies inside the git work tree" in rejected.stderr
     assert not (demo_repo / "release.key").exists()
     assert not (demo_repo / "r.pub").exists()
 
