@@ -701,15 +701,7 @@ def _row_problem(
             " row was not looked for"
         )
     for index, row in enumerate(rows):
-        problem = None
-        db.execute("SAVEPOINT pipeline_catalog_row")
-        try:
-            for sql, parameters in statements:
-                db.execute(sql, parameters[index])
-        except db.errors as exc:
-            problem = db.describe_error(exc)
-        finally:
-            undo_savepoint(db, "pipeline_catalog_row")
+        problem = _undone_attempt(db, [(sql, parameters[index]) for sql, parameters in statements])
         if problem is not None:
             key = ", ".join(f"{name}={row[name]}" for name in description.key)
             return (
@@ -742,14 +734,7 @@ def _removal_problem(
         )
     referencing = _referencing_tables(db, table)
     for values in keys:
-        problem = None
-        db.execute("SAVEPOINT pipeline_catalog_row")
-        try:
-            db.execute(delete, values)
-        except db.errors as exc:
-            problem = db.describe_error(exc)
-        finally:
-            undo_savepoint(db, "pipeline_catalog_row")
+        problem = _undone_attempt(db, [(delete, values)])
         if problem is not None:
             named = ", ".join(f"{n}={v}" for n, v in zip(description.key, values, strict=True))
             return (
@@ -760,6 +745,19 @@ def _removal_problem(
         f"catalog {description.id}: its removed rows cannot be deleted from table {table}:"
         f" {db.describe_error(error)}{referencing}"
     )
+
+
+def _undone_attempt(db: Database, statements: Sequence[tuple[str, Sequence[str]]]) -> str | None:
+    """Run `statements` in a savepoint that is rolled back; return why one failed, or None."""
+    db.execute("SAVEPOINT pipeline_catalog_row")
+    try:
+        for sql, parameters in statements:
+            db.execute(sql, parameters)
+    except db.errors as exc:
+        return db.describe_error(exc)
+    finally:
+        undo_savepoint(db, "pipeline_catalog_row")
+    return None
 
 
 def _referencing_tables(db: Database, table: str) -> str:

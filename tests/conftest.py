@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import json
 import os
 import shutil
 import signal
@@ -284,3 +286,29 @@ def demo_repo(git_repo: Path) -> Path:
     git(git_repo, "add", "-A")
     git(git_repo, "commit", "-q", "-m", "Add the demo content", "--date", "2026-12-01T09:00:00Z")
     return git_repo
+
+
+def add_catalog_column(
+    root: Path, catalog_id: str, name: str, value: Callable[[list[str]], str] = lambda row: "-"
+) -> None:
+    """Append a text column to a catalog of the content tree at `root`, `value(row)` per row."""
+    folder = root / "catalogs" / catalog_id
+    description = json.loads((folder / "catalog.json").read_text("utf-8"))
+    description["columns"].append(
+        {"name": name, "type": "text", "title": {"kk": "Ескертпе", "ru": "Примечание"}}
+    )
+    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
+    with (folder / "rows.csv").open(encoding="utf-8", newline="") as source:
+        rows = list(csv.reader(source))
+    rows[0].append(name)
+    for row in rows[1:]:
+        row.append(value(row))
+    with (folder / "rows.csv").open("w", encoding="utf-8", newline="") as target:
+        csv.writer(target, lineterminator="\n").writerows(rows)
+
+
+def remove_catalog_rows(root: Path, catalog_id: str, prefix: str) -> None:
+    """Remove the rows of a catalog's rows.csv that start with `prefix`."""
+    rows = root / "catalogs" / catalog_id / "rows.csv"
+    lines = rows.read_text("utf-8").splitlines(True)
+    rows.write_text("".join(line for line in lines if not line.startswith(prefix)), "utf-8")

@@ -180,6 +180,15 @@ def query(path: Path, sql: str) -> list[tuple[object, ...]]:
         connection.close()
 
 
+def change_sample(path: Path, script: str) -> None:
+    """Run `script` on the SQLite database at `path` and commit, as a customer's own change."""
+    connection = sqlite3.connect(path)
+    try:
+        connection.executescript(script)
+    finally:
+        connection.close()
+
+
 # -- SQLite ------------------------------------------------------------------------------------
 
 
@@ -393,12 +402,11 @@ def test_catalog_row_breaking_constraint_named(bundles: Bundles, sample: Path) -
 def test_catalog_key_mismatch_named(bundles: Bundles, sample: Path) -> None:
     # The key references a column of the catalog table that is not unique, so
     # SQLite rejects every write to that table.
-    with sqlite3.connect(sample) as connection:
-        connection.execute(
-            "CREATE TABLE knp_notes (id INTEGER PRIMARY KEY,"
-            " knp_name TEXT REFERENCES catalog_knp (name_ru))"
-        )
-    connection.close()
+    change_sample(
+        sample,
+        "CREATE TABLE knp_notes (id INTEGER PRIMARY KEY,"
+        " knp_name TEXT REFERENCES catalog_knp (name_ru))",
+    )
     before = sha256(sample)
 
     with pytest.raises(ApplyError) as error:
@@ -879,9 +887,7 @@ SLOW_KNP_TRIGGER = (
 def test_signal_stops_long_statement(
     bundles: Bundles, sample: Path, tmp_path: Path, number: int, code: int, message: str
 ) -> None:
-    with sqlite3.connect(sample) as connection:
-        connection.execute(SLOW_KNP_TRIGGER)
-    connection.close()
+    change_sample(sample, SLOW_KNP_TRIGGER)
     before = sha256(sample)
     journal = journal_path(url_of(sample), Path("."))
     report = tmp_path / "apply.json"
@@ -1648,13 +1654,12 @@ def test_interrupted_row_write_keeps_its_error(tmp_path: Path) -> None:
 
 def test_rolled_back_row_write_probes_nothing(bundles: Bundles, sample: Path) -> None:
     # The kbe catalog writes its rows into an application table of its name.
-    with sqlite3.connect(sample) as connection:
-        connection.executescript(
-            "CREATE TABLE kbe (code TEXT PRIMARY KEY, name_ru TEXT);"
-            "CREATE TRIGGER kbe_guard BEFORE INSERT ON kbe WHEN new.code = '13'"
-            " BEGIN SELECT RAISE(ROLLBACK, 'kbe 13 is not allowed'); END;"
-        )
-    connection.close()
+    change_sample(
+        sample,
+        "CREATE TABLE kbe (code TEXT PRIMARY KEY, name_ru TEXT);"
+        "CREATE TRIGGER kbe_guard BEFORE INSERT ON kbe WHEN new.code = '13'"
+        " BEGIN SELECT RAISE(ROLLBACK, 'kbe 13 is not allowed'); END;",
+    )
     before = sha256(sample)
 
     with pytest.raises(ApplyError) as error:
@@ -1671,14 +1676,16 @@ def test_rolled_back_row_write_probes_nothing(bundles: Bundles, sample: Path) ->
     assert sha256(sample) == before
 
 
+# A customer's trigger that rejects the catalog load's update of the knp rows.
+FROZEN_KNP = (
+    "CREATE TRIGGER knp_guard BEFORE UPDATE ON knp"
+    " BEGIN SELECT RAISE(ABORT, 'knp rows are frozen'); END"
+)
+
+
 def test_cli_failed_apply_writes_report(bundles: Bundles, sample: Path, tmp_path: Path) -> None:
     report = tmp_path / "apply.json"
-    with sqlite3.connect(sample) as connection:
-        connection.execute(
-            "CREATE TRIGGER knp_guard BEFORE UPDATE ON knp"
-            " BEGIN SELECT RAISE(ABORT, 'knp rows are frozen'); END"
-        )
-    connection.close()
+    change_sample(sample, FROZEN_KNP)
     command = [CLI, "apply", str(bundles.first), "--database", url_of(sample)]
     command += ["--trusted-keys", str(bundles.public_file), "--json", str(report)]
 
@@ -1716,12 +1723,7 @@ def test_cli_missing_bundle_named(tmp_path: Path) -> None:
 def test_second_interrupt_during_undo_ignored(
     bundles: Bundles, sample: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with sqlite3.connect(sample) as connection:
-        connection.execute(
-            "CREATE TRIGGER knp_guard BEFORE UPDATE ON knp"
-            " BEGIN SELECT RAISE(ABORT, 'knp rows are frozen'); END"
-        )
-    connection.close()
+    change_sample(sample, FROZEN_KNP)
     before = sha256(sample)
     undo = apply_module._undo
 

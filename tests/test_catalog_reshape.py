@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, add_catalog_column, remove_catalog_rows
 
 from pipeline.apply_store import ensure_tables, load_catalog, prepare_catalog_tables
 from pipeline.database import Database, open_database
@@ -35,21 +34,12 @@ POSTGRES_TRIGGER = [
 
 def reshape_knp(root: Path, key: list[str] | None = None) -> None:
     """Add a column `note` to the knp catalog, and change its key when `key` is given."""
-    folder = root / "catalogs" / "knp"
-    description = json.loads((folder / "catalog.json").read_text("utf-8"))
-    description["columns"].append(
-        {"name": "note", "type": "text", "title": {"kk": "Ескертпе", "ru": "Примечание"}}
-    )
+    add_catalog_column(root, "knp", "note", lambda row: f"n{row[0]}")
     if key is not None:
+        path = root / "catalogs" / "knp" / "catalog.json"
+        description = json.loads(path.read_text("utf-8"))
         description["key"] = key
-    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
-    with (folder / "rows.csv").open(encoding="utf-8", newline="") as source:
-        rows = list(csv.reader(source))
-    rows[0].append("note")
-    for row in rows[1:]:
-        row.append(f"n{row[0]}")
-    with (folder / "rows.csv").open("w", encoding="utf-8", newline="") as target:
-        csv.writer(target, lineterminator="\n").writerows(rows)
+        path.write_text(json.dumps(description, ensure_ascii=False), "utf-8")
 
 
 @pytest.fixture
@@ -78,6 +68,20 @@ def sqlite_db(tmp_path: Path, root: Path) -> Iterator[Database]:
         yield loaded_database(db, root, [SQLITE_TRIGGER])
     finally:
         db.close()
+
+
+@pytest.fixture
+def postgres_db(tmp_path: Path, root: Path, postgres_database: str) -> Iterator[Database]:
+    with open_database(postgres_database, tmp_path) as db:
+        yield loaded_database(db, root, POSTGRES_TRIGGER)
+
+
+def postgres_triggers(db: Database) -> list[tuple[object, ...]]:
+    """Return the names of the triggers on catalog_knp, not PostgreSQL's own."""
+    return db.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'catalog_knp'::regclass"
+        " AND NOT tgisinternal"
+    )
 
 
 def reload(db: Database, root: Path) -> dict[str, int]:
@@ -139,43 +143,26 @@ def test_new_key_names_referencing_table(sqlite_db: Database, root: Path) -> Non
 
 
 @pytest.mark.postgres
-def test_postgres_added_column_keeps_view(
-    tmp_path: Path, root: Path, postgres_database: str
-) -> None:
-    with open_database(postgres_database, tmp_path) as db:
-        loaded_database(db, root, POSTGRES_TRIGGER)
-        db.execute("CREATE VIEW knp_names AS SELECT code, name_ru FROM catalog_knp")
-        reshape_knp(root)
+def test_postgres_added_column_keeps_view(postgres_db: Database, root: Path) -> None:
+    postgres_db.execute("CREATE VIEW knp_names AS SELECT code, name_ru FROM catalog_knp")
+    reshape_knp(root)
 
-        counts = reload(db, root)
-        names = db.execute("SELECT name_ru FROM knp_names WHERE code = '010'")
-        triggers = db.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'catalog_knp'::regclass"
-            " AND NOT tgisinternal"
-        )
+    counts = reload(postgres_db, root)
 
     assert counts["changed"] == counts["rows"]
-    assert len(names) == 1
-    assert triggers == [("knp_audit_insert",)]
+    assert len(postgres_db.execute("SELECT name_ru FROM knp_names WHERE code = '010'")) == 1
+    assert postgres_triggers(postgres_db) == [("knp_audit_insert",)]
 
 
 @pytest.mark.postgres
-def test_postgres_new_key_recreates_trigger(
-    tmp_path: Path, root: Path, postgres_database: str
-) -> None:
-    with open_database(postgres_database, tmp_path) as db:
-        loaded_database(db, root, POSTGRES_TRIGGER)
-        db.execute("DROP TABLE knp_refs")
-        reshape_knp(root, key=["code", "note"])
+def test_postgres_new_key_recreates_trigger(postgres_db: Database, root: Path) -> None:
+    postgres_db.execute("DROP TABLE knp_refs")
+    reshape_knp(root, key=["code", "note"])
 
-        counts = reload(db, root)
-        triggers = db.execute(
-            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'catalog_knp'::regclass"
-            " AND NOT tgisinternal"
-        )
+    counts = reload(postgres_db, root)
 
     assert counts["added"] == counts["rows"]
-    assert triggers == [("knp_audit_insert",)]
+    assert postgres_triggers(postgres_db) == [("knp_audit_insert",)]
 
 
 def test_new_application_table_gets_every_row(sqlite_db: Database, root: Path) -> None:
@@ -217,15 +204,11 @@ def test_delta_into_reshaped_table_rejected(sqlite_db: Database, root: Path) -> 
 
 
 @pytest.mark.postgres
-def test_postgres_new_key_names_referencing_table(
-    tmp_path: Path, root: Path, postgres_database: str
-) -> None:
-    with open_database(postgres_database, tmp_path) as db:
-        loaded_database(db, root, POSTGRES_TRIGGER)
-        reshape_knp(root, key=["code", "note"])
+def test_postgres_new_key_names_referencing_table(postgres_db: Database, root: Path) -> None:
+    reshape_knp(root, key=["code", "note"])
 
-        with pytest.raises(ApplyError) as error:
-            reload(db, root)
+    with pytest.raises(ApplyError) as error:
+        reload(postgres_db, root)
 
     # The failed DROP leaves the transaction usable, so the message names what blocked it.
     message = str(error.value)
@@ -240,9 +223,7 @@ def test_postgres_new_key_names_referencing_table(
 
 
 def test_referenced_row_removal_named(sqlite_db: Database, root: Path) -> None:
-    rows = root / "catalogs" / "knp" / "rows.csv"
-    lines = rows.read_text("utf-8").splitlines(True)
-    rows.write_text("".join(line for line in lines if not line.startswith("010,")), "utf-8")
+    remove_catalog_rows(root, "knp", "010,")
     before = sqlite_db.execute("SELECT count(*) FROM catalog_knp")
 
     with pytest.raises(ApplyError) as error:

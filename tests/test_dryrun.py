@@ -20,7 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ended_process_id, git, running, stop, under_ci, wait_until
+from conftest import (
+    add_catalog_column,
+    ended_process_id,
+    git,
+    running,
+    stop,
+    under_ci,
+    wait_until,
+)
 
 from pipeline import dryrun
 from pipeline.cache import cache_path
@@ -1267,16 +1275,7 @@ def test_released_migration_on_catalog_table_replayed(git_repo: Path) -> None:
 
 def test_view_over_new_catalog_column(git_repo: Path) -> None:
     first_release(git_repo)
-    knp_description = REPO_ROOT / "catalogs" / "knp" / "catalog.json"
-    description = json.loads(knp_description.read_text("utf-8"))
-    description["columns"].append(
-        {"name": "note", "type": "text", "title": {"kk": "Ескертпе", "ru": "Примечание"}}
-    )
-    folder = git_repo / "catalogs" / "knp"
-    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
-    lines = (folder / "rows.csv").read_text("utf-8").splitlines()
-    rows = [lines[0] + ",note", *(line + ",-" for line in lines[1:] if line)]
-    (folder / "rows.csv").write_text("\n".join(rows) + "\n", "utf-8")
+    add_catalog_column(git_repo, "knp", "note")
     (git_repo / "migrations" / "0004_knp_notes.sql").write_text(
         "CREATE VIEW knp_notes AS SELECT code, note FROM catalog_knp;\n", "utf-8"
     )

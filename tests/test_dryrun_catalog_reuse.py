@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import add_catalog_column
 
 from pipeline import dryrun_catalogs
 from pipeline.apply_store import ensure_tables, load_catalog
@@ -309,7 +310,7 @@ def test_query_on_new_column_compiled(config: Config, compiled: list[str]) -> No
     query = "SELECT code, note FROM catalog_kbe"
     write_report(config.root, "kbe_notes", query)
     first = dry_run(config, use_cache=True, catalogs=CATALOGS)
-    add_kbe_note(config.root)
+    add_catalog_column(config.root, "kbe", "note")
     compiled.clear()
 
     second = dry_run(config, use_cache=True, catalogs=CATALOGS)
@@ -366,19 +367,6 @@ def test_view_broken_by_reshape_found(config: Config) -> None:
         "schema check: view knp_names does not compile: no such column: name_ru;"
         " create the view again over the new schema"
     )
-
-
-def add_kbe_note(root: Path) -> None:
-    """Add a column `note` at the end of the kbe catalog."""
-    folder = root / "catalogs" / "kbe"
-    description = json.loads((folder / "catalog.json").read_text("utf-8"))
-    description["columns"].append(
-        {"name": "note", "type": "text", "title": {"kk": "Ескертпе", "ru": "Примечание"}}
-    )
-    (folder / "catalog.json").write_text(json.dumps(description, ensure_ascii=False), "utf-8")
-    lines = (folder / "rows.csv").read_text("utf-8").splitlines()
-    rows = [lines[0] + ",note", *(line + ",-" for line in lines[1:] if line)]
-    (folder / "rows.csv").write_text("\n".join(rows) + "\n", "utf-8")
 
 
 def rename_knp_column(root: Path, old: str, new: str) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import ended_process_id, git, running, stop, wait_until
+from conftest import ended_process_id, git, remove_catalog_rows, running, stop, wait_until
 
 from pipeline import dryrun
 from pipeline.apply_store import ensure_tables, load_catalog
@@ -1081,9 +1081,7 @@ def test_catalog_load_orphans_of_deferred_key(generated_sample: tuple[Path, str]
         "INSERT INTO payment_purposes VALUES (1, '311');\n",
         "utf-8",
     )
-    rows = root / "catalogs" / "knp" / "rows.csv"
-    lines = rows.read_text("utf-8").splitlines(True)
-    rows.write_text("".join(line for line in lines if not line.startswith("311,")), "utf-8")
+    remove_catalog_rows(root, "knp", "311,")
 
     result = dryrun.dry_run(Config(root=root, sample_databases=(SampleDatabase(url),)))
 
