@@ -105,7 +105,7 @@ from pipeline.fsutil import atomic_output, atomic_write_text
 from pipeline.keys import PublicKey
 from pipeline.manifest import MANIFEST_NAME, parse_manifest
 from pipeline.migrations import Migration, load_migrations
-from pipeline.sqlite_interrupt import signals_interrupt_statements
+from pipeline.sqlite_interrupt import STOP_SIGNALS, signals_interrupt_statements
 from pipeline.trust import TrustedKey, check_key_usable, find_trusted_key
 from pipeline.verify import MAX_MANIFEST_BYTES, parse_trusted_comment, verify_bundle
 
@@ -114,7 +114,6 @@ logger = logging.getLogger(__name__)
 # Definition kinds stored in pipeline_definitions, in the order they load.
 STORED_KINDS = (Kind.REPORT, Kind.FORM, Kind.TREASURY, Kind.FIX)
 LOCK_POLL_SECONDS = 0.1
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # Backups of one database that an apply keeps in its backup folder, the newest first.
 DEFAULT_KEEP_BACKUPS = 5
 
@@ -486,12 +485,12 @@ def _apply_locked(context: _Context) -> ApplyResult:
 def _stop_signals_held() -> Iterator[None]:
     """Ignore Ctrl+C and SIGTERM in the block, so a second one cannot cut the undo short.
 
-    Signal handlers can be set only in the main thread; elsewhere this does nothing.
+    Signal handlers can be set only in the main thread, so elsewhere this does nothing.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {number: signal.signal(number, signal.SIG_IGN) for number in _STOP_SIGNALS}
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in STOP_SIGNALS}
     try:
         yield
     finally:
@@ -655,6 +654,8 @@ def _run_transaction(
     db.execute("BEGIN")
     ensure_history(db)
     ensure_tables(db)
+    # NOTE: on a new database these tables are still empty while the migrations run, so a
+    # migration that needs catalog rows fails there, and no dry-run tries that order.
     catalog_ids = [str(entry["id"]) for entry in context.manifest["catalogs"]]
     prepare_catalog_tables(db, context.extracted, catalog_ids)
     hooks = _JournalHooks(journal, journal_file, db.engine)

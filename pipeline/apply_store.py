@@ -245,7 +245,7 @@ def read_catalog(db: Database, catalog_id: str, columns: Sequence[str]) -> list[
 
 
 def _prepare_table(db: Database, description: CatalogDescription) -> tuple[list[Row], list[str]]:
-    """Create or reshape the catalog's table; return its rows now and the triggers to create.
+    """Create or reshape the catalog's table, and return its rows and the triggers to create.
 
     Columns added after the existing ones are added with ALTER TABLE, which
     keeps the rows and every view, trigger and foreign key over the table.
@@ -290,10 +290,11 @@ def _prepare_table(db: Database, description: CatalogDescription) -> tuple[list[
 
 
 def _add_columns(db: Database, description: CatalogDescription) -> bool:
-    """Add the columns a catalog gained after its table's columns; False when it changed else.
+    """Add the columns a catalog gained after its table's columns, and tell whether it did.
 
     ALTER TABLE keeps the rows and every view, trigger and foreign key over
-    the table, which a new table would lose.
+    the table, which a new table would lose. Nothing is added, and the result
+    is False, when the key or the existing columns changed.
     """
     table = catalog_table(description.id)
     columns = list(description.column_names)
@@ -748,7 +749,7 @@ def _removal_problem(
 
 
 def _undone_attempt(db: Database, statements: Sequence[tuple[str, Sequence[str]]]) -> str | None:
-    """Run `statements` in a savepoint that is rolled back; return why one failed, or None."""
+    """Run `statements` in a savepoint, roll them back and return why one failed, or None."""
     db.execute("SAVEPOINT pipeline_catalog_row")
     try:
         for sql, parameters in statements:

@@ -683,10 +683,8 @@ def _check_database(
             hooks = _ProgressHooks(progress, result.database, pending[-1] if pending else None)
             if not pending:
                 progress.status(f"{result.database}: integrity checks")
-        # Customers got the catalog rows of the base release after its migrations.
-        # So the pending migrations the base release has run first, then the rows
-        # load, except that a released migration naming a catalog's table ran after
-        # a release had loaded that catalog, so the rows load before it.
+        # Customers got the base release's catalog rows after its migrations, so those
+        # run first. `_late_migrations` picks the ones that run after the rows load.
         released = inputs.base.versions if inputs.base is not None else frozenset()
         present = list_items(config.root, Kind.CATALOG)
         catalog_tables = {catalog_table(catalog_id).lower() for catalog_id in present}

@@ -661,7 +661,7 @@ def loaded_catalogs(
 
 
 def _deferred_problem(db: Database) -> str | None:
-    """Check the deferred constraints as a COMMIT would; return why they fail, or None."""
+    """Check the deferred constraints as a COMMIT would, and return why they fail, or None."""
     try:
         db.check_deferred_constraints()
     except db.errors as exc:

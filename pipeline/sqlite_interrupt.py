@@ -20,7 +20,8 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 
-_STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
+# The signals that stop a run: Ctrl+C and SIGTERM.
+STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 _lock = threading.Lock()
 _connections: set[sqlite3.Connection] = set()
@@ -66,7 +67,7 @@ def signals_interrupt_statements() -> Iterator[None]:
 
 def _watch(reader: int) -> None:
     while numbers := os.read(reader, 64):
-        if not _STOP_SIGNALS.intersection(numbers):
+        if not STOP_SIGNALS.intersection(numbers):
             continue
         with _lock:
             connections = list(_connections)
